@@ -1,0 +1,366 @@
+//! Bounded distributions of durations, kept as HdrHistograms.
+//!
+//! Every histogram loopscope keeps has the same explicit bounds: values from [`LOWEST_NS`] to
+//! [`HIGHEST_NS`] nanoseconds at [`SIGNIFICANT_DIGITS`] significant digits. A value above the
+//! ceiling is clamped into the top bucket *and* counted as an outlier, and its true size is kept
+//! in the exact maximum, so nothing is silently lost and memory never depends on the data.
+//!
+//! [`Dist`] is the stored form (scalars plus the histogram in HdrHistogram's standard V2 deflate
+//! encoding, which any HdrHistogram implementation reads); [`DistAcc`] is the in-memory form used
+//! to record and merge.
+
+use std::io::Read;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use serde::{Deserialize, Serialize};
+
+/// Lowest discernible value of every loopscope histogram, in nanoseconds.
+pub const LOWEST_NS: u64 = 1;
+/// Highest trackable value, in nanoseconds (60 s). Larger values are clamped and counted as outliers.
+pub const HIGHEST_NS: u64 = 60_000_000_000;
+/// Significant decimal digits kept by every histogram (relative error under 1%).
+pub const SIGNIFICANT_DIGITS: u8 = 2;
+
+/// The most bytes a decoded histogram may take; more means a hostile or corrupt input.
+const MAX_DECODED_BYTES: u64 = 1 << 20;
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_DEFLATE_COOKIE: u32 = 0x1c84_9314;
+
+/// Why an encoded histogram could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DistError {
+    /// The bytes are not a V2 (deflate) HdrHistogram.
+    #[error("not an HdrHistogram V2 encoding: {0}")]
+    Encoding(String),
+    /// A valid histogram, but with other bounds than loopscope's.
+    #[error(
+        "histogram bounds {low}..={high} at {digits} digits, expected {LOWEST_NS}..={HIGHEST_NS} at {SIGNIFICANT_DIGITS}"
+    )]
+    Bounds {
+        /// Encoded lowest discernible value.
+        low: u64,
+        /// Encoded highest trackable value.
+        high: u64,
+        /// Encoded significant digits.
+        digits: u32,
+    },
+    /// The histogram's total disagrees with the stored count.
+    #[error("histogram holds {actual} values but the record says {expected}")]
+    CountMismatch {
+        /// Count stored beside the histogram.
+        expected: u64,
+        /// Count found in the histogram.
+        actual: u64,
+    },
+}
+
+/// A stored distribution of durations in nanoseconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dist {
+    /// Number of values recorded.
+    pub count: u64,
+    /// Exact sum of the values, in nanoseconds (values above the ceiling counted at full size).
+    pub sum_ns: u64,
+    /// Exact largest value, in nanoseconds, even when it was above the ceiling.
+    pub max_ns: u64,
+    /// Values above [`HIGHEST_NS`], clamped into the histogram's top bucket.
+    pub outliers: u64,
+    /// The histogram in HdrHistogram V2 deflate encoding; empty when `count` is 0.
+    pub hdr: Vec<u8>,
+}
+
+impl Dist {
+    /// Decodes into an accumulator, checking bounds and counts.
+    pub fn decode(&self) -> Result<DistAcc, DistError> {
+        let mut acc = DistAcc::new();
+        acc.add_dist(self)?;
+        Ok(acc)
+    }
+}
+
+/// A distribution being recorded or merged in memory.
+#[derive(Clone, Debug)]
+pub struct DistAcc {
+    count: u64,
+    sum_ns: u64,
+    max_ns: u64,
+    outliers: u64,
+    hist: Histogram<u64>,
+}
+
+impl Default for DistAcc {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PartialEq for DistAcc {
+    fn eq(&self, other: &Self) -> bool {
+        self.count == other.count
+            && self.sum_ns == other.sum_ns
+            && self.max_ns == other.max_ns
+            && self.outliers == other.outliers
+            && self.hist == other.hist
+    }
+}
+
+/// A new empty histogram with loopscope's bounds.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(LOWEST_NS, HIGHEST_NS, SIGNIFICANT_DIGITS)
+        .expect("constant histogram bounds are valid")
+}
+
+impl DistAcc {
+    /// An empty distribution.
+    pub fn new() -> Self {
+        DistAcc { count: 0, sum_ns: 0, max_ns: 0, outliers: 0, hist: new_histogram() }
+    }
+
+    /// Records one value.
+    pub fn record(&mut self, value: Duration) {
+        self.record_n_ns(u64::try_from(value.as_nanos()).unwrap_or(u64::MAX), 1);
+    }
+
+    /// Records `n` occurrences of `value_ns` nanoseconds.
+    pub fn record_n_ns(&mut self, value_ns: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.count += n;
+        self.sum_ns = self.sum_ns.saturating_add(value_ns.saturating_mul(n));
+        self.max_ns = self.max_ns.max(value_ns);
+        if value_ns > HIGHEST_NS {
+            self.outliers += n;
+        }
+        self.hist.saturating_record_n(value_ns.clamp(LOWEST_NS, HIGHEST_NS), n);
+    }
+
+    /// Adds pre-aggregated values: `n` values that went into one bucket whose lowest value is
+    /// `bucket_value_ns`, used by the recorder when it converts its own lock-free buckets.
+    pub fn record_bucket(&mut self, bucket_value_ns: u64, n: u64) {
+        if n > 0 {
+            self.hist.saturating_record_n(bucket_value_ns.clamp(LOWEST_NS, HIGHEST_NS), n);
+        }
+    }
+
+    /// Sets the exact scalars that accompany buckets added with [`DistAcc::record_bucket`].
+    pub fn add_scalars(&mut self, count: u64, sum_ns: u64, max_ns: u64, outliers: u64) {
+        self.count += count;
+        self.sum_ns = self.sum_ns.saturating_add(sum_ns);
+        self.max_ns = self.max_ns.max(max_ns);
+        self.outliers += outliers;
+    }
+
+    /// Merges another distribution into this one.
+    pub fn add(&mut self, other: &DistAcc) {
+        self.add_scalars(other.count, other.sum_ns, other.max_ns, other.outliers);
+        // Same bounds on both sides: addition cannot fail.
+        let _ = self.hist.add(&other.hist);
+    }
+
+    /// Merges a stored distribution into this one.
+    pub fn add_dist(&mut self, d: &Dist) -> Result<(), DistError> {
+        if d.count == 0 && d.hdr.is_empty() {
+            return Ok(());
+        }
+        let hist = decode_histogram(&d.hdr)?;
+        if hist.len() != d.count {
+            return Err(DistError::CountMismatch { expected: d.count, actual: hist.len() });
+        }
+        self.add_scalars(d.count, d.sum_ns, d.max_ns, d.outliers);
+        let _ = self.hist.add(&hist);
+        Ok(())
+    }
+
+    /// Encodes into the stored form.
+    pub fn to_dist(&self) -> Dist {
+        let mut hdr = Vec::new();
+        if self.count > 0 {
+            // Serializing into a Vec cannot fail for a histogram of this size.
+            let _ = V2DeflateSerializer::new().serialize(&self.hist, &mut hdr);
+        }
+        Dist {
+            count: self.count,
+            sum_ns: self.sum_ns,
+            max_ns: self.max_ns,
+            outliers: self.outliers,
+            hdr,
+        }
+    }
+
+    /// Number of values.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Exact sum of all values.
+    pub fn sum(&self) -> Duration {
+        Duration::from_nanos(self.sum_ns)
+    }
+
+    /// Exact maximum.
+    pub fn max(&self) -> Duration {
+        Duration::from_nanos(self.max_ns)
+    }
+
+    /// Values that were above the ceiling.
+    pub fn outliers(&self) -> u64 {
+        self.outliers
+    }
+
+    /// The underlying histogram (clamped to the ceiling).
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.hist
+    }
+
+    /// The value at quantile `q` (0.0..=1.0), never above the exact maximum.
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.count == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(self.hist.value_at_quantile(q).min(self.max_ns))
+    }
+
+    /// Number of values strictly above `threshold` (bucket resolution).
+    pub fn count_above(&self, threshold: Duration) -> u64 {
+        let t = u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX);
+        self.hist.iter_recorded().filter(|v| v.value_iterated_to() > t).map(|v| v.count_at_value()).sum()
+    }
+
+    /// The standard percentile summary.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            count: self.count,
+            mean: if self.count == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_nanos(self.sum_ns / self.count)
+            },
+            p50: self.quantile(0.50),
+            p90: self.quantile(0.90),
+            p99: self.quantile(0.99),
+            p999: self.quantile(0.999),
+            max: self.max(),
+        }
+    }
+}
+
+/// Percentiles of a distribution, as reports show them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Number of values.
+    pub count: u64,
+    /// Mean (exact).
+    #[serde(rename = "mean_ns", with = "crate::units::duration_ns")]
+    pub mean: Duration,
+    /// Median.
+    #[serde(rename = "p50_ns", with = "crate::units::duration_ns")]
+    pub p50: Duration,
+    /// 90th percentile.
+    #[serde(rename = "p90_ns", with = "crate::units::duration_ns")]
+    pub p90: Duration,
+    /// 99th percentile.
+    #[serde(rename = "p99_ns", with = "crate::units::duration_ns")]
+    pub p99: Duration,
+    /// 99.9th percentile.
+    #[serde(rename = "p999_ns", with = "crate::units::duration_ns")]
+    pub p999: Duration,
+    /// Exact maximum.
+    #[serde(rename = "max_ns", with = "crate::units::duration_ns")]
+    pub max: Duration,
+}
+
+/// Decodes a V2 or V2-deflate HdrHistogram, refusing encodings that are oversized or that use other
+/// bounds than loopscope's (so hostile input cannot make the decoder allocate without limit).
+pub fn decode_histogram(bytes: &[u8]) -> Result<Histogram<u64>, DistError> {
+    let bad = |what: &str| DistError::Encoding(what.to_string());
+    let cookie = read_u32(bytes, 0).ok_or_else(|| bad("shorter than its cookie"))?;
+    let plain: Vec<u8> = match cookie {
+        V2_COOKIE => bytes.to_vec(),
+        V2_DEFLATE_COOKIE => {
+            let len = read_u32(bytes, 4).ok_or_else(|| bad("missing compressed length"))? as usize;
+            let body = bytes.get(8..8 + len).ok_or_else(|| bad("compressed length beyond the data"))?;
+            let mut out = Vec::new();
+            flate2::read::ZlibDecoder::new(body)
+                .take(MAX_DECODED_BYTES + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| DistError::Encoding(format!("deflate: {e}")))?;
+            if out.len() as u64 > MAX_DECODED_BYTES {
+                return Err(bad("decompresses to more than 1 MiB"));
+            }
+            out
+        }
+        _ => return Err(bad("unknown cookie")),
+    };
+    if read_u32(&plain, 0) != Some(V2_COOKIE) {
+        return Err(bad("inner cookie is not V2"));
+    }
+    let payload_len = read_u32(&plain, 4).ok_or_else(|| bad("missing payload length"))? as usize;
+    let digits = read_u32(&plain, 12).ok_or_else(|| bad("missing digits"))?;
+    let low = read_u64(&plain, 16).ok_or_else(|| bad("missing lowest value"))?;
+    let high = read_u64(&plain, 24).ok_or_else(|| bad("missing highest value"))?;
+    if low != LOWEST_NS || high != HIGHEST_NS || digits != u32::from(SIGNIFICANT_DIGITS) {
+        return Err(DistError::Bounds { low, high, digits });
+    }
+    if plain.len() < 40 + payload_len {
+        return Err(bad("payload length beyond the data"));
+    }
+    Deserializer::new()
+        .deserialize(&mut &plain[..])
+        .map_err(|e| DistError::Encoding(format!("{e:?}")))
+}
+
+fn read_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn read_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outliers_are_clamped_counted_and_max_kept() {
+        let mut d = DistAcc::new();
+        d.record(Duration::from_millis(5));
+        d.record(Duration::from_secs(120));
+        assert_eq!(d.count(), 2);
+        assert_eq!(d.outliers(), 1);
+        assert_eq!(d.max(), Duration::from_secs(120));
+        assert!(d.quantile(1.0) >= Duration::from_secs(59));
+        assert_eq!(d.histogram().len(), 2);
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let mut d = DistAcc::new();
+        for i in 1..10_000u64 {
+            d.record_n_ns(i * 37, 1 + i % 3);
+        }
+        let back = d.to_dist().decode().unwrap();
+        assert_eq!(back, d);
+    }
+
+    #[test]
+    fn hostile_encodings_are_refused() {
+        assert!(decode_histogram(b"").is_err());
+        assert!(decode_histogram(b"garbage bytes here").is_err());
+        let mut other = Histogram::<u64>::new_with_bounds(1, u64::MAX / 2, 5).unwrap();
+        other.record(3).unwrap();
+        let mut enc = Vec::new();
+        V2DeflateSerializer::new().serialize(&other, &mut enc).unwrap();
+        assert!(matches!(decode_histogram(&enc), Err(DistError::Bounds { .. })));
+        // A valid encoding with a count that disagrees is refused too.
+        let mut d = DistAcc::new().to_dist();
+        let mut acc = DistAcc::new();
+        acc.record_n_ns(10, 3);
+        d.hdr = acc.to_dist().hdr;
+        d.count = 4;
+        assert!(matches!(d.decode(), Err(DistError::CountMismatch { .. })));
+    }
+}

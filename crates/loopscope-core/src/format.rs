@@ -1,0 +1,496 @@
+//! The recording file: framed, checksummed, written as the program runs.
+//!
+//! Layout (all integers little-endian; see `docs/format.md`):
+//!
+//! ```text
+//! preamble  8 bytes magic "\x89LSCOPE\n", u16 format version, u16 flags (0)
+//! frame*    u8 kind, u32 payload length, u32 CRC-32 of kind byte + payload, payload (postcard)
+//! ```
+//!
+//! The first frame is the header, the last the footer. Each frame is written with one `write`
+//! call and flushed, so a program killed mid-run leaves every complete frame readable; the reader
+//! recovers that prefix and says where the file was cut. A frame whose checksum or payload is
+//! wrong is corruption, reported with the file and byte offset.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::model::{Event, FORMAT_VERSION, Footer, Frame, Header, Interval, SiteDecl, WorkerDecl};
+use crate::workload::WorkloadResult;
+
+/// The first 8 bytes of every recording.
+pub const MAGIC: [u8; 8] = *b"\x89LSCOPE\n";
+/// Bytes before the first frame.
+pub const PREAMBLE_LEN: u64 = 12;
+/// Bytes of a frame's own header (kind, length, checksum).
+pub const FRAME_HEADER_LEN: u64 = 9;
+/// Largest payload a frame may carry; anything larger is corruption.
+pub const MAX_FRAME_LEN: u32 = 64 << 20;
+
+mod kind {
+    pub const HEADER: u8 = 1;
+    pub const SITES: u8 = 2;
+    pub const WORKERS: u8 = 3;
+    pub const INTERVAL: u8 = 4;
+    pub const EVENT: u8 = 5;
+    pub const WORKLOAD: u8 = 6;
+    pub const FOOTER: u8 = 7;
+}
+
+/// Why writing a recording failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The underlying writer failed (disk full, closed pipe, ...).
+    #[error("writing the recording failed: {0}")]
+    Io(#[from] io::Error),
+    /// A frame could not be encoded.
+    #[error("encoding a frame failed: {0}")]
+    Encode(String),
+}
+
+/// Why reading a recording failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file could not be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file does not start like a loopscope recording.
+    #[error("{path}: not a loopscope recording ({reason} at byte {offset})")]
+    NotARecording {
+        /// The file.
+        path: PathBuf,
+        /// Where the problem is.
+        offset: u64,
+        /// What was found.
+        reason: String,
+    },
+    /// Written by a newer loopscope.
+    #[error(
+        "{path}: recording format version {found} is not supported (this loopscope reads version {FORMAT_VERSION}); upgrade loopscope"
+    )]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// Version in the file.
+        found: u16,
+    },
+    /// A frame is damaged.
+    #[error("{path}: corrupt recording at byte {offset}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Offset of the damaged frame.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file ends inside a frame (or before its header frame).
+    #[error("{path}: recording cut short at byte {offset} (inside {inside})")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Offset where the incomplete part starts.
+        offset: u64,
+        /// What was being read.
+        inside: &'static str,
+    },
+}
+
+impl ReadError {
+    /// The byte offset the error refers to, where there is one.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            ReadError::NotARecording { offset, .. }
+            | ReadError::Corrupt { offset, .. }
+            | ReadError::Truncated { offset, .. } => Some(*offset),
+            _ => None,
+        }
+    }
+}
+
+/// Writes a recording frame by frame.
+pub struct Writer<W: Write> {
+    inner: W,
+    offset: u64,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> Writer<W> {
+    /// Writes the preamble and the header frame.
+    pub fn new(mut inner: W, header: &Header) -> Result<Self, WriteError> {
+        let mut pre = Vec::with_capacity(PREAMBLE_LEN as usize);
+        pre.extend_from_slice(&MAGIC);
+        pre.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        pre.extend_from_slice(&0u16.to_le_bytes());
+        inner.write_all(&pre)?;
+        let mut w = Writer { inner, offset: PREAMBLE_LEN, buf: Vec::new() };
+        w.write(&Frame::Header(header.clone()))?;
+        Ok(w)
+    }
+
+    /// Appends one frame and flushes it.
+    pub fn write(&mut self, frame: &Frame) -> Result<(), WriteError> {
+        let (k, payload) = match frame {
+            Frame::Header(h) => (kind::HEADER, encode(h)?),
+            Frame::Sites(s) => (kind::SITES, encode(s)?),
+            Frame::Workers(w) => (kind::WORKERS, encode(w)?),
+            Frame::Interval(i) => (kind::INTERVAL, encode(i)?),
+            Frame::Event(e) => (kind::EVENT, encode(e)?),
+            Frame::Workload(w) => (kind::WORKLOAD, encode(w)?),
+            Frame::Footer(f) => (kind::FOOTER, encode(f)?),
+        };
+        let len = u32::try_from(payload.len())
+            .ok()
+            .filter(|l| *l <= MAX_FRAME_LEN)
+            .ok_or_else(|| WriteError::Encode(format!("frame of {} bytes is too large", payload.len())))?;
+        self.buf.clear();
+        self.buf.push(k);
+        self.buf.extend_from_slice(&len.to_le_bytes());
+        self.buf.extend_from_slice(&checksum(k, &payload).to_le_bytes());
+        self.buf.extend_from_slice(&payload);
+        self.inner.write_all(&self.buf)?;
+        self.inner.flush()?;
+        self.offset += self.buf.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.offset
+    }
+
+    /// The underlying writer.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, WriteError> {
+    postcard::to_stdvec(v).map_err(|e| WriteError::Encode(e.to_string()))
+}
+
+fn checksum(kind: u8, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[kind]);
+    h.update(payload);
+    h.finalize()
+}
+
+/// Reads a recording frame by frame.
+pub struct Reader<R: Read> {
+    inner: R,
+    path: PathBuf,
+    offset: u64,
+    header: Header,
+    finished: bool,
+    skipped_frames: u64,
+}
+
+impl Reader<BufReader<File>> {
+    /// Opens a recording file and reads its header.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, ReadError> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|source| ReadError::Io { path: path.into(), source })?;
+        Reader::new(BufReader::new(file), path)
+    }
+}
+
+impl<R: Read> Reader<R> {
+    /// Reads the preamble and the header from `inner`; `path` names it in errors.
+    pub fn new(mut inner: R, path: impl Into<PathBuf>) -> Result<Self, ReadError> {
+        let path = path.into();
+        let mut pre = [0u8; PREAMBLE_LEN as usize];
+        let got = read_full(&mut inner, &mut pre).map_err(|source| ReadError::Io { path: path.clone(), source })?;
+        let magic_got = got.min(MAGIC.len());
+        if pre[..magic_got] != MAGIC[..magic_got] {
+            return Err(ReadError::NotARecording { path, offset: 0, reason: "wrong magic bytes".into() });
+        }
+        if got < pre.len() {
+            return Err(ReadError::Truncated { path, offset: 0, inside: "the preamble" });
+        }
+        let version = u16::from_le_bytes([pre[8], pre[9]]);
+        if version > FORMAT_VERSION || version == 0 {
+            return Err(ReadError::UnsupportedVersion { path, found: version });
+        }
+        let mut r = Reader {
+            inner,
+            path,
+            offset: PREAMBLE_LEN,
+            header: placeholder_header(),
+            finished: false,
+            skipped_frames: 0,
+        };
+        match r.read_raw() {
+            Ok(Some((kind::HEADER, payload))) => {
+                r.header = r.decode(PREAMBLE_LEN, &payload)?;
+                Ok(r)
+            }
+            Ok(Some(_)) => Err(r.corrupt(PREAMBLE_LEN, "the first frame is not a header".into())),
+            Ok(None) => Err(ReadError::Truncated { path: r.path, offset: PREAMBLE_LEN, inside: "the header frame" }),
+            Err(ReadError::Truncated { path, offset, .. }) => {
+                Err(ReadError::Truncated { path, offset, inside: "the header frame" })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The recording's header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Bytes consumed so far (the end of the last complete frame).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The file name used in errors.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Frames of unknown kinds or undecodable events skipped so far (written by a newer loopscope).
+    pub fn skipped_frames(&self) -> u64 {
+        self.skipped_frames
+    }
+
+    /// The next frame after the header; `Ok(None)` at the end of the file.
+    ///
+    /// A file cut inside a frame gives [`ReadError::Truncated`]; everything before it was valid.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, ReadError> {
+        loop {
+            if self.finished {
+                return Ok(None);
+            }
+            let at = self.offset;
+            let Some((k, payload)) = self.read_raw()? else { return Ok(None) };
+            let frame = match k {
+                kind::HEADER => return Err(self.corrupt(at, "a second header frame".into())),
+                kind::SITES => Frame::Sites(self.decode::<Vec<SiteDecl>>(at, &payload)?),
+                kind::WORKERS => Frame::Workers(self.decode::<Vec<WorkerDecl>>(at, &payload)?),
+                kind::INTERVAL => Frame::Interval(Box::new(self.decode::<Interval>(at, &payload)?)),
+                kind::EVENT => match postcard::from_bytes::<Event>(&payload) {
+                    Ok(e) => Frame::Event(e),
+                    // A checksummed event we cannot decode was written by a newer loopscope.
+                    Err(_) => {
+                        self.skipped_frames += 1;
+                        continue;
+                    }
+                },
+                kind::WORKLOAD => Frame::Workload(Box::new(self.decode::<WorkloadResult>(at, &payload)?)),
+                kind::FOOTER => {
+                    self.finished = true;
+                    Frame::Footer(self.decode::<Footer>(at, &payload)?)
+                }
+                _ => {
+                    self.skipped_frames += 1;
+                    continue;
+                }
+            };
+            return Ok(Some(frame));
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(&self, at: u64, payload: &[u8]) -> Result<T, ReadError> {
+        postcard::from_bytes(payload).map_err(|e| self.corrupt(at, format!("undecodable frame payload: {e}")))
+    }
+
+    fn corrupt(&self, offset: u64, reason: String) -> ReadError {
+        ReadError::Corrupt { path: self.path.clone(), offset, reason }
+    }
+
+    /// Reads one frame's kind and payload, checking its checksum.
+    fn read_raw(&mut self) -> Result<Option<(u8, Vec<u8>)>, ReadError> {
+        let at = self.offset;
+        let io = |source| ReadError::Io { path: self.path.clone(), source };
+        let mut head = [0u8; FRAME_HEADER_LEN as usize];
+        let got = read_full(&mut self.inner, &mut head).map_err(io)?;
+        if got == 0 {
+            return Ok(None);
+        }
+        let truncated = |inside| ReadError::Truncated { path: self.path.clone(), offset: at, inside };
+        if got < head.len() {
+            return Err(truncated("a frame header"));
+        }
+        let k = head[0];
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
+        let crc = u32::from_le_bytes([head[5], head[6], head[7], head[8]]);
+        if k == 0 || len > MAX_FRAME_LEN {
+            return Err(self.corrupt(at, format!("frame header kind {k}, length {len}: not a frame")));
+        }
+        let mut payload = vec![0u8; len as usize];
+        let got = read_full(&mut self.inner, &mut payload).map_err(|source| ReadError::Io { path: self.path.clone(), source })?;
+        if got < payload.len() {
+            return Err(truncated("a frame"));
+        }
+        if checksum(k, &payload) != crc {
+            return Err(self.corrupt(at, "frame checksum mismatch".into()));
+        }
+        self.offset += FRAME_HEADER_LEN + u64::from(len);
+        Ok(Some((k, payload)))
+    }
+}
+
+/// Reads until `buf` is full or EOF; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn placeholder_header() -> Header {
+    Header {
+        format_version: 0,
+        loopscope_version: String::new(),
+        flavor: crate::model::Flavor::CurrentThread,
+        workers: 0,
+        host: String::new(),
+        pid: 0,
+        start_unix_ns: 0,
+        command_line: Vec::new(),
+        workload: None,
+        interval_ns: 0,
+        slow_poll_ns: 0,
+        schedule_latency: false,
+    }
+}
+
+/// How a recording ended.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum Completeness {
+    /// The footer was read: the program finished its session.
+    Complete,
+    /// The file ends early; everything before `at_byte` was recovered.
+    Truncated {
+        /// Where the readable prefix ends.
+        at_byte: u64,
+        /// Why reading stopped there.
+        reason: String,
+    },
+}
+
+/// A whole recording read into memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recording {
+    /// The header.
+    pub header: Header,
+    /// Spawn sites, indexed by id.
+    pub sites: Vec<SiteDecl>,
+    /// Worker threads, indexed by id.
+    pub workers: Vec<WorkerDecl>,
+    /// Intervals in order.
+    pub intervals: Vec<Interval>,
+    /// Events in order.
+    pub events: Vec<Event>,
+    /// The workload's own result, if it reported one.
+    pub workload: Option<WorkloadResult>,
+    /// The footer, if the recording ended cleanly.
+    pub footer: Option<Footer>,
+    /// Whether the file was complete.
+    pub completeness: Completeness,
+    /// Frames skipped because this loopscope does not know them.
+    pub skipped_frames: u64,
+}
+
+impl Recording {
+    /// Reads a recording, recovering the complete prefix of a file that was cut short.
+    pub fn read(path: impl AsRef<Path>) -> Result<Recording, ReadError> {
+        Recording::from_reader(Reader::open(path)?)
+    }
+
+    /// Reads the rest of an opened recording.
+    pub fn from_reader<R: Read>(mut reader: Reader<R>) -> Result<Recording, ReadError> {
+        let mut rec = Recording {
+            header: reader.header().clone(),
+            sites: Vec::new(),
+            workers: Vec::new(),
+            intervals: Vec::new(),
+            events: Vec::new(),
+            workload: None,
+            footer: None,
+            completeness: Completeness::Complete,
+            skipped_frames: 0,
+        };
+        loop {
+            let at = reader.offset();
+            match reader.next_frame() {
+                Ok(Some(frame)) => rec.push(frame).map_err(|reason| reader.corrupt(at, reason))?,
+                Ok(None) => break,
+                Err(ReadError::Truncated { offset, inside, .. }) => {
+                    rec.completeness = Completeness::Truncated {
+                        at_byte: offset,
+                        reason: format!("the file ends inside {inside}"),
+                    };
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if rec.footer.is_none() && rec.completeness == Completeness::Complete {
+            rec.completeness = Completeness::Truncated {
+                at_byte: reader.offset(),
+                reason: "no footer: the recorded program did not finish its session".into(),
+            };
+        }
+        rec.skipped_frames = reader.skipped_frames();
+        Ok(rec)
+    }
+
+    /// Adds one frame, checking that it refers only to declared sites and workers.
+    pub fn push(&mut self, frame: Frame) -> Result<(), String> {
+        match frame {
+            Frame::Header(_) => return Err("a second header frame".into()),
+            Frame::Sites(s) => {
+                for d in s {
+                    if d.id as usize != self.sites.len() {
+                        return Err(format!("site id {} declared out of order (expected {})", d.id, self.sites.len()));
+                    }
+                    self.sites.push(d);
+                }
+            }
+            Frame::Workers(w) => {
+                for d in w {
+                    if d.id as usize != self.workers.len() {
+                        return Err(format!("worker id {} declared out of order (expected {})", d.id, self.workers.len()));
+                    }
+                    self.workers.push(d);
+                }
+            }
+            Frame::Interval(i) => {
+                if let Some(s) = i.sites.iter().find(|s| s.site as usize >= self.sites.len()) {
+                    return Err(format!("interval {} refers to undeclared site {}", i.index, s.site));
+                }
+                if let Some(w) = i.workers.iter().find(|w| w.worker as usize >= self.workers.len()) {
+                    return Err(format!("interval {} refers to undeclared worker {}", i.index, w.worker));
+                }
+                self.intervals.push(*i);
+            }
+            Frame::Event(e) => self.events.push(e),
+            Frame::Workload(w) => self.workload = Some(*w),
+            Frame::Footer(f) => self.footer = Some(f),
+        }
+        Ok(())
+    }
+
+    /// Whether the footer was read.
+    pub fn is_complete(&self) -> bool {
+        self.completeness == Completeness::Complete
+    }
+}

@@ -1,0 +1,25 @@
+//! The tokio-free core of loopscope.
+//!
+//! Everything that reads or writes profiling data lives here, independent of the runtime that
+//! produced it, so that the readers (`loopscope report`, the TUI, the CI gate) never depend on
+//! tokio:
+//!
+//! - [`dist`]: bounded HdrHistogram distributions of nanosecond durations, with outliers counted.
+//! - [`model`]: what a recording holds: header, spawn sites, workers, intervals, events, footer.
+//! - [`format`]: the on-disk recording (framed, checksummed, streamable, crash tolerant).
+//! - [`report`]: aggregation of a recording into the per-runtime / per-site report and its JSON.
+//! - [`workload`]: the end-to-end figures a workload reports beside the recorder's.
+#![warn(missing_docs)]
+
+pub mod dist;
+pub mod format;
+pub mod model;
+pub mod report;
+pub mod units;
+pub mod workload;
+
+pub use dist::{Dist, DistAcc};
+pub use format::{ReadError, Reader, Recording, WriteError, Writer};
+pub use model::*;
+pub use report::Report;
+pub use workload::WorkloadResult;

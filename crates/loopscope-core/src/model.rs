@@ -1,0 +1,202 @@
+//! What a recording holds.
+//!
+//! A recording is a header, then a stream of declarations (spawn sites and workers, each declared
+//! once before first use), intervals, events and at most one workload result, then a footer. The
+//! same types are written by the recorder and read back by every reader.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dist::Dist;
+use crate::workload::WorkloadResult;
+
+/// Version of the recording format this build writes and the newest it reads.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// The tokio scheduler a recording was taken on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Flavor {
+    /// `Builder::new_current_thread`.
+    CurrentThread,
+    /// `Builder::new_multi_thread`.
+    MultiThread,
+}
+
+impl std::fmt::Display for Flavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Flavor::CurrentThread => "current-thread",
+            Flavor::MultiThread => "multi-thread",
+        })
+    }
+}
+
+/// First frame of every recording.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Recording format version ([`FORMAT_VERSION`] when written by this build).
+    pub format_version: u16,
+    /// Version of the loopscope library that wrote the recording.
+    pub loopscope_version: String,
+    /// Scheduler flavor.
+    pub flavor: Flavor,
+    /// Worker threads the runtime was built with (1 for current-thread).
+    pub workers: u32,
+    /// Host name.
+    pub host: String,
+    /// Process id of the recorded program.
+    pub pid: u32,
+    /// Wall-clock start, in nanoseconds since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// Command line of the recorded program.
+    pub command_line: Vec<String>,
+    /// Name of the workload, when the program is one of loopscope's workloads.
+    pub workload: Option<String>,
+    /// Length of one interval, in nanoseconds.
+    pub interval_ns: u64,
+    /// Polls longer than this are counted as slow, in nanoseconds.
+    pub slow_poll_ns: u64,
+    /// Whether per-task scheduling latency was tracked (tokio's `track_task_schedule_latency`).
+    pub schedule_latency: bool,
+}
+
+/// A place in the source where tasks are spawned (`TaskMeta::spawned_at`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SiteDecl {
+    /// Identifier used by intervals; dense from 0.
+    pub id: u32,
+    /// Source file, as the compiler saw it.
+    pub file: String,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub column: u32,
+}
+
+impl SiteDecl {
+    /// The file name given to the site that collects spawn sites beyond the configured maximum.
+    pub const OTHER_FILE: &'static str = "<other sites>";
+
+    /// `file:line:col`.
+    pub fn location(&self) -> String {
+        if self.file == Self::OTHER_FILE {
+            return self.file.clone();
+        }
+        format!("{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// A thread that polled tasks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerDecl {
+    /// Identifier used by intervals; dense from 0.
+    pub id: u32,
+    /// tokio's worker index (`tokio::runtime::worker_index`) when the thread first polled.
+    pub index: Option<u32>,
+    /// The thread's name.
+    pub thread_name: String,
+}
+
+/// One interval's figures for one spawn site.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteInterval {
+    /// The [`SiteDecl::id`].
+    pub site: u32,
+    /// Tasks spawned from this site during the interval.
+    pub spawned: u64,
+    /// Tasks from this site that terminated during the interval.
+    pub finished: u64,
+    /// Polls longer than the slow-poll threshold.
+    pub slow_polls: u64,
+    /// Poll durations.
+    pub poll: Dist,
+    /// Scheduling latencies (wake to poll).
+    pub sched: Dist,
+}
+
+/// One interval's figures for one worker thread.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInterval {
+    /// The [`WorkerDecl::id`].
+    pub worker: u32,
+    /// Polls longer than the slow-poll threshold.
+    pub slow_polls: u64,
+    /// Poll durations.
+    pub poll: Dist,
+    /// Scheduling latencies.
+    pub sched: Dist,
+}
+
+/// Runtime gauges sampled at the end of an interval (tokio's `RuntimeMetrics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gauges {
+    /// Tasks alive in the runtime.
+    pub alive_tasks: u64,
+    /// Tasks in the global (injection) queue.
+    pub global_queue: u64,
+    /// Tasks in each worker's local queue.
+    pub local_queues: Vec<u64>,
+    /// Threads in the blocking pool.
+    pub blocking_threads: u64,
+    /// Idle threads in the blocking pool.
+    pub idle_blocking_threads: u64,
+}
+
+/// Everything measured during one interval.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interval {
+    /// 0-based sequence number.
+    pub index: u64,
+    /// Start, in nanoseconds since the session started.
+    pub start_ns: u64,
+    /// End, in nanoseconds since the session started.
+    pub end_ns: u64,
+    /// Per spawn site (only sites with activity).
+    pub sites: Vec<SiteInterval>,
+    /// Per worker thread (only threads with activity).
+    pub workers: Vec<WorkerInterval>,
+    /// Runtime gauges at the end of the interval.
+    pub gauges: Gauges,
+}
+
+/// Something that happened at one moment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// The recorder hit an error and stopped part of its work.
+    RecorderError {
+        /// When, in nanoseconds since the session started.
+        at_ns: u64,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Last frame of a complete recording.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Footer {
+    /// End, in nanoseconds since the session started.
+    pub end_ns: u64,
+    /// Intervals written.
+    pub intervals: u64,
+    /// Errors the recorder met (also recorded as events).
+    pub errors: Vec<String>,
+}
+
+/// One frame of a recording, in the order they appear in a file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    /// Always first.
+    Header(Header),
+    /// New spawn sites.
+    Sites(Vec<SiteDecl>),
+    /// New worker threads.
+    Workers(Vec<WorkerDecl>),
+    /// One interval.
+    Interval(Box<Interval>),
+    /// An event.
+    Event(Event),
+    /// The workload's own end-to-end figures.
+    Workload(Box<WorkloadResult>),
+    /// Always last, when the recording ended cleanly.
+    Footer(Footer),
+}

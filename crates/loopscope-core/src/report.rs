@@ -1,0 +1,758 @@
+//! The report: a recording aggregated per runtime, per worker and per spawn site.
+//!
+//! [`Aggregator`] consumes frames one at a time (from a file or live from the recorder), so its
+//! memory depends on the number of spawn sites and workers, never on the length of the run.
+//! [`Report`] is its result, printed as a table ([`Report::to_text`]) or as JSON with a stable,
+//! documented schema ([`SCHEMA_VERSION`], `docs/report.schema.json`).
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::dist::{DistAcc, Summary};
+use crate::format::{Completeness, ReadError, Reader};
+use crate::model::{Event, Flavor, Footer, Frame, Header, Interval, SiteDecl, WorkerDecl};
+use crate::units::{duration_ns, fmt_duration};
+use crate::workload::{Metric, WorkloadResult};
+
+/// Version of the JSON report schema. Bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Events kept in memory by the aggregator; more are counted, not kept.
+pub const MAX_EVENTS: usize = 10_000;
+
+#[derive(Clone, Debug, Default)]
+struct Acc {
+    spawned: u64,
+    finished: u64,
+    slow_polls: u64,
+    poll: DistAcc,
+    sched: DistAcc,
+}
+
+impl Acc {
+    fn add(&mut self, slow: u64, poll: &crate::Dist, sched: &crate::Dist) -> Result<(), String> {
+        self.slow_polls += slow;
+        self.poll.add_dist(poll).map_err(|e| format!("poll histogram: {e}"))?;
+        self.sched.add_dist(sched).map_err(|e| format!("scheduling histogram: {e}"))
+    }
+}
+
+/// Folds frames into running totals.
+#[derive(Clone, Debug)]
+pub struct Aggregator {
+    header: Header,
+    sites: Vec<SiteDecl>,
+    workers: Vec<WorkerDecl>,
+    site_acc: Vec<Acc>,
+    worker_acc: Vec<Acc>,
+    runtime: Acc,
+    intervals: u64,
+    first_start_ns: Option<u64>,
+    last_end_ns: u64,
+    global_queue_max: u64,
+    global_queue_sum: u64,
+    local_queue_max: u64,
+    blocking_threads_max: u64,
+    events: Vec<Event>,
+    events_dropped: u64,
+    workload: Option<WorkloadResult>,
+    footer: Option<Footer>,
+}
+
+impl Aggregator {
+    /// Starts from a recording's header.
+    pub fn new(header: Header) -> Self {
+        Aggregator {
+            header,
+            sites: Vec::new(),
+            workers: Vec::new(),
+            site_acc: Vec::new(),
+            worker_acc: Vec::new(),
+            runtime: Acc::default(),
+            intervals: 0,
+            first_start_ns: None,
+            last_end_ns: 0,
+            global_queue_max: 0,
+            global_queue_sum: 0,
+            local_queue_max: 0,
+            blocking_threads_max: 0,
+            events: Vec::new(),
+            events_dropped: 0,
+            workload: None,
+            footer: None,
+        }
+    }
+
+    /// Folds in one frame. An error describes a frame that contradicts what came before.
+    pub fn push(&mut self, frame: &Frame) -> Result<(), String> {
+        match frame {
+            Frame::Header(_) => return Err("a second header frame".into()),
+            Frame::Sites(s) => {
+                for d in s {
+                    if d.id as usize != self.sites.len() {
+                        return Err(format!("site {} declared out of order (expected {})", d.id, self.sites.len()));
+                    }
+                    self.sites.push(d.clone());
+                    self.site_acc.push(Acc::default());
+                }
+            }
+            Frame::Workers(w) => {
+                for d in w {
+                    if d.id as usize != self.workers.len() {
+                        return Err(format!("worker {} declared out of order (expected {})", d.id, self.workers.len()));
+                    }
+                    self.workers.push(d.clone());
+                    self.worker_acc.push(Acc::default());
+                }
+            }
+            Frame::Interval(i) => self.push_interval(i)?,
+            Frame::Event(e) => {
+                if self.events.len() < MAX_EVENTS {
+                    self.events.push(e.clone());
+                } else {
+                    self.events_dropped += 1;
+                }
+            }
+            Frame::Workload(w) => self.workload = Some((**w).clone()),
+            Frame::Footer(f) => self.footer = Some(f.clone()),
+        }
+        Ok(())
+    }
+
+    fn push_interval(&mut self, i: &Interval) -> Result<(), String> {
+        let ctx = |e: String| format!("interval {}: {e}", i.index);
+        for s in &i.sites {
+            let acc = self
+                .site_acc
+                .get_mut(s.site as usize)
+                .ok_or_else(|| ctx(format!("undeclared site {}", s.site)))?;
+            acc.spawned += s.spawned;
+            acc.finished += s.finished;
+            acc.add(s.slow_polls, &s.poll, &s.sched).map_err(ctx)?;
+            self.runtime.spawned += s.spawned;
+            self.runtime.finished += s.finished;
+        }
+        for w in &i.workers {
+            let acc = self
+                .worker_acc
+                .get_mut(w.worker as usize)
+                .ok_or_else(|| ctx(format!("undeclared worker {}", w.worker)))?;
+            acc.add(w.slow_polls, &w.poll, &w.sched).map_err(ctx)?;
+            self.runtime.add(w.slow_polls, &w.poll, &w.sched).map_err(ctx)?;
+        }
+        self.intervals += 1;
+        self.first_start_ns.get_or_insert(i.start_ns);
+        self.last_end_ns = self.last_end_ns.max(i.end_ns);
+        let g = &i.gauges;
+        self.global_queue_max = self.global_queue_max.max(g.global_queue);
+        self.global_queue_sum += g.global_queue;
+        self.local_queue_max = self.local_queue_max.max(g.local_queues.iter().copied().max().unwrap_or(0));
+        self.blocking_threads_max = self.blocking_threads_max.max(g.blocking_threads);
+        Ok(())
+    }
+
+    /// The sites declared so far.
+    pub fn sites(&self) -> &[SiteDecl] {
+        &self.sites
+    }
+
+    /// The report so far.
+    pub fn report(&self, completeness: Completeness, skipped_frames: u64) -> Report {
+        let start = self.first_start_ns.unwrap_or(0);
+        let end = self.footer.as_ref().map_or(self.last_end_ns, |f| f.end_ns.max(self.last_end_ns));
+        let duration = Duration::from_nanos(end.saturating_sub(start));
+        let ratio = |busy: Duration, threads: u64| {
+            let denom = duration.as_secs_f64() * threads.max(1) as f64;
+            if denom > 0.0 { busy.as_secs_f64() / denom } else { 0.0 }
+        };
+        let rt = &self.runtime;
+        let runtime = RuntimeReport {
+            polls: rt.poll.count(),
+            busy: rt.poll.sum(),
+            busy_ratio: ratio(rt.poll.sum(), u64::from(self.header.workers)),
+            poll: rt.poll.summary(),
+            sched: rt.sched.summary(),
+            slow_polls: rt.slow_polls,
+            poll_outliers: rt.poll.outliers(),
+            sched_outliers: rt.sched.outliers(),
+            tasks: Tasks::new(rt.spawned, rt.finished),
+            queues: Queues {
+                global_max: self.global_queue_max,
+                global_mean: if self.intervals == 0 {
+                    0.0
+                } else {
+                    self.global_queue_sum as f64 / self.intervals as f64
+                },
+                local_max: self.local_queue_max,
+                blocking_threads_max: self.blocking_threads_max,
+            },
+        };
+        let workers = self
+            .workers
+            .iter()
+            .zip(&self.worker_acc)
+            .map(|(d, a)| WorkerReport {
+                id: d.id,
+                index: d.index,
+                thread_name: d.thread_name.clone(),
+                polls: a.poll.count(),
+                busy: a.poll.sum(),
+                busy_ratio: ratio(a.poll.sum(), 1),
+                poll: a.poll.summary(),
+                sched: a.sched.summary(),
+                slow_polls: a.slow_polls,
+            })
+            .collect();
+        let total_busy = rt.poll.sum().as_secs_f64();
+        let mut sites: Vec<SiteReport> = self
+            .sites
+            .iter()
+            .zip(&self.site_acc)
+            .filter(|(_, a)| a.poll.count() > 0 || a.spawned > 0)
+            .map(|(d, a)| SiteReport {
+                id: d.id,
+                location: d.location(),
+                file: d.file.clone(),
+                line: d.line,
+                column: d.column,
+                tasks: Tasks::new(a.spawned, a.finished),
+                polls: a.poll.count(),
+                busy: a.poll.sum(),
+                busy_share: if total_busy > 0.0 { a.poll.sum().as_secs_f64() / total_busy } else { 0.0 },
+                poll: a.poll.summary(),
+                sched: a.sched.summary(),
+                slow_polls: a.slow_polls,
+                poll_outliers: a.poll.outliers(),
+                sched_outliers: a.sched.outliers(),
+            })
+            .collect();
+        sites.sort_by(|a, b| b.busy.cmp(&a.busy).then(b.polls.cmp(&a.polls)).then(a.id.cmp(&b.id)));
+        let mut errors: Vec<String> = self.footer.as_ref().map(|f| f.errors.clone()).unwrap_or_default();
+        for e in &self.events {
+            let Event::RecorderError { message, .. } = e;
+            if !errors.contains(message) {
+                errors.push(message.clone());
+            }
+        }
+        let h = &self.header;
+        Report {
+            schema_version: SCHEMA_VERSION,
+            loopscope_version: env!("CARGO_PKG_VERSION").to_string(),
+            recording: RecordingInfo {
+                format_version: h.format_version,
+                written_by: h.loopscope_version.clone(),
+                workload: h.workload.clone(),
+                flavor: h.flavor,
+                workers: h.workers,
+                host: h.host.clone(),
+                pid: h.pid,
+                start_unix_ns: h.start_unix_ns,
+                command_line: h.command_line.clone(),
+                duration,
+                intervals: self.intervals,
+                interval: Duration::from_nanos(h.interval_ns),
+                slow_poll_threshold: Duration::from_nanos(h.slow_poll_ns),
+                schedule_latency_tracked: h.schedule_latency,
+                completeness,
+                skipped_frames,
+                events_dropped: self.events_dropped,
+            },
+            runtime,
+            workers,
+            sites,
+            workload: self.workload.as_ref().map(WorkloadReport::from),
+            errors,
+        }
+    }
+}
+
+/// Why a report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The recording could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A frame is well-formed but inconsistent.
+    #[error("{path}: corrupt recording at byte {offset}: {reason}")]
+    Inconsistent {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Offset of the frame.
+        offset: u64,
+        /// What is inconsistent.
+        reason: String,
+    },
+}
+
+impl Report {
+    /// Reads a recording file and aggregates it, streaming (memory independent of its length).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Report, ReportError> {
+        Report::from_reader(Reader::open(path)?)
+    }
+
+    /// Aggregates the rest of an opened recording.
+    pub fn from_reader<R: Read>(mut reader: Reader<R>) -> Result<Report, ReportError> {
+        let mut agg = Aggregator::new(reader.header().clone());
+        let completeness = loop {
+            let at = reader.offset();
+            match reader.next_frame() {
+                Ok(Some(frame)) => agg.push(&frame).map_err(|reason| ReportError::Inconsistent {
+                    path: reader.path().to_path_buf(),
+                    offset: at,
+                    reason,
+                })?,
+                Ok(None) if agg.footer.is_some() => break Completeness::Complete,
+                Ok(None) => {
+                    break Completeness::Truncated {
+                        at_byte: reader.offset(),
+                        reason: "no footer: the recorded program did not finish its session".into(),
+                    };
+                }
+                Err(ReadError::Truncated { offset, inside, .. }) => {
+                    break Completeness::Truncated { at_byte: offset, reason: format!("the file ends inside {inside}") };
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        Ok(agg.report(completeness, reader.skipped_frames()))
+    }
+}
+
+/// Task counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Tasks {
+    /// Tasks spawned.
+    pub spawned: u64,
+    /// Tasks that terminated.
+    pub finished: u64,
+    /// Spawned and not terminated at the end of the recording.
+    pub alive: u64,
+}
+
+impl Tasks {
+    fn new(spawned: u64, finished: u64) -> Self {
+        Tasks { spawned, finished, alive: spawned.saturating_sub(finished) }
+    }
+}
+
+/// Queue gauges over the recording.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Queues {
+    /// Largest global (injection) queue depth sampled.
+    pub global_max: u64,
+    /// Mean global queue depth over the samples.
+    pub global_mean: f64,
+    /// Largest local queue depth sampled on any worker.
+    pub local_max: u64,
+    /// Largest blocking-pool size sampled.
+    pub blocking_threads_max: u64,
+}
+
+/// The whole runtime.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuntimeReport {
+    /// Task polls.
+    pub polls: u64,
+    /// Total time spent polling tasks.
+    #[serde(rename = "busy_ns", with = "duration_ns")]
+    pub busy: Duration,
+    /// Busy time over (recording duration × workers).
+    pub busy_ratio: f64,
+    /// Poll durations.
+    pub poll: Summary,
+    /// Scheduling latency (wake to poll); empty when not tracked.
+    pub sched: Summary,
+    /// Polls above the slow-poll threshold.
+    pub slow_polls: u64,
+    /// Poll durations above the histogram ceiling (kept in `poll.max_ns`).
+    pub poll_outliers: u64,
+    /// Scheduling latencies above the histogram ceiling.
+    pub sched_outliers: u64,
+    /// Task counts.
+    pub tasks: Tasks,
+    /// Queue gauges.
+    pub queues: Queues,
+}
+
+/// One worker thread.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WorkerReport {
+    /// Worker id in the recording.
+    pub id: u32,
+    /// tokio's worker index.
+    pub index: Option<u32>,
+    /// Thread name.
+    pub thread_name: String,
+    /// Task polls on this thread.
+    pub polls: u64,
+    /// Time spent polling.
+    #[serde(rename = "busy_ns", with = "duration_ns")]
+    pub busy: Duration,
+    /// Busy time over the recording duration.
+    pub busy_ratio: f64,
+    /// Poll durations.
+    pub poll: Summary,
+    /// Scheduling latency.
+    pub sched: Summary,
+    /// Polls above the slow-poll threshold.
+    pub slow_polls: u64,
+}
+
+/// One spawn site.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SiteReport {
+    /// Site id in the recording.
+    pub id: u32,
+    /// `file:line:col`.
+    pub location: String,
+    /// Source file.
+    pub file: String,
+    /// Line.
+    pub line: u32,
+    /// Column.
+    pub column: u32,
+    /// Task counts.
+    pub tasks: Tasks,
+    /// Task polls.
+    pub polls: u64,
+    /// Time spent polling tasks from this site.
+    #[serde(rename = "busy_ns", with = "duration_ns")]
+    pub busy: Duration,
+    /// Share of the runtime's busy time.
+    pub busy_share: f64,
+    /// Poll durations.
+    pub poll: Summary,
+    /// Scheduling latency.
+    pub sched: Summary,
+    /// Polls above the slow-poll threshold.
+    pub slow_polls: u64,
+    /// Poll durations above the histogram ceiling.
+    pub poll_outliers: u64,
+    /// Scheduling latencies above the histogram ceiling.
+    pub sched_outliers: u64,
+}
+
+/// Where the data came from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RecordingInfo {
+    /// Recording format version.
+    pub format_version: u16,
+    /// loopscope version that wrote it.
+    pub written_by: String,
+    /// Workload name, if any.
+    pub workload: Option<String>,
+    /// Scheduler flavor.
+    pub flavor: Flavor,
+    /// Worker threads.
+    pub workers: u32,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Start time, nanoseconds since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// Command line.
+    pub command_line: Vec<String>,
+    /// Time covered by the intervals.
+    #[serde(rename = "duration_ns", with = "duration_ns")]
+    pub duration: Duration,
+    /// Intervals read.
+    pub intervals: u64,
+    /// Interval length.
+    #[serde(rename = "interval_ns", with = "duration_ns")]
+    pub interval: Duration,
+    /// Slow-poll threshold.
+    #[serde(rename = "slow_poll_threshold_ns", with = "duration_ns")]
+    pub slow_poll_threshold: Duration,
+    /// Whether scheduling latency was tracked.
+    pub schedule_latency_tracked: bool,
+    /// Whether the file was complete.
+    pub completeness: Completeness,
+    /// Frames skipped because they were written by a newer loopscope.
+    pub skipped_frames: u64,
+    /// Events beyond the in-memory limit (counted, not kept).
+    pub events_dropped: u64,
+}
+
+/// A workload's own figures.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WorkloadReport {
+    /// Workload name.
+    pub name: String,
+    /// Scalar figures.
+    pub metrics: Vec<Metric>,
+    /// Distribution summaries.
+    pub distributions: Vec<NamedSummary>,
+}
+
+/// A named percentile summary.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NamedSummary {
+    /// Name.
+    pub name: String,
+    /// Percentiles.
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+impl From<&WorkloadResult> for WorkloadReport {
+    fn from(w: &WorkloadResult) -> Self {
+        WorkloadReport {
+            name: w.name.clone(),
+            metrics: w.metrics.clone(),
+            distributions: w
+                .distributions
+                .iter()
+                .filter_map(|d| {
+                    Some(NamedSummary { name: d.name.clone(), summary: d.dist.decode().ok()?.summary() })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The report of one recording.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Version of the loopscope that made this report.
+    pub loopscope_version: String,
+    /// Recording metadata.
+    pub recording: RecordingInfo,
+    /// Runtime-wide figures.
+    pub runtime: RuntimeReport,
+    /// Per worker thread.
+    pub workers: Vec<WorkerReport>,
+    /// Per spawn site, by busy time, largest first.
+    pub sites: Vec<SiteReport>,
+    /// The workload's own figures.
+    pub workload: Option<WorkloadReport>,
+    /// Errors the recorder reported.
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serializes")
+    }
+
+    /// Finds a site by its `file:line` or `file:line:col` suffix.
+    pub fn site(&self, location_suffix: &str) -> Option<&SiteReport> {
+        self.sites.iter().find(|s| {
+            s.location.ends_with(location_suffix) || format!("{}:{}", s.file, s.line).ends_with(location_suffix)
+        })
+    }
+
+    /// The report as a human-readable table; `max_sites` limits the spawn-site rows.
+    pub fn to_text(&self, max_sites: usize) -> String {
+        let mut o = String::new();
+        let r = &self.recording;
+        let state = match &r.completeness {
+            Completeness::Complete => "complete".to_string(),
+            Completeness::Truncated { at_byte, reason } => format!("CUT SHORT at byte {at_byte}: {reason}"),
+        };
+        let _ = writeln!(
+            o,
+            "loopscope report — {} — {} runtime, {} worker{} — {} over {} interval{} — {}",
+            r.workload.as_deref().unwrap_or("program"),
+            r.flavor,
+            r.workers,
+            plural(u64::from(r.workers)),
+            fmt_duration(r.duration),
+            r.intervals,
+            plural(r.intervals),
+            state
+        );
+        let rt = &self.runtime;
+        let _ = writeln!(
+            o,
+            "\nRuntime: {} polls, busy {} ({:.1}% of {} worker{}), {} slow poll{} (> {}), {} outlier{}",
+            group(rt.polls),
+            fmt_duration(rt.busy),
+            rt.busy_ratio * 100.0,
+            r.workers,
+            plural(u64::from(r.workers)),
+            group(rt.slow_polls),
+            plural(rt.slow_polls),
+            fmt_duration(r.slow_poll_threshold),
+            group(rt.poll_outliers + rt.sched_outliers),
+            plural(rt.poll_outliers + rt.sched_outliers),
+        );
+        let _ = writeln!(o, "  {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}", "", "p50", "p90", "p99", "p99.9", "max", "mean");
+        for (name, s) in [("poll", &rt.poll), ("sched", &rt.sched)] {
+            let _ = writeln!(
+                o,
+                "  {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                name,
+                dur(s, s.p50),
+                dur(s, s.p90),
+                dur(s, s.p99),
+                dur(s, s.p999),
+                dur(s, s.max),
+                dur(s, s.mean)
+            );
+        }
+        if !r.schedule_latency_tracked {
+            let _ = writeln!(o, "  (scheduling latency was not tracked in this recording)");
+        }
+        let t = &rt.tasks;
+        let q = &rt.queues;
+        let _ = writeln!(
+            o,
+            "  tasks: {} spawned, {} finished, {} alive · global queue max {} (mean {:.1}) · local queue max {} · blocking threads max {}",
+            group(t.spawned),
+            group(t.finished),
+            group(t.alive),
+            q.global_max,
+            q.global_mean,
+            q.local_max,
+            q.blocking_threads_max
+        );
+
+        if !self.workers.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nWorkers\n  {:<28} {:>10} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6}",
+                "thread", "polls", "busy", "busy%", "poll p50", "poll p99", "poll max", "sched p99", "slow"
+            );
+            for w in &self.workers {
+                let name = match w.index {
+                    Some(i) => format!("#{i} {}", w.thread_name),
+                    None => w.thread_name.clone(),
+                };
+                let _ = writeln!(
+                    o,
+                    "  {:<28} {:>10} {:>8} {:>5.1}% {:>8} {:>8} {:>8} {:>8} {:>6}",
+                    clip_left(&name, 28),
+                    group(w.polls),
+                    fmt_duration(w.busy),
+                    w.busy_ratio * 100.0,
+                    dur(&w.poll, w.poll.p50),
+                    dur(&w.poll, w.poll.p99),
+                    dur(&w.poll, w.poll.max),
+                    dur(&w.sched, w.sched.p99),
+                    group(w.slow_polls)
+                );
+            }
+        }
+
+        let _ = writeln!(
+            o,
+            "\nSpawn sites ({} by busy time){}",
+            self.sites.len(),
+            if self.sites.len() > max_sites { format!(", top {max_sites}") } else { String::new() }
+        );
+        let _ = writeln!(
+            o,
+            "  {:<36} {:>7} {:>9} {:>8} │ {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>5} {:>4}",
+            "site", "tasks", "polls", "busy", "poll50", "p90", "p99", "p99.9", "max", "sched50", "p90", "p99", "p99.9",
+            "max", "slow", "outl"
+        );
+        for s in self.sites.iter().take(max_sites) {
+            let p = &s.poll;
+            let l = &s.sched;
+            let _ = writeln!(
+                o,
+                "  {:<36} {:>7} {:>9} {:>8} │ {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>5} {:>4}",
+                clip_left(&s.location, 36),
+                group(s.tasks.spawned),
+                group(s.polls),
+                fmt_duration(s.busy),
+                dur(p, p.p50),
+                dur(p, p.p90),
+                dur(p, p.p99),
+                dur(p, p.p999),
+                dur(p, p.max),
+                dur(l, l.p50),
+                dur(l, l.p90),
+                dur(l, l.p99),
+                dur(l, l.p999),
+                dur(l, l.max),
+                group(s.slow_polls),
+                group(s.poll_outliers + s.sched_outliers)
+            );
+        }
+        if let Some(w) = &self.workload {
+            let _ = writeln!(o, "\nWorkload {} (its own measurements)", w.name);
+            for m in &w.metrics {
+                let _ = writeln!(o, "  {:<28} {:>12} {}", m.name, fmt_value(m.value), m.unit);
+            }
+            for d in &w.distributions {
+                let s = &d.summary;
+                let _ = writeln!(
+                    o,
+                    "  {:<28} n={} p50 {} p90 {} p99 {} p99.9 {} max {}",
+                    d.name,
+                    group(s.count),
+                    dur(s, s.p50),
+                    dur(s, s.p90),
+                    dur(s, s.p99),
+                    dur(s, s.p999),
+                    dur(s, s.max)
+                );
+            }
+        }
+        if !self.errors.is_empty() {
+            let _ = writeln!(o, "\nRecorder errors");
+            for e in &self.errors {
+                let _ = writeln!(o, "  {e}");
+            }
+        }
+        o
+    }
+}
+
+fn dur(s: &Summary, d: Duration) -> String {
+    if s.count == 0 { "-".into() } else { fmt_duration(d) }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn fmt_value(v: f64) -> String {
+    if v.abs() >= 100.0 || v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.2}") }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Keeps the right end of a long string (the file name and line matter most).
+pub fn clip_left(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    if n <= width {
+        return s.to_string();
+    }
+    let tail: String = s.chars().skip(n - width + 1).collect();
+    format!("…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouping_and_clipping() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(1234567), "1,234,567");
+        assert_eq!(group(100), "100");
+        assert_eq!(clip_left("src/very/long/path.rs:10:5", 13), "…path.rs:10:5");
+        assert_eq!(clip_left("short", 12), "short");
+    }
+}
