@@ -20,6 +20,8 @@ pub enum Flavor {
     CurrentThread,
     /// `Builder::new_multi_thread`.
     MultiThread,
+    /// No task was polled, so the runtime was never seen.
+    Unknown,
 }
 
 impl std::fmt::Display for Flavor {
@@ -27,6 +29,7 @@ impl std::fmt::Display for Flavor {
         f.write_str(match self {
             Flavor::CurrentThread => "current-thread",
             Flavor::MultiThread => "multi-thread",
+            Flavor::Unknown => "unknown",
         })
     }
 }

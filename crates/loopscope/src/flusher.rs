@@ -1,0 +1,325 @@
+//! The flusher thread: once per interval it snapshots every thread's cells, merges them per spawn
+//! site and per worker, samples the runtime's gauges, appends an interval frame to the recording
+//! and folds it into the running report. It is the only place that allocates per interval and the
+//! only writer of the file.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use loopscope_core::dist::DistAcc;
+use loopscope_core::format::{Completeness, Writer};
+use loopscope_core::model::{
+    Event, FORMAT_VERSION, Flavor, Footer, Frame, Gauges, Header, Interval, SiteInterval, WorkerInterval,
+};
+use loopscope_core::report::{Aggregator, Report};
+use loopscope_core::workload::WorkloadResult;
+use tokio::runtime::RuntimeFlavor;
+
+use crate::hot::PrevCells;
+use crate::shared::{Shared, lock};
+
+/// Messages from the session to the flusher.
+pub(crate) enum Cmd {
+    Workload(Box<WorkloadResult>),
+    Finish,
+}
+
+/// Static facts about the session, for the header.
+pub(crate) struct Meta {
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) interval: Duration,
+    pub(crate) workload: Option<String>,
+    pub(crate) schedule_latency: bool,
+    pub(crate) command_line: Vec<String>,
+    pub(crate) start_unix_ns: u64,
+}
+
+enum Sink {
+    /// Not opened yet (the header needs the runtime's flavor, known after the first poll).
+    Pending(File),
+    Open(Writer<File>),
+    None,
+}
+
+pub(crate) struct Flusher {
+    shared: Arc<Shared>,
+    meta: Meta,
+    sink: Sink,
+    agg: Option<Aggregator>,
+    pending: Vec<Frame>,
+    prev: HashMap<(u32, u32), PrevCells>,
+    prev_spawned: Vec<u64>,
+    prev_finished: Vec<u64>,
+    sites_declared: usize,
+    workers_declared: usize,
+    index: u64,
+    interval_start_ns: u64,
+}
+
+impl Flusher {
+    pub(crate) fn new(shared: Arc<Shared>, meta: Meta) -> Self {
+        let sink = match &meta.path {
+            None => Sink::None,
+            Some(path) => match File::create(path) {
+                Ok(f) => Sink::Pending(f),
+                Err(e) => {
+                    shared.report_error(format!("cannot create recording {}: {e}", path.display()));
+                    Sink::None
+                }
+            },
+        };
+        Flusher {
+            shared,
+            meta,
+            sink,
+            agg: None,
+            pending: Vec::new(),
+            prev: HashMap::new(),
+            prev_spawned: Vec::new(),
+            prev_finished: Vec::new(),
+            sites_declared: 0,
+            workers_declared: 0,
+            index: 0,
+            interval_start_ns: 0,
+        }
+    }
+
+    /// Runs until told to finish; returns the final report.
+    pub(crate) fn run(mut self, rx: Receiver<Cmd>) -> Report {
+        let mut next = Instant::now() + self.meta.interval;
+        loop {
+            let timeout = next.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(timeout) {
+                Ok(Cmd::Workload(w)) => self.guarded(|f| f.emit(Frame::Workload(w))),
+                Ok(Cmd::Finish) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    next += self.meta.interval;
+                    // After a long pause (a suspended machine), do not try to catch up.
+                    if next < Instant::now() {
+                        next = Instant::now() + self.meta.interval;
+                    }
+                    self.guarded(Flusher::flush_interval);
+                }
+            }
+        }
+        self.guarded(|f| {
+            f.ensure_open();
+            f.flush_interval();
+            f.finish();
+        });
+        let agg = self.agg.take().unwrap_or_else(|| Aggregator::new(self.header()));
+        agg.report(Completeness::Complete, 0)
+    }
+
+    /// Runs a step, turning a panic into a reported failure that stops recording.
+    fn guarded(&mut self, step: impl FnOnce(&mut Self)) {
+        if catch_unwind(AssertUnwindSafe(|| step(self))).is_err() {
+            self.shared.fail("internal error in the recorder's flusher".into());
+            self.sink = Sink::None;
+        }
+    }
+
+    fn header(&self) -> Header {
+        let handle = lock(&self.shared.handle).clone();
+        let (flavor, workers) = match &handle {
+            Some(h) => (
+                match h.runtime_flavor() {
+                    RuntimeFlavor::CurrentThread => Flavor::CurrentThread,
+                    RuntimeFlavor::MultiThread => Flavor::MultiThread,
+                    _ => Flavor::Unknown,
+                },
+                h.metrics().num_workers() as u32,
+            ),
+            None => (Flavor::Unknown, 0),
+        };
+        Header {
+            format_version: FORMAT_VERSION,
+            loopscope_version: env!("CARGO_PKG_VERSION").into(),
+            flavor,
+            workers,
+            host: hostname(),
+            pid: std::process::id(),
+            start_unix_ns: self.meta.start_unix_ns,
+            command_line: self.meta.command_line.clone(),
+            workload: self.meta.workload.clone(),
+            interval_ns: self.meta.interval.as_nanos() as u64,
+            slow_poll_ns: self.shared.slow_ns,
+            schedule_latency: self.meta.schedule_latency,
+        }
+    }
+
+    /// Opens the recording once the runtime is known (or at the end, whatever is known then).
+    fn ensure_open(&mut self) {
+        if self.agg.is_some() {
+            return;
+        }
+        let header = self.header();
+        self.agg = Some(Aggregator::new(header.clone()));
+        if let Sink::Pending(file) = std::mem::replace(&mut self.sink, Sink::None) {
+            match Writer::new(file, &header) {
+                Ok(w) => self.sink = Sink::Open(w),
+                Err(e) => self.write_failed(e.to_string()),
+            }
+        }
+        for frame in std::mem::take(&mut self.pending) {
+            self.emit(frame);
+        }
+    }
+
+    fn write_failed(&mut self, e: String) {
+        let path = self.meta.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let message = format!("writing recording {path} failed: {e}; recording to the file stopped");
+        self.shared.report_error(message.clone());
+        self.sink = Sink::None;
+        if let Some(agg) = &mut self.agg {
+            let _ = agg.push(&Frame::Event(Event::RecorderError { at_ns: self.shared.now_ns(), message }));
+        }
+    }
+
+    /// Writes a frame to the recording and folds it into the report.
+    fn emit(&mut self, frame: Frame) {
+        let Some(agg) = &mut self.agg else {
+            self.pending.push(frame);
+            return;
+        };
+        if let Err(e) = agg.push(&frame) {
+            self.shared.report_error(format!("inconsistent frame dropped: {e}"));
+            return;
+        }
+        if let Sink::Open(w) = &mut self.sink
+            && let Err(e) = w.write(&frame)
+        {
+            self.write_failed(e.to_string());
+        }
+    }
+
+    fn flush_interval(&mut self) {
+        if lock(&self.shared.handle).is_some() {
+            self.ensure_open();
+        }
+        if self.agg.is_none() {
+            // No task has been polled yet: nothing to record, and the header is not known.
+            return;
+        }
+        let end_ns = self.shared.now_ns();
+        let shared = Arc::clone(&self.shared);
+        let sites = &shared.sites;
+
+        let declared = sites.declared();
+        if declared > self.sites_declared {
+            let new = sites.decls_from(self.sites_declared);
+            self.sites_declared += new.len();
+            self.prev_spawned.resize(self.sites_declared, 0);
+            self.prev_finished.resize(self.sites_declared, 0);
+            self.emit(Frame::Sites(new));
+        }
+        let threads: Vec<_> = lock(&shared.threads).clone();
+        if threads.len() > self.workers_declared {
+            let new = threads[self.workers_declared..].iter().map(|t| t.decl.clone()).collect();
+            self.workers_declared = threads.len();
+            self.emit(Frame::Workers(new));
+        }
+
+        let n_sites = self.sites_declared;
+        let mut site_acc: Vec<Option<(DistAcc, DistAcc, u64)>> = (0..n_sites).map(|_| None).collect();
+        let mut workers = Vec::new();
+        for t in &threads {
+            let (mut wpoll, mut wsched, mut wslow) = (DistAcc::new(), DistAcc::new(), 0u64);
+            for (s, acc) in site_acc.iter_mut().enumerate() {
+                let Some(cells) = t.cells(s) else { continue };
+                let prev = self.prev.entry((t.decl.id, s as u32)).or_insert_with(PrevCells::new);
+                let acc = acc.get_or_insert_with(|| (DistAcc::new(), DistAcc::new(), 0));
+                cells.poll.drain_into(&mut prev.poll, &mut [&mut acc.0, &mut wpoll]);
+                cells.sched.drain_into(&mut prev.sched, &mut [&mut acc.1, &mut wsched]);
+                let slow = cells.slow.load(Ordering::Relaxed);
+                let dslow = slow.wrapping_sub(prev.slow);
+                prev.slow = slow;
+                acc.2 += dslow;
+                wslow += dslow;
+            }
+            if wpoll.count() > 0 || wsched.count() > 0 {
+                workers.push(WorkerInterval {
+                    worker: t.decl.id,
+                    slow_polls: wslow,
+                    poll: wpoll.to_dist(),
+                    sched: wsched.to_dist(),
+                });
+            }
+        }
+        let mut out_sites = Vec::new();
+        for (s, acc) in site_acc.into_iter().enumerate() {
+            let spawned = sites.spawned.get(s).map_or(0, |c| c.load(Ordering::Relaxed));
+            let finished = sites.finished.get(s).map_or(0, |c| c.load(Ordering::Relaxed));
+            let dsp = spawned.wrapping_sub(self.prev_spawned[s]);
+            let dfin = finished.wrapping_sub(self.prev_finished[s]);
+            self.prev_spawned[s] = spawned;
+            self.prev_finished[s] = finished;
+            let (poll, sched, slow) = acc.unwrap_or_default();
+            if poll.count() == 0 && sched.count() == 0 && dsp == 0 && dfin == 0 {
+                continue;
+            }
+            out_sites.push(SiteInterval {
+                site: s as u32,
+                spawned: dsp,
+                finished: dfin,
+                slow_polls: slow,
+                poll: poll.to_dist(),
+                sched: sched.to_dist(),
+            });
+        }
+        let interval = Interval {
+            index: self.index,
+            start_ns: self.interval_start_ns,
+            end_ns,
+            sites: out_sites,
+            workers,
+            gauges: self.gauges(),
+        };
+        self.index += 1;
+        self.interval_start_ns = end_ns;
+        self.emit(Frame::Interval(Box::new(interval)));
+    }
+
+    fn gauges(&self) -> Gauges {
+        let Some(handle) = lock(&self.shared.handle).clone() else { return Gauges::default() };
+        let m = handle.metrics();
+        Gauges {
+            alive_tasks: m.num_alive_tasks() as u64,
+            global_queue: m.global_queue_depth() as u64,
+            local_queues: (0..m.num_workers()).map(|w| m.worker_local_queue_depth(w) as u64).collect(),
+            blocking_threads: m.num_blocking_threads() as u64,
+            idle_blocking_threads: m.num_idle_blocking_threads() as u64,
+        }
+    }
+
+    fn finish(&mut self) {
+        self.ensure_open();
+        let footer = Footer {
+            end_ns: self.shared.now_ns(),
+            intervals: self.index,
+            errors: lock(&self.shared.errors).clone(),
+        };
+        self.emit(Frame::Footer(footer));
+        // The runtime handle would otherwise keep the runtime's internals alive through the hooks.
+        lock(&self.shared.handle).take();
+    }
+}
+
+pub(crate) fn unix_now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod flusher;
+mod hot;
+mod session;
+mod shared;
+
+pub use loopscope_core as core;
+pub use loopscope_core::report::Report;
+pub use loopscope_core::workload::WorkloadResult;
+pub use session::{Error, Session, SessionBuilder};

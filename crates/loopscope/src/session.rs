@@ -1,0 +1,315 @@
+//! The public entry point: [`Session`] and its [`SessionBuilder`].
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use loopscope_core::report::Report;
+use loopscope_core::workload::WorkloadResult;
+use tokio::runtime::Builder;
+
+use crate::flusher::{Cmd, Flusher, Meta, unix_now_ns};
+use crate::shared::Shared;
+
+/// Default length of one interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default slow-poll threshold.
+pub const DEFAULT_SLOW_POLL: Duration = Duration::from_micros(100);
+/// Default limit on distinct spawn sites; further sites are merged into one "other" site.
+pub const DEFAULT_MAX_SITES: u32 = 1000;
+
+/// Errors from configuring or finishing a session.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A builder setting is out of range.
+    #[error("invalid loopscope setting `{key}`: {value} ({expected})")]
+    InvalidSetting {
+        /// The setting.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// An environment variable could not be parsed.
+    #[error("invalid environment variable {var}={value:?}: expected {expected}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// The recorder's background thread could not be started or died.
+    #[error("loopscope recorder failed: {0}")]
+    Recorder(String),
+}
+
+/// Configures a [`Session`].
+#[derive(Clone, Debug)]
+pub struct SessionBuilder {
+    enabled: bool,
+    path: Option<PathBuf>,
+    interval: Duration,
+    slow_poll: Duration,
+    schedule_latency: bool,
+    max_sites: u32,
+    workload: Option<String>,
+}
+
+impl Default for SessionBuilder {
+    fn default() -> Self {
+        SessionBuilder {
+            enabled: true,
+            path: None,
+            interval: DEFAULT_INTERVAL,
+            slow_poll: DEFAULT_SLOW_POLL,
+            schedule_latency: true,
+            max_sites: DEFAULT_MAX_SITES,
+            workload: None,
+        }
+    }
+}
+
+impl SessionBuilder {
+    /// Streams the recording to `path` (created or truncated). Without it, the session only keeps
+    /// the report in memory.
+    pub fn record_to(mut self, path: impl Into<PathBuf>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Length of one interval of the recording (default 1 s, at least 10 ms).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Polls longer than this count as slow (default 100 µs).
+    pub fn slow_poll_threshold(mut self, threshold: Duration) -> Self {
+        self.slow_poll = threshold;
+        self
+    }
+
+    /// Whether to track per-task scheduling latency with tokio's `track_task_schedule_latency`
+    /// (default on; it costs about two clock reads per wake-up).
+    pub fn schedule_latency(mut self, on: bool) -> Self {
+        self.schedule_latency = on;
+        self
+    }
+
+    /// Most distinct spawn sites recorded separately (default 1000); more are merged into one
+    /// site named `<other sites>`, so memory stays bounded.
+    pub fn max_sites(mut self, n: u32) -> Self {
+        self.max_sites = n;
+        self
+    }
+
+    /// Names the workload in the recording's header.
+    pub fn workload(mut self, name: impl Into<String>) -> Self {
+        self.workload = Some(name.into());
+        self
+    }
+
+    /// Whether [`SessionBuilder::install`] will record anything.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.interval < Duration::from_millis(10) {
+            return Err(Error::InvalidSetting {
+                key: "interval",
+                value: format!("{:?}", self.interval),
+                expected: "at least 10ms",
+            });
+        }
+        if self.slow_poll.is_zero() {
+            return Err(Error::InvalidSetting {
+                key: "slow_poll_threshold",
+                value: "0".into(),
+                expected: "greater than zero",
+            });
+        }
+        if self.max_sites == 0 || self.max_sites > 100_000 {
+            return Err(Error::InvalidSetting {
+                key: "max_sites",
+                value: self.max_sites.to_string(),
+                expected: "1 to 100000",
+            });
+        }
+        Ok(())
+    }
+
+    /// Installs the recorder's hooks on a tokio runtime builder and starts its background thread.
+    /// Build the runtime afterwards; call [`Session::finish`] when the program is done.
+    pub fn install(self, builder: &mut Builder) -> Result<Session, Error> {
+        if !self.enabled {
+            return Ok(Session { active: None });
+        }
+        self.validate()?;
+        let slow_ns = u64::try_from(self.slow_poll.as_nanos()).unwrap_or(u64::MAX);
+        let shared = Arc::new(Shared::new(slow_ns, self.max_sites));
+        let meta = Meta {
+            path: self.path,
+            interval: self.interval,
+            workload: self.workload,
+            schedule_latency: self.schedule_latency,
+            command_line: std::env::args().collect(),
+            start_unix_ns: unix_now_ns(),
+        };
+
+        let (tx, rx) = mpsc::channel();
+        let flusher = Flusher::new(Arc::clone(&shared), meta);
+        let thread = std::thread::Builder::new()
+            .name("loopscope-flusher".into())
+            .spawn(move || flusher.run(rx))
+            .map_err(|e| Error::Recorder(format!("cannot start the flusher thread: {e}")))?;
+
+        if self.schedule_latency {
+            builder.track_task_schedule_latency();
+        }
+        let s = Arc::clone(&shared);
+        builder.on_before_task_poll(move |meta| guard(&s, || s.before_poll(meta)));
+        let s = Arc::clone(&shared);
+        builder.on_after_task_poll(move |_| guard(&s, || s.after_poll()));
+        let s = Arc::clone(&shared);
+        builder.on_task_spawn(move |meta| guard(&s, || s.on_spawn(meta)));
+        let s = Arc::clone(&shared);
+        builder.on_task_terminate(move |meta| guard(&s, || s.on_terminate(meta)));
+        Ok(Session { active: Some(Active { shared, tx, thread: Some(thread) }) })
+    }
+}
+
+/// Runs a hook body; a panic inside the recorder stops recording instead of reaching tokio.
+#[inline(always)]
+fn guard(shared: &Shared, f: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(f)).is_err() {
+        shared.fail("internal error in a runtime hook".into());
+    }
+}
+
+/// A recording session attached to one tokio runtime.
+///
+/// Dropping a session without calling [`Session::finish`] still finishes the recording.
+pub struct Session {
+    active: Option<Active>,
+}
+
+struct Active {
+    shared: Arc<Shared>,
+    tx: Sender<Cmd>,
+    thread: Option<JoinHandle<Report>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("enabled", &self.active.is_some()).finish()
+    }
+}
+
+impl Session {
+    /// A builder with default settings.
+    pub fn builder() -> SessionBuilder {
+        SessionBuilder::default()
+    }
+
+    /// A builder driven by the environment:
+    ///
+    /// | variable | meaning |
+    /// |---|---|
+    /// | `LOOPSCOPE_RECORD` | path of the recording; unset or empty: the session does nothing |
+    /// | `LOOPSCOPE_INTERVAL` | interval length, e.g. `1s`, `500ms` |
+    /// | `LOOPSCOPE_SLOW_POLL` | slow-poll threshold, e.g. `100us` |
+    /// | `LOOPSCOPE_SCHEDULE_LATENCY` | `0` to turn per-task scheduling latency off |
+    pub fn from_env() -> Result<SessionBuilder, Error> {
+        let mut b = SessionBuilder::default();
+        match std::env::var_os("LOOPSCOPE_RECORD") {
+            Some(p) if !p.is_empty() => b.path = Some(PathBuf::from(p)),
+            _ => {
+                b.enabled = false;
+                return Ok(b);
+            }
+        }
+        if let Some(d) = env_duration("LOOPSCOPE_INTERVAL")? {
+            b.interval = d;
+        }
+        if let Some(d) = env_duration("LOOPSCOPE_SLOW_POLL")? {
+            b.slow_poll = d;
+        }
+        if let Ok(v) = std::env::var("LOOPSCOPE_SCHEDULE_LATENCY") {
+            b.schedule_latency = match v.as_str() {
+                "1" | "true" | "on" => true,
+                "0" | "false" | "off" => false,
+                _ => {
+                    return Err(Error::Env {
+                        var: "LOOPSCOPE_SCHEDULE_LATENCY",
+                        value: v,
+                        expected: "0 or 1",
+                    });
+                }
+            };
+        }
+        Ok(b)
+    }
+
+    /// Whether this session records anything.
+    pub fn is_enabled(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// Adds a workload's own end-to-end figures to the recording and the report.
+    pub fn record_workload(&self, result: &WorkloadResult) {
+        if let Some(a) = &self.active {
+            let _ = a.tx.send(Cmd::Workload(Box::new(result.clone())));
+        }
+    }
+
+    /// Errors the recorder has met so far (each is also printed once on stderr).
+    pub fn errors(&self) -> Vec<String> {
+        self.active.as_ref().map(|a| crate::shared::lock(&a.shared.errors).clone()).unwrap_or_default()
+    }
+
+    /// Flushes the last interval, writes the footer, stops the background thread and returns the
+    /// report (`None` for a session that records nothing).
+    pub fn finish(mut self) -> Result<Option<Report>, Error> {
+        match self.active.take() {
+            None => Ok(None),
+            Some(a) => a.finish().map(Some),
+        }
+    }
+}
+
+impl Active {
+    fn finish(mut self) -> Result<Report, Error> {
+        let _ = self.tx.send(Cmd::Finish);
+        let thread = self.thread.take().ok_or_else(|| Error::Recorder("already finished".into()))?;
+        let report = thread.join().map_err(|_| Error::Recorder("the flusher thread panicked".into()))?;
+        // Polls after this point are not recorded.
+        self.shared.enabled.store(false, std::sync::atomic::Ordering::Relaxed);
+        Ok(report)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(a) = self.active.take() {
+            let _ = a.finish();
+        }
+    }
+}
+
+fn env_duration(var: &'static str) -> Result<Option<Duration>, Error> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => humantime::parse_duration(&v).map(Some).map_err(|_| Error::Env {
+            var,
+            value: v,
+            expected: "a duration such as 1s, 250ms or 100us",
+        }),
+        _ => Ok(None),
+    }
+}

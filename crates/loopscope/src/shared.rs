@@ -1,0 +1,339 @@
+//! State shared by the runtime hooks and the flusher: the spawn-site table, the per-thread slots,
+//! and the hook bodies themselves.
+//!
+//! The per-poll path is [`Shared::before_poll`] / [`Shared::after_poll`]: a thread-local lookup,
+//! two clock reads, a lock-free site lookup and a few relaxed stores into cells owned by the
+//! thread. Registering a thread or a new spawn site takes a lock and allocates, once.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::panic::Location;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use loopscope_core::model::{SiteDecl, WorkerDecl};
+use tokio::runtime::{Handle, TaskMeta};
+
+use crate::hot::SiteCells;
+
+/// Most threads that can be recorded in one session; later threads are not recorded.
+pub(crate) const MAX_THREADS: usize = 1024;
+
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Locks a mutex, ignoring poisoning: the recorder's own data stays usable after a panic elsewhere.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Local {
+    session: Cell<u64>,
+    slot: Cell<*const ThreadSlot>,
+    poll_start: Cell<u64>,
+    cells: Cell<*const SiteCells>,
+}
+
+thread_local! {
+    static LOCAL: Local = const {
+        Local {
+            session: Cell::new(0),
+            slot: Cell::new(std::ptr::null()),
+            poll_start: Cell::new(0),
+            cells: Cell::new(std::ptr::null()),
+        }
+    };
+}
+
+/// Interns spawn locations into dense site ids. Lookups are lock-free; inserts take a lock.
+pub(crate) struct SiteTable {
+    keys: Box<[AtomicUsize]>,
+    ids: Box<[AtomicU32]>,
+    inner: Mutex<SiteTableInner>,
+    declared: AtomicUsize,
+    max_sites: u32,
+    pub(crate) spawned: Box<[AtomicU64]>,
+    pub(crate) finished: Box<[AtomicU64]>,
+}
+
+#[derive(Default)]
+struct SiteTableInner {
+    decls: Vec<SiteDecl>,
+    by_value: HashMap<(&'static str, u32, u32), u32>,
+}
+
+impl SiteTable {
+    fn new(max_sites: u32) -> Self {
+        let capacity = (4 * max_sites as usize + 4).next_power_of_two();
+        SiteTable {
+            keys: (0..capacity).map(|_| AtomicUsize::new(0)).collect(),
+            ids: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
+            inner: Mutex::new(SiteTableInner::default()),
+            declared: AtomicUsize::new(0),
+            max_sites,
+            spawned: (0..=max_sites).map(|_| AtomicU64::new(0)).collect(),
+            finished: (0..=max_sites).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    #[inline]
+    fn start(&self, key: usize) -> usize {
+        // Fibonacci hashing of the pointer.
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16) & (self.keys.len() - 1)
+    }
+
+    /// The site id of a spawn location.
+    #[inline]
+    pub(crate) fn lookup(&self, loc: &'static Location<'static>) -> u32 {
+        let key = loc as *const Location<'static> as usize;
+        let mask = self.keys.len() - 1;
+        let mut i = self.start(key);
+        for _ in 0..self.keys.len() {
+            let k = self.keys[i].load(Ordering::Acquire);
+            if k == key {
+                return self.ids[i].load(Ordering::Relaxed);
+            }
+            if k == 0 {
+                break;
+            }
+            i = (i + 1) & mask;
+        }
+        self.insert(loc)
+    }
+
+    #[cold]
+    fn insert(&self, loc: &'static Location<'static>) -> u32 {
+        let key = loc as *const Location<'static> as usize;
+        let mut inner = lock(&self.inner);
+        let value = (loc.file(), loc.line(), loc.column());
+        let id = match inner.by_value.get(&value) {
+            Some(id) => *id,
+            None if inner.decls.len() < self.max_sites as usize => {
+                let id = inner.decls.len() as u32;
+                inner.decls.push(SiteDecl { id, file: loc.file().into(), line: loc.line(), column: loc.column() });
+                inner.by_value.insert(value, id);
+                id
+            }
+            None => {
+                if inner.decls.len() == self.max_sites as usize {
+                    let id = self.max_sites;
+                    inner.decls.push(SiteDecl { id, file: SiteDecl::OTHER_FILE.into(), line: 0, column: 0 });
+                }
+                self.max_sites
+            }
+        };
+        self.declared.store(inner.decls.len(), Ordering::Release);
+        // Publish the pointer so later lookups skip the lock; the id is stored before the key.
+        let mask = self.keys.len() - 1;
+        let mut i = self.start(key);
+        for _ in 0..self.keys.len() / 2 {
+            match self.keys[i].load(Ordering::Relaxed) {
+                0 => {
+                    self.ids[i].store(id, Ordering::Relaxed);
+                    self.keys[i].store(key, Ordering::Release);
+                    break;
+                }
+                k if k == key => break,
+                _ => i = (i + 1) & mask,
+            }
+        }
+        id
+    }
+
+    /// Sites declared so far.
+    pub(crate) fn declared(&self) -> usize {
+        self.declared.load(Ordering::Acquire)
+    }
+
+    /// Declarations from `from` on.
+    pub(crate) fn decls_from(&self, from: usize) -> Vec<SiteDecl> {
+        lock(&self.inner).decls.get(from..).map(<[SiteDecl]>::to_vec).unwrap_or_default()
+    }
+}
+
+/// One thread that polled tasks: its cells, one per spawn site, allocated on first use.
+pub(crate) struct ThreadSlot {
+    pub(crate) decl: WorkerDecl,
+    /// Raw clock value when the current poll started; 0 outside polls. Read by watchdogs.
+    pub(crate) in_poll_since: AtomicU64,
+    cells: Box<[AtomicPtr<SiteCells>]>,
+}
+
+impl ThreadSlot {
+    /// The cells for `site`, if this thread has polled a task from it.
+    pub(crate) fn cells(&self, site: usize) -> Option<&SiteCells> {
+        let p = self.cells.get(site)?.load(Ordering::Acquire);
+        // SAFETY: non-null pointers come from `Box::into_raw` in `cells_or_insert` and are freed
+        // only when the slot is dropped.
+        unsafe { p.as_ref() }
+    }
+
+    /// Only the owning thread calls this.
+    #[inline]
+    fn cells_or_insert(&self, site: u32) -> *const SiteCells {
+        let Some(cell) = self.cells.get(site as usize) else { return std::ptr::null() };
+        let p = cell.load(Ordering::Relaxed);
+        if !p.is_null() {
+            return p;
+        }
+        let fresh = Box::into_raw(Box::new(SiteCells::new()));
+        cell.store(fresh, Ordering::Release);
+        fresh
+    }
+}
+
+impl Drop for ThreadSlot {
+    fn drop(&mut self) {
+        for c in self.cells.iter() {
+            let p = c.swap(std::ptr::null_mut(), Ordering::Acquire);
+            if !p.is_null() {
+                // SAFETY: allocated with `Box::into_raw` and never freed elsewhere.
+                drop(unsafe { Box::from_raw(p) });
+            }
+        }
+    }
+}
+
+/// Everything the hooks and the flusher share.
+pub(crate) struct Shared {
+    id: u64,
+    pub(crate) clock: quanta::Clock,
+    pub(crate) start_raw: u64,
+    pub(crate) slow_ns: u64,
+    pub(crate) enabled: AtomicBool,
+    pub(crate) sites: SiteTable,
+    pub(crate) threads: Mutex<Vec<Arc<ThreadSlot>>>,
+    pub(crate) handle: Mutex<Option<Handle>>,
+    threads_full: AtomicBool,
+    pub(crate) errors: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    pub(crate) fn new(slow_ns: u64, max_sites: u32) -> Self {
+        let clock = quanta::Clock::new();
+        let start_raw = clock.raw();
+        Shared {
+            id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+            clock,
+            start_raw,
+            slow_ns,
+            enabled: AtomicBool::new(true),
+            sites: SiteTable::new(max_sites),
+            threads: Mutex::new(Vec::new()),
+            handle: Mutex::new(None),
+            threads_full: AtomicBool::new(false),
+            errors: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Nanoseconds since the session started.
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.clock.delta_as_nanos(self.start_raw, self.clock.raw())
+    }
+
+    /// Reports an error once on stderr and keeps it for the report.
+    pub(crate) fn report_error(&self, message: String) {
+        let mut errors = lock(&self.errors);
+        if !errors.contains(&message) {
+            eprintln!("loopscope: {message}");
+            errors.push(message);
+        }
+    }
+
+    /// Stops recording after an internal failure.
+    pub(crate) fn fail(&self, message: String) {
+        self.enabled.store(false, Ordering::Relaxed);
+        self.report_error(format!("{message}; recording stopped"));
+    }
+
+    #[inline]
+    pub(crate) fn before_poll(&self, meta: &TaskMeta<'_>) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        let _ = LOCAL.try_with(|l| {
+            let slot = if l.session.get() == self.id { l.slot.get() } else { self.register_thread(l) };
+            // SAFETY: the pointer was set by `register_thread` of this session (checked by id) from
+            // an `Arc<ThreadSlot>` that `self.threads` keeps alive as long as `self`.
+            let Some(slot) = (unsafe { slot.as_ref() }) else { return };
+            let now = self.clock.raw();
+            l.poll_start.set(now);
+            slot.in_poll_since.store(now, Ordering::Relaxed);
+            let site = self.sites.lookup(meta.spawned_at());
+            let cells = slot.cells_or_insert(site);
+            l.cells.set(cells);
+            // SAFETY: as in `ThreadSlot::cells`.
+            if let (Some(cells), Some(lat)) = (unsafe { cells.as_ref() }, meta.schedule_latency()) {
+                cells.sched.record(u64::try_from(lat.as_nanos()).unwrap_or(u64::MAX));
+            }
+        });
+    }
+
+    #[inline]
+    pub(crate) fn after_poll(&self) {
+        let _ = LOCAL.try_with(|l| {
+            if l.session.get() != self.id {
+                return;
+            }
+            let cells = l.cells.replace(std::ptr::null());
+            // SAFETY: as in `before_poll`.
+            let (Some(cells), Some(slot)) = (unsafe { cells.as_ref() }, unsafe { l.slot.get().as_ref() }) else {
+                return;
+            };
+            let d = self.clock.delta_as_nanos(l.poll_start.get(), self.clock.raw());
+            slot.in_poll_since.store(0, Ordering::Relaxed);
+            cells.poll.record(d);
+            if d > self.slow_ns {
+                cells.count_slow();
+            }
+        });
+    }
+
+    pub(crate) fn on_spawn(&self, meta: &TaskMeta<'_>) {
+        let site = self.sites.lookup(meta.spawned_at()) as usize;
+        if let Some(c) = self.sites.spawned.get(site) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn on_terminate(&self, meta: &TaskMeta<'_>) {
+        let site = self.sites.lookup(meta.spawned_at()) as usize;
+        if let Some(c) = self.sites.finished.get(site) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[cold]
+    fn register_thread(&self, l: &Local) -> *const ThreadSlot {
+        l.session.set(self.id);
+        l.slot.set(std::ptr::null());
+        l.cells.set(std::ptr::null());
+        {
+            let mut handle = lock(&self.handle);
+            if handle.is_none() {
+                *handle = Handle::try_current().ok();
+            }
+        }
+        let mut threads = lock(&self.threads);
+        if threads.len() >= MAX_THREADS {
+            if !self.threads_full.swap(true, Ordering::Relaxed) {
+                drop(threads);
+                self.report_error(format!("more than {MAX_THREADS} threads polled tasks; later threads are not recorded"));
+            }
+            return std::ptr::null();
+        }
+        let current = std::thread::current();
+        let slot = Arc::new(ThreadSlot {
+            decl: WorkerDecl {
+                id: threads.len() as u32,
+                index: tokio::runtime::worker_index().and_then(|i| u32::try_from(i).ok()),
+                thread_name: current.name().unwrap_or("unnamed").to_string(),
+            },
+            in_poll_since: AtomicU64::new(0),
+            cells: (0..=self.sites.max_sites).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
+        });
+        let ptr = Arc::as_ptr(&slot);
+        threads.push(slot);
+        l.slot.set(ptr);
+        ptr
+    }
+}

@@ -1,0 +1,204 @@
+//! The recorder on real tokio runtimes: exact poll counts, poll durations, scheduling latency,
+//! spawn sites, and the recording written beside the report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use loopscope::core::format::{Completeness, Recording};
+use loopscope::{Report, Session};
+
+fn multi_thread(workers: usize) -> tokio::runtime::Builder {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(workers).enable_all();
+    b
+}
+
+fn run_recorded<F: std::future::Future<Output = ()>>(
+    mut builder: tokio::runtime::Builder,
+    session: loopscope::SessionBuilder,
+    app: impl FnOnce() -> F,
+) -> Report {
+    let session = session.install(&mut builder).unwrap();
+    let rt = builder.build().unwrap();
+    rt.block_on(app());
+    drop(rt);
+    session.finish().unwrap().expect("an enabled session returns a report")
+}
+
+#[test]
+fn blocking_polls_and_yield_polls_land_at_their_spawn_sites() {
+    let mut sleep_line = 0;
+    let mut yield_line = 0;
+    let report = run_recorded(multi_thread(2), Session::builder(), || async {
+        sleep_line = line!() + 1;
+        let sleeper = tokio::spawn(async {
+            for i in 0..10 {
+                std::thread::sleep(Duration::from_millis(20));
+                if i < 9 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        yield_line = line!() + 1;
+        let yielder = tokio::spawn(async {
+            for i in 0..10_000 {
+                if i < 9_999 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        sleeper.await.unwrap();
+        yielder.await.unwrap();
+    });
+    let file = file!();
+    let sleeper = report.site(&format!("{file}:{sleep_line}")).expect("the sleeping task's spawn site");
+    assert_eq!(sleeper.polls, 10, "one poll per sleep");
+    let p50 = sleeper.poll.p50;
+    assert!(
+        p50 >= Duration::from_millis(20) && p50 <= Duration::from_millis(25),
+        "p50 of a 20 ms sleep: {p50:?}"
+    );
+    assert_eq!(sleeper.slow_polls, 10);
+    assert_eq!(sleeper.tasks.spawned, 1);
+    assert_eq!(sleeper.tasks.finished, 1);
+
+    let yielder = report.site(&format!("{file}:{yield_line}")).expect("the yielding task's spawn site");
+    assert_eq!(yielder.polls, 10_000);
+    assert!(yielder.poll.p99 < Duration::from_millis(1), "p99 of empty polls: {:?}", yielder.poll.p99);
+    assert_eq!(report.runtime.polls, 10_010);
+    let per_worker: u64 = report.workers.iter().map(|w| w.polls).sum();
+    assert_eq!(per_worker, 10_010, "worker totals add up to the runtime's");
+}
+
+#[test]
+fn scheduling_latency_includes_time_queued_behind_a_blocking_poll() {
+    let mut woken_line = 0;
+    let report = run_recorded(
+        {
+            let mut b = tokio::runtime::Builder::new_current_thread();
+            b.enable_all();
+            b
+        },
+        Session::builder(),
+        || async {
+            let notify = Arc::new(tokio::sync::Notify::new());
+            let n = Arc::clone(&notify);
+            woken_line = line!() + 1;
+            let woken = tokio::spawn(async move { n.notified().await });
+            // Let the waiter register, then wake it and block the only thread for 30 ms.
+            tokio::task::yield_now().await;
+            let blocker = tokio::spawn(async move {
+                notify.notify_one();
+                std::thread::sleep(Duration::from_millis(30));
+            });
+            blocker.await.unwrap();
+            woken.await.unwrap();
+        },
+    );
+    let site = report.site(&format!("{}:{woken_line}", file!())).expect("the woken task's site");
+    assert!(
+        site.sched.max >= Duration::from_millis(25),
+        "woken during a 30 ms blocking poll, waited only {:?}",
+        site.sched.max
+    );
+    assert!(report.recording.schedule_latency_tracked);
+}
+
+#[test]
+fn schedule_latency_can_be_switched_off() {
+    let report = run_recorded(multi_thread(1), Session::builder().schedule_latency(false), || async {
+        tokio::spawn(async { tokio::task::yield_now().await }).await.unwrap();
+    });
+    assert_eq!(report.runtime.sched.count, 0);
+    assert!(report.runtime.polls >= 2);
+    assert!(!report.recording.schedule_latency_tracked);
+}
+
+#[test]
+fn the_recording_holds_the_same_histograms_as_the_live_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.loopscope");
+    let live = run_recorded(
+        multi_thread(2),
+        Session::builder().record_to(&path).interval(Duration::from_millis(20)).workload("test"),
+        || async {
+            let mut tasks = Vec::new();
+            for i in 0..50u64 {
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..20 {
+                        tokio::time::sleep(Duration::from_millis(1 + i % 3)).await;
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        },
+    );
+    let from_file = Report::from_file(&path).unwrap();
+    assert_eq!(from_file.recording.completeness, Completeness::Complete);
+    assert!(from_file.recording.intervals >= 2, "a 20 ms interval over a longer run");
+    assert_eq!(from_file.runtime, live.runtime);
+    assert_eq!(from_file.sites, live.sites);
+    assert_eq!(from_file.workers, live.workers);
+    assert_eq!(from_file.recording.workload.as_deref(), Some("test"));
+
+    let rec = Recording::read(&path).unwrap();
+    assert!(rec.is_complete());
+    assert_eq!(rec.footer.as_ref().unwrap().intervals as usize, rec.intervals.len());
+    // 50 tasks x 21 polls (20 sleeps then completion).
+    let polls: u64 = rec.intervals.iter().flat_map(|i| &i.sites).map(|s| s.poll.count).sum();
+    assert_eq!(polls, live.runtime.polls);
+    assert_eq!(live.sites.iter().map(|s| s.tasks.spawned).sum::<u64>(), 50);
+}
+
+#[test]
+fn an_unwritable_recording_is_reported_once_and_profiling_goes_on() {
+    let report = run_recorded(multi_thread(1), Session::builder().record_to("/dev/full"), || async {
+        tokio::spawn(async { tokio::task::yield_now().await }).await.unwrap();
+    });
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(report.errors[0].contains("/dev/full"), "{}", report.errors[0]);
+    assert!(report.runtime.polls >= 2, "profiling continued in memory");
+
+    let missing_dir = run_recorded(multi_thread(1), Session::builder().record_to("/nonexistent/dir/run.loopscope"), || async {
+        tokio::spawn(async {}).await.unwrap();
+    });
+    assert_eq!(missing_dir.errors.len(), 1);
+    assert!(missing_dir.errors[0].contains("/nonexistent/dir/run.loopscope"));
+}
+
+#[test]
+fn from_env_without_the_variable_installs_nothing() {
+    // SAFETY: no other test in this binary reads or writes LOOPSCOPE_RECORD.
+    unsafe { std::env::remove_var("LOOPSCOPE_RECORD") };
+    let mut b = multi_thread(1);
+    let session = Session::from_env().unwrap().install(&mut b).unwrap();
+    assert!(!session.is_enabled());
+    let rt = b.build().unwrap();
+    rt.block_on(async { tokio::spawn(async {}).await.unwrap() });
+    assert!(session.finish().unwrap().is_none());
+}
+
+#[test]
+fn bad_settings_name_the_setting() {
+    let mut b = multi_thread(1);
+    let err = Session::builder().interval(Duration::from_millis(1)).install(&mut b).unwrap_err();
+    assert!(err.to_string().contains("interval"), "{err}");
+    let err = Session::builder().slow_poll_threshold(Duration::ZERO).install(&mut b).unwrap_err();
+    assert!(err.to_string().contains("slow_poll_threshold"), "{err}");
+}
+
+#[test]
+fn spawn_sites_beyond_the_limit_share_one_other_site() {
+    let report = run_recorded(multi_thread(1), Session::builder().max_sites(2), || async {
+        tokio::spawn(async {}).await.unwrap();
+        tokio::spawn(async {}).await.unwrap();
+        tokio::spawn(async {}).await.unwrap();
+        tokio::spawn(async {}).await.unwrap();
+    });
+    assert_eq!(report.sites.len(), 3, "{:?}", report.sites.iter().map(|s| &s.location).collect::<Vec<_>>());
+    let other = report.sites.iter().find(|s| s.location == "<other sites>").unwrap();
+    assert_eq!(other.tasks.spawned, 2);
+    assert_eq!(report.runtime.tasks.spawned, 4);
+}
