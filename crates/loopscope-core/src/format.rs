@@ -327,9 +327,13 @@ impl<R: Read> Reader<R> {
         if k == 0 || len > MAX_FRAME_LEN {
             return Err(self.corrupt(at, format!("frame header kind {k}, length {len}: not a frame")));
         }
-        let mut payload = vec![0u8; len as usize];
-        let got = read_full(&mut self.inner, &mut payload).map_err(|source| ReadError::Io { path: self.path.clone(), source })?;
-        if got < payload.len() {
+        // Grow with the data actually present, so a damaged length cannot force a large allocation.
+        let mut payload = Vec::new();
+        (&mut self.inner)
+            .take(u64::from(len))
+            .read_to_end(&mut payload)
+            .map_err(|source| ReadError::Io { path: self.path.clone(), source })?;
+        if payload.len() < len as usize {
             return Err(truncated("a frame"));
         }
         if checksum(k, &payload) != crc {
