@@ -84,20 +84,25 @@ impl SiteTable {
     /// The site id of a spawn location.
     #[inline]
     pub(crate) fn lookup(&self, loc: &'static Location<'static>) -> u32 {
+        match self.find(loc) {
+            Some(id) => id,
+            None => self.insert(loc),
+        }
+    }
+
+    /// The site id of a spawn location already interned, without interning it.
+    pub(crate) fn find(&self, loc: &'static Location<'static>) -> Option<u32> {
         let key = loc as *const Location<'static> as usize;
         let mask = self.keys.len() - 1;
         let mut i = self.start(key);
         for _ in 0..self.keys.len() {
-            let k = self.keys[i].load(Ordering::Acquire);
-            if k == key {
-                return self.ids[i].load(Ordering::Relaxed);
+            match self.keys[i].load(Ordering::Acquire) {
+                0 => return None,
+                k if k == key => return Some(self.ids[i].load(Ordering::Relaxed)),
+                _ => i = (i + 1) & mask,
             }
-            if k == 0 {
-                break;
-            }
-            i = (i + 1) & mask;
         }
-        self.insert(loc)
+        None
     }
 
     #[cold]
@@ -296,7 +301,13 @@ impl Shared {
     }
 
     pub(crate) fn on_terminate(&self, meta: &TaskMeta<'_>) {
-        let site = self.sites.lookup(meta.spawned_at()) as usize;
+        // Tasks whose spawn was not seen (tokio's own worker threads, run as blocking tasks) are
+        // not counted, so `finished` never exceeds `spawned`.
+        let Some(site) = self.sites.find(meta.spawned_at()) else { return };
+        let site = site as usize;
+        if self.sites.spawned.get(site).is_none_or(|c| c.load(Ordering::Relaxed) == 0) {
+            return;
+        }
         if let Some(c) = self.sites.finished.get(site) {
             c.fetch_add(1, Ordering::Relaxed);
         }

@@ -1,0 +1,150 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  a workload or the recorder failed
+  2  usage or input error (bad flag, missing, corrupt or foreign recording)
+
+Examples:
+  loopscope demo
+  loopscope run sleep-storm --for 10s --tasks 100000 --record storm.loopscope
+  loopscope report storm.loopscope --json";
+
+/// Profile the tokio event loop: poll time and scheduling latency per spawn site and per worker.
+#[derive(Debug, Parser)]
+#[command(name = "loopscope", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a workload under the recorder and print its report.
+    Run(RunArgs),
+    /// Print the report of a recording.
+    Report(ReportArgs),
+    /// Run the bundled workloads under the recorder and show what loopscope finds.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub opts: RunOpts,
+    #[command(subcommand)]
+    pub workload: WorkloadCmd,
+}
+
+/// Options shared by every workload.
+#[derive(Debug, Clone, Args)]
+pub struct RunOpts {
+    /// How long the workload runs.
+    #[arg(long = "for", global = true, default_value = "10s", value_parser = parse_run_time, value_name = "DURATION")]
+    pub run_for: Duration,
+    /// Also stream the recording to FILE.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Seed of the workload's random choices.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub seed: u64,
+    /// Worker threads of the multi-thread runtime.
+    #[arg(long, global = true, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub workers: u16,
+    /// Runtime flavor.
+    #[arg(long, global = true, value_enum, default_value_t = Flavor::MultiThread)]
+    pub flavor: Flavor,
+    /// Length of one recording interval.
+    #[arg(long, global = true, default_value = "1s", value_parser = parse_interval, value_name = "DURATION")]
+    pub interval: Duration,
+    /// Polls longer than this count as slow.
+    #[arg(long, global = true, default_value = "100us", value_parser = parse_positive, value_name = "DURATION")]
+    pub slow_poll: Duration,
+    /// Do not track per-task scheduling latency (saves two clock reads per wake-up).
+    #[arg(long, global = true)]
+    pub no_schedule_latency: bool,
+    /// Print the report as JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Spawn sites shown in the table.
+    #[arg(long, global = true, default_value_t = 20, value_name = "N")]
+    pub top: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Flavor {
+    /// `Builder::new_multi_thread` with `--workers` threads.
+    MultiThread,
+    /// `Builder::new_current_thread`.
+    CurrentThread,
+}
+
+/// The workloads `loopscope run` knows.
+#[derive(Debug, Clone, Subcommand)]
+pub enum WorkloadCmd {
+    /// Many tasks sleeping random durations in a loop; measures timer lateness.
+    SleepStorm(sleep_storm::Config),
+}
+
+impl WorkloadCmd {
+    pub fn name(&self) -> &'static str {
+        match self {
+            WorkloadCmd::SleepStorm(_) => sleep_storm::NAME,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The recording.
+    pub file: PathBuf,
+    /// Print JSON (schema: docs/report.schema.json) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Spawn sites shown in the table.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How long the demo's workload runs.
+    #[arg(long = "for", default_value = "3s", value_parser = parse_run_time, value_name = "DURATION")]
+    pub run_for: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 10s, 250ms or 100us)"))
+}
+
+fn parse_positive(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() { Err("must be greater than zero".into()) } else { Ok(d) }
+}
+
+fn parse_run_time(s: &str) -> Result<Duration, String> {
+    let d = parse_positive(s)?;
+    if d > Duration::from_secs(7 * 24 * 3600) { Err("must be at most 7 days".into()) } else { Ok(d) }
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(10) { Err("must be at least 10ms".into()) } else { Ok(d) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,86 @@
+//! `loopscope demo`: the first thing a new user runs. It runs the bundled workloads under the
+//! recorder, prints the report and says in plain words what it found.
+
+use std::fmt::Write as _;
+
+use loopscope::Report;
+use loopscope::core::units::fmt_duration;
+
+use crate::Failure;
+use crate::cli::{DemoArgs, Flavor, RunOpts, WorkloadCmd};
+use crate::run::{print_report, run_workload};
+
+pub fn demo_command(args: &DemoArgs) -> Result<(), Failure> {
+    let path = std::env::temp_dir().join(format!("loopscope-demo-{}.loopscope", std::process::id()));
+    let opts = RunOpts {
+        run_for: args.run_for,
+        record: Some(path.clone()),
+        seed: 1,
+        workers: 2,
+        flavor: Flavor::MultiThread,
+        interval: std::time::Duration::from_millis(500),
+        slow_poll: std::time::Duration::from_micros(100),
+        no_schedule_latency: false,
+        json: false,
+        top: 10,
+    };
+    let storm = sleep_storm::Config { tasks: 5_000, ..sleep_storm::Config::default() };
+    println!(
+        "loopscope demo: {} sleeping tasks on a 2-worker tokio runtime for {} (workload sleep-storm)\n",
+        storm.tasks,
+        fmt_duration(args.run_for)
+    );
+    let report = run_workload(&opts, &WorkloadCmd::SleepStorm(storm))?;
+    print_report(&report, false, opts.top);
+    println!("\n{}", findings(&report));
+    println!("The recording is in {}; read it again with `loopscope report {}`.", path.display(), path.display());
+    Ok(())
+}
+
+/// What the report says, in sentences.
+pub fn findings(report: &Report) -> String {
+    let mut o = String::from("What loopscope found\n");
+    let rt = &report.runtime;
+    let _ = writeln!(
+        o,
+        "  - {} polls took {} in total: the workers were busy {:.1}% of the time.",
+        loopscope::core::report::group(rt.polls),
+        fmt_duration(rt.busy),
+        rt.busy_ratio * 100.0
+    );
+    if let Some(top) = report.sites.first() {
+        let _ = writeln!(
+            o,
+            "  - The busiest spawn site is {} ({:.0}% of busy time, {} tasks); its polls take {} at p99.",
+            top.location,
+            top.busy_share * 100.0,
+            loopscope::core::report::group(top.tasks.spawned),
+            fmt_duration(top.poll.p99)
+        );
+    }
+    if rt.sched.count > 0 {
+        let _ = writeln!(
+            o,
+            "  - A woken task waits {} (p50) to {} (p99) before a worker polls it; the worst wait was {}.",
+            fmt_duration(rt.sched.p50),
+            fmt_duration(rt.sched.p99),
+            fmt_duration(rt.sched.max)
+        );
+    }
+    if let Some(late) = report.workload.as_ref().and_then(|w| w.distributions.iter().find(|d| d.name == "timer_lateness")) {
+        let _ = writeln!(
+            o,
+            "  - Timers fire {} late at p50 and {} at p99 (tokio's timer wheel has 1 ms resolution).",
+            fmt_duration(late.summary.p50),
+            fmt_duration(late.summary.p99)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "  - {} poll{} took longer than {}; a poll that long holds up every task queued behind it.",
+        loopscope::core::report::group(rt.slow_polls),
+        if rt.slow_polls == 1 { "" } else { "s" },
+        fmt_duration(report.recording.slow_poll_threshold)
+    );
+    o
+}

@@ -1,0 +1,83 @@
+//! `loopscope run` and `loopscope report`.
+
+use anyhow::{Context, anyhow};
+use loopscope::core::format::Completeness;
+use loopscope::{Report, Session, WorkloadResult};
+
+use crate::Failure;
+use crate::cli::{Flavor, ReportArgs, RunArgs, RunOpts, WorkloadCmd};
+use crate::progress::Progress;
+
+/// Runs one workload on a fresh runtime under the recorder; returns its report.
+pub fn run_workload(opts: &RunOpts, workload: &WorkloadCmd) -> Result<Report, Failure> {
+    let mut builder = match opts.flavor {
+        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Flavor::MultiThread => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(opts.workers));
+            b
+        }
+    };
+    builder.enable_all();
+    let mut session = Session::builder()
+        .workload(workload.name())
+        .interval(opts.interval)
+        .slow_poll_threshold(opts.slow_poll)
+        .schedule_latency(!opts.no_schedule_latency);
+    if let Some(path) = &opts.record {
+        session = session.record_to(path);
+    }
+    let session = session.install(&mut builder).map_err(|e| Failure::Input(e.into()))?;
+    let rt = builder.build().context("building the tokio runtime").map_err(Failure::Run)?;
+
+    let progress = Progress::start(workload.name(), opts.run_for);
+    let result: anyhow::Result<WorkloadResult> = rt.block_on(async {
+        match workload {
+            WorkloadCmd::SleepStorm(cfg) => Ok(sleep_storm::run(cfg, opts.run_for, opts.seed).await?),
+        }
+    });
+    progress.finish();
+    drop(rt);
+
+    let result = result.with_context(|| format!("workload {} failed", workload.name()));
+    if let Ok(w) = &result {
+        session.record_workload(w);
+    }
+    let report = session
+        .finish()
+        .map_err(|e| Failure::Run(e.into()))?
+        .ok_or_else(|| Failure::Run(anyhow!("the recorder was not enabled")))?;
+    result.map_err(Failure::Run)?;
+    Ok(report)
+}
+
+pub fn run_command(args: &RunArgs) -> Result<(), Failure> {
+    let report = run_workload(&args.opts, &args.workload)?;
+    print_report(&report, args.opts.json, args.opts.top);
+    if let Some(path) = &args.opts.record {
+        eprintln!("recording written to {}", path.display());
+    }
+    Ok(())
+}
+
+pub fn report_command(args: &ReportArgs) -> Result<(), Failure> {
+    let report = Report::from_file(&args.file).map_err(|e| Failure::Input(e.into()))?;
+    if let Completeness::Truncated { at_byte, reason } = &report.recording.completeness {
+        eprintln!(
+            "warning: {} was cut short at byte {at_byte} ({reason}); {} complete interval{} recovered",
+            args.file.display(),
+            report.recording.intervals,
+            if report.recording.intervals == 1 { "" } else { "s" }
+        );
+    }
+    print_report(&report, args.json, args.top);
+    Ok(())
+}
+
+pub fn print_report(report: &Report, json: bool, top: usize) {
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text(top));
+    }
+}
