@@ -1,0 +1,194 @@
+//! End-to-end tests of the real `loopscope` binary: help, bad input, run → record → report,
+//! a recording cut by `kill -9`, and the demo without a terminal.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use loopscope_core::format::Recording;
+
+fn loopscope() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_loopscope"))
+}
+
+fn run(args: &[&str]) -> Output {
+    loopscope().args(args).stdin(Stdio::null()).output().expect("the loopscope binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn workspace_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+}
+
+#[test]
+fn help_describes_every_command_and_the_exit_codes() {
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for word in ["run", "report", "demo", "Exit codes", "usage or input error"] {
+        assert!(help.contains(word), "--help lacks {word:?}:\n{help}");
+    }
+    let run_help = text(&run(&["run", "--help"]).stdout);
+    for word in ["sleep-storm", "--for", "--record", "--workers", "--flavor", "--slow-poll"] {
+        assert!(run_help.contains(word), "run --help lacks {word:?}:\n{run_help}");
+    }
+    let storm_help = text(&run(&["run", "sleep-storm", "--help"]).stdout);
+    for word in ["--tasks", "--min-sleep", "--max-sleep", "--mode", "--seed"] {
+        assert!(storm_help.contains(word), "sleep-storm --help lacks {word:?}:\n{storm_help}");
+    }
+    let report_help = text(&run(&["report", "--help"]).stdout);
+    assert!(report_help.contains("--json"));
+}
+
+#[test]
+fn bad_arguments_exit_2_and_name_the_flag() {
+    for (args, needle) in [
+        (&["run", "sleep-storm", "--for", "banana"][..], "--for"),
+        (&["run", "sleep-storm", "--tasks", "0"][..], "--tasks"),
+        (&["run", "sleep-storm", "--interval", "1ms"][..], "--interval"),
+        (&["run", "no-such-workload"][..], "no-such-workload"),
+        (&["frobnicate"][..], "frobnicate"),
+        (&["report"][..], "FILE"),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: message does not name {needle:?}: {err}");
+    }
+    let out = run(&["run", "sleep-storm", "--for", "1s", "--min-sleep", "50ms", "--max-sleep", "1ms"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--min-sleep"));
+}
+
+#[test]
+fn run_records_and_report_json_matches_its_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("storm.loopscope");
+    let f = file.to_str().unwrap();
+    let out = run(&["run", "sleep-storm", "--for", "1s", "--tasks", "500", "--interval", "100ms", "--record", f]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("Spawn sites") && table.contains("sleep-storm/src/lib.rs"), "{table}");
+    assert!(table.contains("timer_lateness"), "{table}");
+
+    let out = run(&["report", f, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report --json prints JSON");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(workspace_file("docs/report.schema.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the documented schema is valid");
+    let errors: Vec<String> = validator.iter_errors(&report).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "report does not match docs/report.schema.json: {errors:#?}");
+
+    assert_eq!(report["recording"]["completeness"]["state"], "complete");
+    assert_eq!(report["recording"]["workload"], "sleep-storm");
+    assert!(report["recording"]["intervals"].as_u64().unwrap() >= 5);
+    let site = &report["sites"][0];
+    assert!(site["location"].as_str().unwrap().contains("sleep-storm/src/lib.rs"));
+    assert_eq!(site["tasks"]["spawned"], 500);
+    assert!(report["runtime"]["polls"].as_u64().unwrap() > 500);
+    let metrics = report["workload"]["metrics"].as_array().unwrap();
+    assert!(metrics.iter().any(|m| m["name"] == "wakeups_per_s" && m["value"].as_f64().unwrap() > 0.0));
+
+    // The schema is strict enough to catch drift: a renamed field fails it.
+    let mut drifted = report.clone();
+    drifted["runtime"]["poll"]["p99"] = drifted["runtime"]["poll"]["p99_ns"].take();
+    assert!(!validator.is_valid(&drifted));
+}
+
+#[test]
+fn missing_foreign_and_cut_recordings_are_reported_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.loopscope");
+    let out = run(&["report", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("missing.loopscope"), "{}", text(&out.stderr));
+
+    let foreign = dir.path().join("notes.txt");
+    std::fs::write(&foreign, "just some text, not a recording\n").unwrap();
+    let out = run(&["report", foreign.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("notes.txt") && err.contains("not a loopscope recording") && err.contains("byte 0"), "{err}");
+
+    // A complete recording cut in the middle of its last frames still reports its prefix.
+    let file = dir.path().join("full.loopscope");
+    let out = run(&[
+        "run",
+        "sleep-storm",
+        "--for",
+        "600ms",
+        "--tasks",
+        "100",
+        "--interval",
+        "100ms",
+        "--record",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = dir.path().join("cut.loopscope");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let out = run(&["report", cut.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("cut short at byte") && err.contains("recovered"), "{err}");
+    assert!(text(&out.stdout).contains("CUT SHORT"));
+}
+
+#[test]
+fn a_run_killed_with_sigkill_leaves_a_readable_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("killed.loopscope");
+    let mut child = loopscope()
+        .args(["run", "sleep-storm", "--for", "60s", "--tasks", "200", "--interval", "50ms", "--record"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the event (three complete intervals on disk), with a deadline.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(rec) = Recording::read(&file)
+            && rec.intervals.len() >= 3
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no three intervals recorded within 60 s");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let rec = Recording::read(&file).unwrap();
+    assert!(!rec.is_complete());
+    assert!(rec.intervals.len() >= 3);
+    let out = run(&["report", file.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["recording"]["completeness"]["state"], "truncated");
+    assert!(report["recording"]["intervals"].as_u64().unwrap() >= 3);
+    assert!(report["runtime"]["polls"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn demo_without_a_terminal_prints_the_report_and_its_findings() {
+    let out = run(&["demo", "--for", "1s"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for needle in ["Spawn sites", "What loopscope found", "busiest spawn site", "loopscope report"] {
+        assert!(stdout.contains(needle), "demo output lacks {needle:?}:\n{stdout}");
+    }
+    // The demo tells where its recording is; it must be a complete, readable recording.
+    let path = stdout.lines().find_map(|l| l.strip_prefix("The recording is in ")).unwrap();
+    let path = path.split(';').next().unwrap();
+    let rec = Recording::read(path).unwrap();
+    assert!(rec.is_complete());
+    std::fs::remove_file(path).unwrap();
+}

@@ -67,7 +67,9 @@ pub fn findings(report: &Report) -> String {
             fmt_duration(rt.sched.max)
         );
     }
-    if let Some(late) = report.workload.as_ref().and_then(|w| w.distributions.iter().find(|d| d.name == "timer_lateness")) {
+    if let Some(late) =
+        report.workload.as_ref().and_then(|w| w.distributions.iter().find(|d| d.name == "timer_lateness"))
+    {
         let _ = writeln!(
             o,
             "  - Timers fire {} late at p50 and {} at p99 (tokio's timer wheel has 1 ms resolution).",

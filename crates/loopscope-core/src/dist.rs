@@ -108,8 +108,7 @@ impl PartialEq for DistAcc {
 
 /// A new empty histogram with loopscope's bounds.
 pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(LOWEST_NS, HIGHEST_NS, SIGNIFICANT_DIGITS)
-        .expect("constant histogram bounds are valid")
+    Histogram::new_with_bounds(LOWEST_NS, HIGHEST_NS, SIGNIFICANT_DIGITS).expect("constant histogram bounds are valid")
 }
 
 impl DistAcc {
@@ -181,13 +180,7 @@ impl DistAcc {
             // Serializing into a Vec cannot fail for a histogram of this size.
             let _ = V2DeflateSerializer::new().serialize(&self.hist, &mut hdr);
         }
-        Dist {
-            count: self.count,
-            sum_ns: self.sum_ns,
-            max_ns: self.max_ns,
-            outliers: self.outliers,
-            hdr,
-        }
+        Dist { count: self.count, sum_ns: self.sum_ns, max_ns: self.max_ns, outliers: self.outliers, hdr }
     }
 
     /// Number of values.
@@ -233,11 +226,7 @@ impl DistAcc {
     pub fn summary(&self) -> Summary {
         Summary {
             count: self.count,
-            mean: if self.count == 0 {
-                Duration::ZERO
-            } else {
-                Duration::from_nanos(self.sum_ns / self.count)
-            },
+            mean: Duration::from_nanos(self.sum_ns.checked_div(self.count).unwrap_or(0)),
             p50: self.quantile(0.50),
             p90: self.quantile(0.90),
             p99: self.quantile(0.99),
@@ -307,9 +296,7 @@ pub fn decode_histogram(bytes: &[u8]) -> Result<Histogram<u64>, DistError> {
     if plain.len() < 40 + payload_len {
         return Err(bad("payload length beyond the data"));
     }
-    Deserializer::new()
-        .deserialize(&mut &plain[..])
-        .map_err(|e| DistError::Encoding(format!("{e:?}")))
+    Deserializer::new().deserialize(&mut &plain[..]).map_err(|e| DistError::Encoding(format!("{e:?}")))
 }
 
 fn read_u32(b: &[u8], at: usize) -> Option<u32> {

@@ -438,10 +438,8 @@ impl Recording {
                 Ok(Some(frame)) => rec.push(frame).map_err(|reason| reader.corrupt(at, reason))?,
                 Ok(None) => break,
                 Err(ReadError::Truncated { offset, inside, .. }) => {
-                    rec.completeness = Completeness::Truncated {
-                        at_byte: offset,
-                        reason: format!("the file ends inside {inside}"),
-                    };
+                    rec.completeness =
+                        Completeness::Truncated { at_byte: offset, reason: format!("the file ends inside {inside}") };
                     break;
                 }
                 Err(e) => return Err(e),
@@ -472,7 +470,11 @@ impl Recording {
             Frame::Workers(w) => {
                 for d in w {
                     if d.id as usize != self.workers.len() {
-                        return Err(format!("worker id {} declared out of order (expected {})", d.id, self.workers.len()));
+                        return Err(format!(
+                            "worker id {} declared out of order (expected {})",
+                            d.id,
+                            self.workers.len()
+                        ));
                     }
                     self.workers.push(d);
                 }

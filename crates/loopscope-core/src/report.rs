@@ -126,10 +126,8 @@ impl Aggregator {
     fn push_interval(&mut self, i: &Interval) -> Result<(), String> {
         let ctx = |e: String| format!("interval {}: {e}", i.index);
         for s in &i.sites {
-            let acc = self
-                .site_acc
-                .get_mut(s.site as usize)
-                .ok_or_else(|| ctx(format!("undeclared site {}", s.site)))?;
+            let acc =
+                self.site_acc.get_mut(s.site as usize).ok_or_else(|| ctx(format!("undeclared site {}", s.site)))?;
             acc.spawned += s.spawned;
             acc.finished += s.finished;
             acc.add(s.slow_polls, &s.poll, &s.sched).map_err(ctx)?;
@@ -313,7 +311,10 @@ impl Report {
                     };
                 }
                 Err(ReadError::Truncated { offset, inside, .. }) => {
-                    break Completeness::Truncated { at_byte: offset, reason: format!("the file ends inside {inside}") };
+                    break Completeness::Truncated {
+                        at_byte: offset,
+                        reason: format!("the file ends inside {inside}"),
+                    };
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -507,9 +508,7 @@ impl From<&WorkloadResult> for WorkloadReport {
             distributions: w
                 .distributions
                 .iter()
-                .filter_map(|d| {
-                    Some(NamedSummary { name: d.name.clone(), summary: d.dist.decode().ok()?.summary() })
-                })
+                .filter_map(|d| Some(NamedSummary { name: d.name.clone(), summary: d.dist.decode().ok()?.summary() }))
                 .collect(),
         }
     }
@@ -584,7 +583,11 @@ impl Report {
             group(rt.poll_outliers + rt.sched_outliers),
             plural(rt.poll_outliers + rt.sched_outliers),
         );
-        let _ = writeln!(o, "  {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}", "", "p50", "p90", "p99", "p99.9", "max", "mean");
+        let _ = writeln!(
+            o,
+            "  {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "", "p50", "p90", "p99", "p99.9", "max", "mean"
+        );
         for (name, s) in [("poll", &rt.poll), ("sched", &rt.sched)] {
             let _ = writeln!(
                 o,
@@ -651,8 +654,22 @@ impl Report {
         let _ = writeln!(
             o,
             "  {:<36} {:>7} {:>9} {:>8} │ {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>5} {:>4}",
-            "site", "tasks", "polls", "busy", "poll50", "p90", "p99", "p99.9", "max", "sched50", "p90", "p99", "p99.9",
-            "max", "slow", "outl"
+            "site",
+            "tasks",
+            "polls",
+            "busy",
+            "poll50",
+            "p90",
+            "p99",
+            "p99.9",
+            "max",
+            "sched50",
+            "p90",
+            "p99",
+            "p99.9",
+            "max",
+            "slow",
+            "outl"
         );
         for s in self.sites.iter().take(max_sites) {
             let p = &s.poll;
@@ -725,7 +742,7 @@ pub fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

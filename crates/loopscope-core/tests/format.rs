@@ -47,8 +47,22 @@ fn frames() -> Vec<Frame> {
             start_ns: i * 1_000_000_000,
             end_ns: (i + 1) * 1_000_000_000,
             sites: vec![
-                SiteInterval { site: 0, spawned: 3, finished: 1, slow_polls: 2, poll: dist(500, 50), sched: dist(900, 40) },
-                SiteInterval { site: 1, spawned: 1, finished: 0, slow_polls: 0, poll: dist(20_000, 5), sched: dist(1, 3) },
+                SiteInterval {
+                    site: 0,
+                    spawned: 3,
+                    finished: 1,
+                    slow_polls: 2,
+                    poll: dist(500, 50),
+                    sched: dist(900, 40),
+                },
+                SiteInterval {
+                    site: 1,
+                    spawned: 1,
+                    finished: 0,
+                    slow_polls: 0,
+                    poll: dist(20_000, 5),
+                    sched: dist(1, 3),
+                },
             ],
             workers: vec![WorkerInterval { worker: 0, slow_polls: 2, poll: dist(500, 55), sched: dist(1, 43) }],
             gauges: Gauges { alive_tasks: 3, global_queue: i, local_queues: vec![1, 2], ..Gauges::default() },
@@ -86,10 +100,8 @@ fn round_trip_gives_identical_frames_and_histograms() {
     assert_eq!(rec.header, header());
     assert!(rec.is_complete());
     assert_eq!(rec.intervals.len(), 3);
-    let written: Vec<Interval> = frames()
-        .into_iter()
-        .filter_map(|f| if let Frame::Interval(i) = f { Some(*i) } else { None })
-        .collect();
+    let written: Vec<Interval> =
+        frames().into_iter().filter_map(|f| if let Frame::Interval(i) = f { Some(*i) } else { None }).collect();
     assert_eq!(rec.intervals, written);
     for (a, b) in rec.intervals.iter().zip(&written) {
         for (sa, sb) in a.sites.iter().zip(&b.sites) {
@@ -112,10 +124,7 @@ fn every_cut_point_recovers_the_complete_prefix_without_panicking() {
         let result = read_bytes(&bytes[..cut as usize]);
         if cut < header_end {
             let err = result.expect_err("no header, nothing to recover");
-            assert!(
-                matches!(err, ReadError::Truncated { .. }),
-                "cut at {cut}: expected a truncation error, got {err}"
-            );
+            assert!(matches!(err, ReadError::Truncated { .. }), "cut at {cut}: expected a truncation error, got {err}");
             assert!(err.to_string().contains("mem.loopscope"), "{err}");
             continue;
         }

@@ -300,11 +300,8 @@ impl Flusher {
 
     fn finish(&mut self) {
         self.ensure_open();
-        let footer = Footer {
-            end_ns: self.shared.now_ns(),
-            intervals: self.index,
-            errors: lock(&self.shared.errors).clone(),
-        };
+        let footer =
+            Footer { end_ns: self.shared.now_ns(), intervals: self.index, errors: lock(&self.shared.errors).clone() };
         self.emit(Frame::Footer(footer));
         // The runtime handle would otherwise keep the runtime's internals alive through the hooks.
         lock(&self.shared.handle).take();

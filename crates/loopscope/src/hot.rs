@@ -156,7 +156,6 @@ impl PrevCells {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -246,11 +246,7 @@ impl Session {
                 "1" | "true" | "on" => true,
                 "0" | "false" | "off" => false,
                 _ => {
-                    return Err(Error::Env {
-                        var: "LOOPSCOPE_SCHEDULE_LATENCY",
-                        value: v,
-                        expected: "0 or 1",
-                    });
+                    return Err(Error::Env { var: "LOOPSCOPE_SCHEDULE_LATENCY", value: v, expected: "0 or 1" });
                 }
             };
         }

@@ -328,7 +328,9 @@ impl Shared {
         if threads.len() >= MAX_THREADS {
             if !self.threads_full.swap(true, Ordering::Relaxed) {
                 drop(threads);
-                self.report_error(format!("more than {MAX_THREADS} threads polled tasks; later threads are not recorded"));
+                self.report_error(format!(
+                    "more than {MAX_THREADS} threads polled tasks; later threads are not recorded"
+                ));
             }
             return std::ptr::null();
         }

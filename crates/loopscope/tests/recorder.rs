@@ -54,10 +54,7 @@ fn blocking_polls_and_yield_polls_land_at_their_spawn_sites() {
     let sleeper = report.site(&format!("{file}:{sleep_line}")).expect("the sleeping task's spawn site");
     assert_eq!(sleeper.polls, 10, "one poll per sleep");
     let p50 = sleeper.poll.p50;
-    assert!(
-        p50 >= Duration::from_millis(20) && p50 <= Duration::from_millis(25),
-        "p50 of a 20 ms sleep: {p50:?}"
-    );
+    assert!(p50 >= Duration::from_millis(20) && p50 <= Duration::from_millis(25), "p50 of a 20 ms sleep: {p50:?}");
     assert_eq!(sleeper.slow_polls, 10);
     assert_eq!(sleeper.tasks.spawned, 1);
     assert_eq!(sleeper.tasks.finished, 1);
@@ -161,9 +158,10 @@ fn an_unwritable_recording_is_reported_once_and_profiling_goes_on() {
     assert!(report.errors[0].contains("/dev/full"), "{}", report.errors[0]);
     assert!(report.runtime.polls >= 2, "profiling continued in memory");
 
-    let missing_dir = run_recorded(multi_thread(1), Session::builder().record_to("/nonexistent/dir/run.loopscope"), || async {
-        tokio::spawn(async {}).await.unwrap();
-    });
+    let missing_dir =
+        run_recorded(multi_thread(1), Session::builder().record_to("/nonexistent/dir/run.loopscope"), || async {
+            tokio::spawn(async {}).await.unwrap();
+        });
     assert_eq!(missing_dir.errors.len(), 1);
     assert!(missing_dir.errors[0].contains("/nonexistent/dir/run.loopscope"));
 }

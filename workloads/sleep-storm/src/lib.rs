@@ -46,7 +46,12 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { tasks: 10_000, min_sleep: Duration::from_millis(1), max_sleep: Duration::from_millis(100), mode: Mode::Spawn }
+        Config {
+            tasks: 10_000,
+            min_sleep: Duration::from_millis(1),
+            max_sleep: Duration::from_millis(100),
+            mode: Mode::Spawn,
+        }
     }
 }
 
@@ -126,7 +131,8 @@ pub async fn run(cfg: &Config, run_for: Duration, seed: u64) -> Result<WorkloadR
             total
         }
         Mode::Gather => {
-            let all: Vec<_> = (0..cfg.tasks).map(|t| sleeper(t, seed, cfg.clone(), until, Arc::clone(&lateness))).collect();
+            let all: Vec<_> =
+                (0..cfg.tasks).map(|t| sleeper(t, seed, cfg.clone(), until, Arc::clone(&lateness))).collect();
             let gather = tokio::spawn(async move { futures_util::future::join_all(all).await.into_iter().sum() });
             gather.await.map_err(|e| Error::Task(e.to_string()))?
         }
@@ -152,7 +158,12 @@ mod tests {
     #[test]
     fn every_sleeper_wakes_and_lateness_is_measured() {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let cfg = Config { tasks: 200, min_sleep: Duration::from_millis(5), max_sleep: Duration::from_millis(20), ..Config::default() };
+        let cfg = Config {
+            tasks: 200,
+            min_sleep: Duration::from_millis(5),
+            max_sleep: Duration::from_millis(20),
+            ..Config::default()
+        };
         let r = run_on(rt, cfg);
         let wakeups = r.get_metric("wakeups").unwrap();
         // Each of 200 sleepers fits at least 300/20 - 1 = 14 sleeps into 300 ms.
@@ -165,7 +176,12 @@ mod tests {
     #[test]
     fn gather_mode_runs_on_one_task() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let cfg = Config { tasks: 100, mode: Mode::Gather, min_sleep: Duration::from_millis(1), max_sleep: Duration::from_millis(10), ..Config::default() };
+        let cfg = Config {
+            tasks: 100,
+            mode: Mode::Gather,
+            min_sleep: Duration::from_millis(1),
+            max_sleep: Duration::from_millis(10),
+        };
         let r = run_on(rt, cfg);
         assert!(r.get_metric("wakeups").unwrap() >= 100.0 * 29.0);
     }
@@ -173,7 +189,8 @@ mod tests {
     #[test]
     fn inverted_range_is_refused() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let cfg = Config { min_sleep: Duration::from_millis(10), max_sleep: Duration::from_millis(1), ..Config::default() };
+        let cfg =
+            Config { min_sleep: Duration::from_millis(10), max_sleep: Duration::from_millis(1), ..Config::default() };
         let err = rt.block_on(run(&cfg, Duration::from_millis(10), 1)).unwrap_err();
         assert!(err.to_string().contains("--min-sleep"));
     }
