@@ -5,15 +5,16 @@
 //! ceiling is clamped into the top bucket *and* counted as an outlier, and its true size is kept
 //! in the exact maximum, so nothing is silently lost and memory never depends on the data.
 //!
-//! [`Dist`] is the stored form (scalars plus the histogram in HdrHistogram's standard V2 deflate
-//! encoding, which any HdrHistogram implementation reads); [`DistAcc`] is the in-memory form used
-//! to record and merge.
+//! [`Dist`] is the stored form (scalars plus the histogram in HdrHistogram's standard V2 encoding,
+//! which any HdrHistogram implementation reads; the recording compresses whole frames, which packs
+//! many similar histograms far better than compressing each alone); [`DistAcc`] is the in-memory
+//! form used to record and merge. The decoder accepts the V2 deflate variant too.
 
 use std::io::Read;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
 /// Lowest discernible value of every loopscope histogram, in nanoseconds.
@@ -67,7 +68,7 @@ pub struct Dist {
     pub max_ns: u64,
     /// Values above [`HIGHEST_NS`], clamped into the histogram's top bucket.
     pub outliers: u64,
-    /// The histogram in HdrHistogram V2 deflate encoding; empty when `count` is 0.
+    /// The histogram in HdrHistogram V2 encoding; empty when `count` is 0.
     pub hdr: Vec<u8>,
 }
 
@@ -178,7 +179,7 @@ impl DistAcc {
         let mut hdr = Vec::new();
         if self.count > 0 {
             // Serializing into a Vec cannot fail for a histogram of this size.
-            let _ = V2DeflateSerializer::new().serialize(&self.hist, &mut hdr);
+            let _ = V2Serializer::new().serialize(&self.hist, &mut hdr);
         }
         Dist { count: self.count, sum_ns: self.sum_ns, max_ns: self.max_ns, outliers: self.outliers, hdr }
     }
@@ -340,7 +341,7 @@ mod tests {
         let mut other = Histogram::<u64>::new_with_bounds(1, u64::MAX / 2, 5).unwrap();
         other.record(3).unwrap();
         let mut enc = Vec::new();
-        V2DeflateSerializer::new().serialize(&other, &mut enc).unwrap();
+        hdrhistogram::serialization::V2DeflateSerializer::new().serialize(&other, &mut enc).unwrap();
         assert!(matches!(decode_histogram(&enc), Err(DistError::Bounds { .. })));
         // A valid encoding with a count that disagrees is refused too.
         let mut d = DistAcc::new().to_dist();

@@ -7,6 +7,9 @@
 //! frame*    u8 kind, u32 payload length, u32 CRC-32 of kind byte + payload, payload (postcard)
 //! ```
 //!
+//! A kind with its top bit set ([`COMPRESSED`]) carries a zlib-compressed payload; interval frames
+//! are written that way.
+//!
 //! The first frame is the header, the last the footer. Each frame is written with one `write`
 //! call and flushed, so a program killed mid-run leaves every complete frame readable; the reader
 //! recovers that prefix and says where the file was cut. A frame whose checksum or payload is
@@ -28,8 +31,10 @@ pub const MAGIC: [u8; 8] = *b"\x89LSCOPE\n";
 pub const PREAMBLE_LEN: u64 = 12;
 /// Bytes of a frame's own header (kind, length, checksum).
 pub const FRAME_HEADER_LEN: u64 = 9;
-/// Largest payload a frame may carry; anything larger is corruption.
+/// Largest payload a frame may carry (compressed or not); anything larger is corruption.
 pub const MAX_FRAME_LEN: u32 = 64 << 20;
+/// Bit set in a frame's kind when its payload is zlib-compressed.
+pub const COMPRESSED: u8 = 0x80;
 
 mod kind {
     pub const HEADER: u8 = 1;
@@ -143,9 +148,9 @@ impl<W: Write> Writer<W> {
             Frame::Header(h) => (kind::HEADER, encode(h)?),
             Frame::Sites(s) => (kind::SITES, encode(s)?),
             Frame::Workers(w) => (kind::WORKERS, encode(w)?),
-            Frame::Interval(i) => (kind::INTERVAL, encode(i)?),
+            Frame::Interval(i) => (kind::INTERVAL | COMPRESSED, compress(&encode(i)?)?),
             Frame::Event(e) => (kind::EVENT, encode(e)?),
-            Frame::Workload(w) => (kind::WORKLOAD, encode(w)?),
+            Frame::Workload(w) => (kind::WORKLOAD | COMPRESSED, compress(&encode(w)?)?),
             Frame::Footer(f) => (kind::FOOTER, encode(f)?),
         };
         let len = u32::try_from(payload.len())
@@ -176,6 +181,12 @@ impl<W: Write> Writer<W> {
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, WriteError> {
     postcard::to_stdvec(v).map_err(|e| WriteError::Encode(e.to_string()))
+}
+
+fn compress(payload: &[u8]) -> Result<Vec<u8>, WriteError> {
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(payload)?;
+    Ok(z.finish()?)
 }
 
 fn checksum(kind: u8, payload: &[u8]) -> u32 {
@@ -324,7 +335,7 @@ impl<R: Read> Reader<R> {
         let k = head[0];
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
         let crc = u32::from_le_bytes([head[5], head[6], head[7], head[8]]);
-        if k == 0 || len > MAX_FRAME_LEN {
+        if k & !COMPRESSED == 0 || len > MAX_FRAME_LEN {
             return Err(self.corrupt(at, format!("frame header kind {k}, length {len}: not a frame")));
         }
         // Grow with the data actually present, so a damaged length cannot force a large allocation.
@@ -340,7 +351,18 @@ impl<R: Read> Reader<R> {
             return Err(self.corrupt(at, "frame checksum mismatch".into()));
         }
         self.offset += FRAME_HEADER_LEN + u64::from(len);
-        Ok(Some((k, payload)))
+        if k & COMPRESSED == 0 {
+            return Ok(Some((k, payload)));
+        }
+        let mut plain = Vec::new();
+        flate2::read::ZlibDecoder::new(&payload[..])
+            .take(u64::from(MAX_FRAME_LEN) + 1)
+            .read_to_end(&mut plain)
+            .map_err(|e| self.corrupt(at, format!("compressed frame does not inflate: {e}")))?;
+        if plain.len() > MAX_FRAME_LEN as usize {
+            return Err(self.corrupt(at, "compressed frame inflates beyond 64 MiB".into()));
+        }
+        Ok(Some((k & !COMPRESSED, plain)))
     }
 }
 
