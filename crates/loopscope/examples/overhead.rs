@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+type Workload = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
 #[derive(Clone, Copy, Debug)]
 enum Mode {
     Plain,
@@ -56,7 +58,7 @@ async fn ping_pong() {
     }
 }
 
-fn once(mode: Mode, workload: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>) -> Duration {
+fn once(mode: Mode, workload: Workload) -> Duration {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.worker_threads(2).enable_all();
     let session = match mode {
@@ -82,7 +84,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
-    let workloads: [(&str, fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>); 2] =
+    let workloads: [(&str, Workload); 2] =
         [("yield storm", || Box::pin(yield_storm())), ("ping-pong", || Box::pin(ping_pong()))];
     println!("| workload | plain (median) | lean ratio | full ratio |");
     println!("|---|---|---|---|");
