@@ -66,6 +66,12 @@ pub struct RunOpts {
     /// Polls longer than this count as slow.
     #[arg(long, global = true, default_value = "100us", value_parser = parse_positive, value_name = "DURATION")]
     pub slow_poll: Duration,
+    /// Polls at least this long are stalls, flagged live by the watchdog.
+    #[arg(long, global = true, default_value = "10ms", value_parser = parse_stall_threshold, value_name = "DURATION")]
+    pub stall_threshold: Duration,
+    /// Turn the stall detector (the watchdog thread) off.
+    #[arg(long, global = true)]
+    pub no_stall_detector: bool,
     /// Do not track per-task scheduling latency (saves two clock reads per wake-up).
     #[arg(long, global = true)]
     pub no_schedule_latency: bool,
@@ -131,6 +137,11 @@ fn parse_positive(s: &str) -> Result<Duration, String> {
 fn parse_run_time(s: &str) -> Result<Duration, String> {
     let d = parse_positive(s)?;
     if d > Duration::from_secs(7 * 24 * 3600) { Err("must be at most 7 days".into()) } else { Ok(d) }
+}
+
+fn parse_stall_threshold(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(1) { Err("must be at least 1ms".into()) } else { Ok(d) }
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {

@@ -21,6 +21,8 @@ pub fn demo_command(args: &DemoArgs) -> Result<(), Failure> {
         interval: std::time::Duration::from_millis(500),
         slow_poll: std::time::Duration::from_micros(100),
         no_schedule_latency: false,
+        stall_threshold: std::time::Duration::from_millis(10),
+        no_stall_detector: false,
         json: false,
         top: 10,
     };
@@ -76,6 +78,24 @@ pub fn findings(report: &Report) -> String {
             fmt_duration(late.summary.p50),
             fmt_duration(late.summary.p99)
         );
+    }
+    match report.stalls.first() {
+        Some(g) => {
+            let _ = writeln!(
+                o,
+                "  - {} stall{} blocked a worker; the worst group: {} × {} at {} (up to {}).",
+                rt.stalls.count,
+                if rt.stalls.count == 1 { "" } else { "s" },
+                g.count,
+                g.category,
+                g.spawn_site.as_deref().unwrap_or("an unknown site"),
+                fmt_duration(g.max)
+            );
+        }
+        None if report.recording.stall_threshold.is_some() => {
+            let _ = writeln!(o, "  - No poll blocked a worker: the stall detector raised nothing.");
+        }
+        None => {}
     }
     let _ = writeln!(
         o,

@@ -23,7 +23,9 @@ pub fn run_workload(opts: &RunOpts, workload: &WorkloadCmd) -> Result<Report, Fa
         .workload(workload.name())
         .interval(opts.interval)
         .slow_poll_threshold(opts.slow_poll)
-        .schedule_latency(!opts.no_schedule_latency);
+        .schedule_latency(!opts.no_schedule_latency)
+        .stall_threshold(opts.stall_threshold)
+        .stall_detector(!opts.no_stall_detector);
     if let Some(path) = &opts.record {
         session = session.record_to(path);
     }

@@ -394,6 +394,7 @@ fn placeholder_header() -> Header {
         interval_ns: 0,
         slow_poll_ns: 0,
         schedule_latency: false,
+        stall_threshold_ns: None,
     }
 }
 

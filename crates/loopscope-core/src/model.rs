@@ -61,6 +61,8 @@ pub struct Header {
     pub slow_poll_ns: u64,
     /// Whether per-task scheduling latency was tracked (tokio's `track_task_schedule_latency`).
     pub schedule_latency: bool,
+    /// Stall threshold of the watchdog, in nanoseconds; `None` when the detector was off.
+    pub stall_threshold_ns: Option<u64>,
 }
 
 /// A place in the source where tasks are spawned (`TaskMeta::spawned_at`).
@@ -162,6 +164,79 @@ pub struct Interval {
     pub gauges: Gauges,
 }
 
+/// What a stalled worker was doing, from the kernel's view of the stuck thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StallCategory {
+    /// A synchronous sleep (`std::thread::sleep`): `nanosleep` / `clock_nanosleep`.
+    SyncSleep,
+    /// Blocking I/O on a file, FIFO or pipe (`std::fs`).
+    FileIo,
+    /// Blocking network I/O on a socket (`std::net`).
+    NetworkIo,
+    /// Blocking name resolution (`ToSocketAddrs`, `getaddrinfo`): a socket to port 53.
+    Dns,
+    /// Waiting on a futex: a `std::sync::Mutex`, a condvar, or a parked thread.
+    LockWait,
+    /// Running on the CPU the whole time: computation without a yield.
+    CpuBound,
+    /// Another executor run inside the poll (`futures::executor::block_on`, a nested event loop).
+    NestedExecutor,
+    /// `Runtime::block_on` / `Handle::block_on` inside a task (tokio panics).
+    NestedRuntime,
+    /// Runnable but not running: the host did not give the thread CPU (overload, paused VM).
+    Preempted,
+    /// None of the above could be told.
+    Unknown,
+}
+
+impl StallCategory {
+    /// The kebab-case name used in reports and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            StallCategory::SyncSleep => "sync-sleep",
+            StallCategory::FileIo => "file-io",
+            StallCategory::NetworkIo => "network-io",
+            StallCategory::Dns => "dns",
+            StallCategory::LockWait => "lock-wait",
+            StallCategory::CpuBound => "cpu-bound",
+            StallCategory::NestedExecutor => "nested-executor",
+            StallCategory::NestedRuntime => "nested-runtime",
+            StallCategory::Preempted => "preempted",
+            StallCategory::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for StallCategory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A poll that blocked its worker for longer than the stall threshold, as detected live.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stall {
+    /// Identifier, unique within the recording; the matching [`Event::StallEnd`] carries it.
+    pub id: u64,
+    /// The [`WorkerDecl::id`] of the stuck thread.
+    pub worker: u32,
+    /// The [`SiteDecl::id`] of the polled task's spawn site.
+    pub site: Option<u32>,
+    /// When the poll started, in nanoseconds since the session started.
+    pub started_ns: u64,
+    /// When the watchdog raised the stall.
+    pub detected_ns: u64,
+    /// What the thread was doing.
+    pub category: StallCategory,
+    /// The system call the thread was in when detected (e.g. `clock_nanosleep`), if any.
+    pub syscall: Option<String>,
+    /// What the file descriptor of that call refers to (a path, `socket:[…]`, `pipe:[…]`).
+    pub fd_target: Option<String>,
+    /// The thread's CPU time over wall time while it was stuck, in percent.
+    pub cpu_percent: u32,
+}
+
 /// Something that happened at one moment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
@@ -171,6 +246,18 @@ pub enum Event {
         at_ns: u64,
         /// What went wrong.
         message: String,
+    },
+    /// A poll has blocked its worker longer than the stall threshold (raised while it still does).
+    StallBegin(Stall),
+    /// The stalled poll returned.
+    StallEnd {
+        /// The [`Stall::id`].
+        id: u64,
+        /// How long the poll took in all, in nanoseconds.
+        duration_ns: u64,
+        /// The category seen over the whole stall, when it differs from the live one (a thread
+        /// that computed but had little CPU when first seen on an overloaded host).
+        category: Option<StallCategory>,
     },
 }
 

@@ -14,9 +14,10 @@ use serde::Serialize;
 
 use crate::dist::{DistAcc, Summary};
 use crate::format::{Completeness, ReadError, Reader};
-use crate::model::{Event, Flavor, Footer, Frame, Header, Interval, SiteDecl, WorkerDecl};
-use crate::units::{duration_ns, fmt_duration};
+use crate::model::{Event, Flavor, Footer, Frame, Header, Interval, SiteDecl, Stall, StallCategory, WorkerDecl};
+use crate::units::{duration_ns, fmt_duration, opt_duration_ns};
 use crate::workload::{Metric, WorkloadResult};
+use std::collections::{BTreeMap, HashMap};
 
 /// Version of the JSON report schema. Bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -61,7 +62,28 @@ pub struct Aggregator {
     events_dropped: u64,
     workload: Option<WorkloadResult>,
     footer: Option<Footer>,
+    stalls: BTreeMap<StallKey, StallAcc>,
+    open_stalls: HashMap<u64, (StallKey, u64)>,
+    detection_sum_ns: u64,
+    detection_max_ns: u64,
+    stall_count: u64,
 }
+
+/// Stalls are grouped by category and spawn site (and, once attributed, by blocking site).
+type StallKey = (StallCategory, Option<u32>);
+
+#[derive(Clone, Debug, Default)]
+struct StallAcc {
+    count: u64,
+    closed: u64,
+    total_ns: u64,
+    max_ns: u64,
+    syscall: Option<String>,
+    fd_target: Option<String>,
+}
+
+/// Open stalls kept while waiting for their end; more are counted as never ended.
+const MAX_OPEN_STALLS: usize = 10_000;
 
 impl Aggregator {
     /// Starts from a recording's header.
@@ -84,6 +106,50 @@ impl Aggregator {
             events_dropped: 0,
             workload: None,
             footer: None,
+            stalls: BTreeMap::new(),
+            open_stalls: HashMap::new(),
+            detection_sum_ns: 0,
+            detection_max_ns: 0,
+            stall_count: 0,
+        }
+    }
+
+    fn push_stall_begin(&mut self, s: &Stall) {
+        let key = (s.category, s.site);
+        let acc = self.stalls.entry(key).or_default();
+        acc.count += 1;
+        acc.syscall.clone_from(&s.syscall);
+        acc.fd_target.clone_from(&s.fd_target);
+        // A stall lasts at least until it was detected; the end event gives the full duration.
+        let at_least = s.detected_ns.saturating_sub(s.started_ns);
+        acc.max_ns = acc.max_ns.max(at_least);
+        if self.open_stalls.len() < MAX_OPEN_STALLS {
+            self.open_stalls.insert(s.id, (key, at_least));
+        }
+        self.stall_count += 1;
+        let threshold = self.header.stall_threshold_ns.unwrap_or(0);
+        let latency = s.detected_ns.saturating_sub(s.started_ns.saturating_add(threshold));
+        self.detection_sum_ns += latency;
+        self.detection_max_ns = self.detection_max_ns.max(latency);
+    }
+
+    fn push_stall_end(&mut self, id: u64, duration_ns: u64, category: Option<StallCategory>) {
+        let Some((mut key, _)) = self.open_stalls.remove(&id) else { return };
+        if let Some(c) = category
+            && c != key.0
+        {
+            // Reclassified over its whole duration: move it to its group.
+            let moved = self.stalls.get_mut(&key).map(|acc| acc.count -= 1);
+            if moved.is_some() && self.stalls.get(&key).is_some_and(|acc| acc.count == 0) {
+                self.stalls.remove(&key);
+            }
+            key.0 = c;
+            self.stalls.entry(key).or_default().count += 1;
+        }
+        if let Some(acc) = self.stalls.get_mut(&key) {
+            acc.closed += 1;
+            acc.total_ns += duration_ns;
+            acc.max_ns = acc.max_ns.max(duration_ns);
         }
     }
 
@@ -111,6 +177,13 @@ impl Aggregator {
             }
             Frame::Interval(i) => self.push_interval(i)?,
             Frame::Event(e) => {
+                match e {
+                    Event::StallBegin(s) => self.push_stall_begin(s),
+                    Event::StallEnd { id, duration_ns, category } => {
+                        self.push_stall_end(*id, *duration_ns, *category);
+                    }
+                    Event::RecorderError { .. } => {}
+                }
                 if self.events.len() < MAX_EVENTS {
                     self.events.push(e.clone());
                 } else {
@@ -188,6 +261,13 @@ impl Aggregator {
                 local_max: self.local_queue_max,
                 blocking_threads_max: self.blocking_threads_max,
             },
+            stalls: StallTotals {
+                count: self.stall_count,
+                detection_latency_mean: Duration::from_nanos(
+                    self.detection_sum_ns.checked_div(self.stall_count).unwrap_or(0),
+                ),
+                detection_latency_max: Duration::from_nanos(self.detection_max_ns),
+            },
         };
         let workers = self
             .workers
@@ -231,11 +311,37 @@ impl Aggregator {
         sites.sort_by(|a, b| b.busy.cmp(&a.busy).then(b.polls.cmp(&a.polls)).then(a.id.cmp(&b.id)));
         let mut errors: Vec<String> = self.footer.as_ref().map(|f| f.errors.clone()).unwrap_or_default();
         for e in &self.events {
-            let Event::RecorderError { message, .. } = e;
-            if !errors.contains(message) {
+            if let Event::RecorderError { message, .. } = e
+                && !errors.contains(message)
+            {
                 errors.push(message.clone());
             }
         }
+        let site_name = |id: Option<u32>| id.and_then(|i| self.sites.get(i as usize)).map(SiteDecl::location);
+        let mut stalls: Vec<StallGroup> = self
+            .stalls
+            .iter()
+            .map(|((category, site), acc)| {
+                // Stalls still open at the end count with the time they were known to last.
+                let open_ns: u64 = self
+                    .open_stalls
+                    .values()
+                    .filter(|(k, _)| k == &(*category, *site))
+                    .map(|(_, at_least)| *at_least)
+                    .sum();
+                StallGroup {
+                    category: *category,
+                    spawn_site: site_name(*site),
+                    count: acc.count,
+                    unfinished: acc.count - acc.closed,
+                    total: Duration::from_nanos(acc.total_ns + open_ns),
+                    max: Duration::from_nanos(acc.max_ns),
+                    syscall: acc.syscall.clone(),
+                    fd_target: acc.fd_target.clone(),
+                }
+            })
+            .collect();
+        stalls.sort_by(|a, b| b.total.cmp(&a.total).then(b.count.cmp(&a.count)));
         let h = &self.header;
         Report {
             schema_version: SCHEMA_VERSION,
@@ -255,6 +361,7 @@ impl Aggregator {
                 interval: Duration::from_nanos(h.interval_ns),
                 slow_poll_threshold: Duration::from_nanos(h.slow_poll_ns),
                 schedule_latency_tracked: h.schedule_latency,
+                stall_threshold: h.stall_threshold_ns.map(Duration::from_nanos),
                 completeness,
                 skipped_frames,
                 events_dropped: self.events_dropped,
@@ -262,6 +369,7 @@ impl Aggregator {
             runtime,
             workers,
             sites,
+            stalls,
             workload: self.workload.as_ref().map(WorkloadReport::from),
             errors,
         }
@@ -353,6 +461,42 @@ pub struct Queues {
     pub blocking_threads_max: u64,
 }
 
+/// Stalls of the whole runtime.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StallTotals {
+    /// Stalls detected.
+    pub count: u64,
+    /// Mean time from a stall's threshold being crossed to the watchdog raising it.
+    #[serde(rename = "detection_latency_mean_ns", with = "duration_ns")]
+    pub detection_latency_mean: Duration,
+    /// Longest such time.
+    #[serde(rename = "detection_latency_max_ns", with = "duration_ns")]
+    pub detection_latency_max: Duration,
+}
+
+/// Stalls of one kind at one place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StallGroup {
+    /// What the stuck threads were doing.
+    pub category: StallCategory,
+    /// Spawn site of the stalled tasks.
+    pub spawn_site: Option<String>,
+    /// Stalls in this group.
+    pub count: u64,
+    /// Stalls that had not ended when the recording did.
+    pub unfinished: u64,
+    /// Total time the worker was blocked.
+    #[serde(rename = "total_ns", with = "duration_ns")]
+    pub total: Duration,
+    /// Longest stall.
+    #[serde(rename = "max_ns", with = "duration_ns")]
+    pub max: Duration,
+    /// System call of the latest stall, if it was in one.
+    pub syscall: Option<String>,
+    /// What that call's file descriptor referred to.
+    pub fd_target: Option<String>,
+}
+
 /// The whole runtime.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RuntimeReport {
@@ -377,6 +521,8 @@ pub struct RuntimeReport {
     pub tasks: Tasks,
     /// Queue gauges.
     pub queues: Queues,
+    /// Stalls (polls that blocked a worker beyond the stall threshold).
+    pub stalls: StallTotals,
 }
 
 /// One worker thread.
@@ -471,6 +617,9 @@ pub struct RecordingInfo {
     pub slow_poll_threshold: Duration,
     /// Whether scheduling latency was tracked.
     pub schedule_latency_tracked: bool,
+    /// The stall detector's threshold; `None` when it was off.
+    #[serde(rename = "stall_threshold_ns", with = "opt_duration_ns")]
+    pub stall_threshold: Option<Duration>,
     /// Whether the file was complete.
     pub completeness: Completeness,
     /// Frames skipped because they were written by a newer loopscope.
@@ -529,6 +678,8 @@ pub struct Report {
     pub workers: Vec<WorkerReport>,
     /// Per spawn site, by busy time, largest first.
     pub sites: Vec<SiteReport>,
+    /// Stalls grouped by category and spawn site, most blocked time first.
+    pub stalls: Vec<StallGroup>,
     /// The workload's own figures.
     pub workload: Option<WorkloadReport>,
     /// Errors the recorder reported.
@@ -694,6 +845,48 @@ impl Report {
                 group(s.slow_polls),
                 group(s.poll_outliers + s.sched_outliers)
             );
+        }
+        match r.stall_threshold {
+            None => {
+                let _ = writeln!(o, "\nStalls: detector off");
+            }
+            Some(t) if self.stalls.is_empty() => {
+                let _ = writeln!(o, "\nStalls: none (no poll blocked a worker for more than {})", fmt_duration(t));
+            }
+            Some(t) => {
+                let st = &rt.stalls;
+                let _ = writeln!(
+                    o,
+                    "\nStalls: {} poll{} blocked a worker for more than {} (detected {} after the threshold on average, {} at most)",
+                    group(st.count),
+                    plural(st.count),
+                    fmt_duration(t),
+                    fmt_duration(st.detection_latency_mean),
+                    fmt_duration(st.detection_latency_max)
+                );
+                let _ = writeln!(
+                    o,
+                    "  {:<16} {:>6} {:>9} {:>9}  {:<36} in",
+                    "category", "count", "total", "max", "spawn site"
+                );
+                for g in &self.stalls {
+                    let within = match (&g.syscall, &g.fd_target) {
+                        (Some(s), Some(fd)) => format!("{s} on {fd}"),
+                        (Some(s), None) => s.clone(),
+                        (None, _) => String::new(),
+                    };
+                    let _ = writeln!(
+                        o,
+                        "  {:<16} {:>6} {:>9} {:>9}  {:<36} {}",
+                        g.category.name(),
+                        group(g.count),
+                        fmt_duration(g.total),
+                        fmt_duration(g.max),
+                        clip_left(g.spawn_site.as_deref().unwrap_or("-"), 36),
+                        within
+                    );
+                }
+            }
         }
         if let Some(w) = &self.workload {
             let _ = writeln!(o, "\nWorkload {} (its own measurements)", w.name);

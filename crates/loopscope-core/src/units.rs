@@ -39,6 +39,25 @@ pub mod duration_ns {
     }
 }
 
+/// Serde helper: an `Option<Duration>` as integer nanoseconds or null.
+pub mod opt_duration_ns {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// Serializes as nanoseconds or null.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration_ns::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Deserializes from nanoseconds or null.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_nanos))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@ fn header() -> Header {
         interval_ns: 1_000_000_000,
         slow_poll_ns: 100_000,
         schedule_latency: true,
+        stall_threshold_ns: Some(10_000_000),
     }
 }
 

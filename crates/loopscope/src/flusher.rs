@@ -27,6 +27,8 @@ use crate::shared::{Shared, lock};
 /// Messages from the session to the flusher.
 pub(crate) enum Cmd {
     Workload(Box<WorkloadResult>),
+    /// An event to write at once (a stall, from the watchdog).
+    Event(Box<Event>),
     Finish,
 }
 
@@ -36,6 +38,7 @@ pub(crate) struct Meta {
     pub(crate) interval: Duration,
     pub(crate) workload: Option<String>,
     pub(crate) schedule_latency: bool,
+    pub(crate) stall_threshold: Option<Duration>,
     pub(crate) command_line: Vec<String>,
     pub(crate) start_unix_ns: u64,
 }
@@ -97,6 +100,14 @@ impl Flusher {
             let timeout = next.saturating_duration_since(Instant::now());
             match rx.recv_timeout(timeout) {
                 Ok(Cmd::Workload(w)) => self.guarded(|f| f.emit(Frame::Workload(w))),
+                Ok(Cmd::Event(e)) => self.guarded(|f| {
+                    // Declare the sites and workers it names first, so readers can resolve them.
+                    if lock(&f.shared.handle).is_some() {
+                        f.ensure_open();
+                    }
+                    f.declare_new();
+                    f.emit(Frame::Event(*e));
+                }),
                 Ok(Cmd::Finish) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     next += self.meta.interval;
@@ -151,6 +162,7 @@ impl Flusher {
             interval_ns: self.meta.interval.as_nanos() as u64,
             slow_poll_ns: self.shared.slow_ns,
             schedule_latency: self.meta.schedule_latency,
+            stall_threshold_ns: self.meta.stall_threshold.map(|t| t.as_nanos() as u64),
         }
     }
 
@@ -208,23 +220,9 @@ impl Flusher {
             return;
         }
         let end_ns = self.shared.now_ns();
+        let threads = self.declare_new();
         let shared = Arc::clone(&self.shared);
         let sites = &shared.sites;
-
-        let declared = sites.declared();
-        if declared > self.sites_declared {
-            let new = sites.decls_from(self.sites_declared);
-            self.sites_declared += new.len();
-            self.prev_spawned.resize(self.sites_declared, 0);
-            self.prev_finished.resize(self.sites_declared, 0);
-            self.emit(Frame::Sites(new));
-        }
-        let threads: Vec<_> = lock(&shared.threads).clone();
-        if threads.len() > self.workers_declared {
-            let new = threads[self.workers_declared..].iter().map(|t| t.decl.clone()).collect();
-            self.workers_declared = threads.len();
-            self.emit(Frame::Workers(new));
-        }
 
         let n_sites = self.sites_declared;
         let mut site_acc: Vec<Option<(DistAcc, DistAcc, u64)>> = (0..n_sites).map(|_| None).collect();
@@ -284,6 +282,28 @@ impl Flusher {
         self.index += 1;
         self.interval_start_ns = end_ns;
         self.emit(Frame::Interval(Box::new(interval)));
+    }
+
+    /// Emits declarations of sites and worker threads seen since the last call; returns the threads.
+    fn declare_new(&mut self) -> Vec<Arc<crate::shared::ThreadSlot>> {
+        if self.agg.is_none() {
+            return lock(&self.shared.threads).clone();
+        }
+        let declared = self.shared.sites.declared();
+        if declared > self.sites_declared {
+            let new = self.shared.sites.decls_from(self.sites_declared);
+            self.sites_declared += new.len();
+            self.prev_spawned.resize(self.sites_declared, 0);
+            self.prev_finished.resize(self.sites_declared, 0);
+            self.emit(Frame::Sites(new));
+        }
+        let threads: Vec<_> = lock(&self.shared.threads).clone();
+        if threads.len() > self.workers_declared {
+            let new = threads[self.workers_declared..].iter().map(|t| t.decl.clone()).collect();
+            self.workers_declared = threads.len();
+            self.emit(Frame::Workers(new));
+        }
+        threads
     }
 
     fn gauges(&self) -> Gauges {

@@ -13,11 +13,14 @@ use tokio::runtime::Builder;
 
 use crate::flusher::{Cmd, Flusher, Meta, unix_now_ns};
 use crate::shared::Shared;
+use crate::watchdog::Watchdog;
 
 /// Default length of one interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default slow-poll threshold.
 pub const DEFAULT_SLOW_POLL: Duration = Duration::from_micros(100);
+/// Default stall threshold: a poll this long is a stall.
+pub const DEFAULT_STALL_THRESHOLD: Duration = Duration::from_millis(10);
 /// Default limit on distinct spawn sites; further sites are merged into one "other" site.
 pub const DEFAULT_MAX_SITES: u32 = 1000;
 
@@ -57,6 +60,7 @@ pub struct SessionBuilder {
     interval: Duration,
     slow_poll: Duration,
     schedule_latency: bool,
+    stall_threshold: Option<Duration>,
     max_sites: u32,
     workload: Option<String>,
 }
@@ -69,6 +73,7 @@ impl Default for SessionBuilder {
             interval: DEFAULT_INTERVAL,
             slow_poll: DEFAULT_SLOW_POLL,
             schedule_latency: true,
+            stall_threshold: Some(DEFAULT_STALL_THRESHOLD),
             max_sites: DEFAULT_MAX_SITES,
             workload: None,
         }
@@ -99,6 +104,19 @@ impl SessionBuilder {
     /// (default on; it costs about two clock reads per wake-up).
     pub fn schedule_latency(mut self, on: bool) -> Self {
         self.schedule_latency = on;
+        self
+    }
+
+    /// Polls at least this long are stalls, raised live by the watchdog thread (default 10 ms,
+    /// at least 1 ms).
+    pub fn stall_threshold(mut self, threshold: Duration) -> Self {
+        self.stall_threshold = Some(threshold);
+        self
+    }
+
+    /// Turns the stall detector (the watchdog thread) on or off (default on).
+    pub fn stall_detector(mut self, on: bool) -> Self {
+        self.stall_threshold = if on { Some(self.stall_threshold.unwrap_or(DEFAULT_STALL_THRESHOLD)) } else { None };
         self
     }
 
@@ -135,6 +153,15 @@ impl SessionBuilder {
                 expected: "greater than zero",
             });
         }
+        if let Some(t) = self.stall_threshold
+            && t < Duration::from_millis(1)
+        {
+            return Err(Error::InvalidSetting {
+                key: "stall_threshold",
+                value: format!("{t:?}"),
+                expected: "at least 1ms",
+            });
+        }
         if self.max_sites == 0 || self.max_sites > 100_000 {
             return Err(Error::InvalidSetting {
                 key: "max_sites",
@@ -153,12 +180,14 @@ impl SessionBuilder {
         }
         self.validate()?;
         let slow_ns = u64::try_from(self.slow_poll.as_nanos()).unwrap_or(u64::MAX);
-        let shared = Arc::new(Shared::new(slow_ns, self.max_sites));
+        let stall_ns = self.stall_threshold.map_or(u64::MAX, |t| t.as_nanos() as u64);
+        let shared = Arc::new(Shared::new(slow_ns, stall_ns, self.max_sites));
         let meta = Meta {
             path: self.path,
             interval: self.interval,
             workload: self.workload,
             schedule_latency: self.schedule_latency,
+            stall_threshold: self.stall_threshold,
             command_line: std::env::args().collect(),
             start_unix_ns: unix_now_ns(),
         };
@@ -169,6 +198,18 @@ impl SessionBuilder {
             .name("loopscope-flusher".into())
             .spawn(move || flusher.run(rx))
             .map_err(|e| Error::Recorder(format!("cannot start the flusher thread: {e}")))?;
+        let watchdog = match self.stall_threshold {
+            None => None,
+            Some(threshold) => {
+                let (stop_tx, stop_rx) = mpsc::channel();
+                let dog = Watchdog::new(Arc::clone(&shared), threshold, tx.clone());
+                let handle = std::thread::Builder::new()
+                    .name("loopscope-watchdog".into())
+                    .spawn(move || dog.run(stop_rx))
+                    .map_err(|e| Error::Recorder(format!("cannot start the watchdog thread: {e}")))?;
+                Some((stop_tx, handle))
+            }
+        };
 
         if self.schedule_latency {
             builder.track_task_schedule_latency();
@@ -181,7 +222,7 @@ impl SessionBuilder {
         builder.on_task_spawn(move |meta| guard(&s, || s.on_spawn(meta)));
         let s = Arc::clone(&shared);
         builder.on_task_terminate(move |meta| guard(&s, || s.on_terminate(meta)));
-        Ok(Session { active: Some(Active { shared, tx, thread: Some(thread) }) })
+        Ok(Session { active: Some(Active { shared, tx, thread: Some(thread), watchdog }) })
     }
 }
 
@@ -204,6 +245,7 @@ struct Active {
     shared: Arc<Shared>,
     tx: Sender<Cmd>,
     thread: Option<JoinHandle<Report>>,
+    watchdog: Option<(Sender<()>, JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for Session {
@@ -226,6 +268,7 @@ impl Session {
     /// | `LOOPSCOPE_INTERVAL` | interval length, e.g. `1s`, `500ms` |
     /// | `LOOPSCOPE_SLOW_POLL` | slow-poll threshold, e.g. `100us` |
     /// | `LOOPSCOPE_SCHEDULE_LATENCY` | `0` to turn per-task scheduling latency off |
+    /// | `LOOPSCOPE_STALL_THRESHOLD` | stall threshold, e.g. `10ms`; `off` turns the detector off |
     pub fn from_env() -> Result<SessionBuilder, Error> {
         let mut b = SessionBuilder::default();
         match std::env::var_os("LOOPSCOPE_RECORD") {
@@ -240,6 +283,14 @@ impl Session {
         }
         if let Some(d) = env_duration("LOOPSCOPE_SLOW_POLL")? {
             b.slow_poll = d;
+        }
+        match std::env::var("LOOPSCOPE_STALL_THRESHOLD") {
+            Ok(v) if v == "off" || v == "0" => b.stall_threshold = None,
+            _ => {
+                if let Some(d) = env_duration("LOOPSCOPE_STALL_THRESHOLD")? {
+                    b.stall_threshold = Some(d);
+                }
+            }
         }
         if let Ok(v) = std::env::var("LOOPSCOPE_SCHEDULE_LATENCY") {
             b.schedule_latency = match v.as_str() {
@@ -282,6 +333,11 @@ impl Session {
 
 impl Active {
     fn finish(mut self) -> Result<Report, Error> {
+        // The watchdog first: its last events reach the flusher before the finish message.
+        if let Some((stop, handle)) = self.watchdog.take() {
+            let _ = stop.send(());
+            let _ = handle.join();
+        }
         let _ = self.tx.send(Cmd::Finish);
         let thread = self.thread.take().ok_or_else(|| Error::Recorder("already finished".into()))?;
         let report = thread.join().map_err(|_| Error::Recorder("the flusher thread panicked".into()))?;

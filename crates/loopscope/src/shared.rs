@@ -158,8 +158,18 @@ impl SiteTable {
 /// One thread that polled tasks: its cells, one per spawn site, allocated on first use.
 pub(crate) struct ThreadSlot {
     pub(crate) decl: WorkerDecl,
-    /// Raw clock value when the current poll started; 0 outside polls. Read by watchdogs.
+    /// The kernel's id of the thread, for `/proc/self/task/<tid>`.
+    pub(crate) tid: i32,
+    /// std's id of the thread, compared with tokio's record of which thread runs a worker.
+    pub(crate) thread_id: std::thread::ThreadId,
+    /// Raw clock value when the current poll started; 0 outside polls. Read by the watchdog.
     pub(crate) in_poll_since: AtomicU64,
+    /// Site id of the task being polled.
+    pub(crate) in_poll_site: AtomicU32,
+    /// Start (raw clock) and duration of the last poll longer than the stall threshold, so the
+    /// watchdog can close a stall with its exact duration.
+    pub(crate) last_long_start: AtomicU64,
+    pub(crate) last_long_ns: AtomicU64,
     cells: Box<[AtomicPtr<SiteCells>]>,
 }
 
@@ -204,6 +214,8 @@ pub(crate) struct Shared {
     pub(crate) clock: quanta::Clock,
     pub(crate) start_raw: u64,
     pub(crate) slow_ns: u64,
+    /// Polls at least this long are stalls (`u64::MAX` when the detector is off).
+    pub(crate) stall_ns: u64,
     pub(crate) enabled: AtomicBool,
     pub(crate) sites: SiteTable,
     pub(crate) threads: Mutex<Vec<Arc<ThreadSlot>>>,
@@ -213,7 +225,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(slow_ns: u64, max_sites: u32) -> Self {
+    pub(crate) fn new(slow_ns: u64, stall_ns: u64, max_sites: u32) -> Self {
         let clock = quanta::Clock::new();
         let start_raw = clock.raw();
         Shared {
@@ -221,6 +233,7 @@ impl Shared {
             clock,
             start_raw,
             slow_ns,
+            stall_ns,
             enabled: AtomicBool::new(true),
             sites: SiteTable::new(max_sites),
             threads: Mutex::new(Vec::new()),
@@ -262,8 +275,9 @@ impl Shared {
             let Some(slot) = (unsafe { slot.as_ref() }) else { return };
             let now = self.clock.raw();
             l.poll_start.set(now);
-            slot.in_poll_since.store(now, Ordering::Relaxed);
             let site = self.sites.lookup(meta.spawned_at());
+            slot.in_poll_site.store(site, Ordering::Relaxed);
+            slot.in_poll_since.store(now, Ordering::Relaxed);
             let cells = slot.cells_or_insert(site);
             l.cells.set(cells);
             // SAFETY: as in `ThreadSlot::cells`.
@@ -284,8 +298,14 @@ impl Shared {
             let (Some(cells), Some(slot)) = (unsafe { cells.as_ref() }, unsafe { l.slot.get().as_ref() }) else {
                 return;
             };
-            let d = self.clock.delta_as_nanos(l.poll_start.get(), self.clock.raw());
-            slot.in_poll_since.store(0, Ordering::Relaxed);
+            let start = l.poll_start.get();
+            let d = self.clock.delta_as_nanos(start, self.clock.raw());
+            if d >= self.stall_ns {
+                slot.last_long_start.store(start, Ordering::Relaxed);
+                slot.last_long_ns.store(d, Ordering::Relaxed);
+            }
+            // Release: a watchdog that sees the poll end also sees `last_long_*`.
+            slot.in_poll_since.store(0, Ordering::Release);
             cells.poll.record(d);
             if d > self.slow_ns {
                 cells.count_slow();
@@ -341,7 +361,13 @@ impl Shared {
                 index: tokio::runtime::worker_index().and_then(|i| u32::try_from(i).ok()),
                 thread_name: current.name().unwrap_or("unnamed").to_string(),
             },
+            // SAFETY: gettid has no preconditions.
+            tid: unsafe { libc::gettid() },
+            thread_id: current.id(),
             in_poll_since: AtomicU64::new(0),
+            in_poll_site: AtomicU32::new(0),
+            last_long_start: AtomicU64::new(0),
+            last_long_ns: AtomicU64::new(0),
             cells: (0..=self.sites.max_sites).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
         });
         let ptr = Arc::as_ptr(&slot);

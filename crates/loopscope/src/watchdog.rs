@@ -1,0 +1,372 @@
+//! The stall detector: a plain OS thread that watches every worker's "in poll since" slot.
+//!
+//! When one poll has run longer than the stall threshold, the watchdog raises a stall while the
+//! worker is still blocked: it reads what the stuck thread is doing from `/proc/self/task/<tid>`
+//! (the system call it is in, the file descriptor's target, its CPU time) to classify the stall,
+//! and sends the event to the flusher, which writes it at once. When the poll returns, the stall
+//! is closed with its exact duration (recorded by the poll hook). The hot path pays one relaxed
+//! store per poll for this (`in_poll_site`), beside the `in_poll_since` stores it already makes.
+//!
+//! A poll that called `tokio::task::block_in_place` has handed its worker to another thread:
+//! tokio's `worker_thread_id` then names another thread, and the watchdog does not flag it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use loopscope_core::model::{Event, Stall, StallCategory};
+
+use crate::flusher::Cmd;
+use crate::shared::{Shared, ThreadSlot, lock};
+
+/// What the watchdog knows about one thread.
+#[derive(Default)]
+struct Watch {
+    /// `in_poll_since` at the last scan.
+    since: u64,
+    /// Whether this poll has been dealt with (raised, or recognised as `block_in_place`).
+    flagged: bool,
+    /// CPU time and session time when this poll was first seen, for the CPU ratio.
+    cpu0: Option<u64>,
+    seen_ns: u64,
+    /// The open stall's id and live category, until the poll returns.
+    open: Option<(u64, StallCategory)>,
+    /// The latest CPU-time sample (and when) taken while the stall was open; the thread may be
+    /// gone by the time the watchdog sees the poll end.
+    cpu_last: Option<(u64, u64)>,
+}
+
+pub(crate) struct Watchdog {
+    shared: Arc<Shared>,
+    threshold_ns: u64,
+    events: Sender<Cmd>,
+    watches: Vec<Watch>,
+    next_id: u64,
+}
+
+impl Watchdog {
+    pub(crate) fn new(shared: Arc<Shared>, threshold: Duration, events: Sender<Cmd>) -> Self {
+        Watchdog { shared, threshold_ns: threshold.as_nanos() as u64, events, watches: Vec::new(), next_id: 0 }
+    }
+
+    /// Scans until told to stop (a message or a dropped sender), then scans once more so that
+    /// stalls whose polls have returned are closed.
+    pub(crate) fn run(mut self, stop: Receiver<()>) {
+        let period = Duration::from_nanos((self.threshold_ns / 2).max(500_000));
+        let mut wait = period;
+        while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {
+            if !self.shared.enabled.load(Ordering::Relaxed) {
+                wait = period;
+                continue;
+            }
+            wait = self.scan().clamp(Duration::from_micros(200), period);
+        }
+        self.scan();
+    }
+
+    /// One pass over every thread; returns how long until the next poll could become a stall.
+    fn scan(&mut self) -> Duration {
+        let threads: Vec<Arc<ThreadSlot>> = lock(&self.shared.threads).clone();
+        self.watches.resize_with(threads.len(), Watch::default);
+        let now_raw = self.shared.clock.raw();
+        let now_ns = self.shared.clock.delta_as_nanos(self.shared.start_raw, now_raw);
+        let mut next = Duration::from_nanos(self.threshold_ns / 2);
+        for (t, w) in threads.iter().zip(self.watches.iter_mut()) {
+            let since = t.in_poll_since.load(Ordering::Acquire);
+            if since != w.since {
+                if let Some((id, live)) = w.open.take() {
+                    let exact = t.last_long_start.load(Ordering::Relaxed) == w.since;
+                    let duration_ns = if exact {
+                        t.last_long_ns.load(Ordering::Relaxed)
+                    } else {
+                        self.shared.clock.delta_as_nanos(w.since, now_raw)
+                    };
+                    // Computing vs. held up by the host, judged again over the whole stall.
+                    let category = match live {
+                        StallCategory::CpuBound | StallCategory::Preempted if w.cpu_last.is_some() => {
+                            let whole = cpu_share(
+                                w.cpu0,
+                                w.cpu_last.map(|(c, _)| c),
+                                w.cpu_last.map_or(0, |(_, at)| at - w.seen_ns),
+                            );
+                            Some(running_category(whole)).filter(|c| *c != live)
+                        }
+                        _ => None,
+                    };
+                    let _ = self.events.send(Cmd::Event(Box::new(Event::StallEnd { id, duration_ns, category })));
+                }
+                *w = Watch { since, seen_ns: now_ns, cpu0: thread_cpu_ns(t.tid), ..Watch::default() };
+            }
+            if w.open.is_some()
+                && let Some(cpu) = thread_cpu_ns(t.tid)
+            {
+                w.cpu_last = Some((cpu, now_ns));
+            }
+            if since == 0 || w.flagged {
+                continue;
+            }
+            let elapsed = self.shared.clock.delta_as_nanos(since, now_raw);
+            if elapsed < self.threshold_ns {
+                next = next.min(Duration::from_nanos(self.threshold_ns - elapsed));
+                continue;
+            }
+            w.flagged = true;
+            if handed_off(&self.shared, t) {
+                continue;
+            }
+            let cpu_percent = cpu_percent(&self.shared, self.threshold_ns, t, w, now_ns);
+            let (category, syscall, fd_target) = classify(t.tid, cpu_percent);
+            let id = self.next_id;
+            self.next_id += 1;
+            w.open = Some((id, category));
+            w.cpu_last = thread_cpu_ns(t.tid).map(|c| (c, self.shared.now_ns()));
+            let stall = Stall {
+                id,
+                worker: t.decl.id,
+                site: Some(t.in_poll_site.load(Ordering::Relaxed)),
+                started_ns: self.shared.clock.delta_as_nanos(self.shared.start_raw, since),
+                detected_ns: now_ns,
+                category,
+                syscall,
+                fd_target,
+                cpu_percent,
+            };
+            let _ = self.events.send(Cmd::Event(Box::new(Event::StallBegin(stall))));
+        }
+        next
+    }
+}
+
+/// The thread's share of a CPU since the watchdog first saw this poll. A window shorter than a
+/// few scheduler time slices says little (a computing thread on a busy host can be off its CPU
+/// for milliseconds), so a short one is extended by sampling a little longer.
+fn cpu_percent(shared: &Shared, threshold_ns: u64, t: &ThreadSlot, w: &Watch, now_ns: u64) -> u32 {
+    let min_window = (threshold_ns / 2).clamp(1_000_000, 5_000_000);
+    let elapsed = now_ns.saturating_sub(w.seen_ns);
+    if elapsed < min_window {
+        std::thread::sleep(Duration::from_nanos(min_window - elapsed));
+    }
+    cpu_share(w.cpu0, thread_cpu_ns(t.tid), shared.now_ns().saturating_sub(w.seen_ns))
+}
+
+/// CPU time between two samples over the wall time between them, in percent.
+fn cpu_share(before: Option<u64>, after: Option<u64>, wall_ns: u64) -> u32 {
+    let (Some(a), Some(b)) = (before, after) else { return 0 };
+    (b.saturating_sub(a).saturating_mul(100) / wall_ns.max(1)).min(100) as u32
+}
+
+/// A stuck thread in user space is either computing or waiting to be given a CPU. A computing
+/// thread gets a share of a CPU even on a busy host; one that got almost none was held up by the
+/// host, not by its own code.
+fn running_category(cpu_percent: u32) -> StallCategory {
+    if cpu_percent >= CPU_BOUND_PERCENT { StallCategory::CpuBound } else { StallCategory::Preempted }
+}
+
+/// Whether the thread's worker now runs on another thread (`block_in_place` handed it off).
+fn handed_off(shared: &Shared, t: &ThreadSlot) -> bool {
+    let Some(index) = t.decl.index else { return false };
+    let Some(handle) = lock(&shared.handle).clone() else { return false };
+    let metrics = handle.metrics();
+    if index as usize >= metrics.num_workers() {
+        return false;
+    }
+    matches!(metrics.worker_thread_id(index as usize), Some(id) if id != t.thread_id)
+}
+
+/// Nanoseconds the thread has spent on a CPU, exact to the moment of the call (the kernel updates
+/// a running thread's figure on demand; `/proc/.../schedstat` lags by up to a scheduler tick).
+///
+/// The clock id is Linux's per-thread CPU clock, `MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)`, the
+/// same value glibc's `pthread_getcpuclockid` builds; for a thread that has exited the call fails
+/// with `EINVAL` instead of touching freed memory as a stale `pthread_t` could.
+fn thread_cpu_ns(tid: i32) -> Option<u64> {
+    let clock: libc::clockid_t = (!tid << 3) | 6;
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; an invalid clock id only makes the call fail.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// Share of a CPU (in percent) above which a stuck thread in user space is computing.
+const CPU_BOUND_PERCENT: u32 = 10;
+
+/// Classifies a stuck thread from its current system call (`/proc/self/task/<tid>/syscall`).
+/// Returns the category, the call's name and its file descriptor's target.
+pub(crate) fn classify(tid: i32, cpu_percent: u32) -> (StallCategory, Option<String>, Option<String>) {
+    let Ok(line) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+        return (StallCategory::Unknown, None, None);
+    };
+    let mut fields = line.split_whitespace();
+    let first = fields.next().unwrap_or("");
+    if first == "running" {
+        return (running_category(cpu_percent), None, None);
+    }
+    let Ok(nr) = first.parse::<i64>() else { return (StallCategory::Unknown, None, None) };
+    let arg0 = fields.next().and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
+    let name = syscall_name(nr).map_or_else(|| format!("syscall {nr}"), str::to_string);
+    let (category, target) = match SyscallKind::of(nr) {
+        SyscallKind::Sleep => (StallCategory::SyncSleep, None),
+        SyscallKind::Futex => (StallCategory::LockWait, None),
+        SyscallKind::EventLoop => (StallCategory::NestedExecutor, None),
+        SyscallKind::Path => (StallCategory::FileIo, None),
+        SyscallKind::Fd => match arg0.and_then(|fd| fd_target(fd as i32)) {
+            Some(t) => (fd_category(&t), Some(t)),
+            None => (StallCategory::Unknown, None),
+        },
+        SyscallKind::Socket => match arg0.and_then(|fd| fd_target(fd as i32)) {
+            Some(t) => (fd_category(&t), Some(t)),
+            None => (StallCategory::NetworkIo, None),
+        },
+        SyscallKind::Poll => match arg0.and_then(first_polled_fd).and_then(fd_target) {
+            Some(t) => (fd_category(&t), Some(t)),
+            None => (StallCategory::NetworkIo, None),
+        },
+        SyscallKind::Other => (StallCategory::Unknown, None),
+    };
+    (category, Some(name), target)
+}
+
+/// The category of blocking I/O on a file descriptor that points at `target`.
+fn fd_category(target: &str) -> StallCategory {
+    if let Some(inode) = target.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+        if is_dns_socket(inode) { StallCategory::Dns } else { StallCategory::NetworkIo }
+    } else if target.starts_with("anon_inode:") {
+        StallCategory::Unknown
+    } else {
+        StallCategory::FileIo
+    }
+}
+
+fn fd_target(fd: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/self/fd/{fd}")).ok().map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Whether the socket with this inode talks to port 53 (a resolver query in progress).
+fn is_dns_socket(inode: &str) -> bool {
+    ["/proc/net/udp", "/proc/net/udp6", "/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(9) == Some(&inode) && f.get(2).is_some_and(|remote| remote.ends_with(":0035"))
+            })
+        })
+    })
+}
+
+/// The first descriptor of the `pollfd` array a thread is blocked in `poll` on, read with
+/// `process_vm_readv` (which fails cleanly instead of faulting if the memory is gone).
+fn first_polled_fd(addr: u64) -> Option<i32> {
+    let mut buf = [0u8; 8];
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: reads from our own process into a local buffer of the stated length; a bad remote
+    // address makes the call fail with EFAULT, it cannot fault.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    (n == 8).then(|| i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]))
+}
+
+#[derive(Clone, Copy)]
+enum SyscallKind {
+    Sleep,
+    Futex,
+    /// Blocking on a file descriptor given as the first argument.
+    Fd,
+    /// A socket call with the descriptor first.
+    Socket,
+    /// poll/ppoll: the first argument points at the descriptors.
+    Poll,
+    /// An open or stat of a path (a FIFO's open blocks until the other side opens it).
+    Path,
+    /// epoll/select: an event loop inside the poll.
+    EventLoop,
+    Other,
+}
+
+use SyscallKind as K;
+
+/// The x86-64 system calls a blocked worker is commonly found in.
+#[cfg(target_arch = "x86_64")]
+const SYSCALLS: &[(i64, &str, SyscallKind)] = &[
+    (0, "read", K::Fd),
+    (1, "write", K::Fd),
+    (2, "open", K::Path),
+    (4, "stat", K::Path),
+    (7, "poll", K::Poll),
+    (17, "pread64", K::Fd),
+    (18, "pwrite64", K::Fd),
+    (19, "readv", K::Fd),
+    (20, "writev", K::Fd),
+    (23, "select", K::EventLoop),
+    (35, "nanosleep", K::Sleep),
+    (40, "sendfile", K::Fd),
+    (42, "connect", K::Socket),
+    (43, "accept", K::Socket),
+    (44, "sendto", K::Socket),
+    (45, "recvfrom", K::Socket),
+    (46, "sendmsg", K::Socket),
+    (47, "recvmsg", K::Socket),
+    (74, "fsync", K::Fd),
+    (75, "fdatasync", K::Fd),
+    (202, "futex", K::Futex),
+    (230, "clock_nanosleep", K::Sleep),
+    (232, "epoll_wait", K::EventLoop),
+    (257, "openat", K::Path),
+    (262, "newfstatat", K::Path),
+    (270, "pselect6", K::EventLoop),
+    (271, "ppoll", K::Poll),
+    (277, "sync_file_range", K::Fd),
+    (281, "epoll_pwait", K::EventLoop),
+    (285, "fallocate", K::Fd),
+    (288, "accept4", K::Socket),
+    (295, "preadv", K::Fd),
+    (296, "pwritev", K::Fd),
+    (299, "recvmmsg", K::Socket),
+    (307, "sendmmsg", K::Socket),
+    (441, "epoll_pwait2", K::EventLoop),
+];
+
+#[cfg(not(target_arch = "x86_64"))]
+const SYSCALLS: &[(i64, &str, SyscallKind)] = &[];
+
+fn syscall_name(nr: i64) -> Option<&'static str> {
+    SYSCALLS.iter().find(|(n, _, _)| *n == nr).map(|(_, name, _)| *name)
+}
+
+impl SyscallKind {
+    fn of(nr: i64) -> SyscallKind {
+        SYSCALLS.iter().find(|(n, _, _)| *n == nr).map_or(SyscallKind::Other, |(_, _, k)| *k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_threads_cpu_time_is_read_exactly() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spinner = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_millis(50) {
+                std::hint::spin_loop();
+            }
+        });
+        let tid = rx.recv().unwrap();
+        let a = thread_cpu_ns(tid).expect("a live thread's CPU clock");
+        spinner.join().unwrap();
+        assert_eq!(thread_cpu_ns(tid), None, "an exited thread's clock is refused");
+        let _ = a;
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() };
+        let before = thread_cpu_ns(me).unwrap();
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(20) {
+            std::hint::spin_loop();
+        }
+        let spent = thread_cpu_ns(me).unwrap() - before;
+        assert!(spent >= 5_000_000, "20 ms of spinning counted {spent} ns");
+    }
+}
