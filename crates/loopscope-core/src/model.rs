@@ -214,6 +214,30 @@ impl std::fmt::Display for StallCategory {
     }
 }
 
+/// One frame of a captured stack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackFrame {
+    /// Code address (a return address minus one, for lookup).
+    pub address: u64,
+    /// Demangled function name, without the hash.
+    pub function: String,
+    /// Source file, when debug information has it.
+    pub file: Option<String>,
+    /// Source line.
+    pub line: Option<u32>,
+    /// Whether this function was inlined into the next frame.
+    pub inlined: bool,
+    /// File name of the loaded object the code is in (`None` for the program itself).
+    pub object: Option<String>,
+}
+
+impl StackFrame {
+    /// `file:line`, when known.
+    pub fn location(&self) -> Option<String> {
+        Some(format!("{}:{}", self.file.as_deref()?, self.line?))
+    }
+}
+
 /// A poll that blocked its worker for longer than the stall threshold, as detected live.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stall {
@@ -235,6 +259,18 @@ pub struct Stall {
     pub fd_target: Option<String>,
     /// The thread's CPU time over wall time while it was stuck, in percent.
     pub cpu_percent: u32,
+    /// The line in the program's own code that blocked (`file:line`): the innermost frame that is
+    /// not in std, libc, tokio, futures or loopscope.
+    pub blocking_site: Option<String>,
+    /// The function at the blocking site.
+    pub blocking_function: Option<String>,
+    /// What the blocking site called (e.g. `std::thread::sleep`).
+    pub call: Option<String>,
+    /// The whole stack, innermost frame first (inlined frames included); empty if not captured.
+    pub stack: Vec<StackFrame>,
+    /// Raised after the poll had already returned: the watchdog did not get to run during it (an
+    /// overloaded host). Its duration is exact; what it was doing is unknown.
+    pub late: bool,
 }
 
 /// Something that happened at one moment.

@@ -5,6 +5,7 @@ mod flusher;
 mod hot;
 mod session;
 mod shared;
+mod stack;
 mod watchdog;
 
 pub use loopscope_core as core;

@@ -61,6 +61,7 @@ pub struct SessionBuilder {
     slow_poll: Duration,
     schedule_latency: bool,
     stall_threshold: Option<Duration>,
+    capture_stacks: bool,
     max_sites: u32,
     workload: Option<String>,
 }
@@ -74,6 +75,7 @@ impl Default for SessionBuilder {
             slow_poll: DEFAULT_SLOW_POLL,
             schedule_latency: true,
             stall_threshold: Some(DEFAULT_STALL_THRESHOLD),
+            capture_stacks: true,
             max_sites: DEFAULT_MAX_SITES,
             workload: None,
         }
@@ -117,6 +119,14 @@ impl SessionBuilder {
     /// Turns the stall detector (the watchdog thread) on or off (default on).
     pub fn stall_detector(mut self, on: bool) -> Self {
         self.stall_threshold = if on { Some(self.stall_threshold.unwrap_or(DEFAULT_STALL_THRESHOLD)) } else { None };
+        self
+    }
+
+    /// Whether a stall captures the stuck thread's stack to name the blocking line (default on).
+    /// Capture interrupts the thread once per stall with a real-time signal (`SIGRTMIN+7`); see
+    /// `docs/detector.md`.
+    pub fn capture_stacks(mut self, on: bool) -> Self {
+        self.capture_stacks = on;
         self
     }
 
@@ -202,10 +212,12 @@ impl SessionBuilder {
             None => None,
             Some(threshold) => {
                 let (stop_tx, stop_rx) = mpsc::channel();
-                let dog = Watchdog::new(Arc::clone(&shared), threshold, tx.clone());
+                let capture = self.capture_stacks;
+                let dog_shared = Arc::clone(&shared);
+                let dog_tx = tx.clone();
                 let handle = std::thread::Builder::new()
                     .name("loopscope-watchdog".into())
-                    .spawn(move || dog.run(stop_rx))
+                    .spawn(move || Watchdog::new(dog_shared, threshold, dog_tx, capture).run(stop_rx))
                     .map_err(|e| Error::Recorder(format!("cannot start the watchdog thread: {e}")))?;
                 Some((stop_tx, handle))
             }

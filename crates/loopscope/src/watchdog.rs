@@ -11,14 +11,16 @@
 //! tokio's `worker_thread_id` then names another thread, and the watchdog does not flag it.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::time::Duration;
 
-use loopscope_core::model::{Event, Stall, StallCategory};
+use loopscope_core::model::{Event, StackFrame, Stall, StallCategory};
 
 use crate::flusher::Cmd;
 use crate::shared::{Shared, ThreadSlot, lock};
+use crate::stack;
 
 /// What the watchdog knows about one thread.
 #[derive(Default)]
@@ -35,19 +37,44 @@ struct Watch {
     /// The latest CPU-time sample (and when) taken while the stall was open; the thread may be
     /// gone by the time the watchdog sees the poll end.
     cpu_last: Option<(u64, u64)>,
+    /// Start of the last long poll already accounted for (raised, or recognised as the fix);
+    /// kept across polls.
+    consumed_long: u64,
 }
 
 pub(crate) struct Watchdog {
     shared: Arc<Shared>,
     threshold_ns: u64,
-    events: Sender<Cmd>,
+    /// To the symbolizer thread, which forwards everything in order to the flusher.
+    events: SyncSender<Pending>,
+    /// Raw stacks queued for the symbolizer; past a few, stalls go without a stack.
+    queued_stacks: Arc<AtomicUsize>,
+    symbolizer: Option<std::thread::JoinHandle<()>>,
     watches: Vec<Watch>,
     next_id: u64,
+    capture_stacks: bool,
 }
 
 impl Watchdog {
-    pub(crate) fn new(shared: Arc<Shared>, threshold: Duration, events: Sender<Cmd>) -> Self {
-        Watchdog { shared, threshold_ns: threshold.as_nanos() as u64, events, watches: Vec::new(), next_id: 0 }
+    pub(crate) fn new(shared: Arc<Shared>, threshold: Duration, flusher: Sender<Cmd>, capture_stacks: bool) -> Self {
+        let (events, pending) = std::sync::mpsc::sync_channel(256);
+        let queued_stacks = Arc::new(AtomicUsize::new(0));
+        let queued = Arc::clone(&queued_stacks);
+        // If the thread cannot start, the sender fails and stalls are simply not forwarded.
+        let symbolizer = std::thread::Builder::new()
+            .name("loopscope-symbolizer".into())
+            .spawn(move || symbolizer(pending, flusher, queued))
+            .ok();
+        Watchdog {
+            shared,
+            threshold_ns: threshold.as_nanos() as u64,
+            events,
+            queued_stacks,
+            symbolizer,
+            watches: Vec::new(),
+            next_id: 0,
+            capture_stacks,
+        }
     }
 
     /// Scans until told to stop (a message or a dropped sender), then scans once more so that
@@ -63,16 +90,23 @@ impl Watchdog {
             wait = self.scan().clamp(Duration::from_micros(200), period);
         }
         self.scan();
+        // Let the symbolizer forward everything before the session writes its footer.
+        let Watchdog { events, symbolizer, .. } = self;
+        drop(events);
+        if let Some(s) = symbolizer {
+            let _ = s.join();
+        }
     }
 
     /// One pass over every thread; returns how long until the next poll could become a stall.
     fn scan(&mut self) -> Duration {
         let threads: Vec<Arc<ThreadSlot>> = lock(&self.shared.threads).clone();
-        self.watches.resize_with(threads.len(), Watch::default);
+        let mut watches = std::mem::take(&mut self.watches);
+        watches.resize_with(threads.len(), Watch::default);
         let now_raw = self.shared.clock.raw();
         let now_ns = self.shared.clock.delta_as_nanos(self.shared.start_raw, now_raw);
         let mut next = Duration::from_nanos(self.threshold_ns / 2);
-        for (t, w) in threads.iter().zip(self.watches.iter_mut()) {
+        for (t, w) in threads.iter().zip(watches.iter_mut()) {
             let since = t.in_poll_since.load(Ordering::Acquire);
             if since != w.since {
                 if let Some((id, live)) = w.open.take() {
@@ -94,10 +128,17 @@ impl Watchdog {
                         }
                         _ => None,
                     };
-                    let _ = self.events.send(Cmd::Event(Box::new(Event::StallEnd { id, duration_ns, category })));
+                    let _ = self.events.send(Pending::Event(Event::StallEnd { id, duration_ns, category }));
                 }
-                *w = Watch { since, seen_ns: now_ns, cpu0: thread_cpu_ns(t.tid), ..Watch::default() };
+                *w = Watch {
+                    since,
+                    seen_ns: now_ns,
+                    cpu0: thread_cpu_ns(t.tid),
+                    consumed_long: w.consumed_long,
+                    ..Watch::default()
+                };
             }
+            self.raise_missed(t, w, since, now_ns);
             if w.open.is_some()
                 && let Some(cpu) = thread_cpu_ns(t.tid)
             {
@@ -112,15 +153,25 @@ impl Watchdog {
                 continue;
             }
             w.flagged = true;
+            w.consumed_long = since;
             if handed_off(&self.shared, t) {
                 continue;
             }
             let cpu_percent = cpu_percent(&self.shared, self.threshold_ns, t, w, now_ns);
+            // Sample now: the thread may be gone by the time the watchdog sees the poll end.
+            w.cpu_last = thread_cpu_ns(t.tid).map(|c| (c, self.shared.now_ns()));
             let (category, syscall, fd_target) = classify(t.tid, cpu_percent);
+            let raw = match t.stack_top.filter(|_| self.capture_stacks) {
+                Some(top) if self.queued_stacks.load(Ordering::Relaxed) < MAX_QUEUED_STACKS => {
+                    stack::interrupt(t.tid, top, Duration::from_millis(200))
+                        // A stack taken after the poll returned would name the wrong code.
+                        .filter(|_| t.in_poll_since.load(Ordering::Acquire) == since)
+                }
+                _ => None,
+            };
             let id = self.next_id;
             self.next_id += 1;
             w.open = Some((id, category));
-            w.cpu_last = thread_cpu_ns(t.tid).map(|c| (c, self.shared.now_ns()));
             let stall = Stall {
                 id,
                 worker: t.decl.id,
@@ -131,10 +182,57 @@ impl Watchdog {
                 syscall,
                 fd_target,
                 cpu_percent,
+                blocking_site: None,
+                blocking_function: None,
+                call: None,
+                stack: Vec::new(),
+                late: false,
             };
-            let _ = self.events.send(Cmd::Event(Box::new(Event::StallBegin(stall))));
+            if raw.is_some() {
+                self.queued_stacks.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = self.events.send(Pending::Begin(Box::new(stall), raw));
         }
+        self.watches = watches;
         next
+    }
+
+    /// Raises, late, a long poll that ended before the watchdog saw it (it was not scheduled in
+    /// time): the poll hook kept its start and duration, so stall counts stay exact.
+    fn raise_missed(&mut self, t: &ThreadSlot, w: &mut Watch, current: u64, now_ns: u64) {
+        // Read the pair consistently: a long poll could end between the two loads.
+        let (start, duration_ns) = loop {
+            let d = t.last_long_ns.load(Ordering::Acquire);
+            let s = t.last_long_start.load(Ordering::Acquire);
+            if t.last_long_ns.load(Ordering::Acquire) == d {
+                break (s, d);
+            }
+        };
+        // Clock values only grow: anything at or before the last poll dealt with is accounted for.
+        if start <= w.consumed_long || start == current {
+            return;
+        }
+        w.consumed_long = start;
+        let id = self.next_id;
+        self.next_id += 1;
+        let stall = Stall {
+            id,
+            worker: t.decl.id,
+            site: None,
+            started_ns: self.shared.clock.delta_as_nanos(self.shared.start_raw, start),
+            detected_ns: now_ns,
+            category: StallCategory::Unknown,
+            syscall: None,
+            fd_target: None,
+            cpu_percent: 0,
+            blocking_site: None,
+            blocking_function: None,
+            call: None,
+            stack: Vec::new(),
+            late: true,
+        };
+        let _ = self.events.send(Pending::Begin(Box::new(stall), None));
+        let _ = self.events.send(Pending::Event(Event::StallEnd { id, duration_ns, category: None }));
     }
 }
 
@@ -161,6 +259,96 @@ fn cpu_share(before: Option<u64>, after: Option<u64>, wall_ns: u64) -> u32 {
 /// host, not by its own code.
 fn running_category(cpu_percent: u32) -> StallCategory {
     if cpu_percent >= CPU_BOUND_PERCENT { StallCategory::CpuBound } else { StallCategory::Preempted }
+}
+
+/// Raw stacks waiting to be symbolized beyond which new stalls are raised without a stack.
+const MAX_QUEUED_STACKS: usize = 8;
+
+/// What the watchdog hands to the symbolizer.
+enum Pending {
+    /// A new stall and the stack copied from its thread.
+    Begin(Box<Stall>, Option<stack::RawStack>),
+    /// Any other event, kept in order behind the stalls before it.
+    Event(Event),
+}
+
+/// Unwinds and symbolizes stall stacks off the watchdog's thread (the first one waits for the
+/// program's debug information to load), names the blocking site, and forwards every event to
+/// the flusher in the order the watchdog raised them.
+fn symbolizer(pending: Receiver<Pending>, flusher: Sender<Cmd>, queued: Arc<AtomicUsize>) {
+    // Stalls that turned out to be `block_in_place` (the fix): neither they nor their end are sent.
+    let mut dropped: Vec<u64> = Vec::new();
+    for p in pending {
+        let event = match p {
+            Pending::Begin(mut stall, raw) => {
+                if let Some(raw) = raw {
+                    queued.fetch_sub(1, Ordering::Relaxed);
+                    stall.stack = stack::resolve(&raw);
+                }
+                if in_stack(&stall.stack, "block_in_place") {
+                    dropped.push(stall.id);
+                    continue;
+                }
+                stall.category = refine(stall.category, &stall.stack);
+                if let Some(i) = blocking_site(&stall.stack) {
+                    stall.blocking_site = stall.stack[i].location();
+                    stall.blocking_function = Some(stall.stack[i].function.clone());
+                    stall.call = i.checked_sub(1).map(|c| stall.stack[c].function.clone());
+                }
+                Event::StallBegin(*stall)
+            }
+            Pending::Event(Event::StallEnd { id, .. }) if dropped.contains(&id) => {
+                dropped.retain(|d| *d != id);
+                continue;
+            }
+            Pending::Event(e) => e,
+        };
+        if flusher.send(Cmd::Event(Box::new(event))).is_err() {
+            return;
+        }
+    }
+}
+
+/// Whether any frame's function contains `needle`.
+fn in_stack(stack: &[StackFrame], needle: &str) -> bool {
+    stack.iter().any(|f| f.function.contains(needle))
+}
+
+/// What the stack says that the kernel's view could not: a nested executor parks on a futex like
+/// a lock does, and a resolver's queries look like any other socket I/O.
+fn refine(category: StallCategory, stack: &[StackFrame]) -> StallCategory {
+    if in_stack(stack, "getaddrinfo") || in_stack(stack, "to_socket_addrs") {
+        StallCategory::Dns
+    } else if category == StallCategory::LockWait && in_stack(stack, "block_on") {
+        StallCategory::NestedExecutor
+    } else {
+        category
+    }
+}
+
+/// Source paths of code that is not the program's own: std, dependencies, loopscope itself.
+const LIBRARY_PATHS: &[&str] = &[
+    "/rustc/",
+    "/lib/rustlib/src/rust/",
+    "/registry/src/",
+    "/git/checkouts/",
+    "crates/loopscope/src/",
+    "crates/loopscope-core/src/",
+];
+
+/// Whether a frame is library code: in a shared library (libc, the loader), without debug
+/// information, or from std, a dependency or loopscope.
+pub(crate) fn is_library(f: &StackFrame) -> bool {
+    match &f.file {
+        _ if f.object.is_some() => true,
+        None => true,
+        Some(file) => LIBRARY_PATHS.iter().any(|p| file.contains(p)),
+    }
+}
+
+/// Index of the innermost frame in the program's own code.
+pub(crate) fn blocking_site(stack: &[StackFrame]) -> Option<usize> {
+    stack.iter().position(|f| !is_library(f))
 }
 
 /// Whether the thread's worker now runs on another thread (`block_in_place` handed it off).
@@ -242,9 +430,11 @@ fn fd_target(fd: i32) -> Option<String> {
     std::fs::read_link(format!("/proc/self/fd/{fd}")).ok().map(|p| p.to_string_lossy().into_owned())
 }
 
-/// Whether the socket with this inode talks to port 53 (a resolver query in progress).
+/// Whether the UDP socket with this inode talks to port 53 (a resolver query in progress). The
+/// TCP tables are not read: they can take milliseconds on a busy host, and a resolver's TCP
+/// fallback is recognised from the stack instead (`getaddrinfo`).
 fn is_dns_socket(inode: &str) -> bool {
-    ["/proc/net/udp", "/proc/net/udp6", "/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|table| {
         std::fs::read_to_string(table).is_ok_and(|t| {
             t.lines().skip(1).any(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
