@@ -69,17 +69,20 @@ pub struct Aggregator {
     stall_count: u64,
 }
 
-/// Stalls are grouped by category and spawn site (and, once attributed, by blocking site).
-type StallKey = (StallCategory, Option<u32>);
+/// Stalls are grouped by blocking site, category and spawn site.
+type StallKey = (Option<String>, StallCategory, Option<u32>);
 
 #[derive(Clone, Debug, Default)]
 struct StallAcc {
     count: u64,
     closed: u64,
+    late: u64,
     total_ns: u64,
     max_ns: u64,
     syscall: Option<String>,
     fd_target: Option<String>,
+    call: Option<String>,
+    blocking_function: Option<String>,
 }
 
 /// Open stalls kept while waiting for their end; more are counted as never ended.
@@ -115,11 +118,14 @@ impl Aggregator {
     }
 
     fn push_stall_begin(&mut self, s: &Stall) {
-        let key = (s.category, s.site);
-        let acc = self.stalls.entry(key).or_default();
+        let key = (s.blocking_site.clone(), s.category, s.site);
+        let acc = self.stalls.entry(key.clone()).or_default();
         acc.count += 1;
+        acc.late += u64::from(s.late);
         acc.syscall.clone_from(&s.syscall);
         acc.fd_target.clone_from(&s.fd_target);
+        acc.call.clone_from(&s.call);
+        acc.blocking_function.clone_from(&s.blocking_function);
         // A stall lasts at least until it was detected; the end event gives the full duration.
         let at_least = s.detected_ns.saturating_sub(s.started_ns);
         acc.max_ns = acc.max_ns.max(at_least);
@@ -136,15 +142,21 @@ impl Aggregator {
     fn push_stall_end(&mut self, id: u64, duration_ns: u64, category: Option<StallCategory>) {
         let Some((mut key, _)) = self.open_stalls.remove(&id) else { return };
         if let Some(c) = category
-            && c != key.0
+            && c != key.1
         {
             // Reclassified over its whole duration: move it to its group.
-            let moved = self.stalls.get_mut(&key).map(|acc| acc.count -= 1);
-            if moved.is_some() && self.stalls.get(&key).is_some_and(|acc| acc.count == 0) {
-                self.stalls.remove(&key);
+            if let Some(old) = self.stalls.get_mut(&key) {
+                old.count -= 1;
+                let details = old.clone();
+                if old.count == 0 {
+                    self.stalls.remove(&key);
+                }
+                key.1 = c;
+                self.stalls
+                    .entry(key.clone())
+                    .or_insert_with(|| StallAcc { count: 0, closed: 0, late: 0, total_ns: 0, max_ns: 0, ..details })
+                    .count += 1;
             }
-            key.0 = c;
-            self.stalls.entry(key).or_default().count += 1;
         }
         if let Some(acc) = self.stalls.get_mut(&key) {
             acc.closed += 1;
@@ -321,19 +333,20 @@ impl Aggregator {
         let mut stalls: Vec<StallGroup> = self
             .stalls
             .iter()
-            .map(|((category, site), acc)| {
+            .map(|(key, acc)| {
+                let (blocking_site, category, site) = key;
                 // Stalls still open at the end count with the time they were known to last.
-                let open_ns: u64 = self
-                    .open_stalls
-                    .values()
-                    .filter(|(k, _)| k == &(*category, *site))
-                    .map(|(_, at_least)| *at_least)
-                    .sum();
+                let open_ns: u64 =
+                    self.open_stalls.values().filter(|(k, _)| k == key).map(|(_, at_least)| *at_least).sum();
                 StallGroup {
+                    blocking_site: blocking_site.clone(),
+                    blocking_function: acc.blocking_function.clone(),
+                    call: acc.call.clone(),
                     category: *category,
                     spawn_site: site_name(*site),
                     count: acc.count,
                     unfinished: acc.count - acc.closed,
+                    late: acc.late,
                     total: Duration::from_nanos(acc.total_ns + open_ns),
                     max: Duration::from_nanos(acc.max_ns),
                     syscall: acc.syscall.clone(),
@@ -477,6 +490,12 @@ pub struct StallTotals {
 /// Stalls of one kind at one place.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StallGroup {
+    /// The line in the program's own code that blocked (`file:line`), when the stack was captured.
+    pub blocking_site: Option<String>,
+    /// The function at the blocking site.
+    pub blocking_function: Option<String>,
+    /// What the blocking site called (e.g. `std::thread::sleep`).
+    pub call: Option<String>,
     /// What the stuck threads were doing.
     pub category: StallCategory,
     /// Spawn site of the stalled tasks.
@@ -485,6 +504,8 @@ pub struct StallGroup {
     pub count: u64,
     /// Stalls that had not ended when the recording did.
     pub unfinished: u64,
+    /// Stalls raised only after their poll returned (the watchdog was not scheduled in time).
+    pub late: u64,
     /// Total time the worker was blocked.
     #[serde(rename = "total_ns", with = "duration_ns")]
     pub total: Duration,
@@ -866,23 +887,28 @@ impl Report {
                 );
                 let _ = writeln!(
                     o,
-                    "  {:<16} {:>6} {:>9} {:>9}  {:<36} in",
-                    "category", "count", "total", "max", "spawn site"
+                    "  {:<15} {:>5} {:>8} {:>8}  {:<40} {:<32} in",
+                    "category", "count", "total", "max", "blocking site", "spawn site"
                 );
                 for g in &self.stalls {
-                    let within = match (&g.syscall, &g.fd_target) {
-                        (Some(s), Some(fd)) => format!("{s} on {fd}"),
-                        (Some(s), None) => s.clone(),
-                        (None, _) => String::new(),
+                    let within = match (&g.call, &g.syscall, &g.fd_target) {
+                        (Some(c), Some(s), Some(fd)) => format!("{c} ({s} on {fd})"),
+                        (Some(c), Some(s), None) => format!("{c} ({s})"),
+                        (Some(c), None, _) => c.clone(),
+                        (None, Some(s), Some(fd)) => format!("{s} on {fd}"),
+                        (None, Some(s), None) => s.clone(),
+                        (None, None, _) => String::new(),
                     };
+                    let blocking = g.blocking_site.as_deref().map_or_else(|| "-".to_string(), display_path);
                     let _ = writeln!(
                         o,
-                        "  {:<16} {:>6} {:>9} {:>9}  {:<36} {}",
+                        "  {:<15} {:>5} {:>8} {:>8}  {:<40} {:<32} {}",
                         g.category.name(),
                         group(g.count),
                         fmt_duration(g.total),
                         fmt_duration(g.max),
-                        clip_left(g.spawn_site.as_deref().unwrap_or("-"), 36),
+                        clip_left(&blocking, 40),
+                        clip_left(g.spawn_site.as_deref().unwrap_or("-"), 32),
                         within
                     );
                 }
@@ -928,6 +954,14 @@ fn plural(n: u64) -> &'static str {
 
 fn fmt_value(v: f64) -> String {
     if v.abs() >= 100.0 || v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.2}") }
+}
+
+/// A source path as people read it: relative to the current directory when it is below it.
+pub fn display_path(path: &str) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| std::path::Path::new(path).strip_prefix(cwd).ok().map(|p| p.display().to_string()))
+        .unwrap_or_else(|| path.to_string())
 }
 
 /// `1234567` as `1,234,567`.

@@ -3,6 +3,7 @@
 
 mod flusher;
 mod hot;
+mod mistakes;
 mod session;
 mod shared;
 mod stack;

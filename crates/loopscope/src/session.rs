@@ -211,6 +211,8 @@ impl SessionBuilder {
         let watchdog = match self.stall_threshold {
             None => None,
             Some(threshold) => {
+                *crate::shared::lock(&shared.events) = Some(tx.clone());
+                crate::mistakes::watch(&shared);
                 let (stop_tx, stop_rx) = mpsc::channel();
                 let capture = self.capture_stacks;
                 let dog_shared = Arc::clone(&shared);
@@ -345,6 +347,7 @@ impl Session {
 
 impl Active {
     fn finish(mut self) -> Result<Report, Error> {
+        crate::shared::lock(&self.shared.events).take();
         // The watchdog first: its last events reach the flusher before the finish message.
         if let Some((stop, handle)) = self.watchdog.take() {
             let _ = stop.send(());

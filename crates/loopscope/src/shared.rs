@@ -224,6 +224,10 @@ pub(crate) struct Shared {
     pub(crate) handle: Mutex<Option<Handle>>,
     threads_full: AtomicBool,
     pub(crate) errors: Mutex<Vec<String>>,
+    /// Ids of stalls, unique within the session (the watchdog and the panic hook both raise them).
+    pub(crate) stall_ids: AtomicU64,
+    /// Where events raised outside the watchdog go (the flusher), while the session runs.
+    pub(crate) events: Mutex<Option<std::sync::mpsc::Sender<crate::flusher::Cmd>>>,
 }
 
 impl Shared {
@@ -242,6 +246,8 @@ impl Shared {
             handle: Mutex::new(None),
             threads_full: AtomicBool::new(false),
             errors: Mutex::new(Vec::new()),
+            stall_ids: AtomicU64::new(0),
+            events: Mutex::new(None),
         }
     }
 
@@ -313,6 +319,33 @@ impl Shared {
                 cells.count_slow();
             }
         });
+    }
+
+    /// The session id of the current thread's recorder, if it polls tasks for one.
+    pub(crate) fn current_session() -> Option<u64> {
+        LOCAL.try_with(|l| l.session.get()).ok().filter(|id| *id != 0)
+    }
+
+    /// Whether this is the session with the given id.
+    pub(crate) fn has_id(&self, id: u64) -> bool {
+        self.id == id
+    }
+
+    /// The worker id and polled task's site of the current thread, if it is inside a poll of
+    /// this session.
+    pub(crate) fn current_poll(&self) -> Option<(u32, u32)> {
+        LOCAL
+            .try_with(|l| {
+                if l.session.get() != self.id {
+                    return None;
+                }
+                // SAFETY: as in `before_poll`.
+                let slot = unsafe { l.slot.get().as_ref() }?;
+                (slot.in_poll_since.load(Ordering::Relaxed) != 0)
+                    .then(|| (slot.decl.id, slot.in_poll_site.load(Ordering::Relaxed)))
+            })
+            .ok()
+            .flatten()
     }
 
     pub(crate) fn on_spawn(&self, meta: &TaskMeta<'_>) {

@@ -51,7 +51,6 @@ pub(crate) struct Watchdog {
     queued_stacks: Arc<AtomicUsize>,
     symbolizer: Option<std::thread::JoinHandle<()>>,
     watches: Vec<Watch>,
-    next_id: u64,
     capture_stacks: bool,
 }
 
@@ -72,7 +71,6 @@ impl Watchdog {
             queued_stacks,
             symbolizer,
             watches: Vec::new(),
-            next_id: 0,
             capture_stacks,
         }
     }
@@ -169,8 +167,7 @@ impl Watchdog {
                 }
                 _ => None,
             };
-            let id = self.next_id;
-            self.next_id += 1;
+            let id = self.shared.stall_ids.fetch_add(1, Ordering::Relaxed);
             w.open = Some((id, category));
             let stall = Stall {
                 id,
@@ -213,8 +210,7 @@ impl Watchdog {
             return;
         }
         w.consumed_long = start;
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.shared.stall_ids.fetch_add(1, Ordering::Relaxed);
         let stall = Stall {
             id,
             worker: t.decl.id,
@@ -329,6 +325,7 @@ fn refine(category: StallCategory, stack: &[StackFrame]) -> StallCategory {
 /// Source paths of code that is not the program's own: std, dependencies, loopscope itself.
 const LIBRARY_PATHS: &[&str] = &[
     "/rustc/",
+    "/rust/deps/",
     "/lib/rustlib/src/rust/",
     "/registry/src/",
     "/git/checkouts/",

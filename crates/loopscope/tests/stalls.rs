@@ -354,3 +354,38 @@ fn the_report_groups_stalls_by_category_and_site() {
     let text = report.to_text(5);
     assert!(text.contains("sync-sleep") && text.contains("clock_nanosleep"), "{text}");
 }
+
+#[test]
+fn futures_block_on_inside_a_task_is_a_nested_executor() {
+    let _g = serial();
+    let mut line = 0;
+    let mut measured = Duration::ZERO;
+    let seen = stalls_during(|| async {
+        let task =
+            async { measure(|| blocking!(futures_executor::block_on(tokio::time::sleep(Duration::from_millis(30))))) };
+        line = line!() + 1;
+        measured = tokio::spawn(task).await.unwrap();
+    });
+    let s = one_stall(seen, StallCategory::NestedExecutor, &here(line), measured);
+    assert!(s.stall.call.as_deref().is_some_and(|c| c.contains("block_on")), "{:?}", s.stall.call);
+}
+
+#[test]
+fn a_runtime_started_inside_a_task_is_flagged_at_its_call() {
+    let _g = serial();
+    let mut line = 0;
+    let seen = stalls_during(|| async {
+        let task = async { blocking!(tokio::runtime::Handle::current().block_on(async {})) };
+        line = line!() + 1;
+        let err = tokio::spawn(task).await.unwrap_err();
+        assert!(err.is_panic(), "tokio refuses a runtime inside a runtime");
+    });
+    // Printing the panic (with a backtrace, when RUST_BACKTRACE asks for one) can itself hold the
+    // worker long enough to be a stall; only the nested runtime is the subject here.
+    let nested: Vec<_> = seen.iter().filter(|s| s.stall.category == StallCategory::NestedRuntime).collect();
+    assert_eq!(nested.len(), 1, "{seen:#?}");
+    let s = nested[0];
+    assert_eq!(s.site.as_deref(), Some(here(line).as_str()));
+    let site = s.stall.blocking_site.as_deref().unwrap();
+    assert!(site.ends_with(&blocking_line()), "panic location {site}, expected {}", blocking_line());
+}
