@@ -21,3 +21,7 @@ report FILE *ARGS:
 # The recorder's overhead: plain vs recorded (lean and full), interleaved, median of RUNS.
 bench RUNS="5":
     cargo run --release -p loopscope --example overhead {{RUNS}}
+
+# Accuracy of the stall detector: each blocking mistake REPEATS times, then the fixes for TWIN_SECONDS.
+accuracy REPEATS="20" TWIN_SECONDS="30":
+    cargo run --release -p loopscope --example accuracy {{REPEATS}} {{TWIN_SECONDS}}

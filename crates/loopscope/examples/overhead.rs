@@ -13,6 +13,7 @@ type Workload = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
 enum Mode {
     Plain,
     Lean,
+    LeanNoDetector,
     Full,
 }
 
@@ -64,6 +65,9 @@ fn once(mode: Mode, workload: Workload) -> Duration {
     let session = match mode {
         Mode::Plain => None,
         Mode::Lean => Some(loopscope::Session::builder().schedule_latency(false).install(&mut b).unwrap()),
+        Mode::LeanNoDetector => {
+            Some(loopscope::Session::builder().schedule_latency(false).stall_detector(false).install(&mut b).unwrap())
+        }
         Mode::Full => Some(loopscope::Session::builder().install(&mut b).unwrap()),
     };
     let rt = b.build().unwrap();
@@ -86,21 +90,26 @@ fn main() {
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
     let workloads: [(&str, Workload); 2] =
         [("yield storm", || Box::pin(yield_storm())), ("ping-pong", || Box::pin(ping_pong()))];
-    println!("| workload | plain (median) | lean ratio | full ratio |");
-    println!("|---|---|---|---|");
+    println!(
+        "| workload | plain (median) | poll time only, no stall detector | poll time only | poll time + scheduling latency |"
+    );
+    println!("|---|---|---|---|---|");
     for (name, w) in workloads {
-        let (mut plain, mut lean, mut full) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut plain, mut bare, mut lean, mut full) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
             plain.push(once(Mode::Plain, w));
+            bare.push(once(Mode::LeanNoDetector, w));
             lean.push(once(Mode::Lean, w));
             full.push(once(Mode::Full, w));
         }
-        let (p, l, f) = (median(plain), median(lean), median(full));
+        let (p, n, l, f) = (median(plain), median(bare), median(lean), median(full));
+        let ratio = |d: Duration| d.as_secs_f64() / p.as_secs_f64();
         println!(
-            "| {name} | {:.1} ms | {:.2}x | {:.2}x |",
+            "| {name} | {:.1} ms | {:.2}x | {:.2}x | {:.2}x |",
             p.as_secs_f64() * 1e3,
-            l.as_secs_f64() / p.as_secs_f64(),
-            f.as_secs_f64() / p.as_secs_f64()
+            ratio(n),
+            ratio(l),
+            ratio(f)
         );
     }
 }
