@@ -162,8 +162,8 @@ pub(crate) struct ThreadSlot {
     pub(crate) tid: i32,
     /// std's id of the thread, compared with tokio's record of which thread runs a worker.
     pub(crate) thread_id: std::thread::ThreadId,
-    /// Highest address of the thread's stack, bounding what a stack capture copies.
-    pub(crate) stack_top: Option<u64>,
+    /// The thread's stack, bounding what a stack capture copies.
+    pub(crate) stack: Option<std::ops::Range<u64>>,
     /// Raw clock value when the current poll started; 0 outside polls. Read by the watchdog.
     pub(crate) in_poll_since: AtomicU64,
     /// Site id of the task being polled.
@@ -399,7 +399,7 @@ impl Shared {
             // SAFETY: gettid has no preconditions.
             tid: unsafe { libc::gettid() },
             thread_id: current.id(),
-            stack_top: crate::stack::current_stack_top(),
+            stack: crate::stack::current_stack(),
             in_poll_since: AtomicU64::new(0),
             in_poll_site: AtomicU32::new(0),
             last_long_start: AtomicU64::new(0),

@@ -42,6 +42,7 @@ const DONE: u8 = 3;
 struct Slot {
     state: AtomicU8,
     tid: AtomicI32,
+    stack_lo: AtomicU64,
     stack_top: AtomicU64,
     buf: AtomicPtr<u8>,
     ip: AtomicU64,
@@ -53,6 +54,7 @@ struct Slot {
 static SLOT: Slot = Slot {
     state: AtomicU8::new(IDLE),
     tid: AtomicI32::new(0),
+    stack_lo: AtomicU64::new(0),
     stack_top: AtomicU64::new(0),
     buf: AtomicPtr::new(ptr::null_mut()),
     ip: AtomicU64::new(0),
@@ -89,8 +91,10 @@ extern "C" fn on_signal(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut c_vo
         gregs[libc::REG_RSP as usize] as u64,
         gregs[libc::REG_RBP as usize] as u64,
     );
-    let top = s.stack_top.load(Ordering::Relaxed);
-    let len = if top > sp { ((top - sp) as usize).min(STACK_COPY) } else { 0 };
+    let (lo, top) = (s.stack_lo.load(Ordering::Relaxed), s.stack_top.load(Ordering::Relaxed));
+    // Copy only from inside the stack the watchdog was told about (a thread that reused an
+    // exited thread's id would be stopped here).
+    let len = if sp >= lo && sp < top { ((top - sp) as usize).min(STACK_COPY) } else { 0 };
     let buf = s.buf.load(Ordering::Relaxed);
     if !buf.is_null() && len > 0 {
         // SAFETY: [sp, sp + len) lies within this thread's own stack (bounded by its top, which
@@ -132,8 +136,8 @@ fn install() -> Option<c_int> {
     })
 }
 
-/// The top (highest address) of the calling thread's stack.
-pub(crate) fn current_stack_top() -> Option<u64> {
+/// The calling thread's stack: its lowest and one-past-highest address.
+pub(crate) fn current_stack() -> Option<std::ops::Range<u64>> {
     // SAFETY: pthread_getattr_np fills `attr`, which is destroyed after use.
     unsafe {
         let mut attr: libc::pthread_attr_t = std::mem::zeroed();
@@ -144,7 +148,7 @@ pub(crate) fn current_stack_top() -> Option<u64> {
         let mut size: libc::size_t = 0;
         let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
         libc::pthread_attr_destroy(&mut attr);
-        ok.then(|| addr as u64 + size as u64)
+        ok.then(|| addr as u64..addr as u64 + size as u64)
     }
 }
 
@@ -156,14 +160,15 @@ pub(crate) struct RawStack {
     bytes: Vec<u8>,
 }
 
-/// Interrupts thread `tid` (whose stack ends at `stack_top`) and copies its stack; `None` if
-/// capture is unavailable or the thread did not answer within `wait`.
-pub(crate) fn interrupt(tid: i32, stack_top: u64, wait: Duration) -> Option<RawStack> {
+/// Interrupts thread `tid` (whose stack spans `stack`) and copies its stack; `None` if capture is
+/// unavailable or the thread did not answer within `wait`.
+pub(crate) fn interrupt(tid: i32, stack: Range<u64>, wait: Duration) -> Option<RawStack> {
     let sig = install()?;
     let _one_at_a_time = CAPTURE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let s = &SLOT;
     s.tid.store(tid, Ordering::Relaxed);
-    s.stack_top.store(stack_top, Ordering::Relaxed);
+    s.stack_lo.store(stack.start, Ordering::Relaxed);
+    s.stack_top.store(stack.end, Ordering::Relaxed);
     s.state.store(ARMED, Ordering::Release);
     // SAFETY: tgkill to a thread of our own process; a thread that has exited gives ESRCH.
     let rc = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig) };

@@ -159,9 +159,9 @@ impl Watchdog {
             // Sample now: the thread may be gone by the time the watchdog sees the poll end.
             w.cpu_last = thread_cpu_ns(t.tid).map(|c| (c, self.shared.now_ns()));
             let (category, syscall, fd_target) = classify(t.tid, cpu_percent);
-            let raw = match t.stack_top.filter(|_| self.capture_stacks) {
-                Some(top) if self.queued_stacks.load(Ordering::Relaxed) < MAX_QUEUED_STACKS => {
-                    stack::interrupt(t.tid, top, Duration::from_millis(200))
+            let raw = match t.stack.clone().filter(|_| self.capture_stacks) {
+                Some(range) if self.queued_stacks.load(Ordering::Relaxed) < MAX_QUEUED_STACKS => {
+                    stack::interrupt(t.tid, range, Duration::from_millis(200))
                         // A stack taken after the poll returned would name the wrong code.
                         .filter(|_| t.in_poll_since.load(Ordering::Acquire) == since)
                 }
