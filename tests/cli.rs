@@ -182,7 +182,14 @@ fn demo_without_a_terminal_prints_the_report_and_its_findings() {
     let out = run(&["demo", "--for", "1s"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    for needle in ["Spawn sites", "What loopscope found", "busiest spawn site", "loopscope report"] {
+    for needle in [
+        "Spawn sites",
+        "What loopscope found",
+        "busiest spawn site",
+        "loopscope report",
+        "sync-sleep",
+        "mistakes caught",
+    ] {
         assert!(stdout.contains(needle), "demo output lacks {needle:?}:\n{stdout}");
     }
     // The demo tells where its recording is; it must be a complete, readable recording.
@@ -191,4 +198,38 @@ fn demo_without_a_terminal_prints_the_report_and_its_findings() {
     let rec = Recording::read(path).unwrap();
     assert!(rec.is_complete());
     std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn every_blocking_mistake_is_caught_and_every_fix_is_clean() {
+    let out = run(&["run", "blocking", "--repeat", "2", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON rows");
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 18, "nine scenarios, each mistake and fix");
+    for r in rows {
+        assert_eq!(r["ok"], true, "{r:#}");
+        if r["variant"] == "mistake" && r["scenario"] != "forgot-await" {
+            let site = r["blocking_site"].as_str().unwrap_or("");
+            assert!(site.contains("workloads/blocking/src/lib.rs:"), "the stall names the workload's line: {r:#}");
+        }
+    }
+    let category = |name: &str| {
+        rows.iter().find(|r| r["scenario"] == name && r["variant"] == "mistake").unwrap()["category"].clone()
+    };
+    assert_eq!(category("sync-sleep"), "sync-sleep");
+    assert_eq!(category("blocking-net"), "network-io");
+    assert_eq!(category("std-mutex"), "lock-wait");
+    assert_eq!(category("nested-runtime"), "nested-runtime");
+    assert_eq!(category("executor-block-on"), "nested-executor");
+    assert_eq!(category("blocking-dns"), "dns");
+}
+
+#[test]
+fn one_blocking_scenario_reports_its_stalls() {
+    let out = run(&["run", "blocking", "--scenario", "sync-sleep", "--repeat", "3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Stalls: 3 polls blocked a worker"), "{stdout}");
+    assert!(stdout.contains("workloads/blocking/src/lib.rs:"), "{stdout}");
 }

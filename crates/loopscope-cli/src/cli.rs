@@ -14,6 +14,8 @@ Exit codes:
 Examples:
   loopscope demo
   loopscope run sleep-storm --for 10s --tasks 100000 --record storm.loopscope
+  loopscope run blocking                      # every classic mistake beside its fix
+  loopscope run blocking --scenario sync-sleep --record mistake.loopscope
   loopscope report storm.loopscope --json";
 
 /// Profile the tokio event loop: poll time and scheduling latency per spawn site and per worker.
@@ -96,12 +98,16 @@ pub enum Flavor {
 pub enum WorkloadCmd {
     /// Many tasks sleeping random durations in a loop; measures timer lateness.
     SleepStorm(sleep_storm::Config),
+    /// The catalogue of accidental blocking calls, each mistake beside its fix (`--for` does not
+    /// apply: each scenario runs `--repeat` rounds).
+    Blocking(blocking::Config),
 }
 
 impl WorkloadCmd {
     pub fn name(&self) -> &'static str {
         match self {
             WorkloadCmd::SleepStorm(_) => sleep_storm::NAME,
+            WorkloadCmd::Blocking(_) => blocking::NAME,
         }
     }
 }

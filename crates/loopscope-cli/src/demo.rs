@@ -36,6 +36,22 @@ pub fn demo_command(args: &DemoArgs) -> Result<(), Failure> {
     print_report(&report, false, opts.top);
     println!("\n{}", findings(&report));
     println!("The recording is in {}; read it again with `loopscope report {}`.", path.display(), path.display());
+
+    println!(
+        "\nNext, the classic mistakes of async code, each made 3 times and then fixed, one recorder session each\n\
+         (workload blocking; `loopscope run blocking --scenario NAME` shows one in full):\n"
+    );
+    crate::catalogue::quiet_nested_runtime_panics();
+    let rows = crate::catalogue::run_catalogue(&RunOpts { record: None, ..opts }, 3)?;
+    print!("{}", crate::catalogue::table(&rows));
+    let caught = rows.iter().filter(|r| r.variant == "mistake" && r.ok).count();
+    let clean = rows.iter().filter(|r| r.variant == "fix" && r.ok).count();
+    println!(
+        "\n{caught} of {} mistakes caught (each stall names the line that blocked), {clean} of {} fixes clean.\n\
+         docs/mistakes.md explains each one and its fix.",
+        rows.len() / 2,
+        rows.len() / 2
+    );
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! The `loopscope` command.
 
+mod catalogue;
 mod cli;
 mod demo;
 mod progress;

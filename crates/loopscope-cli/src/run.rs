@@ -36,6 +36,7 @@ pub fn run_workload(opts: &RunOpts, workload: &WorkloadCmd) -> Result<Report, Fa
     let result: anyhow::Result<WorkloadResult> = rt.block_on(async {
         match workload {
             WorkloadCmd::SleepStorm(cfg) => Ok(sleep_storm::run(cfg, opts.run_for, opts.seed).await?),
+            WorkloadCmd::Blocking(cfg) => Ok(blocking::run(cfg).await?),
         }
     });
     progress.finish();
@@ -54,6 +55,12 @@ pub fn run_workload(opts: &RunOpts, workload: &WorkloadCmd) -> Result<Report, Fa
 }
 
 pub fn run_command(args: &RunArgs) -> Result<(), Failure> {
+    if let WorkloadCmd::Blocking(cfg) = &args.workload {
+        crate::catalogue::quiet_nested_runtime_panics();
+        if cfg.scenario == blocking::Which::All {
+            return crate::catalogue::catalogue_command(&args.opts, cfg.repeat);
+        }
+    }
     let report = run_workload(&args.opts, &args.workload)?;
     print_report(&report, args.opts.json, args.opts.top);
     if let Some(path) = &args.opts.record {
