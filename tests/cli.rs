@@ -223,6 +223,8 @@ fn every_blocking_mistake_is_caught_and_every_fix_is_clean() {
     assert_eq!(category("nested-runtime"), "nested-runtime");
     assert_eq!(category("executor-block-on"), "nested-executor");
     assert_eq!(category("blocking-dns"), "dns");
+    assert_eq!(category("blocking-fs"), "file-io");
+    assert_eq!(category("cpu-loop"), "cpu-bound");
 }
 
 #[test]

@@ -143,7 +143,8 @@ pub fn catalogue_command(opts: &RunOpts, repeat: u32) -> Result<(), Failure> {
 }
 
 /// tokio's "Cannot start a runtime from within a runtime" panic is the `nested-runtime` mistake,
-/// which the recorder reports; printing it as well would only clutter the output.
+/// which the recorder reports; printing it as well would only clutter the output. Install it before
+/// any session: a session's hook goes in front of it and so still sees the panic.
 pub fn quiet_nested_runtime_panics() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

@@ -41,7 +41,6 @@ pub fn demo_command(args: &DemoArgs) -> Result<(), Failure> {
         "\nNext, the classic mistakes of async code, each made 3 times and then fixed, one recorder session each\n\
          (workload blocking; `loopscope run blocking --scenario NAME` shows one in full):\n"
     );
-    crate::catalogue::quiet_nested_runtime_panics();
     let rows = crate::catalogue::run_catalogue(&RunOpts { record: None, ..opts }, 3)?;
     print!("{}", crate::catalogue::table(&rows));
     let caught = rows.iter().filter(|r| r.variant == "mistake" && r.ok).count();

@@ -29,6 +29,8 @@ pub enum Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any recorder session, so that the recorder's own hook still sees the panic.
+    catalogue::quiet_nested_runtime_panics();
     let result = match cli.command {
         Command::Run(args) => run::run_command(&args),
         Command::Report(args) => run::report_command(&args),

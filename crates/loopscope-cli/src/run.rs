@@ -56,7 +56,6 @@ pub fn run_workload(opts: &RunOpts, workload: &WorkloadCmd) -> Result<Report, Fa
 
 pub fn run_command(args: &RunArgs) -> Result<(), Failure> {
     if let WorkloadCmd::Blocking(cfg) = &args.workload {
-        crate::catalogue::quiet_nested_runtime_panics();
         if cfg.scenario == blocking::Which::All {
             return crate::catalogue::catalogue_command(&args.opts, cfg.repeat);
         }

@@ -311,12 +311,20 @@ fn in_stack(stack: &[StackFrame], needle: &str) -> bool {
 }
 
 /// What the stack says that the kernel's view could not: a nested executor parks on a futex like
-/// a lock does, and a resolver's queries look like any other socket I/O.
+/// a lock does, a resolver's queries look like any other socket I/O, and a thread copying a large
+/// buffer inside `write` is "running" to the kernel, like one that computes.
 fn refine(category: StallCategory, stack: &[StackFrame]) -> StallCategory {
+    // The library frames between the stuck instruction and the program's own code.
+    let calls = &stack[..blocking_site(stack).unwrap_or(stack.len())];
+    let called = |needle: &str| calls.iter().any(|f| f.function.contains(needle));
     if in_stack(stack, "getaddrinfo") || in_stack(stack, "to_socket_addrs") {
         StallCategory::Dns
     } else if category == StallCategory::LockWait && in_stack(stack, "block_on") {
         StallCategory::NestedExecutor
+    } else if matches!(category, StallCategory::CpuBound | StallCategory::Unknown) && called("std::fs::") {
+        StallCategory::FileIo
+    } else if matches!(category, StallCategory::CpuBound | StallCategory::Unknown) && called("std::net::") {
+        StallCategory::NetworkIo
     } else {
         category
     }
