@@ -55,10 +55,10 @@ pub fn run_workload(opts: &RunOpts, workload: &WorkloadCmd) -> Result<Report, Fa
 }
 
 pub fn run_command(args: &RunArgs) -> Result<(), Failure> {
-    if let WorkloadCmd::Blocking(cfg) = &args.workload {
-        if cfg.scenario == blocking::Which::All {
-            return crate::catalogue::catalogue_command(&args.opts, cfg.repeat);
-        }
+    if let WorkloadCmd::Blocking(cfg) = &args.workload
+        && cfg.scenario == blocking::Which::All
+    {
+        return crate::catalogue::catalogue_command(&args.opts, cfg.repeat);
     }
     let report = run_workload(&args.opts, &args.workload)?;
     print_report(&report, args.opts.json, args.opts.top);
