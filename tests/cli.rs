@@ -235,3 +235,44 @@ fn one_blocking_scenario_reports_its_stalls() {
     assert!(stdout.contains("Stalls: 3 polls blocked a worker"), "{stdout}");
     assert!(stdout.contains("workloads/blocking/src/lib.rs:"), "{stdout}");
 }
+
+/// Runs a workload briefly through the binary and returns its JSON report.
+fn run_json(args: &[&str]) -> serde_json::Value {
+    let out = run(args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("a JSON report")
+}
+
+fn metric(report: &serde_json::Value, name: &str) -> f64 {
+    report["workload"]["metrics"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap()["value"]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn the_scraper_fetches_over_real_http_and_reports_throughput() {
+    let r = run_json(&["run", "scraper", "--for", "1s", "--pages", "100", "--mode", "spawn", "--json"]);
+    assert!(metric(&r, "pages") >= 100.0);
+    assert!(metric(&r, "pages_per_s") > 0.0);
+    assert_eq!(metric(&r, "errors"), 0.0);
+    assert!(
+        r["sites"].as_array().unwrap().iter().any(|s| s["location"].as_str().unwrap().contains("scraper/src/lib.rs"))
+    );
+}
+
+#[test]
+fn the_chat_server_delivers_over_real_sockets() {
+    let r = run_json(&["run", "chat", "--for", "1s", "--clients", "100", "--rooms", "5", "--rate", "20", "--json"]);
+    assert!(metric(&r, "messages_sent") > 0.0);
+    assert!(metric(&r, "delivered_per_s") > 0.0);
+    assert_eq!(metric(&r, "drops"), 0.0);
+    assert!(metric(&r, "messages_delivered") >= metric(&r, "expected_deliveries") * 0.99);
+}
+
+#[test]
+fn too_many_chat_clients_are_refused_before_starting() {
+    let out = run(&["run", "chat", "--clients", "1000000", "--for", "1s"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("the largest count that fits is"), "{err}");
+}

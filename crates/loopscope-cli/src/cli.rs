@@ -14,6 +14,8 @@ Exit codes:
 Examples:
   loopscope demo
   loopscope run sleep-storm --for 10s --tasks 100000 --record storm.loopscope
+  loopscope run scraper --mode gather --pages 1000
+  loopscope run chat --clients 5000 --for 20s
   loopscope run blocking                      # every classic mistake beside its fix
   loopscope run blocking --scenario sync-sleep --record mistake.loopscope
   loopscope report storm.loopscope --json";
@@ -98,6 +100,10 @@ pub enum Flavor {
 pub enum WorkloadCmd {
     /// Many tasks sleeping random durations in a loop; measures timer lateness.
     SleepStorm(sleep_storm::Config),
+    /// A concurrent web scraper against a local HTTP server; measures pages/s and request latency.
+    Scraper(scraper::Config),
+    /// A TCP chat server with rooms and thousands of clients; measures delivery and message latency.
+    Chat(chat::Config),
     /// The catalogue of accidental blocking calls, each mistake beside its fix (`--for` does not
     /// apply: each scenario runs `--repeat` rounds).
     Blocking(blocking::Config),
@@ -108,6 +114,8 @@ impl WorkloadCmd {
         match self {
             WorkloadCmd::SleepStorm(_) => sleep_storm::NAME,
             WorkloadCmd::Blocking(_) => blocking::NAME,
+            WorkloadCmd::Scraper(_) => scraper::NAME,
+            WorkloadCmd::Chat(_) => chat::NAME,
         }
     }
 }

@@ -10,6 +10,10 @@ use crate::progress::Progress;
 
 /// Runs one workload on a fresh runtime under the recorder; returns its report.
 pub fn run_workload(opts: &RunOpts, workload: &WorkloadCmd) -> Result<Report, Failure> {
+    if let WorkloadCmd::Chat(cfg) = workload {
+        // Say so before starting anything when the clients cannot fit.
+        chat::ensure_descriptors(cfg.clients).map_err(|e| Failure::Input(e.into()))?;
+    }
     let mut builder = match opts.flavor {
         Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
         Flavor::MultiThread => {
@@ -37,6 +41,8 @@ pub fn run_workload(opts: &RunOpts, workload: &WorkloadCmd) -> Result<Report, Fa
         match workload {
             WorkloadCmd::SleepStorm(cfg) => Ok(sleep_storm::run(cfg, opts.run_for, opts.seed).await?),
             WorkloadCmd::Blocking(cfg) => Ok(blocking::run(cfg).await?),
+            WorkloadCmd::Scraper(cfg) => Ok(scraper::run(cfg, opts.run_for, opts.seed).await?),
+            WorkloadCmd::Chat(cfg) => Ok(chat::run(cfg, opts.run_for, opts.seed).await?),
         }
     });
     progress.finish();
