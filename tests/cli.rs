@@ -7,6 +7,14 @@ use std::time::{Duration, Instant};
 
 use loopscope_core::format::Recording;
 
+/// Tests that run workloads take turns: run all at once on a 2-core machine they would measure
+/// each other rather than themselves.
+static WORKLOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_workload_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    WORKLOAD.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn loopscope() -> Command {
     Command::new(env!("CARGO_BIN_EXE_loopscope"))
 }
@@ -65,6 +73,7 @@ fn bad_arguments_exit_2_and_name_the_flag() {
 
 #[test]
 fn run_records_and_report_json_matches_its_schema() {
+    let _turn = one_workload_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("storm.loopscope");
     let f = file.to_str().unwrap();
@@ -101,6 +110,7 @@ fn run_records_and_report_json_matches_its_schema() {
 
 #[test]
 fn missing_foreign_and_cut_recordings_are_reported_clearly() {
+    let _turn = one_workload_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.loopscope");
     let out = run(&["report", missing.to_str().unwrap()]);
@@ -141,6 +151,7 @@ fn missing_foreign_and_cut_recordings_are_reported_clearly() {
 
 #[test]
 fn a_run_killed_with_sigkill_leaves_a_readable_recording() {
+    let _turn = one_workload_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("killed.loopscope");
     let mut child = loopscope()
@@ -179,6 +190,7 @@ fn a_run_killed_with_sigkill_leaves_a_readable_recording() {
 
 #[test]
 fn demo_without_a_terminal_prints_the_report_and_its_findings() {
+    let _turn = one_workload_at_a_time();
     let out = run(&["demo", "--for", "1s"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -202,6 +214,7 @@ fn demo_without_a_terminal_prints_the_report_and_its_findings() {
 
 #[test]
 fn every_blocking_mistake_is_caught_and_every_fix_is_clean() {
+    let _turn = one_workload_at_a_time();
     let out = run(&["run", "blocking", "--repeat", "2", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON rows");
@@ -229,6 +242,7 @@ fn every_blocking_mistake_is_caught_and_every_fix_is_clean() {
 
 #[test]
 fn one_blocking_scenario_reports_its_stalls() {
+    let _turn = one_workload_at_a_time();
     let out = run(&["run", "blocking", "--scenario", "sync-sleep", "--repeat", "3"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -251,6 +265,7 @@ fn metric(report: &serde_json::Value, name: &str) -> f64 {
 
 #[test]
 fn the_scraper_fetches_over_real_http_and_reports_throughput() {
+    let _turn = one_workload_at_a_time();
     let r = run_json(&["run", "scraper", "--for", "1s", "--pages", "100", "--mode", "spawn", "--json"]);
     assert!(metric(&r, "pages") >= 100.0);
     assert!(metric(&r, "pages_per_s") > 0.0);
@@ -262,6 +277,7 @@ fn the_scraper_fetches_over_real_http_and_reports_throughput() {
 
 #[test]
 fn the_chat_server_delivers_over_real_sockets() {
+    let _turn = one_workload_at_a_time();
     let r = run_json(&["run", "chat", "--for", "1s", "--clients", "100", "--rooms", "5", "--rate", "20", "--json"]);
     assert!(metric(&r, "messages_sent") > 0.0);
     assert!(metric(&r, "delivered_per_s") > 0.0);
@@ -275,4 +291,37 @@ fn too_many_chat_clients_are_refused_before_starting() {
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("the largest count that fits is"), "{err}");
+}
+
+#[test]
+fn console_serves_tokio_consoles_grpc_beside_the_recorder() {
+    let _turn = one_workload_at_a_time();
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = loopscope()
+        .args(["run", "sleep-storm", "--for", "3s", "--tasks", "100", "--console", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the console server (an HTTP/2 gRPC server) to answer a connection preface.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let settings = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").unwrap();
+            let mut frame = [0u8; 9];
+            if s.read_exact(&mut frame).is_ok() {
+                break frame;
+            }
+        }
+        assert!(Instant::now() < deadline, "the console server did not come up");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before the console server answered");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(settings[3], 0x4, "an HTTP/2 server answers with a SETTINGS frame: {settings:?}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("tokio-console http://127.0.0.1:{port}")));
 }

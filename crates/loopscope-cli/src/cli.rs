@@ -79,6 +79,10 @@ pub struct RunOpts {
     /// Do not track per-task scheduling latency (saves two clock reads per wake-up).
     #[arg(long, global = true)]
     pub no_schedule_latency: bool,
+    /// Also serve tokio-console's data (console-subscriber) on 127.0.0.1:PORT, so tokio-console can
+    /// attach to the same run (`tokio-console http://127.0.0.1:PORT`).
+    #[arg(long, global = true, value_name = "PORT", num_args = 0..=1, default_missing_value = "6669")]
+    pub console: Option<u16>,
     /// Print the report as JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,

@@ -23,6 +23,7 @@ pub fn demo_command(args: &DemoArgs) -> Result<(), Failure> {
         no_schedule_latency: false,
         stall_threshold: std::time::Duration::from_millis(10),
         no_stall_detector: false,
+        console: None,
         json: false,
         top: 10,
     };

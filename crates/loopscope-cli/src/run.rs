@@ -23,6 +23,9 @@ pub fn run_workload(opts: &RunOpts, workload: &WorkloadCmd) -> Result<Report, Fa
         }
     };
     builder.enable_all();
+    if let Some(port) = opts.console {
+        start_console(port)?;
+    }
     let mut session = Session::builder()
         .workload(workload.name())
         .interval(opts.interval)
@@ -58,6 +61,27 @@ pub fn run_workload(opts: &RunOpts, workload: &WorkloadCmd) -> Result<Report, Fa
         .ok_or_else(|| Failure::Run(anyhow!("the recorder was not enabled")))?;
     result.map_err(Failure::Run)?;
     Ok(report)
+}
+
+/// Serves tokio-console's data for this process (once; later runs in the same process share it).
+fn start_console(port: u16) -> Result<(), Failure> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if STARTED.get().is_some() {
+        return Ok(());
+    }
+    // Fail early and clearly if the port is taken; console-subscriber would only log it.
+    std::net::TcpListener::bind(("127.0.0.1", port))
+        .map_err(|e| Failure::Input(anyhow!("--console {port}: cannot listen on 127.0.0.1:{port}: {e}")))?;
+    let layer = console_subscriber::ConsoleLayer::builder().server_addr(([127, 0, 0, 1], port)).spawn();
+    tracing_subscriber::registry()
+        .with(layer)
+        .try_init()
+        .map_err(|e| Failure::Run(anyhow!("starting console-subscriber: {e}")))?;
+    let _ = STARTED.set(());
+    eprintln!("tokio-console can attach: tokio-console http://127.0.0.1:{port}");
+    Ok(())
 }
 
 pub fn run_command(args: &RunArgs) -> Result<(), Failure> {

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `sync-sleep` | `std::thread::sleep` | `tokio::time::sleep(..).await` |
 //! | `cpu-loop` | hashing 16 MiB in a task | `spawn_blocking` |
-//! | `blocking-fs` | `std::fs` write + `fsync` + read of 8 MiB | `tokio::fs` |
+//! | `blocking-fs` | `std::fs` write + `fsync` of 64 MiB, read back | `tokio::fs` |
 //! | `blocking-dns` | `ToSocketAddrs` lookups of `localhost` | `tokio::net::lookup_host` |
 //! | `blocking-net` | `std::net::TcpStream` to a slow loopback server | `tokio::net::TcpStream` |
 //! | `std-mutex` | `std::sync::Mutex` held by a slow holder while tasks wait | `tokio::sync::Mutex` |
@@ -278,22 +278,27 @@ async fn cpu_loop(fixed: bool) -> Outcome {
     Ok(0)
 }
 
+/// Bytes each `blocking-fs` round writes (and syncs), and reads back from the start.
+const FS_WRITE: usize = 64 << 20;
+const FS_READ_BACK: u64 = 1 << 20;
+
 async fn blocking_fs(fixed: bool, path: std::path::PathBuf) -> Outcome {
     // Zeroed memory is mapped lazily: making the buffer costs nothing, writing it out does.
-    let data = vec![0u8; 8 << 20];
+    let data = vec![0u8; FS_WRITE];
+    let mut head = Vec::new();
     if fixed {
         // tokio::fs runs each call on the blocking pool. `fs::write` hands the whole buffer over;
         // writing through a `tokio::fs::File` would copy it, 2 MiB per poll, on the worker.
-        let len = data.len();
         tokio::fs::write(&path, data).await?;
         tokio::fs::File::open(&path).await?.sync_all().await?;
-        assert_eq!(tokio::fs::read(&path).await?.len(), len);
+        tokio::fs::File::open(&path).await?.take(FS_READ_BACK).read_to_end(&mut head).await?;
     } else {
         let mut f = std::fs::File::create(&path)?;
         f.write_all(&data)?;
         f.sync_all()?;
-        assert_eq!(std::fs::read(&path)?.len(), data.len());
+        std::fs::File::open(&path)?.take(FS_READ_BACK).read_to_end(&mut head)?;
     }
+    assert_eq!(head.len() as u64, FS_READ_BACK);
     Ok(0)
 }
 
