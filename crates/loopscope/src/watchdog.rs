@@ -3,9 +3,11 @@
 //! When one poll has run longer than the stall threshold, the watchdog raises a stall while the
 //! worker is still blocked: it reads what the stuck thread is doing from `/proc/self/task/<tid>`
 //! (the system call it is in, the file descriptor's target, its CPU time) to classify the stall,
-//! and sends the event to the flusher, which writes it at once. When the poll returns, the stall
-//! is closed with its exact duration (recorded by the poll hook). The hot path pays one relaxed
-//! store per poll for this (`in_poll_site`), beside the `in_poll_since` stores it already makes.
+//! copies the thread's stack (`stack::interrupt`), and hands both to its symbolizer thread, which
+//! names the blocking site and forwards the event to the flusher, which writes it at once. When
+//! the poll returns, the stall is closed with its exact duration (recorded by the poll hook). The
+//! hot path pays for this with relaxed stores into the thread's own slot (poll start and site)
+//! and one compare.
 //!
 //! A poll that called `tokio::task::block_in_place` has handed its worker to another thread:
 //! tokio's `worker_thread_id` then names another thread, and the watchdog does not flag it.
