@@ -25,3 +25,7 @@ bench RUNS="5":
 # Accuracy of the stall detector: each blocking mistake REPEATS times, then the fixes for TWIN_SECONDS.
 accuracy REPEATS="20" TWIN_SECONDS="30":
     cargo run --release -p loopscope --example accuracy {{REPEATS}} {{TWIN_SECONDS}}
+
+# The per-poll cost of the hook pair, in nanoseconds (criterion).
+bench-hooks:
+    cargo bench -p loopscope --bench hooks
