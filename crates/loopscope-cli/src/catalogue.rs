@@ -34,20 +34,6 @@ pub struct Row {
     pub ok: bool,
 }
 
-fn which(s: Scenario) -> Which {
-    match s {
-        Scenario::SyncSleep => Which::SyncSleep,
-        Scenario::CpuLoop => Which::CpuLoop,
-        Scenario::BlockingFs => Which::BlockingFs,
-        Scenario::BlockingDns => Which::BlockingDns,
-        Scenario::BlockingNet => Which::BlockingNet,
-        Scenario::StdMutex => Which::StdMutex,
-        Scenario::NestedRuntime => Which::NestedRuntime,
-        Scenario::ExecutorBlockOn => Which::ExecutorBlockOn,
-        Scenario::ForgotAwait => Which::ForgotAwait,
-    }
-}
-
 fn row(scenario: Scenario, fixed: bool, report: &Report) -> Row {
     let w = report.workload.as_ref();
     let metric = |name: &str| w.and_then(|w| w.metrics.iter().find(|m| m.name == name)).map_or(0.0, |m| m.value);
@@ -85,7 +71,7 @@ pub fn run_catalogue(opts: &RunOpts, repeat: u32) -> Result<Vec<Row>, Failure> {
     let mut rows = Vec::new();
     for scenario in Scenario::ALL {
         for fixed in [false, true] {
-            let cfg = blocking::Config { scenario: which(scenario), fixed, repeat };
+            let cfg = blocking::Config { scenario: Which(Some(scenario)), fixed, repeat };
             let mut one = opts.clone();
             one.record = None;
             let report = run_workload(&one, &WorkloadCmd::Blocking(cfg))?;

@@ -86,7 +86,7 @@ fn start_console(port: u16) -> Result<(), Failure> {
 
 pub fn run_command(args: &RunArgs) -> Result<(), Failure> {
     if let WorkloadCmd::Blocking(cfg) = &args.workload
-        && cfg.scenario == blocking::Which::All
+        && cfg.scenario == blocking::Which::ALL
     {
         return crate::catalogue::catalogue_command(&args.opts, cfg.repeat);
     }

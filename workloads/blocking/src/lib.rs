@@ -86,45 +86,40 @@ impl Scenario {
     }
 }
 
-/// Which scenarios to run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Which {
-    /// Every scenario, each mistake and its fix (a table).
-    All,
-    /// `std::thread::sleep` in async code.
-    SyncSleep,
-    /// CPU-heavy hashing without yielding.
-    CpuLoop,
-    /// `std::fs` reads, writes and `fsync`.
-    BlockingFs,
-    /// `ToSocketAddrs` lookups.
-    BlockingDns,
-    /// `std::net::TcpStream` against a slow server.
-    BlockingNet,
-    /// `std::sync::Mutex` held across a slow operation.
-    StdMutex,
-    /// `Handle::block_on` inside a task.
-    NestedRuntime,
-    /// `futures::executor::block_on` inside a task.
-    ExecutorBlockOn,
-    /// A future never awaited.
-    ForgotAwait,
-}
+/// Which scenarios to run: `all`, or one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Which(pub Option<Scenario>);
 
 impl Which {
+    /// Every scenario, each mistake and its fix.
+    pub const ALL: Which = Which(None);
+
     /// The scenarios selected.
     pub fn scenarios(self) -> Vec<Scenario> {
-        match self {
-            Which::All => Scenario::ALL.to_vec(),
-            Which::SyncSleep => vec![Scenario::SyncSleep],
-            Which::CpuLoop => vec![Scenario::CpuLoop],
-            Which::BlockingFs => vec![Scenario::BlockingFs],
-            Which::BlockingDns => vec![Scenario::BlockingDns],
-            Which::BlockingNet => vec![Scenario::BlockingNet],
-            Which::StdMutex => vec![Scenario::StdMutex],
-            Which::NestedRuntime => vec![Scenario::NestedRuntime],
-            Which::ExecutorBlockOn => vec![Scenario::ExecutorBlockOn],
-            Which::ForgotAwait => vec![Scenario::ForgotAwait],
+        self.0.map_or_else(|| Scenario::ALL.to_vec(), |s| vec![s])
+    }
+}
+
+impl clap::ValueEnum for Which {
+    fn value_variants<'a>() -> &'a [Self] {
+        const VARIANTS: [Which; 10] = {
+            let mut v = [Which::ALL; 10];
+            let mut i = 0;
+            while i < Scenario::ALL.len() {
+                v[i + 1] = Which(Some(Scenario::ALL[i]));
+                i += 1;
+            }
+            v
+        };
+        &VARIANTS
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        match self.0 {
+            None => Some(
+                clap::builder::PossibleValue::new("all").help("Every scenario, each mistake and its fix (a table)"),
+            ),
+            Some(s) => s.to_possible_value(),
         }
     }
 }
@@ -133,7 +128,7 @@ impl Which {
 #[derive(Clone, Debug, clap::Args)]
 pub struct Config {
     /// Which mistake to make (`all`: every one, then every fix, as a table).
-    #[arg(long, value_enum, default_value_t = Which::All)]
+    #[arg(long, value_enum, default_value_t = Which::ALL)]
     pub scenario: Which,
     /// Run the fix instead of the mistake.
     #[arg(long)]
