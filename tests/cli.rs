@@ -325,3 +325,39 @@ fn console_serves_tokio_consoles_grpc_beside_the_recorder() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains(&format!("tokio-console http://127.0.0.1:{port}")));
 }
+
+#[test]
+fn export_writes_a_standard_hdrhistogram_interval_log() {
+    let _turn = one_workload_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("r.loopscope");
+    let hlog = dir.path().join("r.hlog");
+    let out = run(&[
+        "run",
+        "sleep-storm",
+        "--for",
+        "600ms",
+        "--tasks",
+        "100",
+        "--interval",
+        "100ms",
+        "--record",
+        rec.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["export", rec.to_str().unwrap(), "--hlog", hlog.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = std::fs::read_to_string(&hlog).unwrap();
+    assert!(log.contains("#[StartTime: ") && log.contains("#[BaseTime: "), "{log}");
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("Tag=")).collect();
+    assert!(lines.iter().any(|l| l.starts_with("Tag=poll,")), "{log}");
+    assert!(lines.iter().any(|l| l.starts_with("Tag=poll@") && l.contains("sleep-storm/src/lib.rs")), "{log}");
+    // Tag, start, length, max, base64 histogram.
+    assert!(lines.iter().all(|l| l.split(',').count() == 5), "{log}");
+
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, "not a recording").unwrap();
+    let out = run(&["export", garbage.to_str().unwrap(), "--hlog", "-"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not a loopscope recording"));
+}

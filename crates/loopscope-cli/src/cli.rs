@@ -18,7 +18,8 @@ Examples:
   loopscope run chat --clients 5000 --for 20s
   loopscope run blocking                      # every classic mistake beside its fix
   loopscope run blocking --scenario sync-sleep --record mistake.loopscope
-  loopscope report storm.loopscope --json";
+  loopscope report storm.loopscope --json
+  loopscope export storm.loopscope --hlog storm.hlog";
 
 /// Profile the tokio event loop: poll time and scheduling latency per spawn site and per worker.
 #[derive(Debug, Parser)]
@@ -36,6 +37,17 @@ pub enum Command {
     Report(ReportArgs),
     /// Run the bundled workloads under the recorder and show what loopscope finds.
     Demo(DemoArgs),
+    /// Export a recording for other tools.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The recording.
+    pub file: PathBuf,
+    /// Write the interval histograms as an HdrHistogram interval log to OUT (`-`: standard output).
+    #[arg(long, value_name = "OUT", required = true)]
+    pub hlog: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run_command(&args),
         Command::Report(args) => run::report_command(&args),
         Command::Demo(args) => demo::demo_command(&args),
+        Command::Export(args) => run::export_command(&args),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

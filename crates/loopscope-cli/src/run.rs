@@ -5,7 +5,7 @@ use loopscope::core::format::Completeness;
 use loopscope::{Report, Session, WorkloadResult};
 
 use crate::Failure;
-use crate::cli::{Flavor, ReportArgs, RunArgs, RunOpts, WorkloadCmd};
+use crate::cli::{ExportArgs, Flavor, ReportArgs, RunArgs, RunOpts, WorkloadCmd};
 use crate::progress::Progress;
 
 /// Runs one workload on a fresh runtime under the recorder; returns its report.
@@ -118,4 +118,37 @@ pub fn print_report(report: &Report, json: bool, top: usize) {
     } else {
         print!("{}", report.to_text(top));
     }
+}
+
+pub fn export_command(args: &ExportArgs) -> Result<(), Failure> {
+    let reader = loopscope::core::format::Reader::open(&args.file).map_err(|e| Failure::Input(e.into()))?;
+    let to_stdout = args.hlog.as_os_str() == "-";
+    let mut out: Box<dyn std::io::Write> = if to_stdout {
+        Box::new(std::io::stdout().lock())
+    } else {
+        let file = std::fs::File::create(&args.hlog)
+            .map_err(|e| Failure::Input(anyhow!("--hlog {}: {e}", args.hlog.display())))?;
+        Box::new(std::io::BufWriter::new(file))
+    };
+    let stats = loopscope::core::export::write_hlog(reader, &mut out).map_err(|e| match e {
+        loopscope::core::export::ExportError::Write(_) => Failure::Run(e.into()),
+        _ => Failure::Input(e.into()),
+    })?;
+    out.flush().map_err(|e| Failure::Run(anyhow!("writing {}: {e}", args.hlog.display())))?;
+    if stats.truncated {
+        eprintln!(
+            "warning: {} was cut short; its {} complete intervals were exported",
+            args.file.display(),
+            stats.intervals
+        );
+    }
+    if !to_stdout {
+        eprintln!(
+            "{} histograms from {} intervals written to {}",
+            stats.histograms,
+            stats.intervals,
+            args.hlog.display()
+        );
+    }
+    Ok(())
 }

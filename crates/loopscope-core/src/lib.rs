@@ -7,11 +7,13 @@
 //! - [`dist`]: bounded HdrHistogram distributions of nanosecond durations, with outliers counted.
 //! - [`model`]: what a recording holds: header, spawn sites, workers, intervals, events, footer.
 //! - [`format`]: the on-disk recording (framed, checksummed, streamable, crash tolerant).
+//! - [`export`]: the recording as a standard HdrHistogram interval log.
 //! - [`report`]: aggregation of a recording into the per-runtime / per-site report and its JSON.
 //! - [`workload`]: the end-to-end figures a workload reports beside the recorder's.
 #![warn(missing_docs)]
 
 pub mod dist;
+pub mod export;
 pub mod format;
 pub mod model;
 pub mod report;

@@ -226,3 +226,35 @@ fn the_report_sums_intervals() {
     assert!(text.contains("src/main.rs:10:5"), "{text}");
     assert!(text.contains("timer_lateness"), "{text}");
 }
+
+#[test]
+fn the_interval_log_export_is_read_back_by_hdrhistogram() {
+    use hdrhistogram::serialization::Deserializer;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let (bytes, _) = small_recording();
+    let mut out = Vec::new();
+    let stats = loopscope_core::export::write_hlog(Reader::new(&bytes[..], "mem").unwrap(), &mut out).unwrap();
+    assert_eq!(stats.intervals, 3);
+    assert!(!stats.truncated);
+    let text = String::from_utf8(out.clone()).unwrap();
+    let mut histograms = Vec::new();
+    for entry in IntervalLogIterator::new(&out) {
+        if let LogEntry::Interval(h) = entry.expect("a valid interval log line") {
+            histograms.push((
+                h.tag().map(|t| t.as_str().to_string()),
+                h.encoded_histogram().to_string(),
+                h.start_timestamp(),
+            ));
+        }
+    }
+    // Per interval: runtime poll and sched, and poll and sched for each of the two sites.
+    assert_eq!(histograms.len() as u64, stats.histograms);
+    assert_eq!(histograms.len(), 3 * 6, "{text}");
+    let (tag, encoded, start) = &histograms[2];
+    assert_eq!(tag.as_deref(), Some("poll@src/main.rs:10:5"));
+    assert_eq!(*start, Duration::ZERO);
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
+    let h: hdrhistogram::Histogram<u64> = Deserializer::new().deserialize(&mut &raw[..]).unwrap();
+    assert_eq!(h, *dist(500, 50).decode().unwrap().histogram(), "the site's first poll histogram, intact");
+}
