@@ -104,6 +104,10 @@ impl HotHist {
                 }
             }
         }
+        if count == 0 {
+            // A value that landed after its bucket was read is taken, scalars and all, next time.
+            return 0;
+        }
         let sum = self.sum.load(Relaxed);
         let outliers = self.outliers.load(Relaxed);
         // The owner may race this reset; the worst case moves one maximum into the next interval.
@@ -111,10 +115,8 @@ impl HotHist {
         let (dsum, dout) = (sum.wrapping_sub(prev.sum), outliers.wrapping_sub(prev.outliers));
         prev.sum = sum;
         prev.outliers = outliers;
-        if count > 0 {
-            for acc in into.iter_mut() {
-                acc.add_scalars(count, dsum, max, dout);
-            }
+        for acc in into.iter_mut() {
+            acc.add_scalars(count, dsum, max, dout);
         }
         count
     }

@@ -211,20 +211,26 @@ impl SessionBuilder {
         let watchdog = match self.stall_threshold {
             None => None,
             Some(threshold) => {
-                *crate::shared::lock(&shared.events) = Some(tx.clone());
-                crate::mistakes::watch(&shared);
                 let (stop_tx, stop_rx) = mpsc::channel();
                 let capture = self.capture_stacks;
                 let dog_shared = Arc::clone(&shared);
                 let dog_tx = tx.clone();
-                let handle = std::thread::Builder::new()
+                let spawned = std::thread::Builder::new()
                     .name("loopscope-watchdog".into())
-                    .spawn(move || Watchdog::new(dog_shared, threshold, dog_tx, capture).run(stop_rx))
-                    .map_err(|e| Error::Recorder(format!("cannot start the watchdog thread: {e}")))?;
-                Some((stop_tx, handle))
+                    .spawn(move || Watchdog::new(dog_shared, threshold, dog_tx, capture).run(stop_rx));
+                match spawned {
+                    Ok(handle) => {
+                        *crate::shared::lock(&shared.events) = Some(tx.clone());
+                        crate::mistakes::watch(&shared);
+                        Some((stop_tx, handle))
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Cmd::Finish);
+                        return Err(Error::Recorder(format!("cannot start the watchdog thread: {e}")));
+                    }
+                }
             }
         };
-
         if self.schedule_latency {
             builder.track_task_schedule_latency();
         }
@@ -347,6 +353,8 @@ impl Session {
 
 impl Active {
     fn finish(mut self) -> Result<Report, Error> {
+        // Polls from now on are not recorded, and no thread takes the runtime's handle again.
+        self.shared.enabled.store(false, std::sync::atomic::Ordering::Relaxed);
         crate::shared::lock(&self.shared.events).take();
         // The watchdog first: its last events reach the flusher before the finish message.
         if let Some((stop, handle)) = self.watchdog.take() {
@@ -355,10 +363,10 @@ impl Active {
         }
         let _ = self.tx.send(Cmd::Finish);
         let thread = self.thread.take().ok_or_else(|| Error::Recorder("already finished".into()))?;
-        let report = thread.join().map_err(|_| Error::Recorder("the flusher thread panicked".into()))?;
-        // Polls after this point are not recorded.
-        self.shared.enabled.store(false, std::sync::atomic::Ordering::Relaxed);
-        Ok(report)
+        let joined = thread.join();
+        // Whatever the flusher did, the handle must not keep the runtime alive through the hooks.
+        crate::shared::lock(&self.shared.handle).take();
+        joined.map_err(|_| Error::Recorder("the flusher thread panicked".into()))
     }
 }
 

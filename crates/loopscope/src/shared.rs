@@ -7,6 +7,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,6 +51,8 @@ pub(crate) struct SiteTable {
     ids: Box<[AtomicU32]>,
     inner: Mutex<SiteTableInner>,
     declared: AtomicUsize,
+    /// Keys published in the lock-free table; capped so lookups stay short and lock-free.
+    published: AtomicUsize,
     max_sites: u32,
     pub(crate) spawned: Box<[AtomicU64]>,
     pub(crate) finished: Box<[AtomicU64]>,
@@ -69,6 +72,7 @@ impl SiteTable {
             ids: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
             inner: Mutex::new(SiteTableInner::default()),
             declared: AtomicUsize::new(0),
+            published: AtomicUsize::new(0),
             max_sites,
             spawned: (0..=max_sites).map(|_| AtomicU64::new(0)).collect(),
             finished: (0..=max_sites).map(|_| AtomicU64::new(0)).collect(),
@@ -86,6 +90,9 @@ impl SiteTable {
     pub(crate) fn lookup(&self, loc: &'static Location<'static>) -> u32 {
         match self.find(loc) {
             Some(id) => id,
+            // A program with thousands of spawn locations: the table is as full as it may get,
+            // and every real site is in it; the rest share the "other" site without a lock.
+            None if self.published.load(Ordering::Relaxed) >= self.keys.len() / 2 => self.max_sites,
             None => self.insert(loc),
         }
     }
@@ -135,6 +142,7 @@ impl SiteTable {
                 0 => {
                     self.ids[i].store(id, Ordering::Relaxed);
                     self.keys[i].store(key, Ordering::Release);
+                    self.published.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 k if k == key => break,
@@ -169,13 +177,40 @@ pub(crate) struct ThreadSlot {
     /// Site id of the task being polled.
     pub(crate) in_poll_site: AtomicU32,
     /// Start (raw clock) and duration of the last poll longer than the stall threshold, so the
-    /// watchdog can close a stall with its exact duration.
-    pub(crate) last_long_start: AtomicU64,
-    pub(crate) last_long_ns: AtomicU64,
+    /// watchdog can close a stall with its exact duration; a sequence count (odd while the owner
+    /// writes) lets it read the pair consistently.
+    last_long_seq: AtomicU64,
+    last_long_start: AtomicU64,
+    last_long_ns: AtomicU64,
     cells: Box<[AtomicPtr<SiteCells>]>,
 }
 
 impl ThreadSlot {
+    /// Records a long poll. Only the owning thread calls this.
+    #[cold]
+    fn set_last_long(&self, start: u64, ns: u64) {
+        let seq = self.last_long_seq.load(Ordering::Relaxed);
+        self.last_long_seq.store(seq + 1, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
+        self.last_long_start.store(start, Ordering::Relaxed);
+        self.last_long_ns.store(ns, Ordering::Relaxed);
+        self.last_long_seq.store(seq + 2, Ordering::Release);
+    }
+
+    /// The last long poll's start and duration, read consistently.
+    pub(crate) fn last_long(&self) -> (u64, u64) {
+        loop {
+            let before = self.last_long_seq.load(Ordering::Acquire);
+            let start = self.last_long_start.load(Ordering::Relaxed);
+            let ns = self.last_long_ns.load(Ordering::Relaxed);
+            std::sync::atomic::fence(Ordering::Acquire);
+            if before.is_multiple_of(2) && self.last_long_seq.load(Ordering::Relaxed) == before {
+                return (start, ns);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
     /// The cells for `site`, if this thread has polled a task from it.
     pub(crate) fn cells(&self, site: usize) -> Option<&SiteCells> {
         let p = self.cells.get(site)?.load(Ordering::Acquire);
@@ -260,7 +295,8 @@ impl Shared {
     pub(crate) fn report_error(&self, message: String) {
         let mut errors = lock(&self.errors);
         if !errors.contains(&message) {
-            eprintln!("loopscope: {message}");
+            // Not eprintln!: it panics when stderr is gone, and this runs inside runtime hooks.
+            let _ = writeln!(std::io::stderr(), "loopscope: {message}");
             errors.push(message);
         }
     }
@@ -309,8 +345,7 @@ impl Shared {
             let start = l.poll_start.get();
             let d = self.clock.delta_as_nanos(start, self.clock.raw());
             if d >= self.stall_ns {
-                slot.last_long_start.store(start, Ordering::Relaxed);
-                slot.last_long_ns.store(d, Ordering::Relaxed);
+                slot.set_last_long(start, d);
             }
             // Release: a watchdog that sees the poll end also sees `last_long_*`.
             slot.in_poll_since.store(0, Ordering::Release);
@@ -375,7 +410,8 @@ impl Shared {
         l.cells.set(std::ptr::null());
         {
             let mut handle = lock(&self.handle);
-            if handle.is_none() {
+            // Not once the session is finishing: the handle would keep the runtime alive.
+            if handle.is_none() && self.enabled.load(Ordering::Relaxed) {
                 *handle = Handle::try_current().ok();
             }
         }
@@ -402,6 +438,7 @@ impl Shared {
             stack: crate::stack::current_stack(),
             in_poll_since: AtomicU64::new(0),
             in_poll_site: AtomicU32::new(0),
+            last_long_seq: AtomicU64::new(0),
             last_long_start: AtomicU64::new(0),
             last_long_ns: AtomicU64::new(0),
             cells: (0..=self.sites.max_sites).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),

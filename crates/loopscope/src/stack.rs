@@ -123,7 +123,9 @@ fn install() -> Option<c_int> {
             }
             let mut act: libc::sigaction = std::mem::zeroed();
             act.sa_sigaction = on_signal as *const () as usize;
-            act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            // SA_ONSTACK: run on the thread's alternate signal stack where it has one (std gives its
+            // threads one), so a stall deep in recursion cannot overflow the stack it interrupted.
+            act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
             libc::sigemptyset(&mut act.sa_mask);
             if libc::sigaction(sig, &act, ptr::null_mut()) != 0 {
                 return None;
@@ -186,11 +188,18 @@ pub(crate) fn interrupt(tid: i32, stack: Range<u64>, wait: Duration) -> Option<R
             }
         };
     if !answered {
-        // A handler that began copying finishes quickly; wait for it before reusing the buffer.
-        while s.state.load(Ordering::Acquire) == BUSY {
-            std::hint::spin_loop();
+        // Disarm; a handler that began copying finishes quickly, wait for it before the buffer and
+        // the stack bounds are reused.
+        loop {
+            match s.state.compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Acquire) {
+                Err(BUSY) => std::hint::spin_loop(),
+                Err(DONE) => {
+                    s.state.store(IDLE, Ordering::Release);
+                    break;
+                }
+                _ => break,
+            }
         }
-        s.state.store(IDLE, Ordering::Release);
         return None;
     }
     let len = s.len.load(Ordering::Relaxed);
@@ -243,7 +252,7 @@ impl Stacks {
         }
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let off = addr.checked_sub(raw.sp).ok_or(())? as usize;
-            let bytes = raw.bytes.get(off..off + 8).ok_or(())?;
+            let bytes = raw.bytes.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
         };
         let mut addresses = Vec::new();

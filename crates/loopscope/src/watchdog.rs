@@ -110,9 +110,9 @@ impl Watchdog {
             let since = t.in_poll_since.load(Ordering::Acquire);
             if since != w.since {
                 if let Some((id, live)) = w.open.take() {
-                    let exact = t.last_long_start.load(Ordering::Relaxed) == w.since;
-                    let duration_ns = if exact {
-                        t.last_long_ns.load(Ordering::Relaxed)
+                    let (last_start, last_ns) = t.last_long();
+                    let duration_ns = if last_start == w.since {
+                        last_ns
                     } else {
                         self.shared.clock.delta_as_nanos(w.since, now_raw)
                     };
@@ -157,10 +157,16 @@ impl Watchdog {
             if handed_off(&self.shared, t) {
                 continue;
             }
+            // Read now: the poll may end while the watchdog looks closer.
+            let site = t.in_poll_site.load(Ordering::Relaxed);
             let cpu_percent = cpu_percent(&self.shared, self.threshold_ns, t, w, now_ns);
             // Sample now: the thread may be gone by the time the watchdog sees the poll end.
             w.cpu_last = thread_cpu_ns(t.tid).map(|c| (c, self.shared.now_ns()));
-            let (category, syscall, fd_target) = classify(t.tid, cpu_percent);
+            let (mut category, mut syscall, mut fd_target) = classify(t.tid, cpu_percent);
+            if t.in_poll_since.load(Ordering::Acquire) != since {
+                // The poll ended while being looked at: what the thread does now is not the stall.
+                (category, syscall, fd_target) = (StallCategory::Unknown, None, None);
+            }
             let raw = match t.stack.clone().filter(|_| self.capture_stacks) {
                 Some(range) if self.queued_stacks.load(Ordering::Relaxed) < MAX_QUEUED_STACKS => {
                     stack::interrupt(t.tid, range, Duration::from_millis(200))
@@ -174,7 +180,7 @@ impl Watchdog {
             let stall = Stall {
                 id,
                 worker: t.decl.id,
-                site: Some(t.in_poll_site.load(Ordering::Relaxed)),
+                site: Some(site),
                 started_ns: self.shared.clock.delta_as_nanos(self.shared.start_raw, since),
                 detected_ns: now_ns,
                 category,
@@ -199,14 +205,7 @@ impl Watchdog {
     /// Raises, late, a long poll that ended before the watchdog saw it (it was not scheduled in
     /// time): the poll hook kept its start and duration, so stall counts stay exact.
     fn raise_missed(&mut self, t: &ThreadSlot, w: &mut Watch, current: u64, now_ns: u64) {
-        // Read the pair consistently: a long poll could end between the two loads.
-        let (start, duration_ns) = loop {
-            let d = t.last_long_ns.load(Ordering::Acquire);
-            let s = t.last_long_start.load(Ordering::Acquire);
-            if t.last_long_ns.load(Ordering::Acquire) == d {
-                break (s, d);
-            }
-        };
+        let (start, duration_ns) = t.last_long();
         // Clock values only grow: anything at or before the last poll dealt with is accounted for.
         if start <= w.consumed_long || start == current {
             return;
@@ -281,9 +280,11 @@ fn symbolizer(pending: Receiver<Pending>, flusher: Sender<Cmd>, queued: Arc<Atom
             Pending::Begin(mut stall, raw) => {
                 if let Some(raw) = raw {
                     queued.fetch_sub(1, Ordering::Relaxed);
-                    stall.stack = stack::resolve(&raw);
+                    // A damaged stack copy must not take the symbolizer down with it.
+                    stall.stack = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stack::resolve(&raw)))
+                        .unwrap_or_default();
                 }
-                if in_stack(&stall.stack, "block_in_place") {
+                if in_stack(task_frames(&stall.stack), "block_in_place") {
                     dropped.push(stall.id);
                     continue;
                 }
@@ -307,21 +308,31 @@ fn symbolizer(pending: Receiver<Pending>, flusher: Sender<Cmd>, queued: Arc<Atom
     }
 }
 
-/// Whether any frame's function contains `needle`.
+/// Whether a library frame's function (std, tokio, libc, ...) contains `needle`; the program's
+/// own functions never count, whatever they are called.
 fn in_stack(stack: &[StackFrame], needle: &str) -> bool {
-    stack.iter().any(|f| f.function.contains(needle))
+    stack.iter().any(|f| is_library(f) && f.function.contains(needle))
+}
+
+/// The frames of the polled task: from the stuck instruction out to tokio's task harness. Frames
+/// further out belong to the worker loop, which on a thread that took over a worker from
+/// `block_in_place` runs inside a closure defined in `block_in_place` itself.
+fn task_frames(stack: &[StackFrame]) -> &[StackFrame] {
+    let harness = stack.iter().position(|f| f.function.starts_with("tokio::runtime::task::"));
+    &stack[..harness.unwrap_or(stack.len())]
 }
 
 /// What the stack says that the kernel's view could not: a nested executor parks on a futex like
 /// a lock does, a resolver's queries look like any other socket I/O, and a thread copying a large
 /// buffer inside `write` is "running" to the kernel, like one that computes.
 fn refine(category: StallCategory, stack: &[StackFrame]) -> StallCategory {
+    let task = task_frames(stack);
     // The library frames between the stuck instruction and the program's own code.
     let calls = &stack[..blocking_site(stack).unwrap_or(stack.len())];
     let called = |needle: &str| calls.iter().any(|f| f.function.contains(needle));
-    if in_stack(stack, "getaddrinfo") || in_stack(stack, "to_socket_addrs") {
+    if in_stack(task, "getaddrinfo") || in_stack(task, "to_socket_addrs") {
         StallCategory::Dns
-    } else if category == StallCategory::LockWait && in_stack(stack, "block_on") {
+    } else if category == StallCategory::LockWait && in_stack(task, "block_on") {
         StallCategory::NestedExecutor
     } else if matches!(category, StallCategory::CpuBound | StallCategory::Unknown) && called("std::fs::") {
         StallCategory::FileIo
@@ -358,15 +369,18 @@ pub(crate) fn blocking_site(stack: &[StackFrame]) -> Option<usize> {
     stack.iter().position(|f| !is_library(f))
 }
 
-/// Whether the thread's worker now runs on another thread (`block_in_place` handed it off).
+/// Whether the thread has handed its worker to another thread (`block_in_place`): tokio's record
+/// of which thread runs each worker names it for none of them. (A thread of the blocking pool can
+/// later become another worker's thread; then it is a worker again.)
 fn handed_off(shared: &Shared, t: &ThreadSlot) -> bool {
-    let Some(index) = t.decl.index else { return false };
-    let Some(handle) = lock(&shared.handle).clone() else { return false };
-    let metrics = handle.metrics();
-    if index as usize >= metrics.num_workers() {
+    if t.decl.index.is_none() {
         return false;
     }
-    matches!(metrics.worker_thread_id(index as usize), Some(id) if id != t.thread_id)
+    let Some(handle) = lock(&shared.handle).clone() else { return false };
+    let metrics = handle.metrics();
+    let ids: Vec<_> = (0..metrics.num_workers()).map(|i| metrics.worker_thread_id(i)).collect();
+    // Until every worker has started, the record is incomplete: do not conclude anything.
+    ids.iter().all(Option::is_some) && !ids.contains(&Some(t.thread_id))
 }
 
 /// Nanoseconds the thread has spent on a CPU, exact to the moment of the call (the kernel updates

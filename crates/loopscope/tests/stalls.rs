@@ -389,3 +389,22 @@ fn a_runtime_started_inside_a_task_is_flagged_at_its_call() {
     let site = s.stall.blocking_site.as_deref().unwrap();
     assert!(site.ends_with(&blocking_line()), "panic location {site}, expected {}", blocking_line());
 }
+
+#[test]
+fn stalls_are_still_caught_on_threads_that_changed_workers_through_block_in_place() {
+    let _g = serial();
+    let seen = stalls_during(|| async {
+        // Each block_in_place hands a worker to another thread; threads of the blocking pool
+        // become workers and old worker threads go back to the pool, in any combination.
+        for _ in 0..20 {
+            tokio::spawn(async { tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(12))) })
+                .await
+                .unwrap();
+        }
+        for _ in 0..6 {
+            tokio::spawn(async { blocking!(std::thread::sleep(Duration::from_millis(30))) }).await.unwrap();
+        }
+    });
+    assert_eq!(seen.len(), 6, "only the six sleeps, each caught: {seen:#?}");
+    assert!(seen.iter().all(|s| s.stall.category == StallCategory::SyncSleep), "{seen:#?}");
+}
