@@ -27,6 +27,23 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Records a short sleep-storm run (six 100 ms intervals) to `path`.
+fn record_short_run(path: &Path) {
+    let out = run(&[
+        "run",
+        "sleep-storm",
+        "--for",
+        "600ms",
+        "--tasks",
+        "100",
+        "--interval",
+        "100ms",
+        "--record",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 fn workspace_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
 }
@@ -126,19 +143,7 @@ fn missing_foreign_and_cut_recordings_are_reported_clearly() {
 
     // A complete recording cut in the middle of its last frames still reports its prefix.
     let file = dir.path().join("full.loopscope");
-    let out = run(&[
-        "run",
-        "sleep-storm",
-        "--for",
-        "600ms",
-        "--tasks",
-        "100",
-        "--interval",
-        "100ms",
-        "--record",
-        file.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    record_short_run(&file);
     let bytes = std::fs::read(&file).unwrap();
     let cut = dir.path().join("cut.loopscope");
     std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
@@ -332,19 +337,7 @@ fn export_writes_a_standard_hdrhistogram_interval_log() {
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("r.loopscope");
     let hlog = dir.path().join("r.hlog");
-    let out = run(&[
-        "run",
-        "sleep-storm",
-        "--for",
-        "600ms",
-        "--tasks",
-        "100",
-        "--interval",
-        "100ms",
-        "--record",
-        rec.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    record_short_run(&rec);
     let out = run(&["export", rec.to_str().unwrap(), "--hlog", hlog.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let log = std::fs::read_to_string(&hlog).unwrap();
