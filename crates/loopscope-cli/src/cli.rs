@@ -88,6 +88,10 @@ pub struct RunOpts {
     /// Turn the stall detector (the watchdog thread) off.
     #[arg(long, global = true)]
     pub no_stall_detector: bool,
+    /// What to measure: `full` (per-task scheduling latency) or `lean` (a lag probe for the
+    /// runtime's scheduling latency instead; cheaper per poll).
+    #[arg(long, global = true, value_enum, default_value_t = ProfileArg::Full)]
+    pub profile: ProfileArg,
     /// Do not track per-task scheduling latency (saves two clock reads per wake-up).
     #[arg(long, global = true)]
     pub no_schedule_latency: bool,
@@ -101,6 +105,14 @@ pub struct RunOpts {
     /// Spawn sites shown in the table.
     #[arg(long, global = true, default_value_t = 20, value_name = "N")]
     pub top: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// Poll time and per-task scheduling latency.
+    Full,
+    /// Poll time; scheduling latency for the whole runtime from a lag probe.
+    Lean,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

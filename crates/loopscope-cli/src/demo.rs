@@ -21,6 +21,7 @@ pub fn demo_command(args: &DemoArgs) -> Result<(), Failure> {
         interval: std::time::Duration::from_millis(500),
         slow_poll: std::time::Duration::from_micros(100),
         no_schedule_latency: false,
+        profile: crate::cli::ProfileArg::Full,
         stall_threshold: std::time::Duration::from_millis(10),
         no_stall_detector: false,
         console: None,

@@ -162,6 +162,9 @@ pub struct Interval {
     pub workers: Vec<WorkerInterval>,
     /// Runtime gauges at the end of the interval.
     pub gauges: Gauges,
+    /// The lag probe's measurements (the `lean` profile's runtime-wide scheduling latency): how
+    /// long a task woken by a yield waited before it was polled again.
+    pub lag: Dist,
 }
 
 /// What a stalled worker was doing, from the kernel's view of the stuck thread.

@@ -51,6 +51,7 @@ pub struct Aggregator {
     site_acc: Vec<Acc>,
     worker_acc: Vec<Acc>,
     runtime: Acc,
+    lag: DistAcc,
     intervals: u64,
     first_start_ns: Option<u64>,
     last_end_ns: u64,
@@ -98,6 +99,7 @@ impl Aggregator {
             site_acc: Vec::new(),
             worker_acc: Vec::new(),
             runtime: Acc::default(),
+            lag: DistAcc::new(),
             intervals: 0,
             first_start_ns: None,
             last_end_ns: 0,
@@ -227,6 +229,7 @@ impl Aggregator {
             acc.add(w.slow_polls, &w.poll, &w.sched).map_err(ctx)?;
             self.runtime.add(w.slow_polls, &w.poll, &w.sched).map_err(ctx)?;
         }
+        self.lag.add_dist(&i.lag).map_err(|e| ctx(format!("lag probe histogram: {e}")))?;
         self.intervals += 1;
         self.first_start_ns.get_or_insert(i.start_ns);
         self.last_end_ns = self.last_end_ns.max(i.end_ns);
@@ -259,6 +262,7 @@ impl Aggregator {
             busy_ratio: ratio(rt.poll.sum(), u64::from(self.header.workers)),
             poll: rt.poll.summary(),
             sched: rt.sched.summary(),
+            lag: self.lag.summary(),
             slow_polls: rt.slow_polls,
             poll_outliers: rt.poll.outliers(),
             sched_outliers: rt.sched.outliers(),
@@ -532,6 +536,9 @@ pub struct RuntimeReport {
     pub poll: Summary,
     /// Scheduling latency (wake to poll); empty when not tracked.
     pub sched: Summary,
+    /// The lag probe: how long a task that yielded waited to be polled again, sampled every
+    /// 10 ms (the `lean` profile's runtime-wide scheduling latency); empty when not probed.
+    pub lag: Summary,
     /// Polls above the slow-poll threshold.
     pub slow_polls: u64,
     /// Poll durations above the histogram ceiling (kept in `poll.max_ns`).
@@ -760,7 +767,11 @@ impl Report {
             "  {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
             "", "p50", "p90", "p99", "p99.9", "max", "mean"
         );
-        for (name, s) in [("poll", &rt.poll), ("sched", &rt.sched)] {
+        let mut rows = vec![("poll", &rt.poll), ("sched", &rt.sched)];
+        if rt.lag.count > 0 {
+            rows.push(("lag probe", &rt.lag));
+        }
+        for (name, s) in rows {
             let _ = writeln!(
                 o,
                 "  {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
@@ -774,7 +785,11 @@ impl Report {
             );
         }
         if !r.schedule_latency_tracked {
-            let _ = writeln!(o, "  (scheduling latency was not tracked in this recording)");
+            let _ = writeln!(
+                o,
+                "  (per-task scheduling latency was not tracked in this recording{})",
+                if rt.lag.count > 0 { "; the lag probe measures it for the runtime as a whole" } else { "" }
+            );
         }
         let t = &rt.tasks;
         let q = &rt.queues;

@@ -67,6 +67,7 @@ fn frames() -> Vec<Frame> {
             ],
             workers: vec![WorkerInterval { worker: 0, slow_polls: 2, poll: dist(500, 55), sched: dist(1, 43) }],
             gauges: Gauges { alive_tasks: 3, global_queue: i, local_queues: vec![1, 2], ..Gauges::default() },
+            lag: dist(700, 5),
         })));
     }
     v.push(Frame::Event(Event::RecorderError { at_ns: 5, message: "a test error".into() }));
@@ -220,6 +221,7 @@ fn the_report_sums_intervals() {
     assert_eq!(main.polls, 3 * dist(500, 50).count);
     assert_eq!(report.runtime.polls, 3 * dist(500, 55).count);
     assert_eq!(report.runtime.queues.global_max, 2);
+    assert_eq!(report.runtime.lag.count, 3 * dist(700, 5).count);
     assert_eq!(report.errors, vec!["a test error".to_string()]);
     assert_eq!(report.workload.as_ref().unwrap().distributions[0].name, "timer_lateness");
     let text = report.to_text(10);

@@ -1,6 +1,6 @@
 //! Quick overhead check of the recorder's hot path (the full comparison with other tools is the
 //! benchmark harness's job): the yield storm (1,000 tasks x 2,000 `yield_now`, empty polls) and
-//! ping-pong (200 task pairs x 5,000 messages over bounded mpsc), plain and recorded, interleaved,
+//! ping-pong (200 task pairs x 5,000 messages over bounded mpsc), plain and under each profile, interleaved,
 //! median wall-time ratio over several runs.
 //!
 //! `cargo run --release -p loopscope --example overhead [RUNS]`
@@ -64,10 +64,14 @@ fn once(mode: Mode, workload: Workload) -> Duration {
     b.worker_threads(2).enable_all();
     let session = match mode {
         Mode::Plain => None,
-        Mode::Lean => Some(loopscope::Session::builder().schedule_latency(false).install(&mut b).unwrap()),
-        Mode::LeanNoDetector => {
-            Some(loopscope::Session::builder().schedule_latency(false).stall_detector(false).install(&mut b).unwrap())
-        }
+        Mode::Lean => Some(loopscope::Session::builder().profile(loopscope::Profile::Lean).install(&mut b).unwrap()),
+        Mode::LeanNoDetector => Some(
+            loopscope::Session::builder()
+                .profile(loopscope::Profile::Lean)
+                .stall_detector(false)
+                .install(&mut b)
+                .unwrap(),
+        ),
         Mode::Full => Some(loopscope::Session::builder().install(&mut b).unwrap()),
     };
     let rt = b.build().unwrap();
@@ -91,7 +95,7 @@ fn main() {
     let workloads: [(&str, Workload); 2] =
         [("yield storm", || Box::pin(yield_storm())), ("ping-pong", || Box::pin(ping_pong()))];
     println!(
-        "| workload | plain (median) | poll time only, no stall detector | poll time only | poll time + scheduling latency |"
+        "| workload | plain (median) | lean, no stall detector | lean (poll time, lag probe) | full (poll time, per-task scheduling latency) |"
     );
     println!("|---|---|---|---|---|");
     for (name, w) in workloads {

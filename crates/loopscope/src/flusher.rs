@@ -278,6 +278,7 @@ impl Flusher {
             sites: out_sites,
             workers,
             gauges: self.gauges(),
+            lag: self.shared.lag.as_ref().map(|l| std::mem::take(&mut *lock(l)).to_dist()).unwrap_or_default(),
         };
         self.index += 1;
         self.interval_start_ns = end_ns;

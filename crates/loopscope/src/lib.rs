@@ -4,6 +4,7 @@
 mod flusher;
 mod hot;
 mod mistakes;
+mod probe;
 mod session;
 mod shared;
 mod stack;
@@ -12,4 +13,4 @@ mod watchdog;
 pub use loopscope_core as core;
 pub use loopscope_core::report::Report;
 pub use loopscope_core::workload::WorkloadResult;
-pub use session::{Error, Session, SessionBuilder};
+pub use session::{Error, Profile, Session, SessionBuilder};

@@ -24,6 +24,29 @@ pub const DEFAULT_STALL_THRESHOLD: Duration = Duration::from_millis(10);
 /// Default limit on distinct spawn sites; further sites are merged into one "other" site.
 pub const DEFAULT_MAX_SITES: u32 = 1000;
 
+/// How much the recorder measures, against how much it costs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// Poll time per spawn site and worker, and per-task scheduling latency through tokio's
+    /// `track_task_schedule_latency` (two clock reads per wake-up and poll). The default.
+    #[default]
+    Full,
+    /// Poll time per spawn site and worker; scheduling latency for the runtime as a whole from a
+    /// lag probe (one task of the recorder's, every 10 ms) instead of per task.
+    Lean,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(Profile::Full),
+            "lean" => Ok(Profile::Lean),
+            _ => Err(format!("unknown profile {s:?}: expected full or lean")),
+        }
+    }
+}
+
 /// Errors from configuring or finishing a session.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -60,6 +83,7 @@ pub struct SessionBuilder {
     interval: Duration,
     slow_poll: Duration,
     schedule_latency: bool,
+    lag_probe: bool,
     stall_threshold: Option<Duration>,
     capture_stacks: bool,
     max_sites: u32,
@@ -74,6 +98,7 @@ impl Default for SessionBuilder {
             interval: DEFAULT_INTERVAL,
             slow_poll: DEFAULT_SLOW_POLL,
             schedule_latency: true,
+            lag_probe: false,
             stall_threshold: Some(DEFAULT_STALL_THRESHOLD),
             capture_stacks: true,
             max_sites: DEFAULT_MAX_SITES,
@@ -99,6 +124,15 @@ impl SessionBuilder {
     /// Polls longer than this count as slow (default 100 µs).
     pub fn slow_poll_threshold(mut self, threshold: Duration) -> Self {
         self.slow_poll = threshold;
+        self
+    }
+
+    /// Chooses what to measure: [`Profile::Full`] (default) or [`Profile::Lean`].
+    pub fn profile(mut self, profile: Profile) -> Self {
+        (self.schedule_latency, self.lag_probe) = match profile {
+            Profile::Full => (true, false),
+            Profile::Lean => (false, true),
+        };
         self
     }
 
@@ -191,7 +225,8 @@ impl SessionBuilder {
         self.validate()?;
         let slow_ns = u64::try_from(self.slow_poll.as_nanos()).unwrap_or(u64::MAX);
         let stall_ns = self.stall_threshold.map_or(u64::MAX, |t| t.as_nanos() as u64);
-        let shared = Arc::new(Shared::new(slow_ns, stall_ns, self.max_sites));
+        let shared = Arc::new(Shared::new(slow_ns, stall_ns, self.max_sites, self.lag_probe));
+        let _ = shared.this.set(Arc::downgrade(&shared));
         let meta = Meta {
             path: self.path,
             interval: self.interval,
@@ -287,6 +322,7 @@ impl Session {
     /// | `LOOPSCOPE_RECORD` | path of the recording; unset or empty: the session does nothing |
     /// | `LOOPSCOPE_INTERVAL` | interval length, e.g. `1s`, `500ms` |
     /// | `LOOPSCOPE_SLOW_POLL` | slow-poll threshold, e.g. `100us` |
+    /// | `LOOPSCOPE_PROFILE` | `full` (default) or `lean` |
     /// | `LOOPSCOPE_SCHEDULE_LATENCY` | `0` to turn per-task scheduling latency off |
     /// | `LOOPSCOPE_STALL_THRESHOLD` | stall threshold, e.g. `10ms`; `off` turns the detector off |
     pub fn from_env() -> Result<SessionBuilder, Error> {
@@ -297,6 +333,13 @@ impl Session {
                 b.enabled = false;
                 return Ok(b);
             }
+        }
+        if let Ok(v) = std::env::var("LOOPSCOPE_PROFILE")
+            && !v.is_empty()
+        {
+            let profile =
+                v.parse().map_err(|_| Error::Env { var: "LOOPSCOPE_PROFILE", value: v, expected: "full or lean" })?;
+            b = b.profile(profile);
         }
         if let Some(d) = env_duration("LOOPSCOPE_INTERVAL")? {
             b.interval = d;

@@ -261,12 +261,17 @@ pub(crate) struct Shared {
     pub(crate) errors: Mutex<Vec<String>>,
     /// Ids of stalls, unique within the session (the watchdog and the panic hook both raise them).
     pub(crate) stall_ids: AtomicU64,
+    /// The lag probe's measurements, when the probe runs (the `lean` profile).
+    pub(crate) lag: Option<Mutex<loopscope_core::dist::DistAcc>>,
+    probe_started: AtomicBool,
+    /// This session, weakly, for the probe task (set once the `Arc` exists).
+    pub(crate) this: std::sync::OnceLock<std::sync::Weak<Shared>>,
     /// Where events raised outside the watchdog go (the flusher), while the session runs.
     pub(crate) events: Mutex<Option<std::sync::mpsc::Sender<crate::flusher::Cmd>>>,
 }
 
 impl Shared {
-    pub(crate) fn new(slow_ns: u64, stall_ns: u64, max_sites: u32) -> Self {
+    pub(crate) fn new(slow_ns: u64, stall_ns: u64, max_sites: u32, lag_probe: bool) -> Self {
         let clock = quanta::Clock::new();
         let start_raw = clock.raw();
         Shared {
@@ -282,6 +287,9 @@ impl Shared {
             threads_full: AtomicBool::new(false),
             errors: Mutex::new(Vec::new()),
             stall_ids: AtomicU64::new(0),
+            lag: lag_probe.then(|| Mutex::new(loopscope_core::dist::DistAcc::new())),
+            probe_started: AtomicBool::new(false),
+            this: std::sync::OnceLock::new(),
             events: Mutex::new(None),
         }
     }
@@ -319,7 +327,13 @@ impl Shared {
             let Some(slot) = (unsafe { slot.as_ref() }) else { return };
             let now = self.clock.raw();
             l.poll_start.set(now);
-            let site = self.sites.lookup(meta.spawned_at());
+            let spawned_at = meta.spawned_at();
+            if crate::probe::location().is_some_and(|p| std::ptr::eq(spawned_at, p)) {
+                // The lag probe is the recorder's own task: not part of the program's profile.
+                l.cells.set(std::ptr::null());
+                return;
+            }
+            let site = self.sites.lookup(spawned_at);
             slot.in_poll_site.store(site, Ordering::Relaxed);
             slot.in_poll_since.store(now, Ordering::Relaxed);
             let cells = slot.cells_or_insert(site);
@@ -384,6 +398,9 @@ impl Shared {
     }
 
     pub(crate) fn on_spawn(&self, meta: &TaskMeta<'_>) {
+        if crate::probe::location().is_some_and(|p| std::ptr::eq(meta.spawned_at(), p)) {
+            return;
+        }
         let site = self.sites.lookup(meta.spawned_at()) as usize;
         if let Some(c) = self.sites.spawned.get(site) {
             c.fetch_add(1, Ordering::Relaxed);
@@ -413,6 +430,13 @@ impl Shared {
             // Not once the session is finishing: the handle would keep the runtime alive.
             if handle.is_none() && self.enabled.load(Ordering::Relaxed) {
                 *handle = Handle::try_current().ok();
+            }
+            if self.lag.is_some()
+                && let Some(h) = handle.as_ref()
+                && let Some(me) = self.this.get()
+                && !self.probe_started.swap(true, Ordering::Relaxed)
+            {
+                crate::probe::spawn(h, me.clone());
             }
         }
         let mut threads = lock(&self.threads);

@@ -302,3 +302,25 @@ fn fifty_busy_spawn_sites_write_well_under_a_megabyte_per_minute() {
     );
     assert!(per_minute < 1_000_000.0, "{per_minute} bytes per minute");
 }
+
+#[test]
+fn the_lean_profile_measures_lag_with_a_probe_instead_of_per_task() {
+    let mut line = 0;
+    let report = run_recorded(multi_thread(2), Session::builder().profile(loopscope::Profile::Lean), || async {
+        line = line!() + 1;
+        let ticker = tokio::spawn(async {
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        ticker.await.unwrap();
+    });
+    assert_eq!(report.runtime.sched.count, 0, "no per-task scheduling latency in the lean profile");
+    assert!(report.runtime.lag.count >= 5, "the probe sampled every 10 ms: {:?}", report.runtime.lag);
+    assert!(!report.recording.schedule_latency_tracked);
+    // Only the program's task is profiled, not the probe.
+    assert_eq!(report.sites.len(), 1, "{:?}", report.sites.iter().map(|s| &s.location).collect::<Vec<_>>());
+    assert!(report.site(&format!("{}:{line}", file!())).is_some());
+    assert_eq!(report.runtime.tasks.spawned, 1);
+    assert_eq!(report.runtime.polls, 31);
+}

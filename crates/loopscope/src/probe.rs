@@ -1,0 +1,49 @@
+//! The lag probe of the `lean` profile: runtime-wide scheduling latency without tokio's per-task
+//! tracking (which reads the clock at every wake and every poll).
+//!
+//! One task of the recorder's own wakes every 10 ms, yields, and measures how long it waited to be
+//! polled again: the time a woken task spends queued behind others. Its own polls are left out of
+//! the profile. It holds the session only weakly and ends with it.
+
+use std::panic::Location;
+use std::sync::{OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+
+use crate::shared::{Shared, lock};
+
+/// How often the probe samples.
+pub(crate) const PERIOD: Duration = Duration::from_millis(10);
+
+static LOCATION: OnceLock<&'static Location<'static>> = OnceLock::new();
+
+/// Where the probe is spawned (tokio's `spawned_at` for its task), once it has been.
+#[inline]
+pub(crate) fn location() -> Option<&'static Location<'static>> {
+    LOCATION.get().copied()
+}
+
+/// Spawns the probe on `handle`. Being `#[track_caller]` like tokio's `spawn`, the location it
+/// records is the one tokio gives the task.
+#[track_caller]
+pub(crate) fn spawn(handle: &Handle, shared: Weak<Shared>) {
+    let _ = LOCATION.set(Location::caller());
+    handle.spawn(run(shared));
+}
+
+async fn run(shared: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(PERIOD).await;
+        let queued = Instant::now();
+        tokio::task::yield_now().await;
+        let lag = queued.elapsed();
+        let Some(shared) = shared.upgrade() else { return };
+        if !shared.enabled.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        if let Some(acc) = &shared.lag {
+            lock(acc).record(lag);
+        }
+    }
+}
