@@ -268,27 +268,21 @@ impl Totals {
 pub async fn run(cfg: &Config, run_for: Duration, seed: u64) -> Result<WorkloadResult, Error> {
     ensure_descriptors(cfg.clients)?;
     let server = Server::start(cfg.queue as usize).await?;
-    let epoch = Instant::now();
-    let totals = Arc::new(Totals::default());
-    let joined = Arc::new(tokio::sync::Barrier::new(cfg.clients as usize + 1));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // Connect in waves, so the listen backlog is never overrun.
-    let connecting = Arc::new(tokio::sync::Semaphore::new(256));
-    let mut clients = Vec::with_capacity(cfg.clients as usize);
-    for id in 0..cfg.clients {
-        let slow = id < cfg.slow_clients;
-        let args = (server.addr, id, format!("room{}", id % cfg.rooms), slow);
-        clients.push(tokio::spawn(client(
-            args,
-            cfg.clone(),
-            seed,
-            epoch,
-            Arc::clone(&totals),
-            Arc::clone(&joined),
-            Arc::clone(&connecting),
-            stop_rx.clone(),
-        )));
-    }
+    let run = Arc::new(Run {
+        addr: server.addr,
+        cfg: cfg.clone(),
+        seed,
+        epoch: Instant::now(),
+        totals: Totals::default(),
+        joined: tokio::sync::Barrier::new(cfg.clients as usize + 1),
+        // Connect in waves, so the listen backlog is never overrun.
+        connecting: tokio::sync::Semaphore::new(256),
+    });
+    let totals = &run.totals;
+    let joined = &run.joined;
+    let clients: Vec<_> =
+        (0..cfg.clients).map(|id| tokio::spawn(client(Arc::clone(&run), id, stop_rx.clone()))).collect();
     joined.wait().await;
     let start = Instant::now();
     // Time-based runs stop sending at the deadline; counted runs when every client has sent.
@@ -303,7 +297,7 @@ pub async fn run(cfg: &Config, run_for: Duration, seed: u64) -> Result<WorkloadR
     let sending_time = start.elapsed();
     let _ = stop_tx.send(true);
     // Let what was sent arrive: every normal reader gets every message from its room.
-    let expected = expected_deliveries(cfg, &totals);
+    let expected = expected_deliveries(cfg, totals);
     let deadline = Instant::now() + Duration::from_secs(5);
     while totals.delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -341,17 +335,22 @@ fn expected_deliveries(cfg: &Config, totals: &Totals) -> u64 {
         .sum()
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn client(
-    (addr, id, room, slow): (std::net::SocketAddr, u32, String, bool),
+/// What every client of one run shares.
+struct Run {
+    addr: std::net::SocketAddr,
     cfg: Config,
     seed: u64,
     epoch: Instant,
-    totals: Arc<Totals>,
-    joined: Arc<tokio::sync::Barrier>,
-    connecting: Arc<tokio::sync::Semaphore>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+    totals: Totals,
+    joined: tokio::sync::Barrier,
+    connecting: tokio::sync::Semaphore,
+}
+
+async fn client(run: Arc<Run>, id: u32, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let (addr, cfg, epoch) = (run.addr, &run.cfg, run.epoch);
+    let (totals, joined, connecting) = (&run.totals, &run.joined, &run.connecting);
+    let room = format!("room{}", id % cfg.rooms);
+    let slow = id < cfg.slow_clients;
     let stream = {
         let _wave = connecting.acquire().await;
         match TcpStream::connect(addr).await {
@@ -371,8 +370,9 @@ async fn client(
     if !ok {
         return;
     }
-    let t = Arc::clone(&totals);
+    let r = Arc::clone(&run);
     let reader = tokio::spawn(async move {
+        let t = &r.totals;
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(sent) = line.split_whitespace().nth(2).and_then(|s| s.parse::<u64>().ok()) {
                 let now = epoch.elapsed().as_nanos() as u64;
@@ -383,7 +383,7 @@ async fn client(
             }
         }
     });
-    let mut rng = fastrand::Rng::with_seed(seed ^ u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = fastrand::Rng::with_seed(run.seed ^ u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let period = Duration::from_secs_f64(1.0 / cfg.rate);
     let text = "x".repeat(cfg.size as usize);
     let mut seq = 0u32;
