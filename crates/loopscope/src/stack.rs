@@ -138,6 +138,15 @@ fn install() -> Option<c_int> {
     })
 }
 
+/// Whether the capture handler is still the one installed for `sig`.
+fn still_ours(sig: c_int) -> bool {
+    // SAFETY: a query-only sigaction call into a zeroed struct.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, ptr::null(), &mut current) == 0 && current.sa_sigaction == on_signal as *const () as usize
+    }
+}
+
 /// The calling thread's stack: its lowest and one-past-highest address.
 pub(crate) fn current_stack() -> Option<std::ops::Range<u64>> {
     // SAFETY: pthread_getattr_np fills `attr`, which is destroyed after use.
@@ -166,6 +175,10 @@ pub(crate) struct RawStack {
 /// unavailable or the thread did not answer within `wait`.
 pub(crate) fn interrupt(tid: i32, stack: Range<u64>, wait: Duration) -> Option<RawStack> {
     let sig = install()?;
+    if !still_ours(sig) {
+        // The program installed its own handler for the signal since: never send it ours.
+        return None;
+    }
     let _one_at_a_time = CAPTURE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let s = &SLOT;
     s.tid.store(tid, Ordering::Relaxed);
