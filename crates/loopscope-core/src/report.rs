@@ -30,6 +30,7 @@ struct Acc {
     spawned: u64,
     finished: u64,
     slow_polls: u64,
+    stalls: u64,
     poll: DistAcc,
     sched: DistAcc,
 }
@@ -120,6 +121,9 @@ impl Aggregator {
     }
 
     fn push_stall_begin(&mut self, s: &Stall) {
+        if let Some(acc) = s.site.and_then(|i| self.site_acc.get_mut(i as usize)) {
+            acc.stalls += 1;
+        }
         let key = (s.blocking_site.clone(), s.category, s.site);
         let acc = self.stalls.entry(key.clone()).or_default();
         acc.count += 1;
@@ -320,6 +324,7 @@ impl Aggregator {
                 poll: a.poll.summary(),
                 sched: a.sched.summary(),
                 slow_polls: a.slow_polls,
+                stalls: a.stalls,
                 poll_outliers: a.poll.outliers(),
                 sched_outliers: a.sched.outliers(),
             })
@@ -605,6 +610,8 @@ pub struct SiteReport {
     pub sched: Summary,
     /// Polls above the slow-poll threshold.
     pub slow_polls: u64,
+    /// Stalls (polls that blocked a worker past the stall threshold) of this site's tasks.
+    pub stalls: u64,
     /// Poll durations above the histogram ceiling.
     pub poll_outliers: u64,
     /// Scheduling latencies above the histogram ceiling.
@@ -863,7 +870,7 @@ impl Report {
             let l = &s.sched;
             let _ = writeln!(
                 o,
-                "  {:<36} {:>7} {:>9} {:>8} │ {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>5} {:>4}",
+                "  {:<36} {:>7} {:>9} {:>8} │ {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>5} {:>6} {:>4}",
                 clip_left(&s.location, 36),
                 group(s.tasks.spawned),
                 group(s.polls),
@@ -879,6 +886,7 @@ impl Report {
                 dur(l, l.p999),
                 dur(l, l.max),
                 group(s.slow_polls),
+                group(s.stalls),
                 group(s.poll_outliers + s.sched_outliers)
             );
         }

@@ -344,6 +344,7 @@ fn the_report_groups_stalls_by_category_and_site() {
     drop(rt);
     let report = session.finish().unwrap().unwrap();
     assert_eq!(report.runtime.stalls.count, 3);
+    assert_eq!(report.site(&here(line)).unwrap().stalls, 3, "the site's own stall count");
     assert_eq!(report.stalls.len(), 1, "{:#?}", report.stalls);
     let g = &report.stalls[0];
     assert_eq!(g.category, StallCategory::SyncSleep);
