@@ -67,16 +67,7 @@ pub fn write_hlog<R: Read>(mut reader: Reader<R>, out: &mut impl Write) -> Resul
         .map_err(werr)?;
     let mut sites: Vec<SiteDecl> = Vec::new();
     let mut stats = ExportStats::default();
-    loop {
-        let frame = match reader.next_frame() {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(ReadError::Truncated { .. }) => {
-                stats.truncated = true;
-                break;
-            }
-            Err(e) => return Err(e.into()),
-        };
+    let completeness = reader.read_rest(|_, frame| -> Result<(), ExportError> {
         match frame {
             Frame::Sites(s) => sites.extend(s),
             Frame::Interval(i) => {
@@ -107,6 +98,9 @@ pub fn write_hlog<R: Read>(mut reader: Reader<R>, out: &mut impl Write) -> Resul
             }
             _ => {}
         }
-    }
+        Ok(())
+    })?;
+    // Everything before a cut (or a missing footer) was exported.
+    stats.truncated = completeness != crate::format::Completeness::Complete;
     Ok(stats)
 }

@@ -311,6 +311,35 @@ impl<R: Read> Reader<R> {
         }
     }
 
+    /// Reads every remaining frame into `f` (with the frame's byte offset) and says how the file
+    /// ended: complete (a footer), cut inside a frame, or ending without a footer. `f`'s errors stop
+    /// the reading and are returned as they are.
+    pub fn read_rest<E: From<ReadError>>(
+        &mut self,
+        mut f: impl FnMut(u64, Frame) -> Result<(), E>,
+    ) -> Result<Completeness, E> {
+        loop {
+            let at = self.offset;
+            match self.next_frame() {
+                Ok(Some(frame)) => f(at, frame)?,
+                Ok(None) if self.finished => return Ok(Completeness::Complete),
+                Ok(None) => {
+                    return Ok(Completeness::Truncated {
+                        at_byte: self.offset,
+                        reason: "no footer: the recorded program did not finish its session".into(),
+                    });
+                }
+                Err(ReadError::Truncated { offset, inside, .. }) => {
+                    return Ok(Completeness::Truncated {
+                        at_byte: offset,
+                        reason: format!("the file ends inside {inside}"),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     fn decode<T: DeserializeOwned>(&self, at: u64, payload: &[u8]) -> Result<T, ReadError> {
         postcard::from_bytes(payload).map_err(|e| self.corrupt(at, format!("undecodable frame payload: {e}")))
     }
@@ -455,25 +484,10 @@ impl Recording {
             completeness: Completeness::Complete,
             skipped_frames: 0,
         };
-        loop {
-            let at = reader.offset();
-            match reader.next_frame() {
-                Ok(Some(frame)) => rec.push(frame).map_err(|reason| reader.corrupt(at, reason))?,
-                Ok(None) => break,
-                Err(ReadError::Truncated { offset, inside, .. }) => {
-                    rec.completeness =
-                        Completeness::Truncated { at_byte: offset, reason: format!("the file ends inside {inside}") };
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if rec.footer.is_none() && rec.completeness == Completeness::Complete {
-            rec.completeness = Completeness::Truncated {
-                at_byte: reader.offset(),
-                reason: "no footer: the recorded program did not finish its session".into(),
-            };
-        }
+        let path = reader.path().to_path_buf();
+        rec.completeness = reader.read_rest(|at, frame| {
+            rec.push(frame).map_err(|reason| ReadError::Corrupt { path: path.clone(), offset: at, reason })
+        })?;
         rec.skipped_frames = reader.skipped_frames();
         Ok(rec)
     }

@@ -398,57 +398,19 @@ impl Aggregator {
     }
 }
 
-/// Why a report could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    /// The recording could not be read.
-    #[error(transparent)]
-    Read(#[from] ReadError),
-    /// A frame is well-formed but inconsistent.
-    #[error("{path}: corrupt recording at byte {offset}: {reason}")]
-    Inconsistent {
-        /// The file.
-        path: std::path::PathBuf,
-        /// Offset of the frame.
-        offset: u64,
-        /// What is inconsistent.
-        reason: String,
-    },
-}
-
 impl Report {
     /// Reads a recording file and aggregates it, streaming (memory independent of its length).
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Report, ReportError> {
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Report, ReadError> {
         Report::from_reader(Reader::open(path)?)
     }
 
     /// Aggregates the rest of an opened recording.
-    pub fn from_reader<R: Read>(mut reader: Reader<R>) -> Result<Report, ReportError> {
+    pub fn from_reader<R: Read>(mut reader: Reader<R>) -> Result<Report, ReadError> {
         let mut agg = Aggregator::new(reader.header().clone());
-        let completeness = loop {
-            let at = reader.offset();
-            match reader.next_frame() {
-                Ok(Some(frame)) => agg.push(&frame).map_err(|reason| ReportError::Inconsistent {
-                    path: reader.path().to_path_buf(),
-                    offset: at,
-                    reason,
-                })?,
-                Ok(None) if agg.footer.is_some() => break Completeness::Complete,
-                Ok(None) => {
-                    break Completeness::Truncated {
-                        at_byte: reader.offset(),
-                        reason: "no footer: the recorded program did not finish its session".into(),
-                    };
-                }
-                Err(ReadError::Truncated { offset, inside, .. }) => {
-                    break Completeness::Truncated {
-                        at_byte: offset,
-                        reason: format!("the file ends inside {inside}"),
-                    };
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
+        let path = reader.path().to_path_buf();
+        let completeness = reader.read_rest(|at, frame| {
+            agg.push(&frame).map_err(|reason| ReadError::Corrupt { path: path.clone(), offset: at, reason })
+        })?;
         Ok(agg.report(completeness, reader.skipped_frames()))
     }
 }
