@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::model::{Event, FORMAT_VERSION, Footer, Frame, Header, Interval, SiteDecl, WorkerDecl};
+use crate::model::{
+    Event, FORMAT_VERSION, Footer, Frame, Header, Interval, SiteDecl, WorkerDecl, check_declared_in_order,
+};
 use crate::workload::WorkloadResult;
 
 /// The first 8 bytes of every recording.
@@ -498,21 +500,13 @@ impl Recording {
             Frame::Header(_) => return Err("a second header frame".into()),
             Frame::Sites(s) => {
                 for d in s {
-                    if d.id as usize != self.sites.len() {
-                        return Err(format!("site id {} declared out of order (expected {})", d.id, self.sites.len()));
-                    }
+                    check_declared_in_order("site", d.id, self.sites.len())?;
                     self.sites.push(d);
                 }
             }
             Frame::Workers(w) => {
                 for d in w {
-                    if d.id as usize != self.workers.len() {
-                        return Err(format!(
-                            "worker id {} declared out of order (expected {})",
-                            d.id,
-                            self.workers.len()
-                        ));
-                    }
+                    check_declared_in_order("worker", d.id, self.workers.len())?;
                     self.workers.push(d);
                 }
             }

@@ -91,6 +91,11 @@ impl SiteDecl {
     }
 }
 
+/// Checks that a declaration (of a site or a worker) takes the next dense id, `next`.
+pub fn check_declared_in_order(what: &str, id: u32, next: usize) -> Result<(), String> {
+    if id as usize == next { Ok(()) } else { Err(format!("{what} {id} declared out of order (expected {next})")) }
+}
+
 /// A thread that polled tasks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerDecl {

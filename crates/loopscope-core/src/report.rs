@@ -14,7 +14,9 @@ use serde::Serialize;
 
 use crate::dist::{DistAcc, Summary};
 use crate::format::{Completeness, ReadError, Reader};
-use crate::model::{Event, Flavor, Footer, Frame, Header, Interval, SiteDecl, Stall, StallCategory, WorkerDecl};
+use crate::model::{
+    Event, Flavor, Footer, Frame, Header, Interval, SiteDecl, Stall, StallCategory, WorkerDecl, check_declared_in_order,
+};
 use crate::units::{duration_ns, fmt_duration, opt_duration_ns};
 use crate::workload::{Metric, WorkloadResult};
 use std::collections::{BTreeMap, HashMap};
@@ -177,18 +179,14 @@ impl Aggregator {
             Frame::Header(_) => return Err("a second header frame".into()),
             Frame::Sites(s) => {
                 for d in s {
-                    if d.id as usize != self.sites.len() {
-                        return Err(format!("site {} declared out of order (expected {})", d.id, self.sites.len()));
-                    }
+                    check_declared_in_order("site", d.id, self.sites.len())?;
                     self.sites.push(d.clone());
                     self.site_acc.push(Acc::default());
                 }
             }
             Frame::Workers(w) => {
                 for d in w {
-                    if d.id as usize != self.workers.len() {
-                        return Err(format!("worker {} declared out of order (expected {})", d.id, self.workers.len()));
-                    }
+                    check_declared_in_order("worker", d.id, self.workers.len())?;
                     self.workers.push(d.clone());
                     self.worker_acc.push(Acc::default());
                 }
