@@ -26,18 +26,18 @@ pub fn run_workload(opts: &RunOpts, workload: &WorkloadCmd) -> Result<Report, Fa
     if let Some(port) = opts.console {
         start_console(port)?;
     }
+    let profile = match opts.profile {
+        crate::cli::ProfileArg::Full => loopscope::Profile::Full,
+        crate::cli::ProfileArg::Lean => loopscope::Profile::Lean,
+    };
     let mut session = Session::builder()
         .workload(workload.name())
         .interval(opts.interval)
         .slow_poll_threshold(opts.slow_poll)
-        .profile(match opts.profile {
-            crate::cli::ProfileArg::Full => loopscope::Profile::Full,
-            crate::cli::ProfileArg::Lean => loopscope::Profile::Lean,
-        });
-    if opts.no_schedule_latency {
-        session = session.schedule_latency(false);
-    }
-    let mut session = session.stall_threshold(opts.stall_threshold).stall_detector(!opts.no_stall_detector);
+        .profile(profile)
+        .schedule_latency(profile == loopscope::Profile::Full && !opts.no_schedule_latency)
+        .stall_threshold(opts.stall_threshold)
+        .stall_detector(!opts.no_stall_detector);
     if let Some(path) = &opts.record {
         session = session.record_to(path);
     }
