@@ -42,6 +42,8 @@ struct Watch {
     /// Start of the last long poll already accounted for (raised, or recognised as the fix);
     /// kept across polls.
     consumed_long: u64,
+    /// Further looks taken at the open stall (see [`EXTRA_SAMPLES`]).
+    extra_samples: u32,
 }
 
 pub(crate) struct Watchdog {
@@ -144,10 +146,16 @@ impl Watchdog {
             {
                 w.cpu_last = Some((cpu, now_ns));
             }
-            if since == 0 || w.flagged {
+            if since == 0 {
                 continue;
             }
             let elapsed = self.shared.clock.delta_as_nanos(since, now_raw);
+            if w.flagged {
+                if let Some(due) = self.look_again(t, w, since, elapsed, now_ns) {
+                    next = next.min(due);
+                }
+                continue;
+            }
             if elapsed < self.threshold_ns {
                 next = next.min(Duration::from_nanos(self.threshold_ns - elapsed));
                 continue;
@@ -167,14 +175,7 @@ impl Watchdog {
                 // The poll ended while being looked at: what the thread does now is not the stall.
                 (category, syscall, fd_target) = (StallCategory::Unknown, None, None);
             }
-            let raw = match t.stack.clone().filter(|_| self.capture_stacks) {
-                Some(range) if self.queued_stacks.load(Ordering::Relaxed) < MAX_QUEUED_STACKS => {
-                    stack::interrupt(t.tid, range, Duration::from_millis(200))
-                        // A stack taken after the poll returned would name the wrong code.
-                        .filter(|_| t.in_poll_since.load(Ordering::Acquire) == since)
-                }
-                _ => None,
-            };
+            let raw = self.capture(t, since, MAX_QUEUED_STACKS);
             let id = self.shared.stall_ids.fetch_add(1, Ordering::Relaxed);
             w.open = Some((id, category));
             let stall = Stall {
@@ -200,6 +201,47 @@ impl Watchdog {
         }
         self.watches = watches;
         next
+    }
+
+    /// Takes another look at an open stall once it has lasted 2, 4 and 8 thresholds: one stack
+    /// is one instant, and a poll that spends most of its time in a resolver or in file I/O can
+    /// be caught, by chance, in the loop around the calls, or a poll that computes and then
+    /// blocks caught before it blocks. The symbolizer keeps the most telling look. Returns how
+    /// long until the next look is due.
+    fn look_again(&mut self, t: &ThreadSlot, w: &mut Watch, since: u64, elapsed: u64, now_ns: u64) -> Option<Duration> {
+        let (id, live) = w.open?;
+        if w.extra_samples >= EXTRA_SAMPLES || evidence(live) == TELLING {
+            return None;
+        }
+        let due = self.threshold_ns << (w.extra_samples + 1);
+        if elapsed < due {
+            return Some(Duration::from_nanos(due - elapsed));
+        }
+        w.extra_samples += 1;
+        let cpu_percent = cpu_share(w.cpu0, thread_cpu_ns(t.tid), now_ns.saturating_sub(w.seen_ns));
+        let (category, _, _) = classify(t.tid, cpu_percent);
+        // New stalls come first: a look waits for a symbolizer that is keeping up.
+        let raw = self.capture(t, since, MAX_QUEUED_STACKS / 2);
+        if t.in_poll_since.load(Ordering::Acquire) != since {
+            return None;
+        }
+        if raw.is_some() {
+            self.queued_stacks.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = self.events.send(Pending::Look(id, category, raw));
+        (w.extra_samples < EXTRA_SAMPLES).then(|| Duration::from_nanos(due))
+    }
+
+    /// Copies the stack of the thread stuck in the poll that started at `since`, if stacks are
+    /// captured and fewer than `max_queued` copies wait for the symbolizer.
+    fn capture(&self, t: &ThreadSlot, since: u64, max_queued: usize) -> Option<stack::RawStack> {
+        let range = t.stack.clone().filter(|_| self.capture_stacks)?;
+        if self.queued_stacks.load(Ordering::Relaxed) >= max_queued {
+            return None;
+        }
+        stack::interrupt(t.tid, range, Duration::from_millis(200))
+            // A stack taken after the poll returned would name the wrong code.
+            .filter(|_| t.in_poll_since.load(Ordering::Acquire) == since)
     }
 
     /// Raises, late, a long poll that ended before the watchdog saw it (it was not scheduled in
@@ -258,13 +300,35 @@ fn running_category(cpu_percent: u32) -> StallCategory {
     if cpu_percent >= CPU_BOUND_PERCENT { StallCategory::CpuBound } else { StallCategory::Preempted }
 }
 
+/// How much a category says about what blocked the poll, for choosing among several looks at
+/// one stall: a named blocking call beats the kernel's plain view of a thread (waiting on a
+/// futex, computing), which beats not knowing. A poll seen once in a resolver and once in the
+/// loop around it was blocked by name resolution.
+fn evidence(c: StallCategory) -> u8 {
+    match c {
+        StallCategory::Dns | StallCategory::NestedRuntime => TELLING,
+        StallCategory::NestedExecutor | StallCategory::FileIo | StallCategory::NetworkIo => 3,
+        StallCategory::SyncSleep | StallCategory::LockWait => 2,
+        StallCategory::CpuBound | StallCategory::Preempted => 1,
+        StallCategory::Unknown => 0,
+    }
+}
+
+/// The [`evidence`] of a category no further look can improve.
+const TELLING: u8 = 4;
+
 /// Raw stacks waiting to be symbolized beyond which new stalls are raised without a stack.
 const MAX_QUEUED_STACKS: usize = 8;
+
+/// Further looks at a stall that goes on (at 2, 4 and 8 thresholds).
+const EXTRA_SAMPLES: u32 = 3;
 
 /// What the watchdog hands to the symbolizer.
 enum Pending {
     /// A new stall and the stack copied from its thread.
     Begin(Box<Stall>, Option<stack::RawStack>),
+    /// Another look at an open stall: the kernel's view and a stack copy.
+    Look(u64, StallCategory, Option<stack::RawStack>),
     /// Any other event, kept in order behind the stalls before it.
     Event(Event),
 }
@@ -275,20 +339,24 @@ enum Pending {
 fn symbolizer(pending: Receiver<Pending>, flusher: Sender<Cmd>, queued: Arc<AtomicUsize>) {
     // Stalls that turned out to be `block_in_place` (the fix): neither they nor their end are sent.
     let mut dropped: Vec<u64> = Vec::new();
+    // Open stalls: the category raised, and the most telling one seen since.
+    let mut open: Vec<(u64, StallCategory, StallCategory)> = Vec::new();
+    let resolve = |raw: Option<stack::RawStack>| {
+        let Some(raw) = raw else { return Vec::new() };
+        queued.fetch_sub(1, Ordering::Relaxed);
+        // A damaged stack copy must not take the symbolizer down with it.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stack::resolve(&raw))).unwrap_or_default()
+    };
     for p in pending {
         let event = match p {
             Pending::Begin(mut stall, raw) => {
-                if let Some(raw) = raw {
-                    queued.fetch_sub(1, Ordering::Relaxed);
-                    // A damaged stack copy must not take the symbolizer down with it.
-                    stall.stack = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stack::resolve(&raw)))
-                        .unwrap_or_default();
-                }
+                stall.stack = resolve(raw);
                 if in_stack(task_frames(&stall.stack), "block_in_place") {
                     dropped.push(stall.id);
                     continue;
                 }
                 stall.category = refine(stall.category, &stall.stack);
+                open.push((stall.id, stall.category, stall.category));
                 if let Some(i) = blocking_site(&stall.stack) {
                     stall.blocking_site = stall.stack[i].location();
                     stall.blocking_function = Some(stall.stack[i].function.clone());
@@ -296,9 +364,27 @@ fn symbolizer(pending: Receiver<Pending>, flusher: Sender<Cmd>, queued: Arc<Atom
                 }
                 Event::StallBegin(*stall)
             }
+            Pending::Look(id, category, raw) => {
+                let stack = resolve(raw);
+                if let Some(o) = open.iter_mut().find(|o| o.0 == id) {
+                    let seen = refine(category, &stack);
+                    if evidence(seen) > evidence(o.2) {
+                        o.2 = seen;
+                    }
+                }
+                continue;
+            }
             Pending::Event(Event::StallEnd { id, .. }) if dropped.contains(&id) => {
                 dropped.retain(|d| *d != id);
                 continue;
+            }
+            Pending::Event(Event::StallEnd { id, duration_ns, category }) => {
+                let looked = open.iter().position(|o| o.0 == id).map(|i| open.swap_remove(i));
+                let category = match looked {
+                    Some((_, raised, best)) if best != raised => Some(best),
+                    _ => category,
+                };
+                Event::StallEnd { id, duration_ns, category }
             }
             Pending::Event(e) => e,
         };

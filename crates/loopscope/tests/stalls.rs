@@ -49,6 +49,8 @@ fn serial() -> MutexGuard<'static, ()> {
 #[derive(Debug)]
 struct Seen {
     stall: Stall,
+    /// The category the stall was raised with (`stall.category` is the final one).
+    raised: StallCategory,
     duration: Option<Duration>,
     site: Option<String>,
 }
@@ -71,6 +73,7 @@ fn stalls_during<F: std::future::Future<Output = ()>>(app: impl FnOnce() -> F) -
         match e {
             Event::StallBegin(s) => seen.push(Seen {
                 stall: s.clone(),
+                raised: s.category,
                 duration: None,
                 site: s.site.and_then(|i| rec.sites.get(i as usize)).map(|d| format!("{}:{}", d.file, d.line)),
             }),
@@ -195,6 +198,33 @@ fn a_cpu_loop_is_cpu_bound() {
         BLOCKING_LINE.store(SPIN_LINE, std::sync::atomic::Ordering::Relaxed);
     });
     one_stall(seen, StallCategory::CpuBound, &here(line), measured);
+}
+
+#[test]
+fn a_poll_that_computes_then_sleeps_is_judged_by_a_later_look() {
+    let _g = serial();
+    let mut line = 0;
+    let mut measured = Duration::ZERO;
+    let seen = stalls_during(|| async {
+        line = line!() + 1;
+        measured = tokio::spawn(async {
+            measure(|| {
+                spin(Duration::from_millis(50));
+                blocking!(std::thread::sleep(Duration::from_millis(150)));
+            })
+        })
+        .await
+        .unwrap();
+    });
+    assert_eq!(seen.len(), 1, "expected one stall, got {seen:#?}");
+    let s = &seen[0];
+    timed(s, measured);
+    assert_eq!(s.stall.category, StallCategory::SyncSleep, "{s:#?}");
+    // Raised while the task still computed (the usual case; a starved watchdog may first look
+    // during the sleep), the stall was re-judged by a look taken during the sleep.
+    if s.stall.detected_ns - s.stall.started_ns < 40_000_000 {
+        assert_eq!(s.raised, StallCategory::CpuBound, "{s:#?}");
+    }
 }
 
 #[test]

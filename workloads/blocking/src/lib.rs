@@ -300,7 +300,7 @@ async fn blocking_fs(fixed: bool, path: std::path::PathBuf) -> Outcome {
 async fn blocking_dns(fixed: bool) -> Outcome {
     // `localhost` resolves from /etc/hosts, so this works offline; each lookup is quick, a burst of
     // them is not (as one lookup to a slow resolver would not be).
-    for _ in 0..2_000 {
+    for _ in 0..4_000 {
         if fixed {
             tokio::net::lookup_host(("localhost", 80)).await?.for_each(drop);
         } else {
