@@ -42,6 +42,14 @@ pub struct Config {
     /// How the sleepers are started.
     #[arg(long, value_enum, default_value_t = Mode::Spawn)]
     pub mode: Mode,
+    /// CPU work each sleeper does per wake-up, in rounds of a 64-bit hash (about 1 ns each), so
+    /// that a poll has a cost of its own; 0: none.
+    #[arg(long, default_value_t = 0, value_name = "ROUNDS")]
+    pub work: u32,
+    /// Percent of extra work per wake-up, an injected regression of the sleepers' spawn site for
+    /// testing a CI gate (`--work 20000 --slowdown 25`: each poll does 25% more work).
+    #[arg(long, default_value_t = 0, value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub slowdown: u32,
 }
 
 impl Default for Config {
@@ -51,6 +59,8 @@ impl Default for Config {
             min_sleep: Duration::from_millis(1),
             max_sleep: Duration::from_millis(100),
             mode: Mode::Spawn,
+            work: 0,
+            slowdown: 0,
         }
     }
 }
@@ -99,6 +109,7 @@ impl Lateness {
 async fn sleeper(task: u32, seed: u64, cfg: Config, until: Instant, lateness: Arc<Lateness>) -> u64 {
     let mut rng = fastrand::Rng::with_seed(seed ^ u64::from(task).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let (min, max) = (cfg.min_sleep.as_nanos() as u64, cfg.max_sleep.as_nanos() as u64);
+    let rounds = u64::from(cfg.work) + u64::from(cfg.work) * u64::from(cfg.slowdown) / 100;
     let mut wakeups = 0;
     loop {
         let deadline = tokio::time::Instant::now() + Duration::from_nanos(rng.u64(min..=max));
@@ -107,8 +118,18 @@ async fn sleeper(task: u32, seed: u64, cfg: Config, until: Instant, lateness: Ar
         }
         tokio::time::sleep_until(deadline).await;
         lateness.record(task, tokio::time::Instant::now().saturating_duration_since(deadline));
+        work(rounds);
         wakeups += 1;
     }
+}
+
+/// CPU work the optimizer cannot remove: `rounds` steps of a 64-bit mixing function.
+fn work(rounds: u64) -> u64 {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..rounds {
+        x = std::hint::black_box(x ^ (x >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    }
+    x
 }
 
 /// Runs the storm for `run_for` on the current tokio runtime.
@@ -143,6 +164,7 @@ pub async fn run(cfg: &Config, run_for: Duration, seed: u64) -> Result<WorkloadR
         .metric("tasks", f64::from(cfg.tasks), "tasks")
         .metric("wakeups", wakeups as f64, "wake-ups")
         .metric("wakeups_per_s", wakeups as f64 / elapsed.as_secs_f64(), "1/s")
+        .metric("work_rounds_per_wakeup", (u64::from(cfg.work) * (100 + u64::from(cfg.slowdown)) / 100) as f64, "rounds")
         .metric("run_time_s", elapsed.as_secs_f64(), "s")
         .distribution("timer_lateness", &lateness_dist))
 }
@@ -181,6 +203,7 @@ mod tests {
             mode: Mode::Gather,
             min_sleep: Duration::from_millis(1),
             max_sleep: Duration::from_millis(10),
+            ..Config::default()
         };
         let r = run_on(rt, cfg);
         assert!(r.get_metric("wakeups").unwrap() >= 100.0 * 29.0);

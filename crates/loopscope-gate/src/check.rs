@@ -1,0 +1,576 @@
+//! Judging a candidate against a baseline under a policy.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use loopscope_core::dist::Dist;
+use loopscope_core::model::StallCategory;
+use loopscope_core::report::StallGroup;
+use serde::Serialize;
+
+use crate::data::{InputError, Run, check_comparable};
+use crate::policy::{Inconclusive, Limit, Metric, Policy, PolicyError, Rule};
+use crate::stats::{Block, Rng, Scale, Side, Stat, interval, replicates, statistic};
+
+/// Version of the JSON document `loopscope check --json` prints (`docs/check.schema.json`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The verdict of one rule, or of the whole gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Within the limit, with the confidence asked for.
+    Pass,
+    /// The interval straddles the limit (or there is too little data to say).
+    Inconclusive,
+    /// Beyond the limit, with the confidence asked for.
+    Regression,
+}
+
+impl Verdict {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Inconclusive => "inconclusive",
+            Verdict::Regression => "regression",
+        }
+    }
+}
+
+/// What one rule found.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleResult {
+    /// Short name, e.g. `poll p99 (runtime)` or `stalls: new blocking calls`.
+    pub name: String,
+    /// `max-increase`, `budget`, `stalls-new`, `stalls-max-per-run` or `stalls-at`.
+    pub kind: &'static str,
+    /// Line of the rule in the policy file, for distribution rules.
+    pub policy_line: Option<usize>,
+    /// The metric (`poll`, `sched`, `lag`, `workload.NAME`, `stalls`).
+    pub metric: String,
+    /// The spawn site, for a per-site rule.
+    pub site: Option<String>,
+    /// The statistic (`p99`, `max`), for distribution rules.
+    pub stat: Option<String>,
+    /// The limit, as written (`+10%`, `2ms`, `0`).
+    pub limit: String,
+    /// Unit of the figures below: `ns` or `stalls`.
+    pub unit: &'static str,
+    /// The baseline's figure (the statistic over all its data, or its stall count).
+    pub baseline: Option<f64>,
+    /// The candidate's figure.
+    pub candidate: Option<f64>,
+    /// Candidate over baseline, minus one (0.12 = 12% higher).
+    pub change: Option<f64>,
+    /// Confidence interval: of `change` for a relative rule, of the candidate's figure for a
+    /// budget.
+    pub interval: Option<[f64; 2]>,
+    /// Confidence level of that interval (after the correction for several rules).
+    pub confidence: Option<f64>,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Why, in a sentence.
+    pub detail: String,
+}
+
+/// Which recordings one side used.
+#[derive(Clone, Debug, Serialize)]
+pub struct SideInfo {
+    /// The files.
+    pub files: Vec<String>,
+    /// The workload recorded, if it is one of loopscope's.
+    pub workload: Option<String>,
+    /// Intervals used (after the warm-up) over all runs.
+    pub intervals: usize,
+}
+
+/// Percentile curves of one gated distribution, for the plot.
+#[derive(Clone, Debug, Serialize)]
+pub struct Curve {
+    /// e.g. `poll (runtime)`.
+    pub name: String,
+    /// Worst verdict among the rules on this distribution.
+    pub verdict: Verdict,
+    /// (percentile in [0, 100), nanoseconds) of the baseline's pooled data.
+    pub baseline: Vec<(f64, u64)>,
+    /// The same for the candidate.
+    pub candidate: Vec<(f64, u64)>,
+}
+
+/// The gate's outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The worst verdict of any rule.
+    pub verdict: Verdict,
+    /// What an inconclusive verdict does.
+    pub inconclusive_as: &'static str,
+    /// The policy file.
+    pub policy: String,
+    /// Family-wise confidence.
+    pub confidence: f64,
+    /// Statistical rules judged (the Bonferroni divisor).
+    pub statistical_rules: usize,
+    /// Bootstrap resamples per rule.
+    pub resamples: usize,
+    /// Seed of the resampling.
+    pub seed: u64,
+    /// The baseline.
+    pub baseline: SideInfo,
+    /// The candidate.
+    pub candidate: SideInfo,
+    /// One result per rule (a `site = "*"` rule gives one per site).
+    pub rules: Vec<RuleResult>,
+    /// Distributions for the plot.
+    #[serde(skip)]
+    pub curves: Vec<Curve>,
+}
+
+impl Outcome {
+    /// The process exit code: 0 pass, 1 regression, 3 inconclusive (or as the policy says).
+    pub fn exit_code(&self, inconclusive: Inconclusive) -> u8 {
+        match (self.verdict, inconclusive) {
+            (Verdict::Pass, _) | (Verdict::Inconclusive, Inconclusive::Pass) => 0,
+            (Verdict::Regression, _) | (Verdict::Inconclusive, Inconclusive::Fail) => 1,
+            (Verdict::Inconclusive, Inconclusive::Exit3) => 3,
+        }
+    }
+}
+
+/// One distribution rule applied to one scope.
+struct Instance<'p> {
+    rule: &'p Rule,
+    /// `None`: runtime-wide; else the site pattern (or, for `*`, the site's location).
+    site: Option<String>,
+    base: Side,
+    cand: Side,
+    scale: Scale,
+}
+
+/// Compares `candidate` with `baseline` under `policy`.
+pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Outcome, InputError> {
+    let all: Vec<&Run> = baseline.iter().chain(candidate).collect();
+    check_comparable(&all)?;
+    let warmup = policy.warmup.as_nanos() as u64;
+    let mut instances = Vec::new();
+    for rule in &policy.rules {
+        instances.extend(instances_of(policy, rule, baseline, candidate, warmup)?);
+    }
+    let m = instances.len().max(1);
+    let level = 1.0 - (1.0 - policy.confidence) / m as f64;
+    let mut results = Vec::new();
+    let mut curves: BTreeMap<String, Curve> = BTreeMap::new();
+    for inst in &instances {
+        let r = judge(policy, inst, level);
+        let name = scope_name(&inst.rule.metric, inst.site.as_deref());
+        let curve = curves.entry(name.clone()).or_insert_with(|| Curve {
+            name,
+            verdict: Verdict::Pass,
+            baseline: percentile_curve(&inst.base.pooled(&inst.scale), &inst.scale),
+            candidate: percentile_curve(&inst.cand.pooled(&inst.scale), &inst.scale),
+        });
+        curve.verdict = curve.verdict.max(r.verdict);
+        results.push(r);
+    }
+    results.extend(stall_rules(policy, baseline, candidate));
+    let verdict = results.iter().map(|r| r.verdict).max().unwrap_or(Verdict::Pass);
+    let side = |runs: &[Run]| SideInfo {
+        files: runs.iter().map(|r| r.path.display().to_string()).collect(),
+        workload: runs.first().and_then(|r| r.header.workload.clone()),
+        intervals: runs.iter().map(|r| r.intervals.iter().filter(|i| i.start_ns >= warmup).count()).sum(),
+    };
+    Ok(Outcome {
+        schema_version: SCHEMA_VERSION,
+        verdict,
+        inconclusive_as: match policy.inconclusive {
+            Inconclusive::Exit3 => "exit3",
+            Inconclusive::Pass => "pass",
+            Inconclusive::Fail => "fail",
+        },
+        policy: policy.source.clone(),
+        confidence: policy.confidence,
+        statistical_rules: instances.len(),
+        resamples: policy.resamples,
+        seed: policy.seed,
+        baseline: side(baseline),
+        candidate: side(candidate),
+        rules: results,
+        curves: curves.into_values().collect(),
+    })
+}
+
+/// `poll (runtime)`, `sched at src/main.rs:10`.
+fn scope_name(metric: &Metric, site: Option<&str>) -> String {
+    match site {
+        None if matches!(metric, Metric::Workload(_)) => metric.name(),
+        None => format!("{} (runtime)", metric.name()),
+        Some(s) => format!("{} at {s}", metric.name()),
+    }
+}
+
+/// Whether a spawn site's location `file:line:col` matches a policy's pattern: the location (or
+/// its `file:line`, or its file) ends with the pattern at a path boundary.
+pub fn site_matches(file: &str, line: u32, column: u32, pattern: &str) -> bool {
+    let full = format!("{file}:{line}:{column}");
+    let short = format!("{file}:{line}");
+    [full.as_str(), short.as_str(), file].iter().any(|loc| {
+        loc.strip_suffix(pattern).is_some_and(|head| head.is_empty() || head.ends_with('/'))
+    })
+}
+
+/// The rule applied to every scope it names, with the data of both sides.
+fn instances_of<'p>(
+    policy: &'p Policy,
+    rule: &'p Rule,
+    baseline: &[Run],
+    candidate: &[Run],
+    warmup: u64,
+) -> Result<Vec<Instance<'p>>, InputError> {
+    let fail = |key: &str, message: String| {
+        InputError::Policy(PolicyError {
+            file: policy.source.clone(),
+            line: Some(rule.line),
+            key: Some(format!("rule[{}].{key}", rule.number)),
+            message,
+        })
+    };
+    if rule.site.is_some() && matches!(rule.metric, Metric::Lag | Metric::Workload(_)) {
+        return Err(fail("site", format!("{} is measured for the whole runtime, not per spawn site", rule.metric.name())));
+    }
+    let sites: Vec<Option<String>> = match rule.site.as_deref() {
+        None => vec![None],
+        Some("*") => {
+            let on = |runs: &[Run]| -> BTreeSet<String> {
+                runs.iter().flat_map(|r| r.sites.iter().map(|s| format!("{}:{}:{}", s.file, s.line, s.column))).collect()
+            };
+            on(baseline).intersection(&on(candidate)).map(|s| Some(s.clone())).collect()
+        }
+        Some(p) => {
+            let found = |runs: &[Run]| runs.iter().any(|r| r.sites.iter().any(|s| site_matches(&s.file, s.line, s.column, p)));
+            if !found(baseline) || !found(candidate) {
+                let known: BTreeSet<String> = baseline
+                    .iter()
+                    .chain(candidate)
+                    .flat_map(|r| r.sites.iter().map(|s| format!("{}:{}", s.file, s.line)))
+                    .collect();
+                let side = if found(baseline) { "the candidate" } else { "the baseline" };
+                if rule.optional {
+                    return Ok(Vec::new());
+                }
+                return Err(fail(
+                    "site",
+                    format!(
+                        "no spawn site of {side} matches {p:?}; sites recorded: {}",
+                        known.into_iter().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            vec![Some(p.to_string())]
+        }
+    };
+    let mut out = Vec::new();
+    for site in sites {
+        let collect = |runs: &[Run]| -> Result<Vec<Vec<Vec<(u64, u64)>>>, String> {
+            runs.iter().map(|r| blocks_of(r, &rule.metric, site.as_deref(), warmup)).collect()
+        };
+        let (b, c) = match (collect(baseline), collect(candidate)) {
+            (Ok(b), Ok(c)) => (b, c),
+            (Err(e), _) | (_, Err(e)) => {
+                if rule.optional {
+                    continue;
+                }
+                return Err(fail("metric", e));
+            }
+        };
+        let empty = |side: &Vec<Vec<Vec<(u64, u64)>>>| side.iter().flatten().flatten().all(|(_, n)| *n == 0);
+        if empty(&b) || empty(&c) {
+            if rule.optional {
+                continue;
+            }
+            let which = if empty(&b) { "baseline" } else { "candidate" };
+            return Err(fail(
+                "metric",
+                format!(
+                    "the {which} recordings hold no {} data{} (after a warm-up of {:?})",
+                    rule.metric.name(),
+                    site.as_deref().map(|s| format!(" for site {s}")).unwrap_or_default(),
+                    policy.warmup
+                ),
+            ));
+        }
+        let scale = Scale::new(b.iter().chain(&c).flatten().flatten().map(|(v, _)| *v).collect());
+        let index = |raw: Vec<Vec<Vec<(u64, u64)>>>| Side {
+            runs: raw
+                .into_iter()
+                .map(|run| {
+                    run.into_iter()
+                        .map(|block| block.into_iter().filter_map(|(v, n)| Some((scale.index(v)?, n))).collect::<Block>())
+                        .collect()
+                })
+                .collect(),
+        };
+        let (base, cand) = (index(b), index(c));
+        out.push(Instance { rule, site, base, cand, scale });
+    }
+    Ok(out)
+}
+
+/// The blocks of one run for a metric: one per interval (after the warm-up), or the workload's
+/// single distribution. Each block is (bucket value in ns, count) pairs.
+fn blocks_of(run: &Run, metric: &Metric, site: Option<&str>, warmup: u64) -> Result<Vec<Vec<(u64, u64)>>, String> {
+    let bad = |e: String| format!("{}: {e}", run.path.display());
+    match metric {
+        Metric::Workload(name) => {
+            let w = run.workload.as_ref().ok_or_else(|| {
+                format!("{} has no workload figures, so it has no distribution {name:?}", run.path.display())
+            })?;
+            let d = w.distributions.iter().find(|d| &d.name == name).ok_or_else(|| {
+                let known: Vec<_> = w.distributions.iter().map(|d| format!("workload.{}", d.name)).collect();
+                format!(
+                    "{} has no workload distribution {name:?}; it has: {}",
+                    run.path.display(),
+                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                )
+            })?;
+            Ok(vec![buckets(&[&d.dist]).map_err(bad)?])
+        }
+        Metric::Sched if !run.header.schedule_latency => Err(format!(
+            "{} did not track per-task scheduling latency (recorded with --no-schedule-latency or the lean profile; its \
+             runtime-wide scheduling latency is the metric \"lag\")",
+            run.path.display()
+        )),
+        _ => {
+            let wanted: Vec<bool> = run
+                .sites
+                .iter()
+                .map(|s| site.is_none_or(|p| site_matches(&s.file, s.line, s.column, p)))
+                .collect();
+            let mut blocks = Vec::new();
+            for i in run.intervals.iter().filter(|i| i.start_ns >= warmup) {
+                let dists: Vec<&Dist> = match metric {
+                    Metric::Lag => vec![&i.lag],
+                    _ => i
+                        .sites
+                        .iter()
+                        .filter(|s| wanted.get(s.site as usize).copied().unwrap_or(false))
+                        .map(|s| if *metric == Metric::Poll { &s.poll } else { &s.sched })
+                        .collect(),
+                };
+                blocks.push(buckets(&dists).map_err(bad)?);
+            }
+            Ok(blocks)
+        }
+    }
+}
+
+/// The histograms added up, as (bucket value, count) pairs.
+fn buckets(dists: &[&Dist]) -> Result<Vec<(u64, u64)>, String> {
+    let mut acc = loopscope_core::dist::DistAcc::new();
+    for d in dists {
+        acc.add_dist(d).map_err(|e| e.to_string())?;
+    }
+    Ok(acc.histogram().iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect())
+}
+
+/// Percentile curve points from p0 out to p99.999 (0.1 nine apart), as for an HdrHistogram plot.
+fn percentile_curve(counts: &[u64], scale: &Scale) -> Vec<(f64, u64)> {
+    (0..=50)
+        .filter_map(|k| {
+            let q = 1.0 - 10f64.powf(-f64::from(k) / 10.0);
+            let stat = if k == 0 { Stat::Quantile(1e-9) } else { Stat::Quantile(q) };
+            statistic(counts, scale, stat).map(|v| (q * 100.0, v))
+        })
+        .collect()
+}
+
+/// Seed of one rule instance: the policy's seed and the instance's name, so a verdict does not
+/// depend on the other rules.
+fn instance_seed(seed: u64, name: &str) -> u64 {
+    name.bytes().fold(seed ^ 0xCBF2_9CE4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3))
+}
+
+fn judge(policy: &Policy, inst: &Instance<'_>, level: f64) -> RuleResult {
+    let rule = inst.rule;
+    let name = format!("{} {}", scope_name(&rule.metric, inst.site.as_deref()), rule.stat.name());
+    let base_point = statistic(&inst.base.pooled(&inst.scale), &inst.scale, rule.stat).map(|v| v as f64);
+    let cand_point = statistic(&inst.cand.pooled(&inst.scale), &inst.scale, rule.stat).map(|v| v as f64);
+    let mut rng = Rng::new(instance_seed(policy.seed, &name));
+    let b = replicates(&inst.base, &inst.scale, &[rule.stat], policy.resamples, &mut rng).remove(0);
+    let c = replicates(&inst.cand, &inst.scale, &[rule.stat], policy.resamples, &mut rng).remove(0);
+    let change = base_point.zip(cand_point).map(|(b, c)| c / b - 1.0);
+    let mut result = RuleResult {
+        name,
+        kind: "max-increase",
+        policy_line: Some(rule.line),
+        metric: rule.metric.name(),
+        site: inst.site.clone(),
+        stat: Some(rule.stat.name()),
+        limit: String::new(),
+        unit: "ns",
+        baseline: base_point,
+        candidate: cand_point,
+        change,
+        interval: None,
+        confidence: Some(level),
+        verdict: Verdict::Inconclusive,
+        detail: String::new(),
+    };
+    let thin = !inst.base.resamplable() || !inst.cand.resamplable();
+    let delta = base_point.zip(cand_point).map_or(0.0, |(b, c)| c - b);
+    match rule.limit {
+        Limit::MaxIncrease(limit) => {
+            result.limit = format!("+{}%", trim(limit * 100.0));
+            let mut ratios: Vec<f64> = b.iter().zip(&c).map(|(b, c)| c / b - 1.0).collect();
+            result.interval = interval(&mut ratios, level).map(|(lo, hi)| [lo, hi]);
+            (result.verdict, result.detail) = if delta < rule.min_effect_ns as f64 {
+                (Verdict::Pass, format!("changed by less than the minimum effect of {}", ns(rule.min_effect_ns as f64)))
+            } else if thin {
+                (Verdict::Inconclusive, THIN.into())
+            } else {
+                match result.interval {
+                    Some([lo, _]) if lo > limit => {
+                        (Verdict::Regression, format!("grew by more than {} with {:.1}% confidence", result.limit, level * 100.0))
+                    }
+                    Some([_, hi]) if hi <= limit => (Verdict::Pass, format!("within {}", result.limit)),
+                    Some(_) => (Verdict::Inconclusive, format!("the interval straddles {}", result.limit)),
+                    None => (Verdict::Inconclusive, "no resample had data".into()),
+                }
+            };
+        }
+        Limit::Budget(budget) => {
+            result.kind = "budget";
+            result.limit = ns(budget as f64);
+            let mut c = c;
+            result.interval = interval(&mut c, level).map(|(lo, hi)| [lo, hi]);
+            let budget = budget as f64;
+            (result.verdict, result.detail) = match result.interval {
+                _ if thin => (Verdict::Inconclusive, THIN.into()),
+                Some([lo, _]) if lo > budget => (Verdict::Regression, format!("over the budget of {}", result.limit)),
+                Some([_, hi]) if hi <= budget => (Verdict::Pass, format!("under the budget of {}", result.limit)),
+                Some(_) => (Verdict::Inconclusive, format!("the interval straddles the budget of {}", result.limit)),
+                None => (Verdict::Inconclusive, "no resample had data".into()),
+            };
+        }
+    }
+    result
+}
+
+const THIN: &str = "one block of data per side: record several runs (`loopscope gate --runs N`) or shorter intervals";
+
+/// Stalls that count: at a line of the program, not caused by the host.
+fn counted(g: &StallGroup) -> bool {
+    g.category != StallCategory::Preempted && g.late < g.count && g.blocking_site.is_some()
+}
+
+/// What makes a blocking call the same across builds: its function (lines move when code is
+/// edited) and the category.
+fn stall_key(g: &StallGroup) -> (String, StallCategory) {
+    (g.blocking_function.clone().or_else(|| g.blocking_site.clone()).unwrap_or_default(), g.category)
+}
+
+fn stall_rules(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Vec<RuleResult> {
+    let rules = &policy.stalls;
+    let count = |runs: &[Run]| -> f64 { runs.iter().flat_map(|r| &r.stalls).filter(|g| counted(g)).map(|g| g.count as f64).sum() };
+    let stall_result = |name: String, kind: &'static str, limit: String, verdict: Verdict, detail: String| RuleResult {
+        name,
+        kind,
+        policy_line: None,
+        metric: "stalls".into(),
+        site: None,
+        stat: None,
+        limit,
+        unit: "stalls",
+        baseline: Some(count(baseline)),
+        candidate: Some(count(candidate)),
+        change: None,
+        interval: None,
+        confidence: None,
+        verdict,
+        detail,
+    };
+    let mut out = Vec::new();
+    if rules.forbid_new {
+        let known: BTreeSet<_> = baseline.iter().flat_map(|r| &r.stalls).filter(|g| counted(g)).map(stall_key).collect();
+        let mut new: BTreeMap<(String, StallCategory), (u64, String)> = BTreeMap::new();
+        for g in candidate.iter().flat_map(|r| &r.stalls).filter(|g| counted(g)) {
+            let key = stall_key(g);
+            if !known.contains(&key) {
+                let e = new.entry(key).or_insert((0, g.blocking_site.clone().unwrap_or_default()));
+                e.0 += g.count;
+            }
+        }
+        let (verdict, detail) = if new.is_empty() {
+            (Verdict::Pass, "no stall at a blocking call the baseline did not have".into())
+        } else {
+            let list: Vec<String> = new
+                .iter()
+                .map(|((_, cat), (n, site))| format!("{n}× {} at {site}", cat.name()))
+                .collect();
+            (Verdict::Regression, format!("new stalls: {}", list.join("; ")))
+        };
+        out.push(stall_result("stalls: new blocking calls".into(), "stalls-new", "0".into(), verdict, detail));
+    }
+    if let Some(max) = rules.max_per_run {
+        let worst = candidate
+            .iter()
+            .map(|r| (r.stalls.iter().filter(|g| counted(g)).map(|g| g.count).sum::<u64>(), &r.path))
+            .max_by_key(|(n, _)| *n);
+        let (verdict, detail) = match worst {
+            Some((n, path)) if n > max => {
+                (Verdict::Regression, format!("{} has {n} stalls, more than {max}", path.display()))
+            }
+            _ => (Verdict::Pass, format!("no candidate run has more than {max} stalls")),
+        };
+        out.push(stall_result("stalls: per run".into(), "stalls-max-per-run", max.to_string(), verdict, detail));
+    }
+    for pattern in &rules.forbid_at {
+        let at: Vec<&StallGroup> = candidate
+            .iter()
+            .flat_map(|r| &r.stalls)
+            .filter(|g| counted(g) && g.blocking_site.as_deref().is_some_and(|s| blocking_site_matches(s, pattern)))
+            .collect();
+        let n: u64 = at.iter().map(|g| g.count).sum();
+        let (verdict, detail) = if n == 0 {
+            (Verdict::Pass, format!("no stall at {pattern}"))
+        } else {
+            (Verdict::Regression, format!("{n} stalls at {pattern} ({})", at[0].category.name()))
+        };
+        out.push(stall_result(format!("stalls at {pattern}"), "stalls-at", "0".into(), verdict, detail));
+    }
+    out
+}
+
+/// Whether a blocking site (`/abs/path/file.rs:line`) matches a pattern (`file.rs:line` or a
+/// file), at a path boundary.
+fn blocking_site_matches(site: &str, pattern: &str) -> bool {
+    let file = site.rsplit_once(':').map_or(site, |(f, _)| f);
+    [site, file].iter().any(|s| s.strip_suffix(pattern).is_some_and(|h| h.is_empty() || h.ends_with('/')))
+}
+
+/// Nanoseconds in a readable unit.
+pub fn ns(v: f64) -> String {
+    loopscope_core::units::fmt_duration(std::time::Duration::from_nanos(v.max(0.0) as u64))
+}
+
+fn trim(x: f64) -> String {
+    let s = format!("{x:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn site_patterns_match_at_path_boundaries() {
+        assert!(site_matches("src/main.rs", 10, 5, "src/main.rs:10"));
+        assert!(site_matches("/w/src/main.rs", 10, 5, "main.rs:10:5"));
+        assert!(site_matches("/w/src/main.rs", 10, 5, "main.rs"));
+        assert!(!site_matches("/w/src/domain.rs", 10, 5, "main.rs"));
+        assert!(!site_matches("src/main.rs", 100, 5, "main.rs:10"));
+        assert!(blocking_site_matches("/w/src/db.rs:42", "src/db.rs:42"));
+        assert!(blocking_site_matches("/w/src/db.rs:42", "db.rs"));
+        assert!(!blocking_site_matches("/w/src/db.rs:420", "db.rs:42"));
+    }
+}

@@ -1,0 +1,146 @@
+//! Loading the recordings of one side of a comparison.
+
+use std::path::{Path, PathBuf};
+
+use loopscope_core::format::{Completeness, ReadError, Reader};
+use loopscope_core::model::{Frame, Header, Interval, SiteDecl};
+use loopscope_core::report::{Aggregator, StallGroup};
+use loopscope_core::workload::WorkloadResult;
+
+/// Why recordings cannot be compared.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// A file or directory given does not exist.
+    #[error("{0}: no such file or directory")]
+    Missing(PathBuf),
+    /// A directory given holds no recording.
+    #[error("{0}: the directory holds no *.loopscope recording")]
+    EmptyDirectory(PathBuf),
+    /// The file could not be read as a recording.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The recording ends early (the program was killed, or the file was cut).
+    #[error("{path}: the recording is incomplete ({reason}); the gate compares complete runs only")]
+    Incomplete {
+        /// The file.
+        path: PathBuf,
+        /// What `loopscope report` would say about it.
+        reason: String,
+    },
+    /// Recordings that do not measure the same program.
+    #[error("{first} and {second} cannot be compared: {why}")]
+    Mismatch {
+        /// One recording.
+        first: PathBuf,
+        /// The other.
+        second: PathBuf,
+        /// What differs.
+        why: String,
+    },
+    /// The policy is malformed, or names something the recordings do not have.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+}
+
+/// One recording, as the gate needs it.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// The file.
+    pub path: PathBuf,
+    /// Its header.
+    pub header: Header,
+    /// Spawn sites, by id.
+    pub sites: Vec<SiteDecl>,
+    /// Intervals in order.
+    pub intervals: Vec<Interval>,
+    /// The workload's own figures.
+    pub workload: Option<WorkloadResult>,
+    /// Stalls, grouped as `loopscope report` groups them.
+    pub stalls: Vec<StallGroup>,
+}
+
+impl Run {
+    /// Reads one complete recording.
+    pub fn read(path: &Path) -> Result<Run, InputError> {
+        if !path.exists() {
+            return Err(InputError::Missing(path.into()));
+        }
+        let mut reader = Reader::open(path)?;
+        let header = reader.header().clone();
+        let mut agg = Aggregator::new(header.clone());
+        let mut intervals = Vec::new();
+        let mut workload = None;
+        let completeness = reader.read_rest(|at, frame| {
+            agg.push(&frame).map_err(|reason| ReadError::Corrupt { path: path.into(), offset: at, reason })?;
+            match frame {
+                Frame::Interval(i) => intervals.push(*i),
+                Frame::Workload(w) => workload = Some(*w),
+                _ => {}
+            }
+            Ok::<_, ReadError>(())
+        })?;
+        if let Completeness::Truncated { at_byte, reason } = completeness {
+            return Err(InputError::Incomplete { path: path.into(), reason: format!("{reason} at byte {at_byte}") });
+        }
+        let report = agg.report(Completeness::Complete, reader.skipped_frames());
+        Ok(Run { path: path.into(), header, sites: agg.sites().to_vec(), intervals, workload, stalls: report.stalls })
+    }
+
+    /// Reads every recording named: files, and the `*.loopscope` files of directories (sorted).
+    pub fn read_all(paths: &[PathBuf]) -> Result<Vec<Run>, InputError> {
+        let mut files = Vec::new();
+        for p in paths {
+            if p.is_dir() {
+                let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                    .map_err(|source| ReadError::Io { path: p.clone(), source })?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|f| f.extension().is_some_and(|x| x == "loopscope") && f.is_file())
+                    .collect();
+                if found.is_empty() {
+                    return Err(InputError::EmptyDirectory(p.clone()));
+                }
+                found.sort();
+                files.extend(found);
+            } else {
+                files.push(p.clone());
+            }
+        }
+        files.iter().map(|f| Run::read(f)).collect()
+    }
+}
+
+/// Checks that every run records the same program: the same workload (or the same program name
+/// when it is not one of loopscope's workloads).
+pub fn check_comparable(runs: &[&Run]) -> Result<(), InputError> {
+    let Some(first) = runs.first() else { return Ok(()) };
+    for r in &runs[1..] {
+        if r.header.workload != first.header.workload {
+            let name = |h: &Header| h.workload.clone().unwrap_or_else(|| "a program that is not a workload".into());
+            return Err(InputError::Mismatch {
+                first: first.path.clone(),
+                second: r.path.clone(),
+                why: format!("one records {}, the other {}", name(&first.header), name(&r.header)),
+            });
+        }
+        if first.header.workload.is_none() && program(&r.header) != program(&first.header) {
+            return Err(InputError::Mismatch {
+                first: first.path.clone(),
+                second: r.path.clone(),
+                why: format!(
+                    "one records the program {:?}, the other {:?}",
+                    program(&first.header),
+                    program(&r.header)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The file name of the recorded program.
+fn program(h: &Header) -> String {
+    h.command_line
+        .first()
+        .map(|p| Path::new(p).file_name().map_or_else(|| p.clone(), |f| f.to_string_lossy().into_owned()))
+        .unwrap_or_default()
+}
