@@ -29,3 +29,23 @@ accuracy REPEATS="20" TWIN_SECONDS="30":
 # The per-poll cost of the hook pair, in nanoseconds (criterion).
 bench-hooks:
     cargo bench -p loopscope --bench hooks
+
+# Where `baseline` and `gate` keep recordings (set LOOPSCOPE_GATE_DIR to share it between checkouts).
+gate_dir := env_var_or_default("LOOPSCOPE_GATE_DIR", "target/gate")
+
+# Record RUNS baseline runs of WORKLOAD into $LOOPSCOPE_GATE_DIR/baseline/WORKLOAD/.
+baseline WORKLOAD RUNS="5" *ARGS:
+    cargo build --release --quiet
+    rm -rf "{{gate_dir}}/baseline/{{WORKLOAD}}" && mkdir -p "{{gate_dir}}/baseline/{{WORKLOAD}}"
+    for i in $(seq -w 1 {{RUNS}}); do ./target/release/loopscope run {{WORKLOAD}} --for 3s --interval 100ms --record "{{gate_dir}}/baseline/{{WORKLOAD}}/run-$i.loopscope" {{ARGS}} >/dev/null; done
+
+# Record RUNS candidate runs of WORKLOAD, check them against its baseline under POLICY (exit 0 pass, 1 regression, 3 inconclusive).
+gate WORKLOAD RUNS="5" POLICY="" *ARGS:
+    cargo build --release --quiet
+    rm -rf "{{gate_dir}}/candidate/{{WORKLOAD}}" && mkdir -p "{{gate_dir}}/candidate/{{WORKLOAD}}"
+    for i in $(seq -w 1 {{RUNS}}); do ./target/release/loopscope run {{WORKLOAD}} --for 3s --interval 100ms --record "{{gate_dir}}/candidate/{{WORKLOAD}}/run-$i.loopscope" {{ARGS}} >/dev/null; done
+    ./target/release/loopscope check --baseline "{{gate_dir}}/baseline/{{WORKLOAD}}" --candidate "{{gate_dir}}/candidate/{{WORKLOAD}}" {{ if POLICY == "" { "" } else { "--policy " + POLICY } }} --junit "{{gate_dir}}/{{WORKLOAD}}.junit.xml" --svg "{{gate_dir}}/{{WORKLOAD}}.svg"
+
+# The gate's self-test: TRIALS gates without a change and TRIALS with a 25% slowdown (docs/ci-gates.md).
+gate-selftest TRIALS="20" RUNS="3" RUN_TIME="2s":
+    scripts/gate-selftest {{TRIALS}} {{RUNS}} {{RUN_TIME}}

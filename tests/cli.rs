@@ -1,52 +1,14 @@
 //! End-to-end tests of the real `loopscope` binary: help, bad input, run → record → report,
 //! a recording cut by `kill -9`, and the demo without a terminal.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use loopscope_core::format::Recording;
 
-/// Tests that run workloads take turns: run all at once on a 2-core machine they would measure
-/// each other rather than themselves.
-static WORKLOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+mod support;
 
-fn one_workload_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    WORKLOAD.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn loopscope() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_loopscope"))
-}
-
-fn run(args: &[&str]) -> Output {
-    loopscope().args(args).stdin(Stdio::null()).output().expect("the loopscope binary runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Records a short sleep-storm run (six 100 ms intervals) to `path`.
-fn record_short_run(path: &Path) {
-    let out = run(&[
-        "run",
-        "sleep-storm",
-        "--for",
-        "600ms",
-        "--tasks",
-        "100",
-        "--interval",
-        "100ms",
-        "--record",
-        path.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-}
-
-fn workspace_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
-}
+use support::{loopscope, one_workload_at_a_time, record_short_run, run, text, workspace_file};
 
 #[test]
 fn help_describes_every_command_and_the_exit_codes() {

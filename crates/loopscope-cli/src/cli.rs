@@ -7,9 +7,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const AFTER_HELP: &str = "\
 Exit codes:
-  0  success
-  1  a workload or the recorder failed
-  2  usage or input error (bad flag, missing, corrupt or foreign recording)
+  0  success (check, gate: the candidate passed)
+  1  a workload or the recorder failed (check, gate: a regression)
+  2  usage or input error (bad flag, missing, corrupt or foreign recording, malformed policy)
+  3  check, gate: inconclusive (the confidence interval straddles a limit; see --inconclusive)
 
 Examples:
   loopscope demo
@@ -19,7 +20,9 @@ Examples:
   loopscope run blocking                      # every classic mistake beside its fix
   loopscope run blocking --scenario sync-sleep --record mistake.loopscope
   loopscope report storm.loopscope --json
-  loopscope export storm.loopscope --hlog storm.hlog";
+  loopscope export storm.loopscope --hlog storm.hlog
+  loopscope check --baseline base/ --candidate new/ --junit gate.xml --svg gate.svg
+  loopscope gate --runs 5 -- loopscope run sleep-storm --for 3s --- loopscope run sleep-storm --for 3s --slowdown 25";
 
 /// Profile the tokio event loop: poll time and scheduling latency per spawn site and per worker.
 #[derive(Debug, Parser)]
@@ -39,6 +42,78 @@ pub enum Command {
     Demo(DemoArgs),
     /// Export a recording for other tools.
     Export(ExportArgs),
+    /// Compare candidate recordings with baseline recordings under a policy (a CI latency gate).
+    Check(CheckArgs),
+    /// Run a baseline and a candidate command interleaved, record each run, then check them.
+    Gate(GateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Baseline recordings: files, or directories of *.loopscope files.
+    #[arg(long, num_args = 1.., value_name = "PATH", required_unless_present = "default_policy")]
+    pub baseline: Vec<PathBuf>,
+    /// Candidate recordings: files, or directories of *.loopscope files.
+    #[arg(long, num_args = 1.., value_name = "PATH", required_unless_present = "default_policy")]
+    pub candidate: Vec<PathBuf>,
+    #[command(flatten)]
+    pub gate: GateOpts,
+    /// Print the built-in policy, with comments on every key, and exit.
+    #[arg(long, conflicts_with_all = ["baseline", "candidate"])]
+    pub default_policy: bool,
+}
+
+/// How recordings are judged and where the verdict goes.
+#[derive(Debug, Clone, Args)]
+pub struct GateOpts {
+    /// Policy file (TOML; see docs/ci-gates.md). Default: the built-in policy.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Seed of the bootstrap resampling (overrides the policy's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// What an inconclusive verdict does (overrides the policy's).
+    #[arg(long, value_enum, value_name = "AS")]
+    pub inconclusive: Option<InconclusiveArg>,
+    /// Print the verdict as JSON (schema: docs/check.schema.json) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write JUnit XML (one test case per rule) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Also write an SVG plot of baseline and candidate percentiles for each gated distribution.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InconclusiveArg {
+    /// Exit code 3.
+    Exit3,
+    /// Exit code 0.
+    Pass,
+    /// Exit code 1, as a regression.
+    Fail,
+}
+
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// Runs of each command, interleaved (baseline, candidate, baseline, ...).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=200))]
+    pub runs: u32,
+    /// Keep the recordings and the commands' output in DIR (default: a new temporary directory,
+    /// removed after a pass).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Recording interval asked of the commands (LOOPSCOPE_INTERVAL): the bootstrap's block.
+    #[arg(long, default_value = "100ms", value_parser = parse_interval, value_name = "DURATION")]
+    pub interval: Duration,
+    #[command(flatten)]
+    pub gate: GateOpts,
+    /// The baseline command, `---`, the candidate command. Each is run with LOOPSCOPE_RECORD set
+    /// to a new file (`loopscope run` and programs using `Session::from_env()` record there).
+    #[arg(last = true, required = true, value_name = "BASE_CMD --- NEW_CMD")]
+    pub commands: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -65,7 +140,7 @@ pub struct RunOpts {
     #[arg(long = "for", global = true, default_value = "10s", value_parser = parse_run_time, value_name = "DURATION")]
     pub run_for: Duration,
     /// Also stream the recording to FILE.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", env = "LOOPSCOPE_RECORD")]
     pub record: Option<PathBuf>,
     /// Seed of the workload's random choices.
     #[arg(long, global = true, default_value_t = 1)]
@@ -77,7 +152,14 @@ pub struct RunOpts {
     #[arg(long, global = true, value_enum, default_value_t = Flavor::MultiThread)]
     pub flavor: Flavor,
     /// Length of one recording interval.
-    #[arg(long, global = true, default_value = "1s", value_parser = parse_interval, value_name = "DURATION")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "1s",
+        value_parser = parse_interval,
+        value_name = "DURATION",
+        env = "LOOPSCOPE_INTERVAL"
+    )]
     pub interval: Duration,
     /// Polls longer than this count as slow.
     #[arg(long, global = true, default_value = "100us", value_parser = parse_positive, value_name = "DURATION")]

@@ -3,6 +3,7 @@
 mod catalogue;
 mod cli;
 mod demo;
+mod gate;
 mod progress;
 mod run;
 
@@ -14,10 +15,11 @@ use crate::cli::{Cli, Command};
 
 /// Exit code for success.
 pub const EXIT_OK: u8 = 0;
-/// Exit code when a workload or the recorder failed.
+/// Exit code when a workload or the recorder failed, or the gate found a regression.
 pub const EXIT_FAILURE: u8 = 1;
-/// Exit code for a usage or input error (bad flag, unreadable or corrupt recording).
+/// Exit code for a usage or input error (bad flag, unreadable or corrupt recording, bad policy).
 pub const EXIT_USAGE: u8 = 2;
+// Exit code 3 (the gate was inconclusive) comes from `loopscope_gate::Outcome::exit_code`.
 
 /// An error with the exit code it maps to.
 pub enum Failure {
@@ -31,14 +33,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before any recorder session, so that the recorder's own hook still sees the panic.
     catalogue::quiet_nested_runtime_panics();
+    let done = |r: Result<(), Failure>| r.map(|()| EXIT_OK);
     let result = match cli.command {
-        Command::Run(args) => run::run_command(&args),
-        Command::Report(args) => run::report_command(&args),
-        Command::Demo(args) => demo::demo_command(&args),
-        Command::Export(args) => run::export_command(&args),
+        Command::Run(args) => done(run::run_command(&args)),
+        Command::Report(args) => done(run::report_command(&args)),
+        Command::Demo(args) => done(demo::demo_command(&args)),
+        Command::Export(args) => done(run::export_command(&args)),
+        Command::Check(args) => gate::check_command(&args),
+        Command::Gate(args) => gate::gate_command(&args),
     };
     match result {
-        Ok(()) => ExitCode::from(EXIT_OK),
+        Ok(code) => ExitCode::from(code),
         Err(Failure::Input(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_USAGE)

@@ -138,6 +138,9 @@ impl Outcome {
     }
 }
 
+/// One run's blocks before they are put on a shared scale: (bucket value in ns, count) pairs.
+type RawRun = Vec<Vec<(u64, u64)>>;
+
 /// One distribution rule applied to one scope.
 struct Instance<'p> {
     rule: &'p Rule,
@@ -214,9 +217,9 @@ fn scope_name(metric: &Metric, site: Option<&str>) -> String {
 pub fn site_matches(file: &str, line: u32, column: u32, pattern: &str) -> bool {
     let full = format!("{file}:{line}:{column}");
     let short = format!("{file}:{line}");
-    [full.as_str(), short.as_str(), file].iter().any(|loc| {
-        loc.strip_suffix(pattern).is_some_and(|head| head.is_empty() || head.ends_with('/'))
-    })
+    [full.as_str(), short.as_str(), file]
+        .iter()
+        .any(|loc| loc.strip_suffix(pattern).is_some_and(|head| head.is_empty() || head.ends_with('/')))
 }
 
 /// The rule applied to every scope it names, with the data of both sides.
@@ -236,18 +239,24 @@ fn instances_of<'p>(
         })
     };
     if rule.site.is_some() && matches!(rule.metric, Metric::Lag | Metric::Workload(_)) {
-        return Err(fail("site", format!("{} is measured for the whole runtime, not per spawn site", rule.metric.name())));
+        return Err(fail(
+            "site",
+            format!("{} is measured for the whole runtime, not per spawn site", rule.metric.name()),
+        ));
     }
     let sites: Vec<Option<String>> = match rule.site.as_deref() {
         None => vec![None],
         Some("*") => {
             let on = |runs: &[Run]| -> BTreeSet<String> {
-                runs.iter().flat_map(|r| r.sites.iter().map(|s| format!("{}:{}:{}", s.file, s.line, s.column))).collect()
+                runs.iter()
+                    .flat_map(|r| r.sites.iter().map(|s| format!("{}:{}:{}", s.file, s.line, s.column)))
+                    .collect()
             };
             on(baseline).intersection(&on(candidate)).map(|s| Some(s.clone())).collect()
         }
         Some(p) => {
-            let found = |runs: &[Run]| runs.iter().any(|r| r.sites.iter().any(|s| site_matches(&s.file, s.line, s.column, p)));
+            let found =
+                |runs: &[Run]| runs.iter().any(|r| r.sites.iter().any(|s| site_matches(&s.file, s.line, s.column, p)));
             if !found(baseline) || !found(candidate) {
                 let known: BTreeSet<String> = baseline
                     .iter()
@@ -271,7 +280,7 @@ fn instances_of<'p>(
     };
     let mut out = Vec::new();
     for site in sites {
-        let collect = |runs: &[Run]| -> Result<Vec<Vec<Vec<(u64, u64)>>>, String> {
+        let collect = |runs: &[Run]| -> Result<Vec<RawRun>, String> {
             runs.iter().map(|r| blocks_of(r, &rule.metric, site.as_deref(), warmup)).collect()
         };
         let (b, c) = match (collect(baseline), collect(candidate)) {
@@ -283,7 +292,7 @@ fn instances_of<'p>(
                 return Err(fail("metric", e));
             }
         };
-        let empty = |side: &Vec<Vec<Vec<(u64, u64)>>>| side.iter().flatten().flatten().all(|(_, n)| *n == 0);
+        let empty = |side: &Vec<RawRun>| side.iter().flatten().flatten().all(|(_, n)| *n == 0);
         if empty(&b) || empty(&c) {
             if rule.optional {
                 continue;
@@ -300,12 +309,14 @@ fn instances_of<'p>(
             ));
         }
         let scale = Scale::new(b.iter().chain(&c).flatten().flatten().map(|(v, _)| *v).collect());
-        let index = |raw: Vec<Vec<Vec<(u64, u64)>>>| Side {
+        let index = |raw: Vec<RawRun>| Side {
             runs: raw
                 .into_iter()
                 .map(|run| {
                     run.into_iter()
-                        .map(|block| block.into_iter().filter_map(|(v, n)| Some((scale.index(v)?, n))).collect::<Block>())
+                        .map(|block| {
+                            block.into_iter().filter_map(|(v, n)| Some((scale.index(v)?, n))).collect::<Block>()
+                        })
                         .collect()
                 })
                 .collect(),
@@ -318,7 +329,7 @@ fn instances_of<'p>(
 
 /// The blocks of one run for a metric: one per interval (after the warm-up), or the workload's
 /// single distribution. Each block is (bucket value in ns, count) pairs.
-fn blocks_of(run: &Run, metric: &Metric, site: Option<&str>, warmup: u64) -> Result<Vec<Vec<(u64, u64)>>, String> {
+fn blocks_of(run: &Run, metric: &Metric, site: Option<&str>, warmup: u64) -> Result<RawRun, String> {
     let bad = |e: String| format!("{}: {e}", run.path.display());
     match metric {
         Metric::Workload(name) => {
@@ -341,11 +352,8 @@ fn blocks_of(run: &Run, metric: &Metric, site: Option<&str>, warmup: u64) -> Res
             run.path.display()
         )),
         _ => {
-            let wanted: Vec<bool> = run
-                .sites
-                .iter()
-                .map(|s| site.is_none_or(|p| site_matches(&s.file, s.line, s.column, p)))
-                .collect();
+            let wanted: Vec<bool> =
+                run.sites.iter().map(|s| site.is_none_or(|p| site_matches(&s.file, s.line, s.column, p))).collect();
             let mut blocks = Vec::new();
             for i in run.intervals.iter().filter(|i| i.start_ns >= warmup) {
                 let dists: Vec<&Dist> = match metric {
@@ -429,9 +437,10 @@ fn judge(policy: &Policy, inst: &Instance<'_>, level: f64) -> RuleResult {
                 (Verdict::Inconclusive, THIN.into())
             } else {
                 match result.interval {
-                    Some([lo, _]) if lo > limit => {
-                        (Verdict::Regression, format!("grew by more than {} with {:.1}% confidence", result.limit, level * 100.0))
-                    }
+                    Some([lo, _]) if lo > limit => (
+                        Verdict::Regression,
+                        format!("grew by more than {} with {:.1}% confidence", result.limit, level * 100.0),
+                    ),
                     Some([_, hi]) if hi <= limit => (Verdict::Pass, format!("within {}", result.limit)),
                     Some(_) => (Verdict::Inconclusive, format!("the interval straddles {}", result.limit)),
                     None => (Verdict::Inconclusive, "no resample had data".into()),
@@ -471,7 +480,8 @@ fn stall_key(g: &StallGroup) -> (String, StallCategory) {
 
 fn stall_rules(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Vec<RuleResult> {
     let rules = &policy.stalls;
-    let count = |runs: &[Run]| -> f64 { runs.iter().flat_map(|r| &r.stalls).filter(|g| counted(g)).map(|g| g.count as f64).sum() };
+    let count =
+        |runs: &[Run]| runs.iter().flat_map(|r| &r.stalls).filter(|g| counted(g)).map(|g| g.count).sum::<u64>() as f64;
     let stall_result = |name: String, kind: &'static str, limit: String, verdict: Verdict, detail: String| RuleResult {
         name,
         kind,
@@ -491,7 +501,8 @@ fn stall_rules(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Vec<Rule
     };
     let mut out = Vec::new();
     if rules.forbid_new {
-        let known: BTreeSet<_> = baseline.iter().flat_map(|r| &r.stalls).filter(|g| counted(g)).map(stall_key).collect();
+        let known: BTreeSet<_> =
+            baseline.iter().flat_map(|r| &r.stalls).filter(|g| counted(g)).map(stall_key).collect();
         let mut new: BTreeMap<(String, StallCategory), (u64, String)> = BTreeMap::new();
         for g in candidate.iter().flat_map(|r| &r.stalls).filter(|g| counted(g)) {
             let key = stall_key(g);
@@ -503,10 +514,8 @@ fn stall_rules(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Vec<Rule
         let (verdict, detail) = if new.is_empty() {
             (Verdict::Pass, "no stall at a blocking call the baseline did not have".into())
         } else {
-            let list: Vec<String> = new
-                .iter()
-                .map(|((_, cat), (n, site))| format!("{n}× {} at {site}", cat.name()))
-                .collect();
+            let list: Vec<String> =
+                new.iter().map(|((_, cat), (n, site))| format!("{n}× {} at {site}", cat.name())).collect();
             (Verdict::Regression, format!("new stalls: {}", list.join("; ")))
         };
         out.push(stall_result("stalls: new blocking calls".into(), "stalls-new", "0".into(), verdict, detail));

@@ -264,7 +264,11 @@ impl Policy {
             None => 1,
             Some(s) if *s.get_ref() >= 0 => *s.get_ref() as u64,
             Some(s) => {
-                return Err(at(s.span(), "gate.seed".into(), format!("expected a whole number ≥ 0, found {}", s.get_ref())));
+                return Err(at(
+                    s.span(),
+                    "gate.seed".into(),
+                    format!("expected a whole number ≥ 0, found {}", s.get_ref()),
+                ));
             }
         };
         let warmup = match &g.warmup {
@@ -316,7 +320,10 @@ impl Policy {
                 at(
                     r.stat.span(),
                     key("stat"),
-                    format!("expected \"p50\", \"p90\", \"p99\", \"p99.9\" (any pN) or \"max\", found {:?}", r.stat.get_ref()),
+                    format!(
+                        "expected \"p50\", \"p90\", \"p99\", \"p99.9\" (any pN) or \"max\", found {:?}",
+                        r.stat.get_ref()
+                    ),
                 )
             })?;
             let limit = match (&r.max_increase, &r.budget) {
@@ -331,7 +338,11 @@ impl Policy {
                     Limit::Budget(d.as_nanos() as u64)
                 }
                 (Some(m), Some(_)) => {
-                    return Err(at(m.span(), key("max_increase"), "give either max_increase or budget, not both".into()));
+                    return Err(at(
+                        m.span(),
+                        key("max_increase"),
+                        "give either max_increase or budget, not both".into(),
+                    ));
                 }
                 (None, None) => {
                     return Err(at(
@@ -349,7 +360,11 @@ impl Policy {
             };
             let site = match &r.site {
                 Some(s) if s.get_ref().trim().is_empty() => {
-                    return Err(at(s.span(), key("site"), "expected a spawn site such as \"src/main.rs:42\" or \"*\"".into()));
+                    return Err(at(
+                        s.span(),
+                        key("site"),
+                        "expected a spawn site such as \"src/main.rs:42\" or \"*\"".into(),
+                    ));
                 }
                 s => s.as_ref().map(|s| s.get_ref().clone()),
             };
@@ -374,7 +389,8 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("expected a duration such as \"2ms\" or \"500us\", found {s:?} ({e})"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("expected a duration such as \"2ms\" or \"500us\", found {s:?} ({e})"))
 }
 
 /// `"10%"` → 0.1.
@@ -437,7 +453,10 @@ min_effect = "50us"
         assert_eq!((p.confidence, p.resamples, p.seed), (0.99, 500, 42));
         assert_eq!(p.warmup, Duration::from_millis(200));
         assert_eq!(p.inconclusive, Inconclusive::Pass);
-        assert_eq!(p.stalls, StallRules { forbid_new: false, max_per_run: Some(0), forbid_at: vec!["src/db.rs:42".into()] });
+        assert_eq!(
+            p.stalls,
+            StallRules { forbid_new: false, max_per_run: Some(0), forbid_at: vec!["src/db.rs:42".into()] }
+        );
         assert_eq!(p.rules[0].line, 14, "the line of its [[rule]] header");
         assert_eq!(p.rules[0].site.as_deref(), Some("src/main.rs:10"));
         assert_eq!(p.rules[0].stat.name(), "p99.9");

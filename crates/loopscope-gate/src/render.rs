@@ -104,7 +104,8 @@ fn xml(s: &str) -> String {
 /// failure when inconclusive verdicts fail the gate and skipped otherwise.
 pub fn junit(o: &Outcome) -> String {
     let inconclusive_fails = o.inconclusive_as == "fail";
-    let failed = |r: &RuleResult| r.verdict == Verdict::Regression || (r.verdict == Verdict::Inconclusive && inconclusive_fails);
+    let failed =
+        |r: &RuleResult| r.verdict == Verdict::Regression || (r.verdict == Verdict::Inconclusive && inconclusive_fails);
     let failures = o.rules.iter().filter(|r| failed(r)).count();
     let skipped = o.rules.iter().filter(|r| r.verdict == Verdict::Inconclusive && !inconclusive_fails).count();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -193,7 +194,9 @@ pub fn markdown(o: &Outcome) -> String {
         o.candidate.files.len(),
         o.confidence * 100.0
     );
-    out.push_str("| rule | limit | baseline | candidate | change | interval | verdict |\n|---|---|---|---|---|---|---|\n");
+    out.push_str(
+        "| rule | limit | baseline | candidate | change | interval | verdict |\n|---|---|---|---|---|---|---|\n",
+    );
     for r in &o.rules {
         let [b, c, ch, iv] = figures(r);
         let cell = |s: &str| s.replace('|', "\\|");
@@ -277,8 +280,11 @@ pub fn svg(o: &Outcome) -> String {
             LEFT + pw / 2.0,
             y0 + TOP + ph + 34.0
         );
-        for (series, color, points) in [("baseline", "#1f77b4", &curve.baseline), ("candidate", "#d62728", &curve.candidate)] {
-            let pts: Vec<String> = points.iter().map(|(pct, v)| format!("{:.1},{:.1}", x(*pct), y(*v as f64))).collect();
+        for (series, color, points) in
+            [("baseline", "#1f77b4", &curve.baseline), ("candidate", "#d62728", &curve.candidate)]
+        {
+            let pts: Vec<String> =
+                points.iter().map(|(pct, v)| format!("{:.1},{:.1}", x(*pct), y(*v as f64))).collect();
             let _ = writeln!(
                 out,
                 "<polyline class=\"{series}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",

@@ -164,7 +164,11 @@ pub async fn run(cfg: &Config, run_for: Duration, seed: u64) -> Result<WorkloadR
         .metric("tasks", f64::from(cfg.tasks), "tasks")
         .metric("wakeups", wakeups as f64, "wake-ups")
         .metric("wakeups_per_s", wakeups as f64 / elapsed.as_secs_f64(), "1/s")
-        .metric("work_rounds_per_wakeup", (u64::from(cfg.work) * (100 + u64::from(cfg.slowdown)) / 100) as f64, "rounds")
+        .metric(
+            "work_rounds_per_wakeup",
+            (u64::from(cfg.work) * (100 + u64::from(cfg.slowdown)) / 100) as f64,
+            "rounds",
+        )
         .metric("run_time_s", elapsed.as_secs_f64(), "s")
         .distribution("timer_lateness", &lateness_dist))
 }

@@ -1,0 +1,160 @@
+//! `loopscope check` and `loopscope gate`: the CI latency gate over recordings.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, anyhow};
+use loopscope_gate::{Inconclusive, Outcome, Policy, Run, render};
+
+use crate::Failure;
+use crate::cli::{CheckArgs, GateArgs, GateOpts, InconclusiveArg};
+
+/// `loopscope check`: returns the exit code of the verdict.
+pub fn check_command(args: &CheckArgs) -> Result<u8, Failure> {
+    if args.default_policy {
+        print!("{}", loopscope_gate::DEFAULT_POLICY);
+        return Ok(crate::EXIT_OK);
+    }
+    judge(&args.gate, &args.baseline, &args.candidate)
+}
+
+/// Loads the policy and the recordings, judges, and writes every output asked for.
+fn judge(opts: &GateOpts, baseline: &[PathBuf], candidate: &[PathBuf]) -> Result<u8, Failure> {
+    let input = |e: loopscope_gate::InputError| Failure::Input(e.into());
+    let mut policy = match &opts.policy {
+        Some(p) => Policy::read(p).map_err(|e| Failure::Input(e.into()))?,
+        None => Policy::default_policy(),
+    };
+    if let Some(seed) = opts.seed {
+        policy.seed = seed;
+    }
+    if let Some(i) = opts.inconclusive {
+        policy.inconclusive = match i {
+            InconclusiveArg::Exit3 => Inconclusive::Exit3,
+            InconclusiveArg::Pass => Inconclusive::Pass,
+            InconclusiveArg::Fail => Inconclusive::Fail,
+        };
+    }
+    let base = Run::read_all(baseline).map_err(input)?;
+    let cand = Run::read_all(candidate).map_err(input)?;
+    let outcome = loopscope_gate::check(&policy, &base, &cand).map_err(input)?;
+    emit(opts, &outcome)?;
+    Ok(outcome.exit_code(policy.inconclusive))
+}
+
+/// Prints the verdict and writes the files and CI integrations asked for.
+fn emit(opts: &GateOpts, outcome: &Outcome) -> Result<(), Failure> {
+    let write = |path: &Path, what: &str, text: String| {
+        std::fs::write(path, text)
+            .with_context(|| format!("cannot write the {what} to {}", path.display()))
+            .map_err(Failure::Input)
+    };
+    if let Some(p) = &opts.junit {
+        write(p, "JUnit XML", render::junit(outcome))?;
+    }
+    if let Some(p) = &opts.svg {
+        write(p, "SVG plot", render::svg(outcome))?;
+    }
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(outcome).expect("the outcome serializes"));
+    } else {
+        print!("{}", render::text(outcome));
+    }
+    if std::env::var_os("GITHUB_ACTIONS").is_some_and(|v| v == "true") {
+        // The runner reads workflow commands from both streams; keep JSON on stdout clean.
+        let annotations = render::github_annotations(outcome);
+        if opts.json { eprint!("{annotations}") } else { print!("{annotations}") }
+    }
+    if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty()) {
+        use std::io::Write as _;
+        let path = PathBuf::from(summary);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(render::markdown(outcome).as_bytes()))
+            .with_context(|| format!("cannot append the job summary to {} ($GITHUB_STEP_SUMMARY)", path.display()))
+            .map_err(Failure::Input)?;
+    }
+    Ok(())
+}
+
+/// `loopscope gate`: runs both commands interleaved, then judges their recordings.
+pub fn gate_command(args: &GateArgs) -> Result<u8, Failure> {
+    let usage =
+        |m: &str| Failure::Input(anyhow!("{m} (expected: loopscope gate [OPTIONS] -- BASE_CMD... --- NEW_CMD...)"));
+    let split = args.commands.iter().position(|a| a == "---").ok_or_else(|| usage("no `---` between the commands"))?;
+    let (base_cmd, new_cmd) = (&args.commands[..split], &args.commands[split + 1..]);
+    if base_cmd.is_empty() || new_cmd.is_empty() {
+        return Err(usage("a command is empty"));
+    }
+    let (dir, temporary) = match &args.out {
+        Some(d) => {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("cannot create --out directory {}", d.display()))
+                .map_err(Failure::Input)?;
+            (d.clone(), false)
+        }
+        None => {
+            let d = std::env::temp_dir().join(format!("loopscope-gate-{}", std::process::id()));
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("cannot create {}", d.display()))
+                .map_err(Failure::Input)?;
+            (d, true)
+        }
+    };
+    let (mut base, mut cand) = (Vec::new(), Vec::new());
+    for i in 1..=args.runs {
+        for (label, cmd, files) in [("baseline", base_cmd, &mut base), ("candidate", new_cmd, &mut cand)] {
+            let file = dir.join(format!("{label}-{i:02}.loopscope"));
+            record_one(label, cmd, &file, args, i)?;
+            files.push(file);
+        }
+    }
+    let code = judge(&args.gate, &base, &cand)?;
+    if temporary && code == crate::EXIT_OK {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        eprintln!("gate: recordings and command output kept in {}", dir.display());
+    }
+    Ok(code)
+}
+
+/// Runs one command with `LOOPSCOPE_RECORD=file`; its output goes to `file` with `.log`.
+fn record_one(label: &str, cmd: &[String], file: &Path, args: &GateArgs, i: u32) -> Result<(), Failure> {
+    let log_path = file.with_extension("log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))
+        .map_err(Failure::Input)?;
+    let err_log = log.try_clone().map_err(|e| Failure::Input(e.into()))?;
+    let _ = std::fs::remove_file(file);
+    eprint!("gate: run {i}/{} {label}: {} ... ", args.runs, cmd.join(" "));
+    let start = Instant::now();
+    let status = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .env("LOOPSCOPE_RECORD", file)
+        .env("LOOPSCOPE_INTERVAL", humantime::format_duration(args.interval).to_string())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err_log)
+        .status()
+        .with_context(|| format!("cannot start the {label} command `{}`", cmd[0]))
+        .map_err(Failure::Input)?;
+    eprintln!("{:.1}s", start.elapsed().as_secs_f64());
+    if !status.success() {
+        return Err(Failure::Input(anyhow!(
+            "the {label} command failed ({status}) on run {i}; its output is in {}",
+            log_path.display()
+        )));
+    }
+    if !file.exists() {
+        return Err(Failure::Input(anyhow!(
+            "the {label} command ran but wrote no recording to {} (does it record with Session::from_env(), \
+             or `loopscope run`?); its output is in {}",
+            file.display(),
+            log_path.display()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! End-to-end tests of `loopscope check` and `loopscope gate` on small real recordings: verdicts
+//! and exit codes, the JSON schema, JUnit XML, GitHub annotations and job summary, the SVG plot,
+//! and every kind of bad input.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+mod support;
+
+use support::{loopscope, one_workload_at_a_time, run, text, workspace_file};
+
+/// Recordings shared by the tests, made once: sleep-storm with a cost per poll (light enough to
+/// leave the workers mostly idle in a debug build), three runs as is and three with the work per
+/// poll doubled; and the blocking workload's sync-sleep fixed and not.
+struct Fixtures {
+    _dir: tempfile::TempDir,
+    base: Vec<PathBuf>,
+    slow: Vec<PathBuf>,
+    fixed: PathBuf,
+    mistake: PathBuf,
+}
+
+fn fixtures() -> &'static Fixtures {
+    static F: OnceLock<Fixtures> = OnceLock::new();
+    F.get_or_init(|| {
+        let _turn = one_workload_at_a_time();
+        let dir = tempfile::tempdir().unwrap();
+        let storm = |name: &str, slowdown: &str| {
+            let path = dir.path().join(name);
+            let out = run(&[
+                "run",
+                "sleep-storm",
+                "--for",
+                "1s",
+                "--interval",
+                "50ms",
+                "--tasks",
+                "200",
+                "--work",
+                "5000",
+                "--slowdown",
+                slowdown,
+                "--record",
+                path.to_str().unwrap(),
+            ]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            path
+        };
+        let blocking = |name: &str, fixed: bool| {
+            let path = dir.path().join(name);
+            let mut args = vec!["run", "blocking", "--scenario", "sync-sleep", "--repeat", "2", "--record"];
+            args.push(path.to_str().unwrap());
+            if fixed {
+                args.push("--fixed");
+            }
+            let out = run(&args);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            path
+        };
+        Fixtures {
+            base: (1..=3).map(|i| storm(&format!("base-{i}.loopscope"), "0")).collect(),
+            slow: (1..=3).map(|i| storm(&format!("slow-{i}.loopscope"), "100")).collect(),
+            fixed: blocking("fixed.loopscope", true),
+            mistake: blocking("mistake.loopscope", false),
+            _dir: dir,
+        }
+    })
+}
+
+/// A policy on the sleepers' median poll time.
+const MEDIAN_POLICY: &str = r#"
+[gate]
+seed = 7
+
+[[rule]]
+metric = "poll"
+site = "workloads/sleep-storm/src/lib.rs"
+stat = "p50"
+max_increase = "10%"
+"#;
+
+fn write_policy(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("policy.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn check(base: &[PathBuf], cand: &[PathBuf], extra: &[&str]) -> std::process::Output {
+    let mut cmd = loopscope();
+    cmd.arg("check").arg("--baseline").args(base).arg("--candidate").args(cand).args(extra);
+    cmd.env_remove("GITHUB_ACTIONS").env_remove("GITHUB_STEP_SUMMARY");
+    cmd.output().unwrap()
+}
+
+#[test]
+fn identical_recordings_pass_and_a_doubled_cost_per_poll_is_a_regression() {
+    let f = fixtures();
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = write_policy(tmp.path(), MEDIAN_POLICY);
+    let same = check(&f.base, &f.base, &["--policy", s(&policy)]);
+    assert_eq!(same.status.code(), Some(0), "{}{}", text(&same.stdout), text(&same.stderr));
+    assert!(text(&same.stdout).contains("verdict: PASS"), "{}", text(&same.stdout));
+
+    let slow = check(&f.base, &f.slow, &["--policy", s(&policy), "--json"]);
+    assert_eq!(slow.status.code(), Some(1), "{}{}", text(&slow.stdout), text(&slow.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&slow.stdout).unwrap();
+    let rule = &doc["rules"][0];
+    assert_eq!(rule["verdict"], "regression", "{rule:#}");
+    // Twice the work per poll: the median poll grows by well over half, under twice.
+    let change = rule["change"].as_f64().unwrap();
+    assert!((0.5..1.2).contains(&change), "change {change}");
+    let [lo, hi] = [rule["interval"][0].as_f64().unwrap(), rule["interval"][1].as_f64().unwrap()];
+    assert!(lo > 0.1 && lo <= change && change <= hi, "[{lo}, {hi}] around {change}");
+
+    // The verdict is reproducible from its seed.
+    let again = check(&f.base, &f.slow, &["--policy", s(&policy), "--json"]);
+    assert_eq!(again.stdout, slow.stdout);
+}
+
+#[test]
+fn json_output_matches_its_schema() {
+    let f = fixtures();
+    let out = check(&f.base, &f.slow, &["--json"]);
+    assert!(matches!(out.status.code(), Some(0 | 1 | 3)), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(workspace_file("docs/check.schema.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(doc["policy"], "<default policy>");
+    assert_eq!(doc["baseline"]["files"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_new_stall_fails_the_default_policy_deterministically() {
+    let f = fixtures();
+    let tmp = tempfile::tempdir().unwrap();
+    let junit = tmp.path().join("gate.xml");
+    let summary = tmp.path().join("summary.md");
+    let out = loopscope()
+        .args(["check", "--baseline", s(&f.fixed), "--candidate", s(&f.mistake), "--junit", s(&junit)])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("stalls: new blocking calls"), "{stdout}");
+    assert!(stdout.contains("2× sync-sleep at "), "{stdout}");
+
+    // GitHub annotations: one ::error per regression, properly escaped, within the step limits.
+    let errors: Vec<&str> = stdout.lines().filter(|l| l.starts_with("::error title=")).collect();
+    assert!(!errors.is_empty() && errors.len() <= 10, "{stdout}");
+    let stall_line = errors.iter().find(|l| l.contains("stalls")).expect("an annotation for the stall");
+    let (props, message) = stall_line["::error ".len()..].split_once("::").unwrap();
+    assert!(!props.contains(',') || props.contains("%2C"), "{props}");
+    assert!(message.contains("new stalls"), "{message}");
+    assert!(!message.contains('\n'));
+
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(md.starts_with("## loopscope gate: ❌ regression"), "{md}");
+    assert!(md.contains("| stalls: new blocking calls |"), "{md}");
+
+    // JUnit: well-formed, one test case per rule, the stall rule a failure.
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let doc = roxmltree::Document::parse(&xml).expect("well-formed JUnit XML");
+    let cases: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("testcase")).collect();
+    let rules =
+        stdout.lines().filter(|l| l.starts_with("poll") || l.starts_with("sched") || l.starts_with("stalls")).count();
+    assert_eq!(cases.len(), rules, "{xml}");
+    let failed: Vec<_> = cases
+        .iter()
+        .filter(|c| c.children().any(|n| n.has_tag_name("failure")))
+        .map(|c| c.attribute("name").unwrap())
+        .collect();
+    assert!(failed.contains(&"stalls: new blocking calls"), "{xml}");
+    let suite = doc.descendants().find(|n| n.has_tag_name("testsuite")).unwrap();
+    assert_eq!(suite.attribute("failures").unwrap(), failed.len().to_string());
+
+    // The other way round, the fix removes the stall: nothing new.
+    let back = check(std::slice::from_ref(&f.mistake), std::slice::from_ref(&f.fixed), &["--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&back.stdout).unwrap();
+    let stall_rule = doc["rules"].as_array().unwrap().iter().find(|r| r["kind"] == "stalls-new").unwrap();
+    assert_eq!(stall_rule["verdict"], "pass", "{stall_rule:#}");
+}
+
+#[test]
+fn the_svg_plot_has_both_curves_for_every_gated_distribution() {
+    let f = fixtures();
+    let tmp = tempfile::tempdir().unwrap();
+    let svg = tmp.path().join("gate.svg");
+    let policy = write_policy(
+        tmp.path(),
+        &format!("{MEDIAN_POLICY}\n[[rule]]\nmetric = \"sched\"\nstat = \"p99\"\nmax_increase = \"50%\"\n"),
+    );
+    let out = check(&f.base, &f.slow, &["--policy", s(&policy), "--svg", s(&svg)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let panels: Vec<_> = doc.descendants().filter(|n| n.attribute("class") == Some("panel")).collect();
+    assert_eq!(panels.len(), 2, "{text}");
+    for panel in panels {
+        for series in ["baseline", "candidate"] {
+            let line = panel.descendants().find(|n| n.attribute("class") == Some(series)).unwrap();
+            assert!(line.attribute("points").unwrap().split(' ').count() > 10, "{series}");
+        }
+    }
+    assert!(text.contains("99.9%"));
+}
+
+#[test]
+fn bad_inputs_exit_2_and_say_what_is_wrong() {
+    let f = fixtures();
+    let tmp = tempfile::tempdir().unwrap();
+    let expect_2 = |out: std::process::Output, needles: &[&str]| {
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "stdout {} stderr {err}", text(&out.stdout));
+        for n in needles {
+            assert!(err.contains(n), "{n:?} not in: {err}");
+        }
+    };
+    // Missing file.
+    let missing = tmp.path().join("nope.loopscope");
+    expect_2(check(&f.base, std::slice::from_ref(&missing), &[]), &[s(&missing), "no such file"]);
+    // A directory without recordings.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    expect_2(check(&f.base, std::slice::from_ref(&empty), &[]), &[s(&empty), "no *.loopscope"]);
+    // A truncated recording.
+    let bytes = std::fs::read(&f.base[0]).unwrap();
+    let cut = tmp.path().join("cut.loopscope");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    expect_2(check(&f.base, std::slice::from_ref(&cut), &[]), &[s(&cut), "incomplete"]);
+    // Not a recording.
+    let junk = tmp.path().join("junk.loopscope");
+    std::fs::write(&junk, b"hello, world").unwrap();
+    expect_2(check(&f.base, std::slice::from_ref(&junk), &[]), &[s(&junk), "not a loopscope recording"]);
+    // A newer format version.
+    let mut newer = bytes.clone();
+    newer[8] = 0xFF;
+    let newer_path = tmp.path().join("newer.loopscope");
+    std::fs::write(&newer_path, &newer).unwrap();
+    expect_2(check(&f.base, std::slice::from_ref(&newer_path), &[]), &[s(&newer_path), "format version"]);
+    // Different workloads.
+    expect_2(check(&f.base, std::slice::from_ref(&f.fixed), &[]), &["cannot be compared", "sleep-storm", "blocking"]);
+    // A policy naming a metric the recordings do not have.
+    let p = write_policy(tmp.path(), "[[rule]]\nmetric = \"workload.nope\"\nstat = \"p99\"\nmax_increase = \"10%\"\n");
+    expect_2(
+        check(&f.base, &f.base, &["--policy", s(&p)]),
+        &[&format!("{}:1", s(&p)), "rule[1].metric", "timer_lateness"],
+    );
+    // A site that does not exist.
+    let p = write_policy(
+        tmp.path(),
+        "[[rule]]\nmetric = \"poll\"\nsite = \"src/nowhere.rs:1\"\nstat = \"p50\"\nbudget = \"1ms\"\n",
+    );
+    expect_2(check(&f.base, &f.base, &["--policy", s(&p)]), &["rule[1].site", "src/nowhere.rs:1", "sites recorded"]);
+    // Malformed TOML, an unknown key, a bad value.
+    let p = write_policy(tmp.path(), "[gate]\nconfidence = = 0.9\n");
+    expect_2(check(&f.base, &f.base, &["--policy", s(&p)]), &[&format!("{}:2", s(&p))]);
+    let p = write_policy(
+        tmp.path(),
+        "[[rule]]\nmetric = \"poll\"\nstat = \"p50\"\nmax_increase = \"10%\"\nmin_efect = \"1us\"\n",
+    );
+    expect_2(check(&f.base, &f.base, &["--policy", s(&p)]), &[&format!("{}:5", s(&p)), "min_efect"]);
+    let p = write_policy(tmp.path(), "[[rule]]\nmetric = \"poll\"\nstat = \"p50\"\nmax_increase = \"ten\"\n");
+    expect_2(
+        check(&f.base, &f.base, &["--policy", s(&p)]),
+        &[&format!("{}:4", s(&p)), "rule[1].max_increase", "\"10%\""],
+    );
+    // A missing policy file, and a bad flag.
+    let p = tmp.path().join("absent.toml");
+    expect_2(check(&f.base, &f.base, &["--policy", s(&p)]), &[s(&p), "cannot read"]);
+    expect_2(check(&f.base, &f.base, &["--inconclusive", "maybe"]), &["--inconclusive"]);
+}
+
+#[test]
+fn the_default_policy_is_printed_and_is_valid() {
+    let out = run(&["check", "--default-policy"]);
+    assert!(out.status.success());
+    let policy = text(&out.stdout);
+    assert!(policy.contains("forbid_new = true"), "{policy}");
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write_policy(tmp.path(), &policy);
+    let f = fixtures();
+    let out = check(&f.base, &f.base, &["--policy", s(&p)]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+}
+
+#[test]
+fn gate_runs_both_commands_interleaved_and_checks_them() {
+    let _turn = one_workload_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("runs");
+    let bin = env!("CARGO_BIN_EXE_loopscope");
+    let storm = [bin, "run", "sleep-storm", "--for", "300ms", "--tasks", "50"];
+    let mut args = vec!["gate", "--runs", "2", "--out", s(&out_dir), "--json", "--"];
+    args.extend(storm);
+    args.push("---");
+    args.extend(storm);
+    let out = run(&args);
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{}{}", text(&out.stdout), text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["candidate"]["files"].as_array().unwrap().len(), 2);
+    // Interleaved: baseline 1, candidate 1, baseline 2, candidate 2, by their recorded start.
+    let start = |name: &str| loopscope_core::format::Recording::read(out_dir.join(name)).unwrap().header.start_unix_ns;
+    let order =
+        ["baseline-01", "candidate-01", "baseline-02", "candidate-02"].map(|n| start(&format!("{n}.loopscope")));
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    // Recorded at the gate's interval (100 ms), not the default 1 s.
+    let rec = loopscope_core::format::Recording::read(out_dir.join("baseline-01.loopscope")).unwrap();
+    assert_eq!(rec.header.interval_ns, 100_000_000);
+
+    // A command that fails, and one that records nothing: exit 2, naming the log.
+    let out = run(&["gate", "--runs", "1", "--out", s(&out_dir), "--", "false", "---", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("the baseline command failed"), "{}", text(&out.stderr));
+    let out = run(&["gate", "--runs", "1", "--out", s(&out_dir), "--", "true", "---", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("wrote no recording"), "{}", text(&out.stderr));
+    let out = run(&["gate", "--runs", "1", "--", "true", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no `---`"), "{}", text(&out.stderr));
+}
