@@ -20,6 +20,8 @@ Examples:
   loopscope run blocking                      # every classic mistake beside its fix
   loopscope run blocking --scenario sync-sleep --record mistake.loopscope
   loopscope report storm.loopscope --json
+  loopscope tui storm.loopscope               # replay: ←/→ step, Space play, ? keys
+  loopscope run chat --clients 2000 --tui     # watch a run live
   loopscope export storm.loopscope --hlog storm.hlog
   loopscope check --baseline base/ --candidate new/ --junit gate.xml --svg gate.svg
   loopscope gate --runs 5 -- loopscope run sleep-storm --for 3s --- loopscope run sleep-storm --for 3s --slowdown 25";
@@ -42,10 +44,18 @@ pub enum Command {
     Demo(DemoArgs),
     /// Export a recording for other tools.
     Export(ExportArgs),
+    /// Open a recording in the terminal UI: step and scrub through its intervals.
+    Tui(TuiArgs),
     /// Compare candidate recordings with baseline recordings under a policy (a CI latency gate).
     Check(CheckArgs),
     /// Run a baseline and a candidate command interleaved, record each run, then check them.
     Gate(GateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TuiArgs {
+    /// The recording to replay.
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +194,9 @@ pub struct RunOpts {
     /// Print the report as JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Watch the run live in the terminal UI (needs a terminal); the report follows when you quit.
+    #[arg(long, global = true)]
+    pub tui: bool,
     /// Spawn sites shown in the table.
     #[arg(long, global = true, default_value_t = 20, value_name = "N")]
     pub top: usize,
@@ -247,6 +260,9 @@ pub struct DemoArgs {
     /// How long the demo's workload runs.
     #[arg(long = "for", default_value = "3s", value_parser = parse_run_time, value_name = "DURATION")]
     pub run_for: Duration,
+    /// On a terminal, print the report without opening the TUI first.
+    #[arg(long)]
+    pub no_tui: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -26,6 +26,7 @@ pub fn demo_command(args: &DemoArgs) -> Result<(), Failure> {
         no_stall_detector: false,
         console: None,
         json: false,
+        tui: false,
         top: 10,
     };
     let storm = sleep_storm::Config { tasks: 5_000, ..sleep_storm::Config::default() };
@@ -34,7 +35,13 @@ pub fn demo_command(args: &DemoArgs) -> Result<(), Failure> {
         storm.tasks,
         fmt_duration(args.run_for)
     );
-    let report = run_workload(&opts, &WorkloadCmd::SleepStorm(storm))?;
+    let workload = WorkloadCmd::SleepStorm(storm);
+    // On a terminal the run is watched live in the TUI; the report follows when it is closed.
+    let report = if !args.no_tui && crate::tui::have_terminal() {
+        crate::tui::run_live(&opts, &workload)?
+    } else {
+        run_workload(&opts, &workload)?
+    };
     print_report(&report, false, opts.top);
     println!("\n{}", findings(&report));
     println!("The recording is in {}; read it again with `loopscope report {}`.", path.display(), path.display());

@@ -8,8 +8,21 @@ use crate::Failure;
 use crate::cli::{ExportArgs, Flavor, ReportArgs, RunArgs, RunOpts, WorkloadCmd};
 use crate::progress::Progress;
 
+/// A live view of a run: where the recorder's frames go, and how the view stops the run.
+pub struct Live {
+    /// The recorder's frames, as they are made.
+    pub frames: std::sync::mpsc::SyncSender<loopscope::core::model::Frame>,
+    /// Notified when the viewer quits: the workload is dropped and the session finished.
+    pub stop: std::sync::Arc<tokio::sync::Notify>,
+}
+
 /// Runs one workload on a fresh runtime under the recorder; returns its report.
 pub fn run_workload(opts: &RunOpts, workload: &WorkloadCmd) -> Result<Report, Failure> {
+    run_workload_with(opts, workload, None)
+}
+
+/// [`run_workload`], optionally watched live.
+pub fn run_workload_with(opts: &RunOpts, workload: &WorkloadCmd, live: Option<Live>) -> Result<Report, Failure> {
     if let WorkloadCmd::Chat(cfg) = workload {
         // Say so before starting anything when the clients cannot fit.
         chat::ensure_descriptors(cfg.clients).map_err(|e| Failure::Input(e.into()))?;
@@ -41,30 +54,49 @@ pub fn run_workload(opts: &RunOpts, workload: &WorkloadCmd) -> Result<Report, Fa
     if let Some(path) = &opts.record {
         session = session.record_to(path);
     }
+    let stop = live.as_ref().map(|l| std::sync::Arc::clone(&l.stop));
+    if let Some(l) = live {
+        session = session.live_frames(l.frames);
+    }
     let session = session.install(&mut builder).map_err(|e| Failure::Input(e.into()))?;
     let rt = builder.build().context("building the tokio runtime").map_err(Failure::Run)?;
 
-    let progress = Progress::start(workload.name(), opts.run_for);
-    let result: anyhow::Result<WorkloadResult> = rt.block_on(async {
-        match workload {
-            WorkloadCmd::SleepStorm(cfg) => Ok(sleep_storm::run(cfg, opts.run_for, opts.seed).await?),
-            WorkloadCmd::Blocking(cfg) => Ok(blocking::run(cfg).await?),
-            WorkloadCmd::Scraper(cfg) => Ok(scraper::run(cfg, opts.run_for, opts.seed).await?),
-            WorkloadCmd::Chat(cfg) => Ok(chat::run(cfg, opts.run_for, opts.seed).await?),
+    // The TUI owns the terminal while it is open: no progress bar then.
+    let progress = stop.is_none().then(|| Progress::start(workload.name(), opts.run_for));
+    let result: Option<anyhow::Result<WorkloadResult>> = rt.block_on(async {
+        let work = async {
+            match workload {
+                WorkloadCmd::SleepStorm(cfg) => Ok(sleep_storm::run(cfg, opts.run_for, opts.seed).await?),
+                WorkloadCmd::Blocking(cfg) => Ok(blocking::run(cfg).await?),
+                WorkloadCmd::Scraper(cfg) => Ok(scraper::run(cfg, opts.run_for, opts.seed).await?),
+                WorkloadCmd::Chat(cfg) => Ok(chat::run(cfg, opts.run_for, opts.seed).await?),
+            }
+        };
+        match &stop {
+            None => Some(work.await),
+            Some(stop) => tokio::select! {
+                r = work => Some(r),
+                () = stop.notified() => None,
+            },
         }
     });
-    progress.finish();
+    if let Some(p) = progress {
+        p.finish();
+    }
     drop(rt);
 
-    let result = result.with_context(|| format!("workload {} failed", workload.name()));
-    if let Ok(w) = &result {
+    // `None`: stopped from the TUI before the end; the report covers the run so far.
+    let result = result.map(|r| r.with_context(|| format!("workload {} failed", workload.name())));
+    if let Some(Ok(w)) = &result {
         session.record_workload(w);
     }
     let report = session
         .finish()
         .map_err(|e| Failure::Run(e.into()))?
         .ok_or_else(|| Failure::Run(anyhow!("the recorder was not enabled")))?;
-    result.map_err(Failure::Run)?;
+    if let Some(r) = result {
+        r.map_err(Failure::Run)?;
+    }
     Ok(report)
 }
 
@@ -93,9 +125,18 @@ pub fn run_command(args: &RunArgs) -> Result<(), Failure> {
     if let WorkloadCmd::Blocking(cfg) = &args.workload
         && cfg.scenario == blocking::Which::ALL
     {
+        if args.opts.tui {
+            return Err(Failure::Input(anyhow!(
+                "--tui watches one session; the catalogue runs one per scenario: pick one with --scenario"
+            )));
+        }
         return crate::catalogue::catalogue_command(&args.opts, cfg.repeat);
     }
-    let report = run_workload(&args.opts, &args.workload)?;
+    let report = if args.opts.tui {
+        crate::tui::run_live(&args.opts, &args.workload)?
+    } else {
+        run_workload(&args.opts, &args.workload)?
+    };
     print_report(&report, args.opts.json, args.opts.top);
     if let Some(path) = &args.opts.record {
         eprintln!("recording written to {}", path.display());

@@ -9,7 +9,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use loopscope_core::dist::DistAcc;
@@ -41,6 +41,8 @@ pub(crate) struct Meta {
     pub(crate) stall_threshold: Option<Duration>,
     pub(crate) command_line: Vec<String>,
     pub(crate) start_unix_ns: u64,
+    /// Where every frame also goes as it is made (the TUI's live mode).
+    pub(crate) live: Option<SyncSender<Frame>>,
 }
 
 enum Sink {
@@ -173,6 +175,7 @@ impl Flusher {
         }
         let header = self.header();
         self.agg = Some(Aggregator::new(header.clone()));
+        self.send_live(Frame::Header(header.clone()));
         if let Sink::Pending(file) = std::mem::replace(&mut self.sink, Sink::None) {
             match Writer::new(file, &header) {
                 Ok(w) => self.sink = Sink::Open(w),
@@ -208,6 +211,17 @@ impl Flusher {
             && let Err(e) = w.write(&frame)
         {
             self.write_failed(e.to_string());
+        }
+        self.send_live(frame);
+    }
+
+    /// Hands a frame to the live receiver without ever waiting: a receiver that falls behind
+    /// loses frames, one that is gone is forgotten.
+    fn send_live(&mut self, frame: Frame) {
+        let Some(live) = &self.meta.live else { return };
+        match live.try_send(frame) {
+            Ok(()) | Err(TrySendError::Full(_)) => {}
+            Err(TrySendError::Disconnected(_)) => self.meta.live = None,
         }
     }
 

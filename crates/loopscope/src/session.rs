@@ -88,6 +88,7 @@ pub struct SessionBuilder {
     capture_stacks: bool,
     max_sites: u32,
     workload: Option<String>,
+    live: Option<std::sync::mpsc::SyncSender<crate::core::model::Frame>>,
 }
 
 impl Default for SessionBuilder {
@@ -103,11 +104,21 @@ impl Default for SessionBuilder {
             capture_stacks: true,
             max_sites: DEFAULT_MAX_SITES,
             workload: None,
+            live: None,
         }
     }
 }
 
 impl SessionBuilder {
+    /// Also hands every frame of the recording (header, declarations, intervals, stalls, footer)
+    /// to `frames` as it is made, for a live view such as loopscope's TUI. The channel is never
+    /// waited on: frames a slow receiver has no room for are dropped, and a receiver that is gone
+    /// is forgotten; the profiled program is never held up.
+    pub fn live_frames(mut self, frames: std::sync::mpsc::SyncSender<crate::core::model::Frame>) -> Self {
+        self.live = Some(frames);
+        self
+    }
+
     /// Streams the recording to `path` (created or truncated). Without it, the session only keeps
     /// the report in memory.
     pub fn record_to(mut self, path: impl Into<PathBuf>) -> Self {
@@ -235,6 +246,7 @@ impl SessionBuilder {
             stall_threshold: self.stall_threshold,
             command_line: std::env::args().collect(),
             start_unix_ns: unix_now_ns(),
+            live: self.live,
         };
 
         let (tx, rx) = mpsc::channel();

@@ -324,3 +324,46 @@ fn the_lean_profile_measures_lag_with_a_probe_instead_of_per_task() {
     assert_eq!(report.runtime.tasks.spawned, 1);
     assert_eq!(report.runtime.polls, 31);
 }
+
+#[test]
+fn live_frames_carry_the_whole_recording_and_a_gone_receiver_is_harmless() {
+    use loopscope::core::model::Frame;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+    let report = run_recorded(
+        multi_thread(2),
+        Session::builder().interval(Duration::from_millis(20)).live_frames(tx),
+        || async {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    );
+    let frames: Vec<Frame> = rx.try_iter().collect();
+    assert!(matches!(frames.first(), Some(Frame::Header(_))), "the header comes first");
+    assert!(matches!(frames.last(), Some(Frame::Footer(_))), "the footer comes last");
+    let intervals = frames.iter().filter(|f| matches!(f, Frame::Interval(_))).count() as u64;
+    assert_eq!(intervals, report.recording.intervals, "every interval of the report went live");
+
+    // A receiver dropped at once, or one that never reads (a tiny channel): the program runs on.
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    drop(rx);
+    let (tx2, _never_read) = std::sync::mpsc::sync_channel(1);
+    for live in [None, Some(tx), Some(tx2)] {
+        let mut b = Session::builder().interval(Duration::from_millis(20));
+        if let Some(l) = live {
+            b = b.live_frames(l);
+        }
+        let report = run_recorded(multi_thread(2), b, || async {
+            tokio::spawn(async {
+                for _ in 0..1000 {
+                    tokio::task::yield_now().await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            })
+            .await
+            .unwrap();
+        });
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(report.runtime.polls >= 1000, "{}", report.runtime.polls);
+    }
+}

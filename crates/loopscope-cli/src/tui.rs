@@ -1,0 +1,63 @@
+//! `loopscope tui FILE` (replay) and `loopscope run ... --tui` (live, in-process).
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use loopscope::Report;
+use loopscope::core::format::{Completeness, Recording};
+use loopscope_tui::term::Feed;
+use loopscope_tui::{App, Source, Timeline};
+
+use crate::Failure;
+use crate::cli::{RunOpts, TuiArgs, WorkloadCmd};
+use crate::run::{Live, run_workload_with};
+
+/// Whether standard input and output are a terminal the TUI can use.
+pub fn have_terminal() -> bool {
+    std::io::stdout().is_terminal() && std::io::stdin().is_terminal()
+}
+
+fn need_terminal(what: &str) -> Result<(), Failure> {
+    if have_terminal() {
+        Ok(())
+    } else {
+        Err(Failure::Input(anyhow!("{what} needs a terminal (standard input and output are not one)")))
+    }
+}
+
+/// `loopscope tui FILE`.
+pub fn replay_command(args: &TuiArgs) -> Result<(), Failure> {
+    let rec = Recording::read(&args.file).map_err(|e| Failure::Input(e.into()))?;
+    need_terminal("loopscope tui")?;
+    let cut = match &rec.completeness {
+        Completeness::Truncated { at_byte, reason } => {
+            Some(format!("recording cut short at byte {at_byte} ({reason})"))
+        }
+        Completeness::Complete => None,
+    };
+    let mut app = App::new(Timeline::from_recording(rec), Source::Replay(args.file.display().to_string()));
+    app.status = cut;
+    loopscope_tui::term::run(app, None).map_err(|e| Failure::Run(anyhow!("terminal: {e}")))
+}
+
+/// `loopscope run WORKLOAD --tui`: the workload runs on its runtime in another thread, the TUI
+/// on this one; quitting the TUI stops the workload. Returns the run's report.
+pub fn run_live(opts: &RunOpts, workload: &WorkloadCmd) -> Result<Report, Failure> {
+    need_terminal("--tui")?;
+    let (frames, rx) = std::sync::mpsc::sync_channel(4096);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let live = Live { frames, stop: Arc::clone(&stop) };
+    let (opts, workload) = (opts.clone(), workload.clone());
+    let name = workload.name().to_string();
+    let runner = std::thread::Builder::new()
+        .name("loopscope-workload".into())
+        .spawn(move || run_workload_with(&opts, &workload, Some(live)))
+        .map_err(|e| Failure::Run(anyhow!("cannot start the workload thread: {e}")))?;
+    let app = App::new(Timeline::default(), Source::Live(name));
+    let ui = loopscope_tui::term::run(app, Some(Feed { frames: rx }));
+    stop.notify_one();
+    let report = runner.join().map_err(|_| Failure::Run(anyhow!("the workload thread panicked")))??;
+    ui.map_err(|e| Failure::Run(anyhow!("terminal: {e}")))?;
+    Ok(report)
+}

@@ -1,0 +1,125 @@
+//! Everything the TUI knows about a session: the frames of a recording (read from a file, or
+//! arriving live), kept in order. Bounded for live sessions: the oldest intervals are dropped
+//! past [`Timeline::MAX_INTERVALS`].
+
+use std::collections::VecDeque;
+
+use loopscope_core::model::{Event, Frame, Header, Interval, SiteDecl, Stall, StallCategory, WorkerDecl};
+
+/// One stall, its start and (once the poll returned) its end merged.
+#[derive(Clone, Debug)]
+pub struct StallView {
+    /// As raised.
+    pub stall: Stall,
+    /// The final category (a later look, or the whole stall, may refine the live one).
+    pub category: StallCategory,
+    /// Total duration in ns, once the stalled poll returned.
+    pub duration_ns: Option<u64>,
+}
+
+/// The session so far.
+#[derive(Clone, Debug, Default)]
+pub struct Timeline {
+    /// The header, once known.
+    pub header: Option<Header>,
+    /// Spawn sites, by id.
+    pub sites: Vec<SiteDecl>,
+    /// Worker threads, by id.
+    pub workers: Vec<WorkerDecl>,
+    /// Intervals in order (the newest [`Timeline::MAX_INTERVALS`]).
+    pub intervals: VecDeque<Interval>,
+    /// Intervals dropped from the front to stay bounded.
+    pub dropped_intervals: u64,
+    /// Per site: tasks spawned and finished in intervals dropped from the front.
+    pub dropped_spawned: Vec<(u64, u64)>,
+    /// Stalls, in the order raised (the newest [`Timeline::MAX_STALLS`]).
+    pub stalls: VecDeque<StallView>,
+    /// Recorder errors.
+    pub errors: Vec<String>,
+    /// Whether the session ended (footer seen).
+    pub finished: bool,
+}
+
+impl Timeline {
+    /// Intervals kept: an hour at the default 1 s interval.
+    pub const MAX_INTERVALS: usize = 3600;
+    /// Stalls kept.
+    pub const MAX_STALLS: usize = 10_000;
+
+    /// A timeline holding every frame of a recording.
+    pub fn from_frames(frames: impl IntoIterator<Item = Frame>) -> Self {
+        let mut t = Timeline::default();
+        for f in frames {
+            t.push(f);
+        }
+        t
+    }
+
+    /// A timeline holding a whole recording.
+    pub fn from_recording(rec: loopscope_core::format::Recording) -> Self {
+        let mut t = Timeline::default();
+        t.push(Frame::Header(rec.header));
+        t.push(Frame::Sites(rec.sites));
+        t.push(Frame::Workers(rec.workers));
+        for i in rec.intervals {
+            t.push(Frame::Interval(Box::new(i)));
+        }
+        for e in rec.events {
+            t.push(Frame::Event(e));
+        }
+        t.finished = rec.footer.is_some();
+        t
+    }
+
+    /// Folds in one frame.
+    pub fn push(&mut self, frame: Frame) {
+        match frame {
+            Frame::Header(h) => self.header = Some(h),
+            Frame::Sites(s) => self.sites.extend(s),
+            Frame::Workers(w) => self.workers.extend(w),
+            Frame::Interval(i) => {
+                if self.intervals.len() == Self::MAX_INTERVALS
+                    && let Some(old) = self.intervals.pop_front()
+                {
+                    self.dropped_intervals += 1;
+                    for s in &old.sites {
+                        let i = s.site as usize;
+                        if self.dropped_spawned.len() <= i {
+                            self.dropped_spawned.resize(i + 1, (0, 0));
+                        }
+                        self.dropped_spawned[i].0 += s.spawned;
+                        self.dropped_spawned[i].1 += s.finished;
+                    }
+                }
+                self.intervals.push_back(*i);
+            }
+            Frame::Event(Event::StallBegin(s)) => {
+                if self.stalls.len() == Self::MAX_STALLS {
+                    self.stalls.pop_front();
+                }
+                self.stalls.push_back(StallView { category: s.category, stall: s, duration_ns: None });
+            }
+            Frame::Event(Event::StallEnd { id, duration_ns, category }) => {
+                if let Some(v) = self.stalls.iter_mut().rev().find(|v| v.stall.id == id) {
+                    v.duration_ns = Some(duration_ns);
+                    if let Some(c) = category {
+                        v.category = c;
+                    }
+                }
+            }
+            Frame::Event(Event::RecorderError { message, .. }) => self.errors.push(message),
+            Frame::Workload(_) => {}
+            Frame::Footer(_) => self.finished = true,
+        }
+    }
+
+    /// Interval length in ns (1 s until the header is known).
+    pub fn interval_ns(&self) -> u64 {
+        self.header.as_ref().map_or(1_000_000_000, |h| h.interval_ns.max(1))
+    }
+
+    /// `file:line` of a site, or `site #N` for one not declared (yet).
+    pub fn site_name(&self, id: u32) -> String {
+        self.sites.get(id as usize).map_or_else(|| format!("site #{id}"), |s| format!("{}:{}", s.file, s.line))
+    }
+}

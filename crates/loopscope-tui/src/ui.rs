@@ -1,0 +1,485 @@
+//! Rendering: pure functions from the state to a frame.
+
+use std::time::Duration;
+
+use loopscope_core::dist::{DistAcc, Summary};
+use loopscope_core::units::fmt_duration;
+use ratatui::Frame;
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span as TextSpan};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, Wrap};
+
+use crate::app::{App, Column, KEYS, Source, View};
+use crate::stats::WindowStats;
+
+/// Draws the whole screen.
+pub fn render(frame: &mut Frame<'_>, app: &mut App) {
+    let [top, main, bottom] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(0), Constraint::Length(1)]).areas(frame.area());
+    tabs(frame, top, app);
+    match app.view {
+        View::Overview => overview(frame, main, app),
+        View::Sites => sites(frame, main, app),
+        View::Detail => detail(frame, main, app),
+        View::Stalls => stalls(frame, main, app),
+        View::StallDetail => stall_detail(frame, main, app),
+    }
+    status(frame, bottom, app);
+    if app.help {
+        help(frame, main);
+    }
+}
+
+fn d(v: Duration) -> String {
+    fmt_duration(v)
+}
+
+fn clip_left(s: &str, width: usize) -> String {
+    loopscope_core::report::clip_left(s, width)
+}
+
+fn tabs(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let mut spans = vec![TextSpan::styled(" loopscope ", Style::new().bold().reversed()), TextSpan::raw(" ")];
+    for (i, v) in View::TABS.iter().enumerate() {
+        let style = if v.title() == app.view.title() { Style::new().bold().underlined() } else { Style::new() };
+        spans.push(TextSpan::styled(format!("{} {}", i + 1, v.title()), style));
+        spans.push(TextSpan::raw("  "));
+    }
+    let source = match &app.source {
+        Source::Replay(p) => format!("replay {p}"),
+        Source::Live(p) => format!("live {p}"),
+    };
+    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+    let room = (area.width as usize).saturating_sub(used + 1);
+    spans.push(TextSpan::styled(format!("{:>room$}", clip_left(&source, room)), Style::new().dim()));
+    frame.render_widget(Line::from(spans), area);
+}
+
+fn status(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
+    let n = app.timeline.intervals.len();
+    let iv = app.timeline.interval_ns();
+    let (start, end) = app.window_range();
+    let at = app.end_pos().map_or(0, |p| p + 1);
+    let secs = |k: usize| Duration::from_nanos(iv * (k as u64 + app.timeline.dropped_intervals));
+    let state = if app.is_live() {
+        if app.cursor.is_none() { if app.timeline.finished { "finished" } else { "LIVE" } } else { "paused" }
+    } else if app.playing {
+        "playing"
+    } else {
+        "stopped"
+    };
+    let mut text = format!(
+        " {state} │ {}/{n} ({}) │ window {} ({} intervals) │ ? help  q quit",
+        at,
+        d(secs(at)),
+        app.span.label(),
+        end - start
+    );
+    if let Some(s) = &app.status {
+        text = format!(" {s} │{text}");
+    }
+    if app.typing_filter {
+        text = format!(" filter: {}▏  (Enter keeps, Esc clears)", app.filter);
+    }
+    frame.render_widget(Paragraph::new(text).style(Style::new().reversed()), area);
+}
+
+/// Bucket edges (ns) of the log-scaled histogram bars: powers of 4 from 1 µs to 64 ms.
+const EDGES: [u64; 9] = [1_000, 4_000, 16_000, 64_000, 256_000, 1_000_000, 4_000_000, 16_000_000, 64_000_000];
+
+/// Counts per bucket: below each edge, and the rest.
+fn buckets(acc: &DistAcc) -> Vec<(String, u64)> {
+    let h = acc.histogram();
+    let mut out = Vec::new();
+    let mut below_prev = 0;
+    for (i, edge) in EDGES.iter().enumerate() {
+        let below = h.count_between(0, edge.saturating_sub(1));
+        let _ = i;
+        let label = format!("<{}", d(Duration::from_nanos(*edge)));
+        out.push((label, below - below_prev));
+        below_prev = below;
+    }
+    out.push((format!("≥{}", d(Duration::from_nanos(EDGES[EDGES.len() - 1]))), h.len().saturating_sub(below_prev)));
+    out
+}
+
+/// A histogram as rows of log-scaled bars, with the percentile table beside it.
+fn histogram(frame: &mut Frame<'_>, area: Rect, title: &str, acc: &DistAcc) {
+    let block = Block::bordered().title(title.to_string());
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if acc.count() == 0 {
+        frame.render_widget(Paragraph::new("no data in this window").dim(), inner);
+        return;
+    }
+    let [bars, table] = Layout::horizontal([Constraint::Min(20), Constraint::Length(16)]).areas(inner);
+    let rows = buckets(acc);
+    let max_log = rows.iter().map(|(_, c)| ((*c + 1) as f64).log10()).fold(0.0, f64::max).max(1e-9);
+    let bar_width = bars.width.saturating_sub(16) as f64;
+    let lines: Vec<Line<'_>> = rows
+        .iter()
+        .map(|(label, c)| {
+            let len =
+                if *c == 0 { 0 } else { ((((*c + 1) as f64).log10() / max_log) * bar_width).ceil().max(1.0) as usize };
+            Line::from(vec![
+                TextSpan::raw(format!("{label:>7} ")),
+                TextSpan::styled("█".repeat(len), Style::new().fg(Color::Cyan)),
+                TextSpan::raw(format!(" {}", compact(*c))),
+            ])
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), bars);
+    frame.render_widget(Paragraph::new(percentiles(&acc.summary())), table);
+}
+
+fn percentiles(s: &Summary) -> Vec<Line<'static>> {
+    [("p50", s.p50), ("p90", s.p90), ("p99", s.p99), ("p99.9", s.p999), ("max", s.max)]
+        .into_iter()
+        .map(|(k, v)| Line::from(format!("{k:>5} {:>9}", d(v))))
+        .chain(std::iter::once(Line::from(format!("{:>5} {:>9}", "n", compact(s.count)))))
+        .collect()
+}
+
+/// 1234567 → `1.2M`.
+fn compact(n: u64) -> String {
+    match n {
+        0..=9_999 => n.to_string(),
+        10_000..=999_999 => format!("{:.1}k", n as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1}M", n as f64 / 1e6),
+        _ => format!("{:.1}G", n as f64 / 1e9),
+    }
+}
+
+fn overview(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
+    let w: WindowStats = app.stats().clone();
+    let [hists, middle, spark] =
+        Layout::vertical([Constraint::Min(12), Constraint::Length(6), Constraint::Length(4)]).areas(area);
+    let [left, right] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(hists);
+    histogram(frame, left, "Poll time", &w.poll);
+    let (sched_title, sched) = if w.sched.count() == 0 && w.lag.count() > 0 {
+        ("Scheduling latency (lag probe)", &w.lag)
+    } else {
+        ("Scheduling latency", &w.sched)
+    };
+    histogram(frame, right, sched_title, sched);
+
+    let [workers, facts] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(middle);
+    let block = Block::bordered().title("Workers busy");
+    let inner = block.inner(workers);
+    frame.render_widget(block, workers);
+    let bar = inner.width.saturating_sub(20) as usize;
+    let lines: Vec<Line<'_>> = w
+        .workers
+        .iter()
+        .map(|wk| {
+            let filled = (wk.busy * bar as f64).round() as usize;
+            Line::from(vec![
+                TextSpan::raw(format!("{:<9}", clip_left(&wk.name, 9))),
+                TextSpan::styled("▇".repeat(filled), Style::new().fg(Color::Green)),
+                TextSpan::styled("·".repeat(bar.saturating_sub(filled)), Style::new().dim()),
+                TextSpan::raw(format!(" {:>5.1}%", wk.busy * 100.0)),
+            ])
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), inner);
+    let stalls_style = if w.stalls > 0 { Style::new().fg(Color::Red).bold() } else { Style::new() };
+    let facts_lines = vec![
+        Line::from(vec![TextSpan::raw("stalls        "), TextSpan::styled(w.stalls.to_string(), stalls_style)]),
+        Line::from(format!("tasks alive   {}", compact(w.tasks_alive.last().copied().unwrap_or(0)))),
+        Line::from(format!("global queue  {}   local max {}", w.global_queue, w.local_queue_max)),
+        Line::from(format!("blocking pool {}   sites {}", w.blocking_threads, w.sites.len())),
+    ];
+    frame.render_widget(Paragraph::new(facts_lines).block(Block::bordered().title("Runtime")), facts);
+
+    let [polls, tasks] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(spark);
+    sparkline(frame, polls, "Polls/s", &w.polls_per_s);
+    sparkline(frame, tasks, "Tasks alive", &w.tasks_alive);
+}
+
+/// The newest values that fit, titled with the newest value.
+fn sparkline(frame: &mut Frame<'_>, area: Rect, title: &str, data: &[u64]) {
+    let last = data.last().copied().unwrap_or(0);
+    sparkline_titled(frame, area, &format!("{title} {}", compact(last)), data);
+}
+
+fn sparkline_titled(frame: &mut Frame<'_>, area: Rect, title: &str, data: &[u64]) {
+    let width = area.width.saturating_sub(2) as usize;
+    let tail = &data[data.len().saturating_sub(width)..];
+    let block = Block::bordered().title(title.to_string());
+    frame.render_widget(Sparkline::default().block(block).data(tail).style(Style::new().fg(Color::Yellow)), area);
+}
+
+/// The columns that fit: all from 150 columns, the essential ones below.
+fn columns_for(width: u16) -> Vec<Column> {
+    if width >= 150 {
+        Column::ALL.to_vec()
+    } else {
+        vec![
+            Column::Site,
+            Column::Total,
+            Column::Polls,
+            Column::Busy,
+            Column::PollP99,
+            Column::SchedP99,
+            Column::Stalls,
+        ]
+    }
+}
+
+fn sites(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
+    let cols = columns_for(area.width);
+    let rows: Vec<usize> = app.site_rows().to_vec();
+    let (sel, sort, desc) = (app.site_sel, app.sort, app.descending);
+    let filter = app.filter.clone();
+    let w = app.stats();
+    let title = format!(
+        "Spawn sites: {} of {} (sort: {} {}){}",
+        rows.len(),
+        w.sites.len(),
+        sort.title(),
+        if desc { "↓" } else { "↑" },
+        if filter.is_empty() { String::new() } else { format!(" filter: {filter}") }
+    );
+    let block = Block::bordered().title(title);
+    let inner = block.inner(area);
+    let visible = inner.height.saturating_sub(1) as usize;
+    let offset = sel.saturating_sub(visible.saturating_sub(1));
+    let site_width = inner.width.saturating_sub((cols.len() as u16 - 1) * 10).max(12) as usize;
+    let header = Row::new(cols.iter().map(|c| {
+        let t = c.title();
+        let t = if *c == sort { format!("{t}{}", if desc { "↓" } else { "↑" }) } else { t.to_string() };
+        Cell::from(t)
+    }))
+    .style(Style::new().bold());
+    let body: Vec<Row<'_>> = rows
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(visible)
+        .map(|(pos, i)| {
+            let r = &w.sites[*i];
+            let cells = cols.iter().map(|c| match c {
+                Column::Site => clip_left(&r.name, site_width),
+                Column::Alive => compact(r.alive),
+                Column::Total => format!("{}/{}", compact(r.alive), compact(r.total)),
+                Column::Polls => compact(r.polls),
+                Column::Busy => format!("{:.1}%", r.busy_pct),
+                Column::PollP50 => d(r.poll.p50),
+                Column::PollP99 => d(r.poll.p99),
+                Column::PollMax => d(r.poll.max),
+                Column::SchedP50 => d(r.sched.p50),
+                Column::SchedP99 => d(r.sched.p99),
+                Column::SchedMax => d(r.sched.max),
+                Column::Slow => compact(r.slow),
+                Column::Stalls => r.stalls.to_string(),
+            });
+            let style = if pos == sel {
+                Style::new().reversed()
+            } else if r.stalls > 0 {
+                Style::new().fg(Color::Red)
+            } else {
+                Style::new()
+            };
+            Row::new(cells).style(style)
+        })
+        .collect();
+    let widths: Vec<Constraint> =
+        cols.iter().map(|c| if *c == Column::Site { Constraint::Min(12) } else { Constraint::Length(9) }).collect();
+    frame.render_widget(Table::new(body, widths).header(header).block(block), area);
+}
+
+fn detail(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
+    let Some(id) = app.detail_site else { return };
+    let (start, end) = app.window_range();
+    let w = app.stats().clone();
+    let Some(row) = w.sites.iter().find(|r| r.id == id) else {
+        frame.render_widget(Paragraph::new("this site has no data in the window").block(Block::bordered()), area);
+        return;
+    };
+    let t = &app.timeline;
+    let mut poll = DistAcc::new();
+    let mut sched = DistAcc::new();
+    let mut p99_poll = Vec::new();
+    let mut p99_sched = Vec::new();
+    for i in t.intervals.iter().take(end).skip(start) {
+        let s = i.sites.iter().find(|s| s.site == id);
+        let (mut a, mut b) = (DistAcc::new(), DistAcc::new());
+        if let Some(s) = s {
+            let _ = a.add_dist(&s.poll);
+            let _ = b.add_dist(&s.sched);
+        }
+        p99_poll.push(a.quantile(0.99).as_micros() as u64);
+        p99_sched.push(b.quantile(0.99).as_micros() as u64);
+        poll.add(&a);
+        sched.add(&b);
+    }
+    let [head, hists, over_time, stall_area] =
+        Layout::vertical([Constraint::Length(3), Constraint::Min(10), Constraint::Length(4), Constraint::Length(5)])
+            .areas(area);
+    let text = format!(
+        "{}   tasks {}/{}   polls {}   busy {:.1}%   slow {}   stalls {}",
+        row.name, row.alive, row.total, row.polls, row.busy_pct, row.slow, row.stalls
+    );
+    frame.render_widget(Paragraph::new(text).block(Block::bordered().title("Spawn site (Esc: back)")), head);
+    let [l, r] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(hists);
+    histogram(frame, l, "Poll time", &poll);
+    histogram(frame, r, "Scheduling latency", &sched);
+    let [l, r] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(over_time);
+    let peak = |v: &[u64]| d(Duration::from_micros(v.iter().copied().max().unwrap_or(0)));
+    sparkline_titled(frame, l, &format!("poll p99 per interval, peak {}", peak(&p99_poll)), &p99_poll);
+    sparkline_titled(frame, r, &format!("sched p99 per interval, peak {}", peak(&p99_sched)), &p99_sched);
+    let lines: Vec<Line<'_>> = t
+        .stalls
+        .iter()
+        .rev()
+        .filter(|s| s.stall.site == Some(id))
+        .take(3)
+        .map(|s| {
+            Line::from(format!(
+                "{} {} at {}",
+                s.duration_ns.map_or("ongoing".into(), |n| d(Duration::from_nanos(n))),
+                s.category.name(),
+                s.stall.blocking_site.as_deref().unwrap_or("?")
+            ))
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title("Its latest stalls")), stall_area);
+}
+
+fn stalls(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
+    let rows = app.stall_rows();
+    let sel = app.stall_sel.min(rows.len().saturating_sub(1));
+    let t = &app.timeline;
+    let block = Block::bordered().title(format!("Stalls: {} in the window (Enter: stack and source)", rows.len()));
+    if rows.is_empty() {
+        frame.render_widget(Paragraph::new("No poll blocked a worker in this window.").block(block), area);
+        return;
+    }
+    let inner = block.inner(area);
+    let visible = inner.height.saturating_sub(1) as usize;
+    let offset = sel.saturating_sub(visible.saturating_sub(1));
+    // time, worker, category, duration, then the two sites share the rest.
+    let site_w = (inner.width.saturating_sub(9 + 6 + 15 + 9 + 5) / 2).max(10) as usize;
+    let header =
+        Row::new(["time", "worker", "category", "duration", "blocking site", "spawn site"]).style(Style::new().bold());
+    let body: Vec<Row<'_>> = rows
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(visible)
+        .map(|(pos, i)| {
+            let s = &t.stalls[*i];
+            let cells = [
+                format!("{:.3}s", s.stall.started_ns as f64 / 1e9),
+                s.stall.worker.to_string(),
+                s.category.name().to_string(),
+                s.duration_ns.map_or("ongoing".into(), |n| d(Duration::from_nanos(n))),
+                clip_left(s.stall.blocking_site.as_deref().unwrap_or("-"), site_w),
+                s.stall.site.map_or("-".into(), |id| clip_left(&t.site_name(id), site_w)),
+            ];
+            Row::new(cells).style(if pos == sel { Style::new().reversed() } else { Style::new() })
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(9),
+        Constraint::Length(6),
+        Constraint::Length(15),
+        Constraint::Length(9),
+        Constraint::Length(site_w as u16),
+        Constraint::Length(site_w as u16),
+    ];
+    frame.render_widget(Table::new(body, widths).header(header).block(block), area);
+}
+
+/// Lines of a source file around `line` (1-based), if the file is readable.
+fn source_lines(file: &str, line: u32, around: u32) -> Option<Vec<(u32, String)>> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let from = line.saturating_sub(around).max(1);
+    Some(
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| (i as u32 + 1, l.to_string()))
+            .filter(|(n, _)| *n >= from && *n <= line + around)
+            .collect(),
+    )
+}
+
+fn stall_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let Some(s) = app.detail_stall.and_then(|id| app.timeline.stalls.iter().find(|s| s.stall.id == id)) else {
+        return;
+    };
+    let st = &s.stall;
+    let mut lines = vec![
+        Line::from(vec![
+            TextSpan::styled(s.category.name().to_string(), Style::new().fg(Color::Red).bold()),
+            TextSpan::raw(format!(
+                " for {} on worker {} at {:.3}s{}",
+                s.duration_ns.map_or("(ongoing)".into(), |n| d(Duration::from_nanos(n))),
+                st.worker,
+                st.started_ns as f64 / 1e9,
+                if st.late { " (raised late)" } else { "" }
+            )),
+        ]),
+        Line::from(format!("blocking site  {}", st.blocking_site.as_deref().unwrap_or("-"))),
+        Line::from(format!("call           {}", st.call.as_deref().unwrap_or("-"))),
+        Line::from(format!(
+            "spawn site     {}   syscall {}   fd {}   cpu {}%",
+            st.site.map_or("-".into(), |id| app.timeline.site_name(id)),
+            st.syscall.as_deref().unwrap_or("-"),
+            st.fd_target.as_deref().unwrap_or("-"),
+            st.cpu_percent
+        )),
+        Line::from(""),
+    ];
+    if let Some((file, line)) = st.blocking_site.as_deref().and_then(|b| b.rsplit_once(':'))
+        && let Ok(line) = line.parse::<u32>()
+    {
+        match source_lines(file, line, 3) {
+            Some(src) => {
+                for (n, text) in src {
+                    let style = if n == line {
+                        Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)
+                    } else {
+                        Style::new().dim()
+                    };
+                    lines.push(Line::styled(format!("{}{n:>5} │ {text}", if n == line { "▶" } else { " " }), style));
+                }
+            }
+            None => lines.push(Line::from(format!("(source {file} is not readable here)").dim())),
+        }
+        lines.push(Line::from(""));
+    }
+    lines.push(Line::from("Stack (innermost first):").bold());
+    for f in &st.stack {
+        let at = f.location().unwrap_or_else(|| f.object.clone().unwrap_or_default());
+        lines.push(Line::from(format!("  {}  {}", f.function, at)));
+    }
+    if st.stack.is_empty() {
+        lines.push(Line::from("  (no stack was captured)"));
+    }
+    let para = Paragraph::new(lines)
+        .block(Block::bordered().title("Stall (Esc: back, ↑↓ scroll)"))
+        .wrap(Wrap { trim: false })
+        .scroll((app.detail_scroll as u16, 0));
+    frame.render_widget(para, area);
+}
+
+fn help(frame: &mut Frame<'_>, area: Rect) {
+    let width = 72.min(area.width);
+    let height = (KEYS.len() as u16 + 4).min(area.height);
+    let popup = Rect { x: area.x + (area.width - width) / 2, y: area.y + (area.height - height) / 2, width, height };
+    frame.render_widget(Clear, popup);
+    let lines: Vec<Line<'_>> = KEYS
+        .iter()
+        .map(|(k, what)| {
+            Line::from(vec![TextSpan::styled(format!("{k:>16}  "), Style::new().bold()), TextSpan::raw(*what)])
+        })
+        .collect();
+    frame.render_widget(
+        Paragraph::new(lines).block(
+            Block::new().borders(Borders::ALL).title("Keys (? or Esc closes)").title_alignment(Alignment::Center),
+        ),
+        popup,
+    );
+}

@@ -1,0 +1,114 @@
+//! Every view rendered from a fixed recording (the blocking workload's sync-sleep mistake, six
+//! rounds at 100 ms intervals) into ratatui's `TestBackend`, at 80x24 and 160x48, checked
+//! against snapshots (`tests/snapshots/`; review changes with `cargo insta review`, or rerun
+//! with `INSTA_UPDATE=always` and read the diff).
+
+use loopscope_core::format::Recording;
+use loopscope_tui::app::{Action, View};
+use loopscope_tui::{App, Source, Timeline};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+/// The fixture as the TUI sees it, with the stalls' blocking site pointed at a source excerpt
+/// kept beside it (the recording names the absolute path of the machine that recorded it).
+fn app() -> App {
+    let rec = Recording::read("tests/fixtures/blocking.loopscope").expect("the fixture reads");
+    let mut t = Timeline::from_recording(rec);
+    for s in &mut t.stalls {
+        s.stall.blocking_site = Some("tests/fixtures/sleep.rs:6".into());
+    }
+    App::new(t, Source::Replay("tests/fixtures/blocking.loopscope".into()))
+}
+
+fn screen(app: &mut App, w: u16, h: u16) -> String {
+    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+    term.draw(|f| loopscope_tui::ui::render(f, app)).unwrap();
+    term.backend().to_string()
+}
+
+fn both_sizes(name: &str, app: &mut App) {
+    insta::assert_snapshot!(format!("{name}_80x24"), screen(app, 80, 24));
+    insta::assert_snapshot!(format!("{name}_160x48"), screen(app, 160, 48));
+}
+
+#[test]
+fn overview() {
+    let mut a = app();
+    let s = screen(&mut a, 80, 24);
+    assert!(s.contains("Poll time") && s.contains("stalls        6"), "{s}");
+    both_sizes("overview", &mut a);
+}
+
+#[test]
+fn spawn_sites_sorted_and_filtered() {
+    let mut a = app();
+    a.apply(Action::Goto(View::Sites));
+    both_sizes("sites", &mut a);
+    a.apply(Action::NextSort);
+    a.apply(Action::NextSort);
+    a.apply(Action::StartFilter);
+    for c in "174".chars() {
+        a.apply(Action::FilterChar(c));
+    }
+    a.apply(Action::FilterDone);
+    let s = screen(&mut a, 80, 24);
+    assert!(s.contains("1 of 2") && s.contains("lib.rs:174") && !s.contains("lib.rs:248"), "{s}");
+    both_sizes("sites_filtered", &mut a);
+}
+
+#[test]
+fn site_detail() {
+    let mut a = app();
+    a.apply(Action::Goto(View::Sites));
+    a.apply(Action::Open);
+    assert_eq!(a.view, View::Detail);
+    both_sizes("detail", &mut a);
+}
+
+#[test]
+fn stalls_and_a_stall_with_its_source() {
+    let mut a = app();
+    a.apply(Action::Goto(View::Stalls));
+    both_sizes("stalls", &mut a);
+    a.apply(Action::Move(1));
+    a.apply(Action::Open);
+    assert_eq!(a.view, View::StallDetail);
+    let s = screen(&mut a, 80, 24);
+    assert!(s.contains("▶    6 │         std::thread::sleep"), "{s}");
+    both_sizes("stall_detail", &mut a);
+}
+
+#[test]
+fn help_overlay() {
+    let mut a = app();
+    a.apply(Action::ToggleHelp);
+    both_sizes("help", &mut a);
+}
+
+#[test]
+fn the_timeline_steps_and_the_window_narrows() {
+    let mut a = app();
+    let n = a.timeline.intervals.len();
+    assert!(n >= 10, "{n} intervals");
+    assert_eq!(a.window_range(), (0, n));
+    a.apply(Action::Step(-3));
+    assert_eq!(a.window_range(), (0, n - 3));
+    a.apply(Action::First);
+    assert_eq!(a.window_range(), (0, 1));
+    a.apply(Action::Last);
+    a.apply(Action::CycleSpan); // last 1 s = 10 intervals of 100 ms
+    assert_eq!(a.window_range(), (n - 10, n));
+    // Stepping back over the stalls removes them from the window's count.
+    let all = a.stats().stalls;
+    a.apply(Action::First);
+    assert!(a.stats().stalls < all);
+    both_sizes("first_interval", &mut a);
+    // Replay: play from the start advances one interval at a time and stops at the end.
+    a.apply(Action::TogglePause);
+    assert!(a.playing);
+    for _ in 0..n {
+        a.advance();
+    }
+    assert!(!a.playing);
+    assert_eq!(a.end_pos(), Some(n - 1));
+}

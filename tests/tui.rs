@@ -1,0 +1,172 @@
+//! The real `loopscope` TUI in a pseudo-terminal: keys go in, the screen is read back through a
+//! terminal emulator (vt100), and after every way out the terminal must be restored (main
+//! screen, cursor shown).
+
+use std::io::{Read, Write};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use portable_pty::{Child, CommandBuilder, PtySize, native_pty_system};
+
+mod support;
+
+/// A program running in a pseudo-terminal, and what its screen shows.
+struct Tty {
+    child: Box<dyn Child + Send + Sync>,
+    writer: Box<dyn Write + Send>,
+    output: Receiver<Vec<u8>>,
+    screen: vt100::Parser,
+    /// Everything printed, for what is left on the main screen after the TUI exits.
+    log: Vec<u8>,
+}
+
+/// How long any one expected screen may take to appear (a loaded CI machine can be slow).
+const DEADLINE: Duration = Duration::from_secs(20);
+
+impl Tty {
+    fn start(args: &[&str]) -> Tty {
+        let pair = native_pty_system()
+            .openpty(PtySize { rows: 24, cols: 80, pixel_width: 0, pixel_height: 0 })
+            .expect("a pseudo-terminal");
+        let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_loopscope"));
+        cmd.args(args);
+        cmd.env("TERM", "xterm-256color");
+        cmd.cwd(env!("CARGO_MANIFEST_DIR"));
+        let child = pair.slave.spawn_command(cmd).expect("loopscope starts in the pty");
+        drop(pair.slave);
+        let mut reader = pair.master.try_clone_reader().unwrap();
+        let writer = pair.master.take_writer().unwrap();
+        let (tx, output) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Keeps the master open as long as the child may write.
+            let _master = pair.master;
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Tty { child, writer, output, screen: vt100::Parser::new(24, 80, 0), log: Vec::new() }
+    }
+
+    fn contents(&self) -> String {
+        self.screen.screen().contents()
+    }
+
+    /// Reads output until the screen contains `text`.
+    fn wait_for(&mut self, text: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        while !self.contents().contains(text) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(bytes) => {
+                    self.screen.process(&bytes);
+                    self.log.extend_from_slice(&bytes);
+                }
+                Err(RecvTimeoutError::Timeout) => panic!("{text:?} did not appear; the screen:\n{}", self.contents()),
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("the program ended before {text:?} appeared; the screen:\n{}", self.contents())
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, keys: &str) {
+        self.writer.write_all(keys.as_bytes()).unwrap();
+        self.writer.flush().unwrap();
+    }
+
+    /// Waits for the program to exit (reading its last output); returns its exit code.
+    fn exit_code(&mut self) -> u32 {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            while let Ok(bytes) = self.output.recv_timeout(Duration::from_millis(50)) {
+                self.screen.process(&bytes);
+                self.log.extend_from_slice(&bytes);
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Drain what the reader thread still holds.
+                while let Ok(bytes) = self.output.recv_timeout(Duration::from_millis(200)) {
+                    self.screen.process(&bytes);
+                    self.log.extend_from_slice(&bytes);
+                }
+                return status.exit_code();
+            }
+            assert!(Instant::now() < deadline, "the program did not exit; the screen:\n{}", self.contents());
+        }
+    }
+
+    /// The terminal is back to normal: main screen, cursor visible.
+    fn assert_restored(&self) {
+        let s = self.screen.screen();
+        assert!(!s.alternate_screen(), "still on the alternate screen");
+        assert!(!s.hide_cursor(), "the cursor is still hidden");
+    }
+}
+
+const FIXTURE: &str = "../loopscope-tui/tests/fixtures/blocking.loopscope";
+
+#[test]
+fn replay_views_keys_and_quit_restore_the_terminal() {
+    let mut t = Tty::start(&["tui", FIXTURE]);
+    t.wait_for("Poll time");
+    t.wait_for("stopped │ 11/11");
+    t.send("2");
+    t.wait_for("Spawn sites: 2 of 2 (sort: busy");
+    t.send("s");
+    t.wait_for("sort: poll p50");
+    t.send("/174\r");
+    t.wait_for("Spawn sites: 1 of 2");
+    t.send("3");
+    t.wait_for("Stalls: 6 in the window");
+    // Scrub back three intervals, then to the first, which holds the first two stalls.
+    t.send("\x1b[D\x1b[D\x1b[D");
+    t.wait_for("8/11");
+    t.send("g");
+    t.wait_for("1/11");
+    t.wait_for("Stalls: 2 in the window");
+    t.send("G\r");
+    t.wait_for("Stack (innermost first)");
+    t.send("?");
+    t.wait_for("Keys (? or Esc closes)");
+    t.send("?q");
+    assert_eq!(t.exit_code(), 0, "{}", t.contents());
+    t.assert_restored();
+}
+
+#[test]
+fn sigterm_restores_the_terminal() {
+    let mut t = Tty::start(&["tui", FIXTURE]);
+    t.wait_for("Poll time");
+    let pid = t.child.process_id().expect("a pid") as i32;
+    // SAFETY: signals our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert_eq!(t.exit_code(), 0);
+    t.assert_restored();
+}
+
+#[test]
+fn a_live_run_is_watched_then_reported() {
+    let _turn = support::one_workload_at_a_time();
+    let mut t =
+        Tty::start(&["run", "sleep-storm", "--for", "1500ms", "--tasks", "200", "--interval", "250ms", "--tui"]);
+    t.wait_for("LIVE");
+    t.wait_for("finished");
+    t.send("q");
+    assert_eq!(t.exit_code(), 0, "{}", t.contents());
+    t.assert_restored();
+    let printed = String::from_utf8_lossy(&t.log);
+    assert!(printed.contains("loopscope report — sleep-storm"), "the report follows the TUI: {printed}");
+}
+
+#[test]
+fn bad_input_is_refused_before_the_terminal_is_touched() {
+    let out = support::run(&["tui", "/nonexistent.loopscope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(support::text(&out.stderr).contains("/nonexistent.loopscope"));
+    // Without a terminal (the test's pipes), the TUI refuses clearly.
+    let out = support::run(&["tui", FIXTURE]);
+    assert_eq!(out.status.code(), Some(2), "{}", support::text(&out.stderr));
+    assert!(support::text(&out.stderr).contains("needs a terminal"));
+}
