@@ -170,3 +170,32 @@ fn bad_input_is_refused_before_the_terminal_is_touched() {
     assert_eq!(out.status.code(), Some(2), "{}", support::text(&out.stderr));
     assert!(support::text(&out.stderr).contains("needs a terminal"));
 }
+
+#[test]
+fn attach_waits_for_a_serving_program_shows_its_data_and_its_end() {
+    let _turn = support::one_workload_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("live.sock");
+    let addr = format!("unix:{}", sock.display());
+    // The TUI first: nothing serves yet, so it says so and keeps trying.
+    let mut t = Tty::start(&["tui", "--attach", &addr]);
+    t.wait_for("reconnecting");
+    let mut program = support::loopscope()
+        .args(["run", "sleep-storm", "--for", "3s", "--tasks", "200", "--interval", "200ms", "--serve", &addr])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    t.wait_for("LIVE");
+    t.wait_for("live.sock");
+    // Data arrives: the polls/s sparkline's title shows a rate above zero at some point.
+    t.send("2");
+    t.wait_for("Spawn sites: 1 of 1");
+    // The program ends: the TUI shows the disconnect and goes on trying.
+    assert!(program.wait().unwrap().success());
+    t.wait_for("reconnecting (the session ended)");
+    t.send("q");
+    assert_eq!(t.exit_code(), 0, "{}", t.contents());
+    t.assert_restored();
+}

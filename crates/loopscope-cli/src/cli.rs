@@ -55,7 +55,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct TuiArgs {
     /// The recording to replay.
-    pub file: PathBuf,
+    #[arg(required_unless_present = "attach", conflicts_with = "attach")]
+    pub file: Option<PathBuf>,
+    /// Attach to a program serving its live data (`loopscope run --serve`, `LOOPSCOPE_SERVE`,
+    /// `SessionBuilder::serve`): `unix:PATH` or `127.0.0.1:PORT`. Reconnects when the link drops.
+    #[arg(long, value_name = "ADDR", value_parser = parse_serve_addr)]
+    pub attach: Option<loopscope::core::live::ServeAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -197,6 +202,13 @@ pub struct RunOpts {
     /// Watch the run live in the terminal UI (needs a terminal); the report follows when you quit.
     #[arg(long, global = true)]
     pub tui: bool,
+    /// Serve the run's live data for `loopscope tui --attach ADDR` from another terminal:
+    /// `unix:PATH` (owner-only socket) or `127.0.0.1:PORT`.
+    #[arg(long, global = true, value_name = "ADDR", env = "LOOPSCOPE_SERVE", value_parser = parse_serve_addr)]
+    pub serve: Option<loopscope::core::live::ServeAddr>,
+    /// Allow --serve on a non-loopback address (anyone who reaches it can read the profile).
+    #[arg(long, global = true)]
+    pub serve_public: bool,
     /// Spawn sites shown in the table.
     #[arg(long, global = true, default_value_t = 20, value_name = "N")]
     pub top: usize,
@@ -282,6 +294,11 @@ fn parse_run_time(s: &str) -> Result<Duration, String> {
 fn parse_stall_threshold(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_millis(1) { Err("must be at least 1ms".into()) } else { Ok(d) }
+}
+
+fn parse_serve_addr(s: &str) -> Result<loopscope::core::live::ServeAddr, String> {
+    loopscope::core::live::ServeAddr::parse(s)
+        .ok_or_else(|| "expected unix:PATH, a socket path, or HOST:PORT such as 127.0.0.1:6670".to_string())
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {

@@ -27,6 +27,8 @@ pub fn demo_command(args: &DemoArgs) -> Result<(), Failure> {
         console: None,
         json: false,
         tui: false,
+        serve: None,
+        serve_public: false,
         top: 10,
     };
     let storm = sleep_storm::Config { tasks: 5_000, ..sleep_storm::Config::default() };

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         Command::Report(args) => done(run::report_command(&args)),
         Command::Demo(args) => done(demo::demo_command(&args)),
         Command::Export(args) => done(run::export_command(&args)),
-        Command::Tui(args) => done(tui::replay_command(&args)),
+        Command::Tui(args) => done(tui::tui_command(&args)),
         Command::Check(args) => gate::check_command(&args),
         Command::Gate(args) => gate::gate_command(&args),
     };

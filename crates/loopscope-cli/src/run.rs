@@ -54,11 +54,17 @@ pub fn run_workload_with(opts: &RunOpts, workload: &WorkloadCmd, live: Option<Li
     if let Some(path) = &opts.record {
         session = session.record_to(path);
     }
+    if let Some(addr) = &opts.serve {
+        session = session.serve(addr.to_string()).serve_public(opts.serve_public);
+    }
     let stop = live.as_ref().map(|l| std::sync::Arc::clone(&l.stop));
     if let Some(l) = live {
         session = session.live_frames(l.frames);
     }
     let session = session.install(&mut builder).map_err(|e| Failure::Input(e.into()))?;
+    if let Some(at) = session.serving_at() {
+        eprintln!("serving live data: loopscope tui --attach {at}");
+    }
     let rt = builder.build().context("building the tokio runtime").map_err(Failure::Run)?;
 
     // The TUI owns the terminal while it is open: no progress bar then.

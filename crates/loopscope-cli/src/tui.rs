@@ -26,9 +26,17 @@ fn need_terminal(what: &str) -> Result<(), Failure> {
     }
 }
 
-/// `loopscope tui FILE`.
-pub fn replay_command(args: &TuiArgs) -> Result<(), Failure> {
-    let rec = Recording::read(&args.file).map_err(|e| Failure::Input(e.into()))?;
+/// `loopscope tui FILE` and `loopscope tui --attach ADDR`.
+pub fn tui_command(args: &TuiArgs) -> Result<(), Failure> {
+    let terminal = |e: std::io::Error| Failure::Run(anyhow!("terminal: {e}"));
+    if let Some(addr) = &args.attach {
+        need_terminal("loopscope tui")?;
+        let app = App::new(Timeline::default(), Source::Attached(addr.to_string()));
+        let feed = Feed::Attached(loopscope_tui::attach::attach(addr.clone()));
+        return loopscope_tui::term::run(app, Some(feed)).map_err(terminal);
+    }
+    let file = args.file.as_ref().expect("clap requires FILE or --attach");
+    let rec = Recording::read(file).map_err(|e| Failure::Input(e.into()))?;
     need_terminal("loopscope tui")?;
     let cut = match &rec.completeness {
         Completeness::Truncated { at_byte, reason } => {
@@ -36,9 +44,9 @@ pub fn replay_command(args: &TuiArgs) -> Result<(), Failure> {
         }
         Completeness::Complete => None,
     };
-    let mut app = App::new(Timeline::from_recording(rec), Source::Replay(args.file.display().to_string()));
+    let mut app = App::new(Timeline::from_recording(rec), Source::Replay(file.display().to_string()));
     app.status = cut;
-    loopscope_tui::term::run(app, None).map_err(|e| Failure::Run(anyhow!("terminal: {e}")))
+    loopscope_tui::term::run(app, None).map_err(terminal)
 }
 
 /// `loopscope run WORKLOAD --tui`: the workload runs on its runtime in another thread, the TUI
@@ -55,7 +63,7 @@ pub fn run_live(opts: &RunOpts, workload: &WorkloadCmd) -> Result<Report, Failur
         .spawn(move || run_workload_with(&opts, &workload, Some(live)))
         .map_err(|e| Failure::Run(anyhow!("cannot start the workload thread: {e}")))?;
     let app = App::new(Timeline::default(), Source::Live(name));
-    let ui = loopscope_tui::term::run(app, Some(Feed { frames: rx }));
+    let ui = loopscope_tui::term::run(app, Some(Feed::Frames(rx)));
     stop.notify_one();
     let report = runner.join().map_err(|_| Failure::Run(anyhow!("the workload thread panicked")))??;
     ui.map_err(|e| Failure::Run(anyhow!("terminal: {e}")))?;

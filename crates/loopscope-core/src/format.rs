@@ -131,14 +131,41 @@ pub struct Writer<W: Write> {
     buf: Vec<u8>,
 }
 
+/// The preamble every recording (and every live stream) starts with: magic, version, flags.
+pub fn preamble() -> Vec<u8> {
+    let mut pre = Vec::with_capacity(PREAMBLE_LEN as usize);
+    pre.extend_from_slice(&MAGIC);
+    pre.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    pre.extend_from_slice(&0u16.to_le_bytes());
+    pre
+}
+
+/// Appends one frame, as it is stored (kind, length, checksum, payload), to `out`.
+pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) -> Result<(), WriteError> {
+    let (k, payload) = match frame {
+        Frame::Header(h) => (kind::HEADER, encode(h)?),
+        Frame::Sites(s) => (kind::SITES, encode(s)?),
+        Frame::Workers(w) => (kind::WORKERS, encode(w)?),
+        Frame::Interval(i) => (kind::INTERVAL | COMPRESSED, compress(&encode(i)?)?),
+        Frame::Event(e) => (kind::EVENT, encode(e)?),
+        Frame::Workload(w) => (kind::WORKLOAD | COMPRESSED, compress(&encode(w)?)?),
+        Frame::Footer(f) => (kind::FOOTER, encode(f)?),
+    };
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|l| *l <= MAX_FRAME_LEN)
+        .ok_or_else(|| WriteError::Encode(format!("frame of {} bytes is too large", payload.len())))?;
+    out.push(k);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&checksum(k, &payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(())
+}
+
 impl<W: Write> Writer<W> {
     /// Writes the preamble and the header frame.
     pub fn new(mut inner: W, header: &Header) -> Result<Self, WriteError> {
-        let mut pre = Vec::with_capacity(PREAMBLE_LEN as usize);
-        pre.extend_from_slice(&MAGIC);
-        pre.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        pre.extend_from_slice(&0u16.to_le_bytes());
-        inner.write_all(&pre)?;
+        inner.write_all(&preamble())?;
         let mut w = Writer { inner, offset: PREAMBLE_LEN, buf: Vec::new() };
         w.write(&Frame::Header(header.clone()))?;
         Ok(w)
@@ -146,24 +173,8 @@ impl<W: Write> Writer<W> {
 
     /// Appends one frame and flushes it.
     pub fn write(&mut self, frame: &Frame) -> Result<(), WriteError> {
-        let (k, payload) = match frame {
-            Frame::Header(h) => (kind::HEADER, encode(h)?),
-            Frame::Sites(s) => (kind::SITES, encode(s)?),
-            Frame::Workers(w) => (kind::WORKERS, encode(w)?),
-            Frame::Interval(i) => (kind::INTERVAL | COMPRESSED, compress(&encode(i)?)?),
-            Frame::Event(e) => (kind::EVENT, encode(e)?),
-            Frame::Workload(w) => (kind::WORKLOAD | COMPRESSED, compress(&encode(w)?)?),
-            Frame::Footer(f) => (kind::FOOTER, encode(f)?),
-        };
-        let len = u32::try_from(payload.len())
-            .ok()
-            .filter(|l| *l <= MAX_FRAME_LEN)
-            .ok_or_else(|| WriteError::Encode(format!("frame of {} bytes is too large", payload.len())))?;
         self.buf.clear();
-        self.buf.push(k);
-        self.buf.extend_from_slice(&len.to_le_bytes());
-        self.buf.extend_from_slice(&checksum(k, &payload).to_le_bytes());
-        self.buf.extend_from_slice(&payload);
+        encode_frame(frame, &mut self.buf)?;
         self.inner.write_all(&self.buf)?;
         self.inner.flush()?;
         self.offset += self.buf.len() as u64;

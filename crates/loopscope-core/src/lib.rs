@@ -15,6 +15,7 @@
 pub mod dist;
 pub mod export;
 pub mod format;
+pub mod live;
 pub mod model;
 pub mod report;
 pub mod units;

@@ -271,6 +271,8 @@ pub enum Source {
     Replay(String),
     /// The program running in this process.
     Live(String),
+    /// A program serving its live data, at this address.
+    Attached(String),
 }
 
 /// The TUI's whole state.
@@ -345,7 +347,7 @@ impl App {
 
     /// Whether the data is live (it can grow).
     pub fn is_live(&self) -> bool {
-        matches!(self.source, Source::Live(_))
+        matches!(self.source, Source::Live(_) | Source::Attached(_))
     }
 
     /// Position of the last interval shown, if there is any.

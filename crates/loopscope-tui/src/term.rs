@@ -14,6 +14,8 @@ use loopscope_core::model::Frame;
 use ratatui::crossterm::event::{self, Event};
 
 use crate::app::{App, map_key};
+use crate::attach::FeedEvent;
+use crate::timeline::Timeline;
 
 /// Restores the terminal when dropped.
 struct Guard;
@@ -27,10 +29,31 @@ impl Drop for Guard {
 /// Longest time between two redraws while data arrives; keys redraw at once.
 const FRAME: Duration = Duration::from_millis(100);
 
-/// Where live frames come from, and what to do when they stop.
-pub struct Feed {
-    /// Frames of the session.
-    pub frames: Receiver<Frame>,
+/// Where live data comes from.
+pub enum Feed {
+    /// Frames of a session in this process.
+    Frames(Receiver<Frame>),
+    /// An attached session ([`crate::attach::attach`]).
+    Attached(Receiver<FeedEvent>),
+}
+
+/// Folds in what has arrived; returns whether anything did, and whether the feed is gone.
+fn drain(app: &mut App, feed: &Feed) -> (bool, bool) {
+    let mut any = false;
+    loop {
+        let event = match feed {
+            Feed::Frames(rx) => rx.try_recv().map(FeedEvent::Frame),
+            Feed::Attached(rx) => rx.try_recv(),
+        };
+        match event {
+            Ok(FeedEvent::Frame(f)) => app.timeline.push(f),
+            Ok(FeedEvent::Reset) => app.timeline = Timeline::default(),
+            Ok(FeedEvent::Status(s)) => app.status = s,
+            Err(TryRecvError::Empty) => return (any, false),
+            Err(TryRecvError::Disconnected) => return (true, true),
+        }
+        any = true;
+    }
 }
 
 /// Runs the TUI until the user quits. With a feed, frames are folded in as they arrive.
@@ -46,21 +69,11 @@ pub fn run(mut app: App, feed: Option<Feed>) -> io::Result<()> {
     let mut feed = feed;
     while !app.quit && !term_signal.load(Ordering::Relaxed) {
         if let Some(f) = &feed {
-            loop {
-                match f.frames.try_recv() {
-                    Ok(frame) => {
-                        app.timeline.push(frame);
-                        dirty = true;
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        app.status =
-                            Some(if app.timeline.finished { "session finished".into() } else { "feed closed".into() });
-                        feed = None;
-                        dirty = true;
-                        break;
-                    }
-                }
+            let (any, gone) = drain(&mut app, f);
+            dirty |= any;
+            if gone {
+                app.status = Some(if app.timeline.finished { "session finished".into() } else { "feed closed".into() });
+                feed = None;
             }
         }
         if app.playing

@@ -49,6 +49,7 @@ fn tabs(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let source = match &app.source {
         Source::Replay(p) => format!("replay {p}"),
         Source::Live(p) => format!("live {p}"),
+        Source::Attached(a) => format!("attached {a}"),
     };
     let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
     let room = (area.width as usize).saturating_sub(used + 1);

@@ -41,8 +41,8 @@ pub(crate) struct Meta {
     pub(crate) stall_threshold: Option<Duration>,
     pub(crate) command_line: Vec<String>,
     pub(crate) start_unix_ns: u64,
-    /// Where every frame also goes as it is made (the TUI's live mode).
-    pub(crate) live: Option<SyncSender<Frame>>,
+    /// Where every frame also goes as it is made (the TUI's live mode, the attach server).
+    pub(crate) live: Vec<SyncSender<Frame>>,
 }
 
 enum Sink {
@@ -218,11 +218,10 @@ impl Flusher {
     /// Hands a frame to the live receiver without ever waiting: a receiver that falls behind
     /// loses frames, one that is gone is forgotten.
     fn send_live(&mut self, frame: Frame) {
-        let Some(live) = &self.meta.live else { return };
-        match live.try_send(frame) {
-            Ok(()) | Err(TrySendError::Full(_)) => {}
-            Err(TrySendError::Disconnected(_)) => self.meta.live = None,
-        }
+        self.meta.live.retain(|live| match live.try_send(frame.clone()) {
+            Ok(()) | Err(TrySendError::Full(_)) => true,
+            Err(TrySendError::Disconnected(_)) => false,
+        });
     }
 
     fn flush_interval(&mut self) {

@@ -5,6 +5,7 @@ mod flusher;
 mod hot;
 mod mistakes;
 mod probe;
+pub mod serve;
 mod session;
 mod shared;
 mod stack;

@@ -89,6 +89,8 @@ pub struct SessionBuilder {
     max_sites: u32,
     workload: Option<String>,
     live: Option<std::sync::mpsc::SyncSender<crate::core::model::Frame>>,
+    serve: Option<String>,
+    serve_public: bool,
 }
 
 impl Default for SessionBuilder {
@@ -105,6 +107,8 @@ impl Default for SessionBuilder {
             max_sites: DEFAULT_MAX_SITES,
             workload: None,
             live: None,
+            serve: None,
+            serve_public: false,
         }
     }
 }
@@ -116,6 +120,23 @@ impl SessionBuilder {
     /// is forgotten; the profiled program is never held up.
     pub fn live_frames(mut self, frames: std::sync::mpsc::SyncSender<crate::core::model::Frame>) -> Self {
         self.live = Some(frames);
+        self
+    }
+
+    /// Serves the session's live data for `loopscope tui --attach ADDR`: `unix:PATH` (or any
+    /// path) for a Unix domain socket readable by this user only, or `127.0.0.1:PORT` for TCP
+    /// (port 0 picks one; [`Session::serving_at`] says which). A non-loopback address is refused
+    /// unless [`SessionBuilder::serve_public`] allows it. The server runs on its own threads and
+    /// never holds up the program: slow or misbehaving clients are dropped.
+    pub fn serve(mut self, addr: impl Into<String>) -> Self {
+        self.serve = Some(addr.into());
+        self
+    }
+
+    /// Allows [`SessionBuilder::serve`] on a non-loopback address (a warning is printed):
+    /// anyone who can reach it can read the profile, stacks and source paths included.
+    pub fn serve_public(mut self, allow: bool) -> Self {
+        self.serve_public = allow;
         self
     }
 
@@ -246,7 +267,21 @@ impl SessionBuilder {
             stall_threshold: self.stall_threshold,
             command_line: std::env::args().collect(),
             start_unix_ns: unix_now_ns(),
-            live: self.live,
+            live: self.live.into_iter().collect(),
+        };
+        let mut meta = meta;
+        let server = match &self.serve {
+            None => None,
+            Some(addr) => {
+                let parsed = crate::serve::ServeAddr::parse(addr).ok_or_else(|| Error::InvalidSetting {
+                    key: "serve",
+                    value: addr.clone(),
+                    expected: "unix:PATH, a socket path, or HOST:PORT such as 127.0.0.1:6670",
+                })?;
+                let (frames, rx) = mpsc::sync_channel(crate::serve::CLIENT_QUEUE);
+                meta.live.push(frames);
+                Some(crate::serve::Server::start(&parsed, self.serve_public, rx)?)
+            }
         };
 
         let (tx, rx) = mpsc::channel();
@@ -289,7 +324,7 @@ impl SessionBuilder {
         builder.on_task_spawn(move |meta| guard(&s, || s.on_spawn(meta)));
         let s = Arc::clone(&shared);
         builder.on_task_terminate(move |meta| guard(&s, || s.on_terminate(meta)));
-        Ok(Session { active: Some(Active { shared, tx, thread: Some(thread), watchdog }) })
+        Ok(Session { active: Some(Active { shared, tx, thread: Some(thread), watchdog, server }) })
     }
 }
 
@@ -313,6 +348,7 @@ struct Active {
     tx: Sender<Cmd>,
     thread: Option<JoinHandle<Report>>,
     watchdog: Option<(Sender<()>, JoinHandle<()>)>,
+    server: Option<crate::serve::Server>,
 }
 
 impl std::fmt::Debug for Session {
@@ -331,16 +367,21 @@ impl Session {
     ///
     /// | variable | meaning |
     /// |---|---|
-    /// | `LOOPSCOPE_RECORD` | path of the recording; unset or empty: the session does nothing |
+    /// | `LOOPSCOPE_RECORD` | path of the recording; unset or empty (and no `LOOPSCOPE_SERVE`): the session does nothing |
     /// | `LOOPSCOPE_INTERVAL` | interval length, e.g. `1s`, `500ms` |
     /// | `LOOPSCOPE_SLOW_POLL` | slow-poll threshold, e.g. `100us` |
     /// | `LOOPSCOPE_PROFILE` | `full` (default) or `lean` |
     /// | `LOOPSCOPE_SCHEDULE_LATENCY` | `0` to turn per-task scheduling latency off |
     /// | `LOOPSCOPE_STALL_THRESHOLD` | stall threshold, e.g. `10ms`; `off` turns the detector off |
+    /// | `LOOPSCOPE_SERVE` | serve live data for `loopscope tui --attach`: `unix:PATH` or `127.0.0.1:PORT` |
+    /// | `LOOPSCOPE_SERVE_PUBLIC` | `1` allows a non-loopback `LOOPSCOPE_SERVE` address |
     pub fn from_env() -> Result<SessionBuilder, Error> {
         let mut b = SessionBuilder::default();
+        let serving = std::env::var_os("LOOPSCOPE_SERVE").is_some_and(|v| !v.is_empty());
         match std::env::var_os("LOOPSCOPE_RECORD") {
             Some(p) if !p.is_empty() => b.path = Some(PathBuf::from(p)),
+            // Serving alone profiles too, without a file.
+            _ if serving => {}
             _ => {
                 b.enabled = false;
                 return Ok(b);
@@ -367,6 +408,18 @@ impl Session {
                 }
             }
         }
+        if let Ok(v) = std::env::var("LOOPSCOPE_SERVE")
+            && !v.is_empty()
+        {
+            b.serve = Some(v);
+        }
+        if let Ok(v) = std::env::var("LOOPSCOPE_SERVE_PUBLIC") {
+            b.serve_public = match v.as_str() {
+                "1" | "true" | "on" => true,
+                "0" | "false" | "off" | "" => false,
+                _ => return Err(Error::Env { var: "LOOPSCOPE_SERVE_PUBLIC", value: v, expected: "0 or 1" }),
+            };
+        }
         if let Ok(v) = std::env::var("LOOPSCOPE_SCHEDULE_LATENCY") {
             b.schedule_latency = match v.as_str() {
                 "1" | "true" | "on" => true,
@@ -377,6 +430,11 @@ impl Session {
             };
         }
         Ok(b)
+    }
+
+    /// Where the live data is served ([`SessionBuilder::serve`]), with a TCP port 0 resolved.
+    pub fn serving_at(&self) -> Option<String> {
+        self.active.as_ref()?.server.as_ref().map(|s| s.bound.to_string())
     }
 
     /// Whether this session records anything.
@@ -421,6 +479,10 @@ impl Active {
         let joined = thread.join();
         // Whatever the flusher did, the handle must not keep the runtime alive through the hooks.
         crate::shared::lock(&self.shared.handle).take();
+        // The flusher's end closed the live stream; clients have been sent the footer.
+        if let Some(mut server) = self.server.take() {
+            server.stop();
+        }
         joined.map_err(|_| Error::Recorder("the flusher thread panicked".into()))
     }
 }
