@@ -73,6 +73,25 @@ pub struct Dist {
 }
 
 impl Dist {
+    /// The non-zero buckets as (lowest value of the bucket in ns, count), without building a
+    /// whole histogram: the cheap way to add up many small distributions.
+    pub fn buckets(&self) -> Result<Vec<(u64, u64)>, DistError> {
+        if self.count == 0 && self.hdr.is_empty() {
+            return Ok(Vec::new());
+        }
+        let buckets = if read_u32(&self.hdr, 0) == Some(V2_COOKIE) {
+            sparse_v2(&self.hdr)?
+        } else {
+            let h = decode_histogram(&self.hdr)?;
+            h.iter_recorded().map(|v| (h.lowest_equivalent(v.value_iterated_to()), v.count_at_value())).collect()
+        };
+        let total = buckets.iter().try_fold(0u64, |t, (_, n)| t.checked_add(*n));
+        if total != Some(self.count) {
+            return Err(DistError::CountMismatch { expected: self.count, actual: total.unwrap_or(u64::MAX) });
+        }
+        Ok(buckets)
+    }
+
     /// Decodes into an accumulator, checking bounds and counts.
     pub fn decode(&self) -> Result<DistAcc, DistError> {
         let mut acc = DistAcc::new();
@@ -165,12 +184,12 @@ impl DistAcc {
         if d.count == 0 && d.hdr.is_empty() {
             return Ok(());
         }
-        let hist = decode_histogram(&d.hdr)?;
-        if hist.len() != d.count {
-            return Err(DistError::CountMismatch { expected: d.count, actual: hist.len() });
-        }
+        // The non-zero buckets only: no whole histogram is built for each stored one.
+        let buckets = d.buckets()?;
         self.add_scalars(d.count, d.sum_ns, d.max_ns, d.outliers);
-        let _ = self.hist.add(&hist);
+        for (value, n) in buckets {
+            self.hist.saturating_record_n(value, n);
+        }
         Ok(())
     }
 
@@ -300,6 +319,94 @@ pub fn decode_histogram(bytes: &[u8]) -> Result<Histogram<u64>, DistError> {
     Deserializer::new().deserialize(&mut &plain[..]).map_err(|e| DistError::Encoding(format!("{e:?}")))
 }
 
+/// Bucket layout of loopscope's histograms (lowest 1 ns, 2 significant digits): each bucket
+/// after the first holds 128 sub-buckets (256 slots, the lower half shared with the previous
+/// bucket), as HdrHistogram lays them out.
+const SUB_BUCKET_HALF_MAGNITUDE: u32 = 7;
+const SUB_BUCKET_HALF: u64 = 1 << SUB_BUCKET_HALF_MAGNITUDE;
+
+/// The highest value counted in the same bucket as `value` (what HdrHistogram reports for a
+/// quantile that falls in that bucket).
+pub fn highest_equivalent(value: u64) -> u64 {
+    let shift = (63 - value.max(1).leading_zeros()).saturating_sub(SUB_BUCKET_HALF_MAGNITUDE);
+    (value >> shift << shift) + (1u64 << shift) - 1
+}
+
+/// Index of the bucket that counts `value` in loopscope's histograms (dense from 0; values up to
+/// the highest trackable one have indices below 5,000).
+pub fn bucket_index(value: u64) -> usize {
+    let shift = (63 - value.max(1).leading_zeros()).saturating_sub(SUB_BUCKET_HALF_MAGNITUDE);
+    ((u64::from(shift) << SUB_BUCKET_HALF_MAGNITUDE) + (value >> shift)) as usize
+}
+
+/// The lowest value counted in the bucket at `index` (the inverse of [`bucket_index`]).
+pub fn bucket_value(index: usize) -> u64 {
+    value_from_index(index as u64)
+}
+
+/// The lowest value counted at index `i` of the counts array.
+fn value_from_index(i: u64) -> u64 {
+    let bucket = (i >> SUB_BUCKET_HALF_MAGNITUDE).checked_sub(1);
+    let sub = (i & (SUB_BUCKET_HALF - 1)) + SUB_BUCKET_HALF;
+    match bucket {
+        None => sub - SUB_BUCKET_HALF,
+        Some(b) => sub << b,
+    }
+}
+
+/// The non-zero buckets of a V2-encoded histogram (as written by [`DistAcc::to_dist`]), as
+/// (lowest value of the bucket, count), with the same checks as [`decode_histogram`].
+fn sparse_v2(plain: &[u8]) -> Result<Vec<(u64, u64)>, DistError> {
+    let bad = |what: &str| DistError::Encoding(what.to_string());
+    let payload_len = read_u32(plain, 4).ok_or_else(|| bad("missing payload length"))? as usize;
+    let digits = read_u32(plain, 12).ok_or_else(|| bad("missing digits"))?;
+    let low = read_u64(plain, 16).ok_or_else(|| bad("missing lowest value"))?;
+    let high = read_u64(plain, 24).ok_or_else(|| bad("missing highest value"))?;
+    if low != LOWEST_NS || high != HIGHEST_NS || digits != u32::from(SIGNIFICANT_DIGITS) {
+        return Err(DistError::Bounds { low, high, digits });
+    }
+    let payload = plain.get(40..40 + payload_len).ok_or_else(|| bad("payload length beyond the data"))?;
+    let mut out = Vec::new();
+    let (mut index, mut pos) = (0u64, 0usize);
+    while pos < payload.len() {
+        let (raw, used) = read_varint(&payload[pos..]).ok_or_else(|| bad("truncated count"))?;
+        pos += used;
+        let v = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
+        if v < 0 {
+            index = index.checked_add(v.unsigned_abs()).ok_or_else(|| bad("zero run overflows"))?;
+            continue;
+        }
+        if v > 0 {
+            // 40 buckets reach far past the highest trackable value; the check below is exact.
+            if index >> SUB_BUCKET_HALF_MAGNITUDE > 40 {
+                return Err(bad("a count beyond the highest trackable value"));
+            }
+            let value = value_from_index(index);
+            if value > HIGHEST_NS.next_power_of_two() {
+                return Err(bad("a count beyond the highest trackable value"));
+            }
+            out.push((value, v as u64));
+        }
+        index += 1;
+    }
+    Ok(out)
+}
+
+/// HdrHistogram's LEB128 variant: up to 8 bytes of 7 bits, a 9th of 8 bits.
+fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, byte) in b.iter().take(9).enumerate() {
+        if i == 8 {
+            return Some((v | (u64::from(*byte) << 56), 9));
+        }
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
 fn read_u32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
@@ -332,6 +439,75 @@ mod tests {
         }
         let back = d.to_dist().decode().unwrap();
         assert_eq!(back, d);
+    }
+
+    #[test]
+    fn the_sparse_decoder_agrees_with_hdrhistogram_everywhere() {
+        // Values across the whole range, including every bucket boundary region and the ceiling.
+        let mut d = DistAcc::new();
+        let mut x = 1u64;
+        while x < HIGHEST_NS {
+            for v in [x.saturating_sub(1).max(1), x, x + 1, x + x / 3] {
+                d.record_n_ns(v, 1 + v % 7);
+            }
+            x = x * 3 / 2 + 1;
+        }
+        d.record_n_ns(HIGHEST_NS, 2);
+        d.record_n_ns(HIGHEST_NS * 3, 1);
+        let stored = d.to_dist();
+        let slow = decode_histogram(&stored.hdr).unwrap();
+        let mut fast = DistAcc::new();
+        fast.add_dist(&stored).unwrap();
+        assert_eq!(fast.histogram(), &slow);
+        assert_eq!(fast, d);
+    }
+
+    #[test]
+    fn bucket_indices_round_trip() {
+        let h = new_histogram();
+        for v in [1u64, 2, 127, 128, 255, 256, 257, 511, 512, 1_000, 30_303_030, 59_999_999_999] {
+            let i = bucket_index(v);
+            assert_eq!(bucket_value(i), h.lowest_equivalent(v), "{v}");
+            assert_eq!(bucket_index(bucket_value(i)), i);
+            assert_eq!(bucket_index(h.highest_equivalent(v)), i, "{v}");
+        }
+        assert!(bucket_index(HIGHEST_NS) < 5_000);
+    }
+
+    #[test]
+    fn highest_equivalent_values_match_hdrhistogram() {
+        let h = new_histogram();
+        for v in [1, 2, 127, 128, 255, 256, 257, 1_000, 30_303_030, 59_999_999_999] {
+            assert_eq!(highest_equivalent(v), h.highest_equivalent(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_encoding_leaves_the_accumulator_untouched() {
+        let mut src = DistAcc::new();
+        for i in 1..500u64 {
+            src.record_n_ns(i * 1_013, i);
+        }
+        let good = src.to_dist();
+        let mut acc = DistAcc::new();
+        acc.record_n_ns(77, 1);
+        let before = acc.clone();
+        for cut in 0..good.hdr.len() {
+            let mut bad = good.clone();
+            bad.hdr.truncate(cut);
+            assert!(acc.add_dist(&bad).is_err(), "cut at {cut}");
+            assert_eq!(acc, before, "cut at {cut}");
+        }
+        for at in 40..good.hdr.len() {
+            let mut bad = good.clone();
+            bad.hdr[at] ^= 0xff;
+            // Any outcome but a panic; on error nothing was added.
+            if acc.clone().add_dist(&bad).is_err() {
+                let mut a = acc.clone();
+                let _ = a.add_dist(&bad);
+                assert_eq!(a, before);
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use crate::stats::{SiteRow, WindowStats, window};
+use crate::stats::{SiteRow, WindowAcc, WindowStats};
 use crate::timeline::Timeline;
 
 /// The screens, in Tab order (detail screens are reached with Enter).
@@ -275,6 +275,14 @@ pub enum Source {
     Attached(String),
 }
 
+/// The window's figures and the sums behind them, for (start, end, intervals dropped, stalls).
+#[derive(Debug)]
+struct Cache {
+    key: (usize, usize, u64, usize),
+    acc: WindowAcc,
+    stats: WindowStats,
+}
+
 /// The TUI's whole state.
 #[derive(Debug)]
 pub struct App {
@@ -314,7 +322,7 @@ pub struct App {
     pub quit: bool,
     /// A message for the status bar (a disconnect, the end of the session).
     pub status: Option<String>,
-    cache: Option<(usize, usize, u64, usize, WindowStats)>,
+    cache: Option<Cache>,
     rows: Vec<usize>,
 }
 
@@ -373,17 +381,23 @@ impl App {
         (start, end)
     }
 
-    /// The figures of the window (cached until the window or the data changes).
+    /// The figures of the window (cached until the window or the data changes; a window that
+    /// only grew at its end, as a live one does, is extended rather than recomputed).
     pub fn stats(&mut self) -> &WindowStats {
         let (start, end) = self.window_range();
         let key = (start, end, self.timeline.dropped_intervals, self.timeline.stalls.len());
-        let fresh = matches!(&self.cache, Some((s, e, d, n, _)) if (*s, *e, *d, *n) == key);
+        let fresh = matches!(&self.cache, Some(c) if c.key == key);
         if !fresh {
-            let w = window(&self.timeline, start, end);
-            self.cache = Some((key.0, key.1, key.2, key.3, w));
+            let mut acc = match self.cache.take() {
+                Some(c) if c.key.0 == start && c.key.2 == key.2 && c.key.1 <= end => c.acc,
+                _ => WindowAcc::new(&self.timeline, start, start),
+            };
+            acc.extend(&self.timeline, end);
+            let stats = acc.stats(&self.timeline);
+            self.cache = Some(Cache { key, acc, stats });
             self.resort();
         }
-        &self.cache.as_ref().expect("just computed").4
+        &self.cache.as_ref().expect("just computed").stats
     }
 
     /// Indices into `stats().sites` of the site table's rows: filtered and sorted.
@@ -393,7 +407,7 @@ impl App {
     }
 
     fn resort(&mut self) {
-        let Some((.., w)) = &self.cache else { return };
+        let Some(Cache { stats: w, .. }) = &self.cache else { return };
         let needle = self.filter.to_lowercase();
         let mut rows: Vec<usize> = (0..w.sites.len())
             .filter(|i| needle.is_empty() || w.sites[*i].name.to_lowercase().contains(&needle))
