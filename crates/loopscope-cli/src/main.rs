@@ -31,6 +31,11 @@ pub enum Failure {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends quietly, as for any Unix tool, instead of a panic on EPIPE.
+    // SAFETY: restores the default disposition of SIGPIPE before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     // Before any recorder session, so that the recorder's own hook still sees the panic.
     catalogue::quiet_nested_runtime_panics();
