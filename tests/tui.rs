@@ -199,3 +199,34 @@ fn attach_waits_for_a_serving_program_shows_its_data_and_its_end() {
     assert_eq!(t.exit_code(), 0, "{}", t.contents());
     t.assert_restored();
 }
+
+#[test]
+fn a_terminal_that_hangs_up_ends_the_tui_instead_of_spinning() {
+    // tmux gives the TUI a terminal whose other end can vanish at once (its server killed): no
+    // signal need arrive, reads just return end-of-file.
+    let socket = format!("loopscope-test-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux").arg("-L").arg(&socket).args(args).output().expect("tmux is installed")
+    };
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
+    let cmd = format!("exec {} tui {}", env!("CARGO_BIN_EXE_loopscope"), fixture.display());
+    assert!(tmux(&["new-session", "-d", "-x", "80", "-y", "24", &cmd]).status.success());
+    let pid: i32 = loop {
+        let out = tmux(&["list-panes", "-F", "#{pane_pid}"]);
+        if let Ok(p) = String::from_utf8_lossy(&out.stdout).trim().parse() {
+            break p;
+        }
+    };
+    // Wait for the TUI to draw (its screen shows the overview).
+    let deadline = Instant::now() + DEADLINE;
+    while !String::from_utf8_lossy(&tmux(&["capture-pane", "-p"]).stdout).contains("Poll time") {
+        assert!(Instant::now() < deadline, "the TUI did not draw");
+    }
+    let _ = tmux(&["kill-server"]);
+    let deadline = Instant::now() + DEADLINE;
+    // SAFETY: signal 0 only checks that the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        assert!(Instant::now() < deadline, "the TUI went on running after its terminal hung up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -56,6 +56,16 @@ fn drain(app: &mut App, feed: &Feed) -> (bool, bool) {
     }
 }
 
+/// Whether the terminal hung up (its window or multiplexer went away without a signal reaching
+/// us): reads would return end-of-file forever, and the loop would spin instead of waiting.
+fn terminal_gone() -> bool {
+    let mut fds =
+        [libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 }, libc::pollfd { fd: 1, events: 0, revents: 0 }];
+    // SAFETY: two valid pollfd entries; a zero timeout never blocks.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+    n > 0 && fds.iter().any(|f| f.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0)
+}
+
 /// Runs the TUI until the user quits. With a feed, frames are folded in as they arrive.
 pub fn run(mut app: App, feed: Option<Feed>) -> io::Result<()> {
     let term_signal = Arc::new(AtomicBool::new(false));
@@ -64,10 +74,12 @@ pub fn run(mut app: App, feed: Option<Feed>) -> io::Result<()> {
     }
     let mut terminal = ratatui::try_init()?;
     let _guard = Guard;
+    let heartbeat = Arc::new(std::sync::atomic::AtomicU64::new(now_secs()));
+    watch_for_hangup(Arc::clone(&heartbeat));
     let mut dirty = true;
     let mut last_step = Instant::now();
     let mut feed = feed;
-    while !app.quit && !term_signal.load(Ordering::Relaxed) {
+    while !app.quit && !term_signal.load(Ordering::Relaxed) && !terminal_gone() {
         if let Some(f) = &feed {
             let (any, gone) = drain(&mut app, f);
             dirty |= any;
@@ -87,7 +99,13 @@ pub fn run(mut app: App, feed: Option<Feed>) -> io::Result<()> {
             terminal.draw(|f| crate::ui::render(f, &mut app))?;
             dirty = false;
         }
-        if event::poll(FRAME)? {
+        // Wait for input ourselves: crossterm's reader spins forever on a terminal that hung up
+        // (end-of-file is not "no data"), so it is only asked once input is known to be there,
+        // and for what it has buffered (keys that arrived together; resizes).
+        if wait_for_input(FRAME) == Input::Gone {
+            break;
+        }
+        while !terminal_gone() && event::poll(Duration::ZERO)? {
             match event::read()? {
                 Event::Key(key) => {
                     if let Some(action) = map_key(key, app.typing_filter, app.help) {
@@ -99,6 +117,47 @@ pub fn run(mut app: App, feed: Option<Feed>) -> io::Result<()> {
                 _ => {}
             }
         }
+        heartbeat.store(now_secs(), Ordering::Relaxed);
     }
     Ok(())
+}
+
+#[derive(PartialEq, Eq)]
+enum Input {
+    Ready,
+    Timeout,
+    Gone,
+}
+
+/// Waits until the terminal has input, `timeout` passes, or the terminal hangs up.
+fn wait_for_input(timeout: Duration) -> Input {
+    let mut fd = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd entry.
+    let n = unsafe { libc::poll(&mut fd, 1, timeout.as_millis() as libc::c_int) };
+    if n > 0 && fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        Input::Gone
+    } else if n > 0 {
+        Input::Ready
+    } else {
+        Input::Timeout
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The last resort if the terminal hangs up while the loop is inside crossterm's reader (a
+/// window of microseconds): a thread that ends the process when the terminal is gone and the
+/// loop has not come round for a few seconds. A recording being written stays readable (it is
+/// written frame by frame, as after `kill -9`).
+fn watch_for_hangup(heartbeat: Arc<std::sync::atomic::AtomicU64>) {
+    let _ = std::thread::Builder::new().name("loopscope-tui-hangup".into()).spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            if terminal_gone() && now_secs().saturating_sub(heartbeat.load(Ordering::Relaxed)) >= 3 {
+                std::process::exit(2);
+            }
+        }
+    });
 }
