@@ -432,8 +432,7 @@ mod tests {
     #[test]
     fn slow_readers_lose_messages_but_do_not_hold_up_the_others() {
         // 20 clients x 400 messages of 1 KiB: far more than a slow reader's socket buffers hold.
-        let cfg =
-            Config { clients: 20, rooms: 1, rate: 500.0, messages: 400, slow_clients: 2, size: 1024, queue: 128 };
+        let cfg = Config { clients: 20, rooms: 1, rate: 500.0, messages: 400, slow_clients: 2, size: 1024, queue: 128 };
         let r = rt().block_on(run(&cfg, Duration::from_secs(30), 1)).unwrap();
         // The 18 normal readers each get every message from the 19 others.
         let expected = r.get_metric("expected_deliveries").unwrap();
