@@ -211,16 +211,26 @@ fn a_terminal_that_hangs_up_ends_the_tui_instead_of_spinning() {
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
     let cmd = format!("exec {} tui {}", env!("CARGO_BIN_EXE_loopscope"), fixture.display());
     assert!(tmux(&["new-session", "-d", "-x", "80", "-y", "24", &cmd]).status.success());
+    let deadline = Instant::now() + DEADLINE;
     let pid: i32 = loop {
         let out = tmux(&["list-panes", "-F", "#{pane_pid}"]);
         if let Ok(p) = String::from_utf8_lossy(&out.stdout).trim().parse() {
             break p;
         }
+        assert!(Instant::now() < deadline, "no tmux pane: {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(20));
     };
     // Wait for the TUI to draw (its screen shows the overview).
-    let deadline = Instant::now() + DEADLINE;
-    while !String::from_utf8_lossy(&tmux(&["capture-pane", "-p"]).stdout).contains("Poll time") {
-        assert!(Instant::now() < deadline, "the TUI did not draw");
+    loop {
+        let screen = String::from_utf8_lossy(&tmux(&["capture-pane", "-p"]).stdout).into_owned();
+        if screen.contains("Poll time") {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = tmux(&["kill-server"]);
+            panic!("the TUI did not draw; the pane shows:\n{screen}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     let _ = tmux(&["kill-server"]);
     let deadline = Instant::now() + DEADLINE;
