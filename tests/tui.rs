@@ -25,12 +25,19 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 impl Tty {
     fn start(args: &[&str]) -> Tty {
+        Tty::start_with(args, &[])
+    }
+
+    fn start_with(args: &[&str], env: &[(&str, &str)]) -> Tty {
         let pair = native_pty_system()
             .openpty(PtySize { rows: 24, cols: 80, pixel_width: 0, pixel_height: 0 })
             .expect("a pseudo-terminal");
         let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_loopscope"));
         cmd.args(args);
         cmd.env("TERM", "xterm-256color");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         cmd.cwd(env!("CARGO_MANIFEST_DIR"));
         let child = pair.slave.spawn_command(cmd).expect("loopscope starts in the pty");
         drop(pair.slave);
@@ -144,6 +151,14 @@ fn sigterm_restores_the_terminal() {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     assert_eq!(t.exit_code(), 0);
     t.assert_restored();
+}
+
+#[test]
+fn a_panic_in_the_tui_restores_the_terminal() {
+    let mut t = Tty::start_with(&["tui", FIXTURE], &[("LOOPSCOPE_TUI_FAILPOINT", "panic")]);
+    assert_eq!(t.exit_code(), 101, "{}", t.contents());
+    t.assert_restored();
+    assert!(String::from_utf8_lossy(&t.log).contains("LOOPSCOPE_TUI_FAILPOINT=panic"));
 }
 
 #[test]

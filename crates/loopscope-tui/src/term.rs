@@ -98,6 +98,10 @@ pub fn run(mut app: App, feed: Option<Feed>) -> io::Result<()> {
         if dirty {
             terminal.draw(|f| crate::ui::render(f, &mut app))?;
             dirty = false;
+            // A test hook: proves the terminal is restored when the TUI panics mid-session.
+            if std::env::var_os("LOOPSCOPE_TUI_FAILPOINT").is_some_and(|v| v == "panic") {
+                panic!("LOOPSCOPE_TUI_FAILPOINT=panic");
+            }
         }
         // Wait for input ourselves: crossterm's reader spins forever on a terminal that hung up
         // (end-of-file is not "no data"), so it is only asked once input is known to be there,
