@@ -211,6 +211,12 @@ fn sparkline_titled(frame: &mut Frame<'_>, area: Rect, title: &str, data: &[u64]
     frame.render_widget(Sparkline::default().block(block).data(tail).style(Style::new().fg(Color::Yellow)), area);
 }
 
+/// The first row shown and how many fit under a table's header, keeping `sel` in view.
+fn scroll(sel: usize, inner: Rect) -> (usize, usize) {
+    let visible = inner.height.saturating_sub(1) as usize;
+    (sel.saturating_sub(visible.saturating_sub(1)), visible)
+}
+
 /// The columns that fit: all from 150 columns, the essential ones below.
 fn columns_for(width: u16) -> Vec<Column> {
     if width >= 150 {
@@ -244,8 +250,7 @@ fn sites(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     );
     let block = Block::bordered().title(title);
     let inner = block.inner(area);
-    let visible = inner.height.saturating_sub(1) as usize;
-    let offset = sel.saturating_sub(visible.saturating_sub(1));
+    let (offset, visible) = scroll(sel, inner);
     let site_width = inner.width.saturating_sub((cols.len() as u16 - 1) * 10).max(12) as usize;
     let header = Row::new(cols.iter().map(|c| {
         let t = c.title();
@@ -358,8 +363,7 @@ fn stalls(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         return;
     }
     let inner = block.inner(area);
-    let visible = inner.height.saturating_sub(1) as usize;
-    let offset = sel.saturating_sub(visible.saturating_sub(1));
+    let (offset, visible) = scroll(sel, inner);
     // time, worker, category, duration, then the two sites share the rest.
     let site_w = (inner.width.saturating_sub(9 + 6 + 15 + 9 + 5) / 2).max(10) as usize;
     let header =
