@@ -112,3 +112,31 @@ fn the_timeline_steps_and_the_window_narrows() {
     assert!(!a.playing);
     assert_eq!(a.end_pos(), Some(n - 1));
 }
+
+#[test]
+fn every_view_survives_tiny_and_odd_terminal_sizes() {
+    for (w, h) in [(1, 1), (10, 5), (20, 6), (40, 10), (79, 23), (300, 100)] {
+        let mut a = app();
+        for action in [
+            None,
+            Some(Action::Goto(View::Sites)),
+            Some(Action::Open),
+            Some(Action::Goto(View::Stalls)),
+            Some(Action::Open),
+            Some(Action::ToggleHelp),
+        ] {
+            if let Some(act) = action {
+                a.apply(act);
+            }
+            screen(&mut a, w, h);
+        }
+    }
+    // An empty session (a live one before its first frame) renders too.
+    let mut empty = App::new(Timeline::default(), Source::Live("nothing yet".into()));
+    for v in [View::Overview, View::Sites, View::Stalls] {
+        empty.apply(Action::Goto(v));
+        empty.apply(Action::Open);
+        empty.apply(Action::Step(-1));
+        screen(&mut empty, 80, 24);
+    }
+}
