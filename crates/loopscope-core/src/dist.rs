@@ -325,6 +325,18 @@ pub fn decode_histogram(bytes: &[u8]) -> Result<Histogram<u64>, DistError> {
 const SUB_BUCKET_HALF_MAGNITUDE: u32 = 7;
 const SUB_BUCKET_HALF: u64 = 1 << SUB_BUCKET_HALF_MAGNITUDE;
 
+/// Length of the counts array of loopscope's histograms: the buckets up to the one that holds
+/// [`HIGHEST_NS`] (HdrHistogram's layout).
+const COUNTS_LEN: u64 = {
+    let mut buckets = 1u64;
+    let mut smallest_untrackable = SUB_BUCKET_HALF * 2;
+    while smallest_untrackable <= HIGHEST_NS {
+        smallest_untrackable <<= 1;
+        buckets += 1;
+    }
+    (buckets + 1) * SUB_BUCKET_HALF
+};
+
 /// The highest value counted in the same bucket as `value` (what HdrHistogram reports for a
 /// quantile that falls in that bucket).
 pub fn highest_equivalent(value: u64) -> u64 {
@@ -377,17 +389,12 @@ fn sparse_v2(plain: &[u8]) -> Result<Vec<(u64, u64)>, DistError> {
             continue;
         }
         if v > 0 {
-            // 40 buckets reach far past the highest trackable value; the check below is exact.
-            if index >> SUB_BUCKET_HALF_MAGNITUDE > 40 {
+            if index >= COUNTS_LEN {
                 return Err(bad("a count beyond the highest trackable value"));
             }
-            let value = value_from_index(index);
-            if value > HIGHEST_NS.next_power_of_two() {
-                return Err(bad("a count beyond the highest trackable value"));
-            }
-            out.push((value, v as u64));
+            out.push((value_from_index(index), v as u64));
         }
-        index += 1;
+        index = index.checked_add(1).ok_or_else(|| bad("zero run overflows"))?;
     }
     Ok(out)
 }
@@ -472,6 +479,58 @@ mod tests {
             assert_eq!(bucket_index(h.highest_equivalent(v)), i, "{v}");
         }
         assert!(bucket_index(HIGHEST_NS) < 5_000);
+    }
+
+    #[test]
+    fn the_counts_length_matches_hdrhistogram_and_overflows_are_errors() {
+        assert_eq!(COUNTS_LEN as usize, new_histogram().distinct_values());
+        // A zero run of 2^63, another of 2^63 - 1, then a count: the index would wrap.
+        let zigzag = |v: i64| ((v << 1) ^ (v >> 63)) as u64;
+        let mut payload = Vec::new();
+        for v in [i64::MIN + 1, i64::MIN + 2, 0, 5] {
+            let mut x = zigzag(v);
+            for i in 0..9 {
+                if i == 8 {
+                    payload.push(x as u8);
+                    break;
+                }
+                let more = x >> 7 != 0;
+                payload.push((x as u8 & 0x7f) | if more { 0x80 } else { 0 });
+                x >>= 7;
+                if !more {
+                    break;
+                }
+            }
+        }
+        let mut hdr = d_header(payload.len());
+        hdr.extend_from_slice(&payload);
+        assert!(sparse_v2(&hdr).is_err());
+        // A count one past the last bucket.
+        let mut hdr2 = d_header(0);
+        let mut p = Vec::new();
+        let mut x = zigzag(-(COUNTS_LEN as i64));
+        while x >= 0x80 {
+            p.push((x as u8 & 0x7f) | 0x80);
+            x >>= 7;
+        }
+        p.push(x as u8);
+        p.push(zigzag(1) as u8);
+        hdr2[4..8].copy_from_slice(&(p.len() as u32).to_be_bytes());
+        hdr2.extend_from_slice(&p);
+        assert!(sparse_v2(&hdr2).is_err());
+    }
+
+    /// A V2 header with loopscope's bounds and a payload of `len` bytes.
+    fn d_header(len: usize) -> Vec<u8> {
+        let mut h = Vec::new();
+        h.extend_from_slice(&V2_COOKIE.to_be_bytes());
+        h.extend_from_slice(&(len as u32).to_be_bytes());
+        h.extend_from_slice(&0u32.to_be_bytes());
+        h.extend_from_slice(&u32::from(SIGNIFICANT_DIGITS).to_be_bytes());
+        h.extend_from_slice(&LOWEST_NS.to_be_bytes());
+        h.extend_from_slice(&HIGHEST_NS.to_be_bytes());
+        h.extend_from_slice(&1f64.to_bits().to_be_bytes());
+        h
     }
 
     #[test]

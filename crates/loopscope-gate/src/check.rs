@@ -162,6 +162,9 @@ pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Out
     }
     let m = instances.len().max(1);
     let level = 1.0 - (1.0 - policy.confidence) / m as f64;
+    // Each tail of the interval needs enough replicates to be more than the extreme ones.
+    let resamples = policy.resamples.max(resamples_for(level));
+    let policy = &Policy { resamples, ..policy.clone() };
     let mut results = Vec::new();
     let mut curves: BTreeMap<String, Curve> = BTreeMap::new();
     for inst in &instances {
@@ -201,6 +204,12 @@ pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Out
         rules: results,
         curves: curves.into_values().collect(),
     })
+}
+
+/// Resamples that put at least 10 replicates in each tail of an interval at `level` (many
+/// rules corrected for each other need many more than the policy's default).
+fn resamples_for(level: f64) -> usize {
+    (20.0 / (1.0 - level)).ceil().min(1e7) as usize
 }
 
 /// `poll (runtime)`, `sched at src/main.rs:10`.
@@ -294,7 +303,9 @@ fn instances_of<'p>(
         };
         let empty = |side: &Vec<RawRun>| side.iter().flatten().flatten().all(|(_, n)| *n == 0);
         if empty(&b) || empty(&c) {
-            if rule.optional {
+            // `*` covers the sites that have data on both sides (one that only ran during the
+            // warm-up has none).
+            if rule.optional || rule.site.as_deref() == Some("*") {
                 continue;
             }
             let which = if empty(&b) { "baseline" } else { "candidate" };
@@ -424,14 +435,20 @@ fn judge(policy: &Policy, inst: &Instance<'_>, level: f64) -> RuleResult {
         verdict: Verdict::Inconclusive,
         detail: String::new(),
     };
-    let thin = !inst.base.resamplable() || !inst.cand.resamplable();
+    // A budget is judged on the candidate alone; a relative rule needs both sides.
+    let thin = match rule.limit {
+        Limit::Budget(_) => !inst.cand.resamplable(),
+        Limit::MaxIncrease(_) => !inst.base.resamplable() || !inst.cand.resamplable(),
+    };
     let delta = base_point.zip(cand_point).map_or(0.0, |(b, c)| c - b);
     match rule.limit {
         Limit::MaxIncrease(limit) => {
             result.limit = format!("+{}%", trim(limit * 100.0));
             let mut ratios: Vec<f64> = b.iter().zip(&c).map(|(b, c)| c / b - 1.0).collect();
             result.interval = interval(&mut ratios, level).map(|(lo, hi)| [lo, hi]);
-            (result.verdict, result.detail) = if delta < rule.min_effect_ns as f64 {
+            (result.verdict, result.detail) = if base_point == Some(0.0) {
+                (Verdict::Inconclusive, "the baseline's figure is zero: no relative change can be taken".into())
+            } else if delta < rule.min_effect_ns as f64 {
                 (Verdict::Pass, format!("changed by less than the minimum effect of {}", ns(rule.min_effect_ns as f64)))
             } else if thin {
                 (Verdict::Inconclusive, THIN.into())

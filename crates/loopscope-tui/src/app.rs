@@ -406,6 +406,16 @@ impl App {
         &self.rows
     }
 
+    /// Starts over with an empty timeline (a reconnect resends the session so far).
+    pub fn reset(&mut self) {
+        self.timeline = Timeline::default();
+        self.cache = None;
+        self.rows.clear();
+        self.cursor = None;
+        self.site_sel = 0;
+        self.stall_sel = 0;
+    }
+
     fn resort(&mut self) {
         let Some(Cache { stats: w, .. }) = &self.cache else { return };
         let needle = self.filter.to_lowercase();
@@ -423,8 +433,15 @@ impl App {
         self.rows = rows;
     }
 
-    /// Stalls in the window, newest first (positions in the timeline's stall list).
+    /// Stalls in the window, newest first (positions in the timeline's stall list); keeps the
+    /// selection on a row that exists.
     pub fn stall_rows(&mut self) -> Vec<usize> {
+        let rows = self.stall_rows_unclamped();
+        self.stall_sel = self.stall_sel.min(rows.len().saturating_sub(1));
+        rows
+    }
+
+    fn stall_rows_unclamped(&self) -> Vec<usize> {
         let (start, end) = self.window_range();
         let t = &self.timeline;
         let (Some(a), Some(b)) = (t.intervals.get(start), end.checked_sub(1).and_then(|e| t.intervals.get(e))) else {

@@ -15,14 +15,27 @@ use ratatui::crossterm::event::{self, Event};
 
 use crate::app::{App, map_key};
 use crate::attach::FeedEvent;
-use crate::timeline::Timeline;
 
-/// Restores the terminal when dropped.
-struct Guard;
+/// Restores the terminal, and the signal dispositions, when dropped.
+struct Guard {
+    handlers: Vec<signal_hook::SigId>,
+}
 
 impl Drop for Guard {
     fn drop(&mut self) {
         ratatui::restore();
+        for h in self.handlers.drain(..) {
+            signal_hook::low_level::unregister(h);
+        }
+    }
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -47,7 +60,7 @@ fn drain(app: &mut App, feed: &Feed) -> (bool, bool) {
         };
         match event {
             Ok(FeedEvent::Frame(f)) => app.timeline.push(f),
-            Ok(FeedEvent::Reset) => app.timeline = Timeline::default(),
+            Ok(FeedEvent::Reset) => app.reset(),
             Ok(FeedEvent::Status(s)) => app.status = s,
             Err(TryRecvError::Empty) => return (any, false),
             Err(TryRecvError::Disconnected) => return (true, true),
@@ -69,13 +82,16 @@ fn terminal_gone() -> bool {
 /// Runs the TUI until the user quits. With a feed, frames are folded in as they arrive.
 pub fn run(mut app: App, feed: Option<Feed>) -> io::Result<()> {
     let term_signal = Arc::new(AtomicBool::new(false));
+    let mut handlers = Vec::new();
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
-        signal_hook::flag::register(sig, Arc::clone(&term_signal))?;
+        handlers.push(signal_hook::flag::register(sig, Arc::clone(&term_signal))?);
     }
     let mut terminal = ratatui::try_init()?;
-    let _guard = Guard;
+    let _guard = Guard { handlers };
     let heartbeat = Arc::new(std::sync::atomic::AtomicU64::new(now_secs()));
-    watch_for_hangup(Arc::clone(&heartbeat));
+    let done = Arc::new(AtomicBool::new(false));
+    let _stop_watch = StopOnDrop(Arc::clone(&done));
+    watch_for_hangup(Arc::clone(&heartbeat), done);
     let mut dirty = true;
     let mut last_step = Instant::now();
     let mut feed = feed;
@@ -155,9 +171,9 @@ fn now_secs() -> u64 {
 /// window of microseconds): a thread that ends the process when the terminal is gone and the
 /// loop has not come round for a few seconds. A recording being written stays readable (it is
 /// written frame by frame, as after `kill -9`).
-fn watch_for_hangup(heartbeat: Arc<std::sync::atomic::AtomicU64>) {
+fn watch_for_hangup(heartbeat: Arc<std::sync::atomic::AtomicU64>, done: Arc<AtomicBool>) {
     let _ = std::thread::Builder::new().name("loopscope-tui-hangup".into()).spawn(move || {
-        loop {
+        while !done.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_secs(1));
             if terminal_gone() && now_secs().saturating_sub(heartbeat.load(Ordering::Relaxed)) >= 3 {
                 std::process::exit(2);

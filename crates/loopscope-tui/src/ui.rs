@@ -62,7 +62,7 @@ fn status(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     let iv = app.timeline.interval_ns();
     let (start, end) = app.window_range();
     let at = app.end_pos().map_or(0, |p| p + 1);
-    let secs = |k: usize| Duration::from_nanos(iv * (k as u64 + app.timeline.dropped_intervals));
+    let secs = |k: usize| Duration::from_nanos(iv.saturating_mul(k as u64 + app.timeline.dropped_intervals));
     let state = if app.is_live() {
         if app.cursor.is_none() { if app.timeline.finished { "finished" } else { "LIVE" } } else { "paused" }
     } else if app.playing {
@@ -397,15 +397,24 @@ fn stalls(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     frame.render_widget(Table::new(body, widths).header(header).block(block), area);
 }
 
-/// Lines of a source file around `line` (1-based), if the file is readable.
+/// Largest source file read for the excerpt (a recording names paths; it must not make the
+/// TUI read a device or a huge file).
+const MAX_SOURCE_BYTES: u64 = 4 << 20;
+
+/// Lines of a source file around `line` (1-based), if it is a readable regular file.
 fn source_lines(file: &str, line: u32, around: u32) -> Option<Vec<(u32, String)>> {
+    let meta = std::fs::metadata(file).ok()?;
+    if !meta.is_file() || meta.len() > MAX_SOURCE_BYTES {
+        return None;
+    }
     let text = std::fs::read_to_string(file).ok()?;
-    let from = line.saturating_sub(around).max(1);
+    let (from, to) = (line.saturating_sub(around).max(1), line.saturating_add(around));
     Some(
         text.lines()
             .enumerate()
             .map(|(i, l)| (i as u32 + 1, l.to_string()))
-            .filter(|(n, _)| *n >= from && *n <= line + around)
+            .skip_while(|(n, _)| *n < from)
+            .take_while(|(n, _)| *n <= to)
             .collect(),
     )
 }

@@ -215,11 +215,14 @@ impl Flusher {
         self.send_live(frame);
     }
 
-    /// Hands a frame to the live receiver without ever waiting: a receiver that falls behind
-    /// loses frames, one that is gone is forgotten.
+    /// Hands a frame to the live receivers without ever waiting: a receiver that falls behind
+    /// loses intervals and events; one that would lose a header, a declaration or the footer (its
+    /// stream would no longer make sense) is cut off instead, as is one that is gone.
     fn send_live(&mut self, frame: Frame) {
+        let essential = matches!(frame, Frame::Header(_) | Frame::Sites(_) | Frame::Workers(_) | Frame::Footer(_));
         self.meta.live.retain(|live| match live.try_send(frame.clone()) {
-            Ok(()) | Err(TrySendError::Full(_)) => true,
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => !essential,
             Err(TrySendError::Disconnected(_)) => false,
         });
     }

@@ -3,9 +3,10 @@
 //! The stream is the recording format itself: after a client's hello ([`HELLO`]), the server
 //! sends the preamble, the session so far (header, declarations, the newest intervals and events)
 //! and then every frame as it is made. Everything runs on the server's own threads, never on the
-//! profiled runtime. A client that sends anything but the hello within two seconds, sends more
-//! than the hello's length first, belongs to another user (Unix sockets), or cannot keep up (its
-//! queue of [`CLIENT_QUEUE`] frames fills) is dropped; the program never waits for a client.
+//! profiled runtime. A client that sends anything but the hello within two seconds, belongs to
+//! another user (Unix sockets), or cannot keep up (its queue of [`CLIENT_QUEUE`] frames fills) is
+//! dropped, and at most [`MAX_CLIENTS`] connections are open at once; the program never waits
+//! for a client.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -50,6 +51,10 @@ struct Hub {
     events: VecDeque<Arc<Vec<u8>>>,
     tail: Vec<Arc<Vec<u8>>>,
     clients: Vec<SyncSender<Arc<Vec<u8>>>>,
+    /// The session ended: clients still connecting get the whole stream and are closed.
+    closed: bool,
+    /// Client threads alive, from accept to close (a connection that never says hello counts).
+    threads: usize,
 }
 
 /// A running server.
@@ -128,6 +133,12 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Error texts are static in [`Error::InvalidSetting`]; the few built here live for the process.
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
@@ -165,7 +176,9 @@ fn broadcast(frames: Receiver<Frame>, hub: &Mutex<Hub>) {
         });
     }
     // The session ended: dropping the senders ends every client's stream.
-    lock(hub).clients.clear();
+    let mut h = lock(hub);
+    h.closed = true;
+    h.clients.clear();
 }
 
 fn accept(listener: Listener, hub: &Arc<Mutex<Hub>>, stop: &AtomicBool) {
@@ -178,11 +191,23 @@ fn accept(listener: Listener, hub: &Arc<Mutex<Hub>>, stop: &AtomicBool) {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
-        if lock(hub).clients.len() >= MAX_CLIENTS {
-            continue;
+        {
+            // Every connection costs a thread and a descriptor in the profiled process: bounded
+            // from the moment it is accepted, not from its hello.
+            let mut h = lock(hub);
+            if h.threads >= MAX_CLIENTS {
+                continue;
+            }
+            h.threads += 1;
         }
-        let hub = Arc::clone(hub);
-        let _ = std::thread::Builder::new().name("loopscope-client".into()).spawn(move || serve_client(conn, &hub));
+        let client_hub = Arc::clone(hub);
+        let spawned = std::thread::Builder::new().name("loopscope-client".into()).spawn(move || {
+            serve_client(conn, &client_hub);
+            lock(&client_hub).threads -= 1;
+        });
+        if spawned.is_err() {
+            lock(hub).threads -= 1;
+        }
     }
     if let Listener::Unix(_, path) = &listener {
         let _ = std::fs::remove_file(path);
@@ -238,7 +263,10 @@ fn serve_client(mut conn: Box<dyn Conn>, hub: &Mutex<Hub>) {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(CLIENT_QUEUE);
     let backlog: Vec<Arc<Vec<u8>>> = {
         let mut h = lock(hub);
-        h.clients.push(tx);
+        // After the session ended nothing more comes: the backlog is the whole stream.
+        if !h.closed {
+            h.clients.push(tx);
+        }
         h.header.iter().chain(&h.declarations).chain(&h.intervals).chain(&h.events).chain(&h.tail).cloned().collect()
     };
     if conn.write_all(&preamble()).is_err() {

@@ -93,6 +93,18 @@ fn a_client_attaches_over_tcp_and_hostile_clients_are_dropped() {
     old.write_all(b"LSCOPE-ATTACH 9\n").unwrap();
     assert!(dropped(old));
 
+    // Connections are bounded from the moment they are accepted: with 15 silent ones and the
+    // good client open, one more is closed at once (before any hello timeout).
+    let silent: Vec<TcpStream> = (0..15).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let mut extra = TcpStream::connect(&addr).unwrap();
+    // Even with a proper hello it gets nothing: no preamble, just the end of the stream.
+    let _ = extra.write_all(HELLO);
+    extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let _ = extra.read_to_end(&mut got);
+    assert!(got.is_empty(), "the 17th connection was served {} bytes", got.len());
+    drop(silent);
+
     // The good client and the program carry on.
     next_interval(&mut reader);
     stop.store(true, Ordering::Relaxed);
