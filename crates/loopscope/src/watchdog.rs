@@ -53,6 +53,8 @@ pub(crate) struct Watchdog {
     events: SyncSender<Pending>,
     /// Raw stacks queued for the symbolizer; past a few, stalls go without a stack.
     queued_stacks: Arc<AtomicUsize>,
+    /// Stalls whose stack already named the blocking call: no further look is needed.
+    settled: Arc<std::sync::Mutex<Vec<u64>>>,
     symbolizer: Option<std::thread::JoinHandle<()>>,
     watches: Vec<Watch>,
     capture_stacks: bool,
@@ -63,16 +65,19 @@ impl Watchdog {
         let (events, pending) = std::sync::mpsc::sync_channel(256);
         let queued_stacks = Arc::new(AtomicUsize::new(0));
         let queued = Arc::clone(&queued_stacks);
+        let settled = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let symbolizer_settled = Arc::clone(&settled);
         // If the thread cannot start, the sender fails and stalls are simply not forwarded.
         let symbolizer = std::thread::Builder::new()
             .name("loopscope-symbolizer".into())
-            .spawn(move || symbolizer(pending, flusher, queued))
+            .spawn(move || symbolizer(pending, flusher, queued, &symbolizer_settled))
             .ok();
         Watchdog {
             shared,
             threshold_ns: threshold.as_nanos() as u64,
             events,
             queued_stacks,
+            settled,
             symbolizer,
             watches: Vec::new(),
             capture_stacks,
@@ -210,7 +215,7 @@ impl Watchdog {
     /// long until the next look is due.
     fn look_again(&mut self, t: &ThreadSlot, w: &mut Watch, since: u64, elapsed: u64, now_ns: u64) -> Option<Duration> {
         let (id, live) = w.open?;
-        if w.extra_samples >= EXTRA_SAMPLES || evidence(live) == TELLING {
+        if w.extra_samples >= EXTRA_SAMPLES || evidence(live) == TELLING || lock(&self.settled).contains(&id) {
             return None;
         }
         let due = self.threshold_ns << (w.extra_samples + 1);
@@ -317,6 +322,10 @@ fn evidence(c: StallCategory) -> u8 {
 /// The [`evidence`] of a category no further look can improve.
 const TELLING: u8 = 4;
 
+/// The [`evidence`] of a named blocking call (file or network I/O, a nested executor): enough
+/// that the watchdog stops looking.
+const NAMED_CALL: u8 = 3;
+
 /// Raw stacks waiting to be symbolized beyond which new stalls are raised without a stack.
 const MAX_QUEUED_STACKS: usize = 8;
 
@@ -336,7 +345,12 @@ enum Pending {
 /// Unwinds and symbolizes stall stacks off the watchdog's thread (the first one waits for the
 /// program's debug information to load), names the blocking site, and forwards every event to
 /// the flusher in the order the watchdog raised them.
-fn symbolizer(pending: Receiver<Pending>, flusher: Sender<Cmd>, queued: Arc<AtomicUsize>) {
+fn symbolizer(
+    pending: Receiver<Pending>,
+    flusher: Sender<Cmd>,
+    queued: Arc<AtomicUsize>,
+    settled: &std::sync::Mutex<Vec<u64>>,
+) {
     // Stalls that turned out to be `block_in_place` (the fix): neither they nor their end are sent.
     let mut dropped: Vec<u64> = Vec::new();
     // Open stalls: the category raised, and the most telling one seen since.
@@ -357,6 +371,10 @@ fn symbolizer(pending: Receiver<Pending>, flusher: Sender<Cmd>, queued: Arc<Atom
                 }
                 stall.category = refine(stall.category, &stall.stack);
                 open.push((stall.id, stall.category, stall.category));
+                if evidence(stall.category) >= NAMED_CALL {
+                    // The stack named the blocking call: further looks would only interrupt it.
+                    lock(settled).push(stall.id);
+                }
                 if let Some(i) = blocking_site(&stall.stack) {
                     stall.blocking_site = stall.stack[i].location();
                     stall.blocking_function = Some(stall.stack[i].function.clone());
@@ -380,6 +398,7 @@ fn symbolizer(pending: Receiver<Pending>, flusher: Sender<Cmd>, queued: Arc<Atom
             }
             Pending::Event(Event::StallEnd { id, duration_ns, category }) => {
                 let looked = open.iter().position(|o| o.0 == id).map(|i| open.swap_remove(i));
+                lock(settled).retain(|s| *s != id);
                 let category = match looked {
                     Some((_, raised, best)) if best != raised => Some(best),
                     _ => category,
