@@ -3,6 +3,8 @@
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
+use loopscope_core::dist::DistAcc;
+
 use crate::stats::{SiteRow, WindowAcc, WindowStats};
 use crate::timeline::Timeline;
 
@@ -398,6 +400,12 @@ impl App {
             self.resort();
         }
         &self.cache.as_ref().expect("just computed").stats
+    }
+
+    /// One site's poll-time and scheduling-latency histograms over the window.
+    pub fn site_dists(&mut self, id: u32) -> Option<(DistAcc, DistAcc)> {
+        self.stats();
+        self.cache.as_ref()?.acc.site_dists(id)
     }
 
     /// Indices into `stats().sites` of the site table's rows: filtered and sorted.

@@ -148,6 +148,16 @@ impl Sparse {
     }
 }
 
+/// The percentile summary of one stored distribution (empty when it is damaged), as the views
+/// show it, without building a whole histogram.
+pub fn summary_of(d: &loopscope_core::dist::Dist) -> Summary {
+    let mut sparse = Sparse::default();
+    if let Ok(b) = d.buckets() {
+        sparse.add(d, &b);
+    }
+    sparse.summary()
+}
+
 /// Per-site accumulators.
 #[derive(Clone, Default)]
 struct SiteAcc {
@@ -245,6 +255,15 @@ impl WindowAcc {
             );
         }
         self.end = self.end.max(end);
+    }
+
+    /// One site's poll-time and scheduling-latency histograms over the window.
+    pub fn site_dists(&self, id: u32) -> Option<(DistAcc, DistAcc)> {
+        let acc = self.sites.get(id as usize)?;
+        let (mut poll, mut sched) = (DistAcc::new(), DistAcc::new());
+        acc.poll.add_to(&mut poll);
+        acc.sched.add_to(&mut sched);
+        Some((poll, sched))
     }
 
     /// The figures the views show.

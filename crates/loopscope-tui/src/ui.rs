@@ -11,7 +11,7 @@ use ratatui::text::{Line, Span as TextSpan};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, Wrap};
 
 use crate::app::{App, Column, KEYS, Source, View};
-use crate::stats::WindowStats;
+use crate::stats::summary_of;
 
 /// Draws the whole screen.
 pub fn render(frame: &mut Frame<'_>, app: &mut App) {
@@ -153,7 +153,7 @@ fn compact(n: u64) -> String {
 }
 
 fn overview(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
-    let w: WindowStats = app.stats().clone();
+    let w = app.stats();
     let [hists, middle, spark] =
         Layout::vertical([Constraint::Min(12), Constraint::Length(6), Constraint::Length(4)]).areas(area);
     let [left, right] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(hists);
@@ -298,27 +298,18 @@ fn sites(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
 fn detail(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     let Some(id) = app.detail_site else { return };
     let (start, end) = app.window_range();
-    let w = app.stats().clone();
-    let Some(row) = w.sites.iter().find(|r| r.id == id) else {
+    let row = app.stats().sites.iter().find(|r| r.id == id).cloned();
+    let (Some(row), Some((poll, sched))) = (row, app.site_dists(id)) else {
         frame.render_widget(Paragraph::new("this site has no data in the window").block(Block::bordered()), area);
         return;
     };
     let t = &app.timeline;
-    let mut poll = DistAcc::new();
-    let mut sched = DistAcc::new();
-    let mut p99_poll = Vec::new();
-    let mut p99_sched = Vec::new();
+    let (mut p99_poll, mut p99_sched) = (Vec::new(), Vec::new());
     for i in t.intervals.iter().take(end).skip(start) {
         let s = i.sites.iter().find(|s| s.site == id);
-        let (mut a, mut b) = (DistAcc::new(), DistAcc::new());
-        if let Some(s) = s {
-            let _ = a.add_dist(&s.poll);
-            let _ = b.add_dist(&s.sched);
-        }
-        p99_poll.push(a.quantile(0.99).as_micros() as u64);
-        p99_sched.push(b.quantile(0.99).as_micros() as u64);
-        poll.add(&a);
-        sched.add(&b);
+        let p99 = |d: Option<&loopscope_core::dist::Dist>| d.map_or(0, |d| summary_of(d).p99.as_micros() as u64);
+        p99_poll.push(p99(s.map(|s| &s.poll)));
+        p99_sched.push(p99(s.map(|s| &s.sched)));
     }
     let [head, hists, over_time, stall_area] =
         Layout::vertical([Constraint::Length(3), Constraint::Min(10), Constraint::Length(4), Constraint::Length(5)])
