@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use loopscope_core::dist::Dist;
+use loopscope_core::dist::{Dist, highest_equivalent};
 use loopscope_core::model::StallCategory;
 use loopscope_core::report::StallGroup;
 use serde::Serialize;
@@ -226,9 +226,12 @@ fn scope_name(metric: &Metric, site: Option<&str>) -> String {
 pub fn site_matches(file: &str, line: u32, column: u32, pattern: &str) -> bool {
     let full = format!("{file}:{line}:{column}");
     let short = format!("{file}:{line}");
-    [full.as_str(), short.as_str(), file]
-        .iter()
-        .any(|loc| loc.strip_suffix(pattern).is_some_and(|head| head.is_empty() || head.ends_with('/')))
+    [full.as_str(), short.as_str(), file].iter().any(|loc| ends_at_path_boundary(loc, pattern))
+}
+
+/// Whether `s` ends with `pattern`, which starts at the beginning of `s` or after a `/`.
+fn ends_at_path_boundary(s: &str, pattern: &str) -> bool {
+    s.strip_suffix(pattern).is_some_and(|head| head.is_empty() || head.ends_with('/'))
 }
 
 /// The rule applied to every scope it names, with the data of both sides.
@@ -384,12 +387,16 @@ fn blocks_of(run: &Run, metric: &Metric, site: Option<&str>, warmup: u64) -> Res
 }
 
 /// The histograms added up, as (bucket value, count) pairs.
+/// Each bucket is named by its highest value, as HdrHistogram reports a quantile that falls in it;
+/// only the non-zero buckets are decoded (no whole histogram per interval).
 fn buckets(dists: &[&Dist]) -> Result<Vec<(u64, u64)>, String> {
-    let mut acc = loopscope_core::dist::DistAcc::new();
+    let mut sum = BTreeMap::new();
     for d in dists {
-        acc.add_dist(d).map_err(|e| e.to_string())?;
+        for (value, n) in d.buckets().map_err(|e| e.to_string())? {
+            *sum.entry(highest_equivalent(value)).or_insert(0) += n;
+        }
     }
-    Ok(acc.histogram().iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect())
+    Ok(sum.into_iter().collect())
 }
 
 /// Percentile curve points from p0 out to p99.999 (0.1 nine apart), as for an HdrHistogram plot.
@@ -571,7 +578,7 @@ fn stall_rules(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Vec<Rule
 /// file), at a path boundary.
 fn blocking_site_matches(site: &str, pattern: &str) -> bool {
     let file = site.rsplit_once(':').map_or(site, |(f, _)| f);
-    [site, file].iter().any(|s| s.strip_suffix(pattern).is_some_and(|h| h.is_empty() || h.ends_with('/')))
+    [site, file].iter().any(|s| ends_at_path_boundary(s, pattern))
 }
 
 /// Nanoseconds in a readable unit.
