@@ -69,7 +69,7 @@ pub(crate) struct Server {
 impl Server {
     /// Binds `addr` and starts serving the frames that arrive on `frames`.
     pub(crate) fn start(addr: &ServeAddr, public: bool, frames: Receiver<Frame>) -> Result<Server, Error> {
-        let bad = |why: String| Error::InvalidSetting { key: "serve", value: addr.to_string(), expected: leak(why) };
+        let bad = |why: String| Error::Serve { addr: addr.to_string(), why };
         let (listener, bound) = match addr {
             ServeAddr::Tcp(a) => {
                 if !a.ip().is_loopback() && !public {
@@ -137,11 +137,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Error texts are static in [`Error::InvalidSetting`]; the few built here live for the process.
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
 }
 
 fn broadcast(frames: Receiver<Frame>, hub: &Mutex<Hub>) {

@@ -70,6 +70,14 @@ pub enum Error {
         /// What is accepted.
         expected: &'static str,
     },
+    /// The live data cannot be served where [`SessionBuilder::serve`] asks.
+    #[error("invalid loopscope setting `serve`: {addr} ({why})")]
+    Serve {
+        /// The address given.
+        addr: String,
+        /// What is expected, or what failed.
+        why: String,
+    },
     /// The recorder's background thread could not be started or died.
     #[error("loopscope recorder failed: {0}")]
     Recorder(String),
