@@ -316,3 +316,61 @@ fn export_writes_a_standard_hdrhistogram_interval_log() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not a loopscope recording"));
 }
+
+#[test]
+fn export_writes_stalls_as_a_chrome_trace() {
+    let _turn = one_workload_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("sleep.loopscope");
+    let out = run(&["run", "blocking", "--scenario", "sync-sleep", "--repeat", "3", "--record", rec.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let trace = dir.path().join("trace.json");
+    let out = run(&["export", rec.to_str().unwrap(), "--trace", trace.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("3 stalls"), "{}", text(&out.stderr));
+
+    // The JSON object format of the Trace Event Format: `traceEvents`, each event with `name`,
+    // `ph`, `pid`, `tid`; `ts` (microseconds) on all but metadata; `dur` on complete events; counter
+    // events carry numeric `args`; metadata events name a process or thread in `args.name`.
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).expect("valid JSON");
+    let events = doc["traceEvents"].as_array().expect("a traceEvents array");
+    let mut threads = std::collections::HashSet::new();
+    for e in events {
+        assert!(e["name"].is_string() && e["pid"].is_u64() && e["tid"].is_u64(), "{e}");
+        match e["ph"].as_str().unwrap() {
+            "M" => {
+                assert!(["process_name", "thread_name"].contains(&e["name"].as_str().unwrap()), "{e}");
+                assert!(e["args"]["name"].is_string(), "{e}");
+                if e["name"] == "thread_name" {
+                    threads.insert(e["tid"].as_u64().unwrap());
+                }
+            }
+            "C" => {
+                assert!(e["ts"].as_f64().unwrap() >= 0.0, "{e}");
+                assert!(e["args"].as_object().unwrap().values().all(|v| v.is_number()), "{e}");
+            }
+            "X" => {}
+            other => panic!("unexpected phase {other}: {e}"),
+        }
+    }
+    let stalls: Vec<_> = events.iter().filter(|e| e["ph"] == "X").collect();
+    assert_eq!(stalls.len(), 3, "{doc}");
+    for s in stalls {
+        assert!(threads.contains(&s["tid"].as_u64().unwrap()), "a stall on a named worker track: {s}");
+        assert!(s["ts"].as_f64().unwrap() >= 0.0 && s["cat"].as_str().unwrap().contains("sync-sleep"), "{s}");
+        // At least the 10 ms threshold (the scenario sleeps 50 ms).
+        assert!(s["dur"].as_f64().unwrap() >= 10_000.0, "{s}");
+        assert_eq!(s["args"]["category"], "sync-sleep");
+        assert!(s["args"]["blocking_site"].as_str().unwrap().contains("workloads/blocking/src/lib.rs:"), "{s}");
+        assert!(s["name"].as_str().unwrap().contains("workloads/blocking/src/lib.rs:"), "{s}");
+        assert!(!s["args"]["stack"].as_array().unwrap().is_empty(), "{s}");
+    }
+    assert!(events.iter().any(|e| e["ph"] == "C" && e["name"] == "polls"), "{doc}");
+
+    // Both exports to standard output cannot be told apart: refused. No format: refused.
+    let out = run(&["export", rec.to_str().unwrap(), "--trace", "-", "--hlog", "-"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = run(&["export", rec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--hlog") && text(&out.stderr).contains("--trace"), "{}", text(&out.stderr));
+}

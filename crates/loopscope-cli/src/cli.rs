@@ -23,6 +23,7 @@ Examples:
   loopscope tui storm.loopscope               # replay: ←/→ step, Space play, ? keys
   loopscope run chat --clients 2000 --tui     # watch a run live
   loopscope export storm.loopscope --hlog storm.hlog
+  loopscope export mistake.loopscope --trace stalls.json   # open in ui.perfetto.dev
   loopscope check --baseline base/ --candidate new/ --junit gate.xml --svg gate.svg
   loopscope gate --runs 5 -- loopscope run sleep-storm --for 3s --- loopscope run sleep-storm --for 3s --slowdown 25";
 
@@ -132,12 +133,17 @@ pub struct GateArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("format").required(true).multiple(true).args(["hlog", "trace"])))]
 pub struct ExportArgs {
     /// The recording.
     pub file: PathBuf,
     /// Write the interval histograms as an HdrHistogram interval log to OUT (`-`: standard output).
-    #[arg(long, value_name = "OUT", required = true)]
-    pub hlog: PathBuf,
+    #[arg(long, value_name = "OUT")]
+    pub hlog: Option<PathBuf>,
+    /// Write the stalls as a Chrome trace (Trace Event Format JSON, for Perfetto or
+    /// chrome://tracing) to OUT (`-`: standard output): one slice per stall on its worker's track.
+    #[arg(long, value_name = "OUT")]
+    pub trace: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

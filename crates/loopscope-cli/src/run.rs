@@ -173,34 +173,77 @@ pub fn print_report(report: &Report, json: bool, top: usize) {
 }
 
 pub fn export_command(args: &ExportArgs) -> Result<(), Failure> {
-    let reader = loopscope::core::format::Reader::open(&args.file).map_err(|e| Failure::Input(e.into()))?;
-    let to_stdout = args.hlog.as_os_str() == "-";
-    let mut out: Box<dyn std::io::Write> = if to_stdout {
-        Box::new(std::io::stdout().lock())
-    } else {
-        let file = std::fs::File::create(&args.hlog)
-            .map_err(|e| Failure::Input(anyhow!("--hlog {}: {e}", args.hlog.display())))?;
-        Box::new(std::io::BufWriter::new(file))
-    };
-    let stats = loopscope::core::export::write_hlog(reader, &mut out).map_err(|e| match e {
-        loopscope::core::export::ExportError::Write(_) => Failure::Run(e.into()),
-        _ => Failure::Input(e.into()),
-    })?;
-    out.flush().map_err(|e| Failure::Run(anyhow!("writing {}: {e}", args.hlog.display())))?;
-    if stats.truncated {
-        eprintln!(
-            "warning: {} was cut short; its {} complete intervals were exported",
-            args.file.display(),
-            stats.intervals
-        );
+    use loopscope::core::export::{self, ExportError};
+    if args.hlog.as_deref().is_some_and(is_stdout) && args.trace.as_deref().is_some_and(is_stdout) {
+        return Err(Failure::Input(anyhow!("--hlog and --trace cannot both write to standard output")));
     }
-    if !to_stdout {
+    let open = || loopscope::core::format::Reader::open(&args.file).map_err(|e| Failure::Input(e.into()));
+    let failed = |e: ExportError| match e {
+        ExportError::Write(_) => Failure::Run(e.into()),
+        _ => Failure::Input(e.into()),
+    };
+    let cut_short = |intervals: u64| {
         eprintln!(
-            "{} histograms from {} intervals written to {}",
-            stats.histograms,
-            stats.intervals,
-            args.hlog.display()
-        );
+            "warning: {} was cut short; everything in its {intervals} complete intervals was exported",
+            args.file.display()
+        )
+    };
+    if let Some(path) = &args.hlog {
+        let reader = open()?;
+        let stats = write_export(path, "--hlog", |out| export::write_hlog(reader, out).map_err(failed))?;
+        if stats.truncated {
+            cut_short(stats.intervals);
+        }
+        if !is_stdout(path) {
+            eprintln!(
+                "{} histograms from {} intervals written to {}",
+                stats.histograms,
+                stats.intervals,
+                path.display()
+            );
+        }
+    }
+    if let Some(path) = &args.trace {
+        let reader = open()?;
+        let stats = write_export(path, "--trace", |out| export::write_trace(reader, out).map_err(failed))?;
+        if stats.truncated {
+            cut_short(stats.intervals);
+        }
+        if !is_stdout(path) {
+            let unfinished = if stats.unfinished > 0 {
+                format!(" ({} still running when it ended)", stats.unfinished)
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "{} stalls{unfinished} and {} intervals of counters written to {}",
+                stats.stalls,
+                stats.intervals,
+                path.display()
+            );
+        }
     }
     Ok(())
+}
+
+fn is_stdout(path: &std::path::Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Opens `path` (`-`: standard output) and runs `write` on it; `flag` names the path in errors.
+fn write_export<T>(
+    path: &std::path::Path,
+    flag: &str,
+    write: impl FnOnce(&mut Box<dyn std::io::Write + '_>) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    let mut out: Box<dyn std::io::Write + '_> = if is_stdout(path) {
+        Box::new(std::io::stdout().lock())
+    } else {
+        let file =
+            std::fs::File::create(path).map_err(|e| Failure::Input(anyhow!("{flag} {}: {e}", path.display())))?;
+        Box::new(std::io::BufWriter::new(file))
+    };
+    let stats = write(&mut out)?;
+    out.flush().map_err(|e| Failure::Run(anyhow!("writing {}: {e}", path.display())))?;
+    Ok(stats)
 }

@@ -5,6 +5,9 @@
 //! HdrHistogram implementation): one line per histogram per interval, V2-deflate encoded, tagged
 //! `poll` and `sched` for the whole runtime and `poll@<site>` / `sched@<site>` per spawn site.
 //! Values are nanoseconds.
+//!
+//! [`write_trace`] writes the stalls as a Chrome trace (Trace Event Format JSON) for Perfetto and
+//! other trace viewers: one slice per stall on its worker's track.
 
 use std::io::{Read, Write};
 use std::time::{Duration, UNIX_EPOCH};
@@ -14,7 +17,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 
 use crate::dist::DistAcc;
 use crate::format::{ReadError, Reader};
-use crate::model::{Frame, SiteDecl};
+use crate::model::{Event, Frame, SiteDecl, StallCategory};
 
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +104,156 @@ pub fn write_hlog<R: Read>(mut reader: Reader<R>, out: &mut impl Write) -> Resul
         Ok(())
     })?;
     // Everything before a cut (or a missing footer) was exported.
+    stats.truncated = completeness != crate::format::Completeness::Complete;
+    Ok(stats)
+}
+
+/// What a trace export wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceStats {
+    /// Stalls written as slices.
+    pub stalls: u64,
+    /// Stalls whose end the recording does not hold (written up to the recording's last moment).
+    pub unfinished: u64,
+    /// Intervals written as counter samples.
+    pub intervals: u64,
+    /// Whether the recording was cut short (everything before the cut was exported).
+    pub truncated: bool,
+}
+
+/// Writes a recording as a Chrome trace (the JSON object format of the Trace Event Format, read by
+/// Perfetto, `chrome://tracing` and speedscope).
+///
+/// Each worker thread is a track (`tid` = the worker's id, named after its thread); each stall is a
+/// complete (`"ph": "X"`) slice on its worker's track, named after its category and blocking site,
+/// with everything the detector found in `args`. Each interval adds counter (`"ph": "C"`) samples:
+/// polls, poll and scheduling p99 in microseconds, and tasks alive. Timestamps are microseconds
+/// since the recording started.
+pub fn write_trace<R: Read>(mut reader: Reader<R>, out: &mut impl Write) -> Result<TraceStats, ExportError> {
+    use serde_json::{Value, json};
+
+    let header = reader.header().clone();
+    let pid = header.pid;
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let process = match &header.workload {
+        Some(w) => format!("loopscope: {w} (pid {pid})"),
+        None => format!("loopscope: {} (pid {pid})", header.command_line.first().map_or("program", |s| s.as_str())),
+    };
+    let mut events: Vec<Value> =
+        vec![json!({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": process}})];
+    let mut sites: Vec<SiteDecl> = Vec::new();
+    let mut open: std::collections::HashMap<u64, crate::model::Stall> = std::collections::HashMap::new();
+    let mut stats = TraceStats::default();
+    let mut last_ns = 0u64;
+    let slice = |s: &crate::model::Stall, sites: &[SiteDecl], end_ns: u64, finished: bool, category: StallCategory| {
+        let name = match &s.blocking_site {
+            Some(at) => format!("stall: {category} at {at}"),
+            None => format!("stall: {category}"),
+        };
+        let spawn_site = s.site.and_then(|id| sites.get(id as usize)).map(SiteDecl::location);
+        let stack: Vec<String> = s
+            .stack
+            .iter()
+            .map(|f| match f.location() {
+                Some(at) => format!("{} ({at})", f.function),
+                None => f.function.clone(),
+            })
+            .collect();
+        let end = end_ns.max(s.started_ns);
+        json!({
+            "name": name,
+            "cat": format!("stall,{category}"),
+            "ph": "X",
+            "pid": pid,
+            "tid": s.worker,
+            "ts": us(s.started_ns),
+            "dur": us(end - s.started_ns),
+            "args": {
+                "category": category.name(),
+                "blocking_site": s.blocking_site,
+                "blocking_function": s.blocking_function,
+                "call": s.call,
+                "spawn_site": spawn_site,
+                "syscall": s.syscall,
+                "fd_target": s.fd_target,
+                "cpu_percent": s.cpu_percent,
+                "detected_after_ms": (s.detected_ns.saturating_sub(s.started_ns)) as f64 / 1e6,
+                "late": s.late,
+                "finished": finished,
+                "stack": stack,
+            }
+        })
+    };
+    let completeness = reader.read_rest(|_, frame| -> Result<(), ExportError> {
+        match frame {
+            Frame::Sites(s) => sites.extend(s),
+            Frame::Workers(ws) => {
+                for w in ws {
+                    events.push(json!({"name": "thread_name", "ph": "M", "pid": pid, "tid": w.id,
+                        "args": {"name": format!("{} (worker {})", w.thread_name, w.id)}}));
+                }
+            }
+            Frame::Interval(i) => {
+                last_ns = last_ns.max(i.end_ns);
+                let decode = |d: &crate::Dist, what: &str| {
+                    d.decode().map_err(|e| ExportError::Corrupt(format!("interval {}: {what}: {e}", i.index)))
+                };
+                let (mut poll, mut sched) = (DistAcc::new(), DistAcc::new());
+                for w in &i.workers {
+                    poll.add(&decode(&w.poll, "worker poll histogram")?);
+                    sched.add(&decode(&w.sched, "worker scheduling histogram")?);
+                }
+                let ts = us(i.end_ns);
+                let p99 = |d: &DistAcc| us(d.quantile(0.99).as_nanos() as u64);
+                for (name, value) in [
+                    ("polls", poll.count() as f64),
+                    ("poll p99 (us)", p99(&poll)),
+                    ("scheduling p99 (us)", p99(&sched)),
+                    ("tasks alive", i.gauges.alive_tasks as f64),
+                ] {
+                    events.push(json!({"name": name, "ph": "C", "pid": pid, "tid": 0, "ts": ts,
+                        "args": {"value": value}}));
+                }
+                stats.intervals += 1;
+            }
+            Frame::Event(Event::StallBegin(s)) => {
+                last_ns = last_ns.max(s.detected_ns);
+                open.insert(s.id, s);
+            }
+            Frame::Event(Event::StallEnd { id, duration_ns, category }) => {
+                if let Some(s) = open.remove(&id) {
+                    let end = s.started_ns.saturating_add(duration_ns);
+                    last_ns = last_ns.max(end);
+                    events.push(slice(&s, &sites, end, true, category.unwrap_or(s.category)));
+                    stats.stalls += 1;
+                }
+            }
+            Frame::Footer(f) => last_ns = last_ns.max(f.end_ns),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    // Stalls still open when the recording ended: drawn up to its last moment, marked unfinished.
+    let mut unfinished: Vec<_> = open.into_values().collect();
+    unfinished.sort_by_key(|s| s.id);
+    for s in unfinished {
+        events.push(slice(&s, &sites, last_ns.max(s.detected_ns), false, s.category));
+        stats.stalls += 1;
+        stats.unfinished += 1;
+    }
+    let doc = json!({
+        "traceEvents": events,
+        "displayTimeUnit": "ms",
+        "otherData": {
+            "producer": format!("loopscope {}", header.loopscope_version),
+            "host": header.host,
+            "command_line": header.command_line.join(" "),
+            "start_unix_ns": header.start_unix_ns,
+            "stall_threshold_ms": header.stall_threshold_ns.map(|ns| ns as f64 / 1e6),
+        }
+    });
+    serde_json::to_writer(&mut *out, &doc).map_err(|e| ExportError::Write(e.to_string()))?;
+    out.write_all(b"\n").map_err(|e| ExportError::Write(e.to_string()))?;
     stats.truncated = completeness != crate::format::Completeness::Complete;
     Ok(stats)
 }

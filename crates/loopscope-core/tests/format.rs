@@ -260,3 +260,54 @@ fn the_interval_log_export_is_read_back_by_hdrhistogram() {
     let h: hdrhistogram::Histogram<u64> = Deserializer::new().deserialize(&mut &raw[..]).unwrap();
     assert_eq!(h, *dist(500, 50).decode().unwrap().histogram(), "the site's first poll histogram, intact");
 }
+
+#[test]
+fn the_trace_export_draws_ended_and_unfinished_stalls_on_their_workers() {
+    let stall = |id: u64, started_ns: u64| Stall {
+        id,
+        worker: 0,
+        site: Some(1),
+        started_ns,
+        detected_ns: started_ns + 10_000_000,
+        category: StallCategory::CpuBound,
+        syscall: None,
+        fd_target: None,
+        cpu_percent: 99,
+        blocking_site: Some("src/lib.rs:120".into()),
+        blocking_function: Some("prog::spin".into()),
+        call: None,
+        stack: vec![],
+        late: false,
+    };
+    let mut w = Writer::new(Vec::new(), &header()).unwrap();
+    let mut frames = frames();
+    frames.pop(); // no footer: the second stall never ends
+    frames.push(Frame::Event(Event::StallBegin(stall(1, 1_000_000_000))));
+    // The symbolizer's later looks can change the category at the end.
+    frames.push(Frame::Event(Event::StallEnd {
+        id: 1,
+        duration_ns: 40_000_000,
+        category: Some(StallCategory::SyncSleep),
+    }));
+    frames.push(Frame::Event(Event::StallBegin(stall(2, 2_500_000_000))));
+    for f in &frames {
+        w.write(f).unwrap();
+    }
+    let bytes = w.into_inner();
+    let mut out = Vec::new();
+    let stats = loopscope_core::export::write_trace(Reader::new(&bytes[..], "mem").unwrap(), &mut out).unwrap();
+    assert_eq!((stats.stalls, stats.unfinished, stats.intervals, stats.truncated), (2, 1, 3, true));
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let slices: Vec<&serde_json::Value> =
+        doc["traceEvents"].as_array().unwrap().iter().filter(|e| e["ph"] == "X").collect();
+    assert_eq!(slices.len(), 2);
+    assert_eq!(slices[0]["ts"], 1_000_000.0);
+    assert_eq!(slices[0]["dur"], 40_000.0);
+    assert_eq!(slices[0]["args"]["category"], "sync-sleep");
+    assert_eq!(slices[0]["args"]["spawn_site"], "src/lib.rs:99:9");
+    assert_eq!(slices[0]["name"], "stall: sync-sleep at src/lib.rs:120");
+    // Unfinished: drawn to the last moment the recording holds (the end of interval 3, 3 s).
+    assert_eq!(slices[1]["ts"], 2_500_000.0);
+    assert_eq!(slices[1]["dur"], 500_000.0);
+    assert_eq!(slices[1]["args"]["finished"], false);
+}
