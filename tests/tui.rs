@@ -255,3 +255,40 @@ fn a_terminal_that_hangs_up_ends_the_tui_instead_of_spinning() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn record_watches_any_program_live_then_reports_it() {
+    let _turn = support::one_workload_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("prog.loopscope");
+    // The program: loopscope's own `run`, which embeds the recorder through the same variables.
+    let mut t = Tty::start(&[
+        "record",
+        "--tui",
+        "--interval",
+        "200ms",
+        "--out",
+        out.to_str().unwrap(),
+        "--",
+        env!("CARGO_BIN_EXE_loopscope"),
+        "run",
+        "sleep-storm",
+        "--for",
+        "2s",
+        "--tasks",
+        "200",
+    ]);
+    t.wait_for("LIVE");
+    t.send("2");
+    t.wait_for("Spawn sites: 1 of 1");
+    t.wait_for("reconnecting (the session ended)");
+    t.send("q");
+    assert_eq!(t.exit_code(), 0, "{}", t.contents());
+    t.assert_restored();
+    let printed = String::from_utf8_lossy(&t.log);
+    assert!(printed.contains("loopscope report — sleep-storm"), "the report follows the TUI: {printed}");
+    // The program's own output went to a log beside the recording, not over the screen.
+    let log = std::fs::read_to_string(dir.path().join("prog.loopscope.log")).unwrap();
+    assert!(log.contains("loopscope report — sleep-storm"), "{log}");
+    assert!(out.exists());
+}

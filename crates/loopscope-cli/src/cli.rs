@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success (check, gate: the candidate passed)
+     record: the program's own exit code (128+N if signal N killed it); 1 if it wrote no recording
   1  a workload or the recorder failed (check, gate: a regression)
   2  usage or input error (bad flag, missing, corrupt or foreign recording, malformed policy)
   3  check, gate: inconclusive (the confidence interval straddles a limit; see --inconclusive)
@@ -25,6 +26,7 @@ Examples:
   loopscope export storm.loopscope --hlog storm.hlog
   loopscope export mistake.loopscope --trace stalls.json   # open in ui.perfetto.dev
   loopscope check --baseline base/ --candidate new/ --junit gate.xml --svg gate.svg
+  loopscope record -- ./target/release/my-server --port 8080   # any program using #[loopscope::main]
   loopscope gate --runs 5 -- loopscope run sleep-storm --for 3s --- loopscope run sleep-storm --for 3s --slowdown 25";
 
 /// Profile the tokio event loop: poll time and scheduling latency per spawn site and per worker.
@@ -51,6 +53,38 @@ pub enum Command {
     Check(CheckArgs),
     /// Run a baseline and a candidate command interleaved, record each run, then check them.
     Gate(GateArgs),
+    /// Run any program that embeds the recorder (`#[loopscope::main]`, `Session::from_env`) with
+    /// recording switched on, then print its report. Leaves with the program's exit code.
+    Record(RecordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Where the recording goes (default: `<program name>.loopscope` in this directory).
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Watch the program live in the terminal UI (its output goes to FILE.log); the report follows
+    /// when both the TUI and the program have ended.
+    #[arg(long)]
+    pub tui: bool,
+    /// Length of one recording interval (LOOPSCOPE_INTERVAL).
+    #[arg(long, default_value = "1s", value_parser = parse_interval, value_name = "DURATION")]
+    pub interval: Duration,
+    /// What to measure (LOOPSCOPE_PROFILE).
+    #[arg(long, value_enum, default_value_t = ProfileArg::Full)]
+    pub profile: ProfileArg,
+    /// Stall threshold of the watchdog (LOOPSCOPE_STALL_THRESHOLD; default: the program's own).
+    #[arg(long, value_parser = parse_stall_threshold, value_name = "DURATION")]
+    pub stall_threshold: Option<Duration>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Spawn sites shown in the table.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub top: usize,
+    /// The program and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD ARGS")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +260,16 @@ pub enum ProfileArg {
     Full,
     /// Poll time; scheduling latency for the whole runtime from a lag probe.
     Lean,
+}
+
+impl ProfileArg {
+    /// The name `LOOPSCOPE_PROFILE` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProfileArg::Full => "full",
+            ProfileArg::Lean => "lean",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

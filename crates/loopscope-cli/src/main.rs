@@ -5,6 +5,7 @@ mod cli;
 mod demo;
 mod gate;
 mod progress;
+mod record;
 mod run;
 mod tui;
 
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         Command::Tui(args) => done(tui::tui_command(&args)),
         Command::Check(args) => gate::check_command(&args),
         Command::Gate(args) => gate::gate_command(&args),
+        Command::Record(args) => record::record_command(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

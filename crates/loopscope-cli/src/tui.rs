@@ -18,7 +18,7 @@ pub fn have_terminal() -> bool {
     std::io::stdout().is_terminal() && std::io::stdin().is_terminal()
 }
 
-fn need_terminal(what: &str) -> Result<(), Failure> {
+pub fn need_terminal(what: &str) -> Result<(), Failure> {
     if have_terminal() {
         Ok(())
     } else {
