@@ -249,6 +249,10 @@ pub struct RunOpts {
     /// Allow --serve on a non-loopback address (anyone who reaches it can read the profile).
     #[arg(long, global = true)]
     pub serve_public: bool,
+    /// Serve the run's figures to Prometheus at http://ADDR/metrics (OpenMetrics text; loopback
+    /// HOST:PORT such as 127.0.0.1:9464; see docs/fleet.md).
+    #[arg(long, global = true, value_name = "ADDR", env = "LOOPSCOPE_PROMETHEUS")]
+    pub prometheus: Option<String>,
     /// Spawn sites shown in the table.
     #[arg(long, global = true, default_value_t = 20, value_name = "N")]
     pub top: usize,

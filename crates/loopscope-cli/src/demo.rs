@@ -29,6 +29,7 @@ pub fn demo_command(args: &DemoArgs) -> Result<(), Failure> {
         tui: false,
         serve: None,
         serve_public: false,
+        prometheus: None,
         top: 10,
     };
     let storm = sleep_storm::Config { tasks: 5_000, ..sleep_storm::Config::default() };

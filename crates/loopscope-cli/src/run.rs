@@ -57,6 +57,9 @@ pub fn run_workload_with(opts: &RunOpts, workload: &WorkloadCmd, live: Option<Li
     if let Some(addr) = &opts.serve {
         session = session.serve(addr.to_string()).serve_public(opts.serve_public);
     }
+    if let Some(addr) = &opts.prometheus {
+        session = session.prometheus(addr);
+    }
     let stop = live.as_ref().map(|l| std::sync::Arc::clone(&l.stop));
     if let Some(l) = live {
         session = session.live_frames(l.frames);
@@ -64,6 +67,9 @@ pub fn run_workload_with(opts: &RunOpts, workload: &WorkloadCmd, live: Option<Li
     let session = session.install(&mut builder).map_err(|e| Failure::Input(e.into()))?;
     if let Some(at) = session.serving_at() {
         eprintln!("serving live data: loopscope tui --attach {at}");
+    }
+    if let Some(at) = session.prometheus_at() {
+        eprintln!("Prometheus figures at http://{at}/metrics");
     }
     let rt = builder.build().context("building the tokio runtime").map_err(Failure::Run)?;
 

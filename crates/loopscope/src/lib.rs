@@ -6,6 +6,7 @@ mod hot;
 mod main_macro;
 mod mistakes;
 mod probe;
+pub mod prometheus;
 pub mod serve;
 mod session;
 mod shared;

@@ -23,6 +23,8 @@ pub const DEFAULT_SLOW_POLL: Duration = Duration::from_micros(100);
 pub const DEFAULT_STALL_THRESHOLD: Duration = Duration::from_millis(10);
 /// Default limit on distinct spawn sites; further sites are merged into one "other" site.
 pub const DEFAULT_MAX_SITES: u32 = 1000;
+/// Spawn sites with a `site` label of their own in the Prometheus figures, by default.
+pub const DEFAULT_PROMETHEUS_SITES: usize = 20;
 
 /// How much the recorder measures, against how much it costs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -78,6 +80,14 @@ pub enum Error {
         /// What is expected, or what failed.
         why: String,
     },
+    /// The Prometheus endpoint cannot listen where [`SessionBuilder::prometheus`] asks.
+    #[error("invalid loopscope setting `prometheus`: {addr} ({why})")]
+    Prometheus {
+        /// The address given.
+        addr: String,
+        /// What is expected, or what failed.
+        why: String,
+    },
     /// The recorder's background thread could not be started or died.
     #[error("loopscope recorder failed: {0}")]
     Recorder(String),
@@ -99,6 +109,9 @@ pub struct SessionBuilder {
     live: Option<std::sync::mpsc::SyncSender<crate::core::model::Frame>>,
     serve: Option<String>,
     serve_public: bool,
+    prometheus: Option<String>,
+    prometheus_public: bool,
+    prometheus_sites: usize,
 }
 
 impl Default for SessionBuilder {
@@ -117,11 +130,38 @@ impl Default for SessionBuilder {
             live: None,
             serve: None,
             serve_public: false,
+            prometheus: None,
+            prometheus_public: false,
+            prometheus_sites: DEFAULT_PROMETHEUS_SITES,
         }
     }
 }
 
 impl SessionBuilder {
+    /// Serves the session's figures to Prometheus at `http://ADDR/metrics` (OpenMetrics text):
+    /// poll-time and scheduling-latency histograms per spawn site, stall counters by spawn site and
+    /// category, worker busy ratios. `ADDR` is `HOST:PORT` on loopback (port 0: any free port,
+    /// see [`Session::prometheus_at`]); a public address needs [`SessionBuilder::prometheus_public`].
+    /// Serving runs on loopscope's own threads. See docs/fleet.md.
+    pub fn prometheus(mut self, addr: impl Into<String>) -> Self {
+        self.prometheus = Some(addr.into());
+        self
+    }
+
+    /// Allows [`SessionBuilder::prometheus`] on a non-loopback address (anyone who reaches it can
+    /// read the figures and the program's source file names).
+    pub fn prometheus_public(mut self, allow: bool) -> Self {
+        self.prometheus_public = allow;
+        self
+    }
+
+    /// How many spawn sites get a `site` label of their own in the Prometheus figures (default
+    /// 20): the first to be busy; the others share `site="other"`.
+    pub fn prometheus_sites(mut self, n: usize) -> Self {
+        self.prometheus_sites = n;
+        self
+    }
+
     /// Also hands every frame of the recording (header, declarations, intervals, stalls, footer)
     /// to `frames` as it is made, for a live view such as loopscope's TUI. The channel is never
     /// waited on: frames a slow receiver has no room for are dropped, and a receiver that is gone
@@ -291,6 +331,14 @@ impl SessionBuilder {
                 Some(crate::serve::Server::start(&parsed, self.serve_public, rx)?)
             }
         };
+        let prometheus = match &self.prometheus {
+            None => None,
+            Some(addr) => {
+                let (frames, rx) = mpsc::sync_channel(crate::serve::CLIENT_QUEUE);
+                meta.live.push(frames);
+                Some(crate::prometheus::Exporter::start(addr, self.prometheus_public, self.prometheus_sites, rx)?)
+            }
+        };
 
         let (tx, rx) = mpsc::channel();
         let flusher = Flusher::new(Arc::clone(&shared), meta);
@@ -332,7 +380,7 @@ impl SessionBuilder {
         builder.on_task_spawn(move |meta| guard(&s, || s.on_spawn(meta)));
         let s = Arc::clone(&shared);
         builder.on_task_terminate(move |meta| guard(&s, || s.on_terminate(meta)));
-        Ok(Session { active: Some(Active { shared, tx, thread: Some(thread), watchdog, server }) })
+        Ok(Session { active: Some(Active { shared, tx, thread: Some(thread), watchdog, server, prometheus }) })
     }
 }
 
@@ -357,6 +405,7 @@ struct Active {
     thread: Option<JoinHandle<Report>>,
     watchdog: Option<(Sender<()>, JoinHandle<()>)>,
     server: Option<crate::serve::Server>,
+    prometheus: Option<crate::prometheus::Exporter>,
 }
 
 impl std::fmt::Debug for Session {
@@ -383,9 +432,12 @@ impl Session {
     /// | `LOOPSCOPE_STALL_THRESHOLD` | stall threshold, e.g. `10ms`; `off` turns the detector off |
     /// | `LOOPSCOPE_SERVE` | serve live data for `loopscope tui --attach`: `unix:PATH` or `127.0.0.1:PORT` |
     /// | `LOOPSCOPE_SERVE_PUBLIC` | `1` allows a non-loopback `LOOPSCOPE_SERVE` address |
+    /// | `LOOPSCOPE_PROMETHEUS` | serve Prometheus figures at `http://HOST:PORT/metrics` (loopback) |
+    /// | `LOOPSCOPE_PROMETHEUS_PUBLIC` | `1` allows a non-loopback `LOOPSCOPE_PROMETHEUS` address |
     pub fn from_env() -> Result<SessionBuilder, Error> {
         let mut b = SessionBuilder::default();
-        let serving = std::env::var_os("LOOPSCOPE_SERVE").is_some_and(|v| !v.is_empty());
+        let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
+        let serving = set("LOOPSCOPE_SERVE") || set("LOOPSCOPE_PROMETHEUS");
         match std::env::var_os("LOOPSCOPE_RECORD") {
             Some(p) if !p.is_empty() => b.path = Some(PathBuf::from(p)),
             // Serving alone profiles too, without a file.
@@ -421,13 +473,13 @@ impl Session {
         {
             b.serve = Some(v);
         }
-        if let Ok(v) = std::env::var("LOOPSCOPE_SERVE_PUBLIC") {
-            b.serve_public = match v.as_str() {
-                "1" | "true" | "on" => true,
-                "0" | "false" | "off" | "" => false,
-                _ => return Err(Error::Env { var: "LOOPSCOPE_SERVE_PUBLIC", value: v, expected: "0 or 1" }),
-            };
+        b.serve_public = env_flag("LOOPSCOPE_SERVE_PUBLIC")?;
+        if let Ok(v) = std::env::var("LOOPSCOPE_PROMETHEUS")
+            && !v.is_empty()
+        {
+            b.prometheus = Some(v);
         }
+        b.prometheus_public = env_flag("LOOPSCOPE_PROMETHEUS_PUBLIC")?;
         if let Ok(v) = std::env::var("LOOPSCOPE_SCHEDULE_LATENCY") {
             b.schedule_latency = match v.as_str() {
                 "1" | "true" | "on" => true,
@@ -438,6 +490,12 @@ impl Session {
             };
         }
         Ok(b)
+    }
+
+    /// Where the Prometheus endpoint listens ([`SessionBuilder::prometheus`]), with a port 0
+    /// resolved.
+    pub fn prometheus_at(&self) -> Option<std::net::SocketAddr> {
+        self.active.as_ref()?.prometheus.as_ref().map(|p| p.bound)
     }
 
     /// Where the live data is served ([`SessionBuilder::serve`]), with a TCP port 0 resolved.
@@ -491,6 +549,9 @@ impl Active {
         if let Some(mut server) = self.server.take() {
             server.stop();
         }
+        if let Some(mut exporter) = self.prometheus.take() {
+            exporter.stop();
+        }
         joined.map_err(|_| Error::Recorder("the flusher thread panicked".into()))
     }
 }
@@ -500,6 +561,18 @@ impl Drop for Session {
         if let Some(a) = self.active.take() {
             let _ = a.finish();
         }
+    }
+}
+
+/// A yes/no variable; unset or empty is no.
+fn env_flag(var: &'static str) -> Result<bool, Error> {
+    match std::env::var(var) {
+        Err(_) => Ok(false),
+        Ok(v) => match v.as_str() {
+            "1" | "true" | "on" => Ok(true),
+            "0" | "false" | "off" | "" => Ok(false),
+            _ => Err(Error::Env { var, value: v, expected: "0 or 1" }),
+        },
     }
 }
 
