@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod fleet;
 mod flusher;
 mod hot;
 mod main_macro;

@@ -6,12 +6,13 @@
 //!
 //! Label cardinality is bounded: the first [`SessionBuilder::prometheus_sites`] spawn sites to be
 //! busy (the busiest of each interval first) get a `site` label of their own, from then on; every
-//! other site's figures go to `site="other"`. Each series only ever grows, so `rate()` and
-//! `histogram_quantile()` work on them as on any histogram.
+//! other site's figures go to `site="other"` ([`OTHER_SITE`]). Each series only ever grows, so
+//! `rate()` and `histogram_quantile()` work on them as on any histogram. Histogram buckets are
+//! [`BUCKETS_S`]; a value counts in the first bucket whose bound holds the top of its HdrHistogram
+//! bucket ([`bucket_of`]).
 //!
 //! [`SessionBuilder::prometheus_sites`]: crate::SessionBuilder::prometheus_sites
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -21,8 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use loopscope_core::dist::{Dist, highest_equivalent};
-use loopscope_core::model::{Event, Frame, SiteDecl, StallCategory};
+use loopscope_core::model::Frame;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -30,163 +30,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+pub use crate::fleet::{BUCKETS_S, OTHER_SITE, bucket_of};
+use crate::fleet::{Hist, State};
 use crate::session::Error;
 use crate::shared::lock;
-
-/// Upper bounds of the histogram buckets, in seconds (1 µs to 10 s; above: `+Inf`).
-pub const BUCKETS_S: [f64; 22] = [
-    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0,
-];
-
-/// The label of every site without a label of its own.
-pub const OTHER_SITE: &str = "other";
-
-/// A request larger than this is not a scrape.
-const MAX_REQUEST: usize = 8 * 1024;
-
-/// A cumulative histogram in [`BUCKETS_S`] (the last slot is `+Inf`).
-#[derive(Clone, Debug, Default)]
-struct Hist {
-    buckets: [u64; BUCKETS_S.len() + 1],
-    count: u64,
-    sum_ns: u64,
-}
-
-impl Hist {
-    /// Adds a recorded distribution: each HdrHistogram bucket goes to the first Prometheus bucket
-    /// whose bound is at least the top of the HdrHistogram bucket (within its 1% precision).
-    fn add(&mut self, d: &Dist) {
-        let Ok(buckets) = d.buckets() else { return };
-        for (low_ns, n) in buckets {
-            self.buckets[bucket_of(highest_equivalent(low_ns))] += n;
-        }
-        self.count += d.count;
-        self.sum_ns = self.sum_ns.saturating_add(d.sum_ns);
-    }
-
-    fn encode(&self, encoder: &mut prometheus_client::encoding::MetricEncoder) -> std::fmt::Result {
-        let mut buckets: Vec<(f64, u64)> = BUCKETS_S.iter().copied().zip(self.buckets).collect();
-        // prometheus-client writes `le="+Inf"` for f64::MAX.
-        buckets.push((f64::MAX, self.buckets[BUCKETS_S.len()]));
-        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-            self.sum_ns as f64 / 1e9,
-            self.count,
-            &buckets,
-            None,
-        )
-    }
-}
-
-/// The index of the bucket a value in nanoseconds falls in.
-pub fn bucket_of(value_ns: u64) -> usize {
-    let s = value_ns as f64 / 1e9;
-    BUCKETS_S.iter().position(|&b| s <= b).unwrap_or(BUCKETS_S.len())
-}
-
-#[derive(Debug, Default)]
-struct Series {
-    poll: Hist,
-    sched: Hist,
-    spawned: u64,
-}
-
-/// Everything exposed, folded from frames.
-#[derive(Debug, Default)]
-struct State {
-    max_labelled: usize,
-    declared: Vec<SiteDecl>,
-    /// Per declared site: its series (an index into `series`), once it has one of its own.
-    slot_of: Vec<Option<usize>>,
-    /// Labelled series, then `other` last.
-    series: Vec<(String, Series)>,
-    other: Series,
-    schedule_latency: bool,
-    lag: Hist,
-    /// (site label, category) → (stalls, seconds stalled).
-    stalls: BTreeMap<(String, StallCategory), (u64, f64)>,
-    /// Stalls begun and not yet ended: id → (site label, category when raised).
-    open_stalls: BTreeMap<u64, (String, StallCategory)>,
-    workers: BTreeMap<u32, String>,
-    /// Per worker: busy time over the last interval's length.
-    busy: BTreeMap<u32, f64>,
-    alive_tasks: u64,
-    intervals: u64,
-}
-
-impl State {
-    fn fold(&mut self, frame: Frame) {
-        match frame {
-            Frame::Header(h) => self.schedule_latency = h.schedule_latency,
-            Frame::Sites(sites) => {
-                for s in sites {
-                    self.slot_of.push(None);
-                    self.declared.push(s);
-                }
-            }
-            Frame::Workers(ws) => {
-                for w in ws {
-                    self.workers.insert(w.id, w.thread_name);
-                }
-            }
-            Frame::Interval(i) => {
-                // Sites with no series yet take free slots, busiest first.
-                let mut new: Vec<(u64, u32)> = i
-                    .sites
-                    .iter()
-                    .filter(|s| self.slot_of.get(s.site as usize).is_some_and(|slot| slot.is_none()))
-                    .filter(|s| self.declared[s.site as usize].file != SiteDecl::OTHER_FILE)
-                    .map(|s| (s.poll.sum_ns, s.site))
-                    .collect();
-                new.sort_by(|a, b| b.cmp(a));
-                for (_, site) in new {
-                    if self.series.len() >= self.max_labelled {
-                        break;
-                    }
-                    self.slot_of[site as usize] = Some(self.series.len());
-                    self.series.push((label_value(&self.declared[site as usize].location()), Series::default()));
-                }
-                for s in &i.sites {
-                    let series = match self.slot_of.get(s.site as usize).copied().flatten() {
-                        Some(k) => &mut self.series[k].1,
-                        None => &mut self.other,
-                    };
-                    series.poll.add(&s.poll);
-                    series.sched.add(&s.sched);
-                    series.spawned += s.spawned;
-                }
-                self.lag.add(&i.lag);
-                let length = i.end_ns.saturating_sub(i.start_ns).max(1) as f64;
-                // Every known worker: one that polled nothing in the interval was idle.
-                self.busy = self.workers.keys().map(|&w| (w, 0.0)).collect();
-                for w in &i.workers {
-                    self.busy.insert(w.worker, w.poll.sum_ns as f64 / length);
-                }
-                self.alive_tasks = i.gauges.alive_tasks;
-                self.intervals += 1;
-            }
-            Frame::Event(Event::StallBegin(s)) => {
-                let label = self.site_label(s.site);
-                self.open_stalls.insert(s.id, (label, s.category));
-            }
-            Frame::Event(Event::StallEnd { id, duration_ns, category }) => {
-                let (label, raised) =
-                    self.open_stalls.remove(&id).unwrap_or_else(|| (OTHER_SITE.to_string(), StallCategory::Unknown));
-                let e = self.stalls.entry((label, category.unwrap_or(raised))).or_default();
-                e.0 += 1;
-                e.1 += duration_ns as f64 / 1e9;
-            }
-            _ => {}
-        }
-    }
-
-    fn site_label(&self, site: Option<u32>) -> String {
-        match site.and_then(|s| self.slot_of.get(s as usize).copied().flatten()) {
-            Some(k) => self.series[k].0.clone(),
-            None => OTHER_SITE.to_string(),
-        }
-    }
-}
 
 /// Label values are written as given by prometheus-client: escape them here.
 fn label_value(s: &str) -> String {
@@ -194,13 +41,23 @@ fn label_value(s: &str) -> String {
 }
 
 /// The collector prometheus-client calls on each scrape.
+/// A request larger than this is not a scrape.
+const MAX_REQUEST: usize = 8 * 1024;
+
+fn encode_hist(h: &Hist, encoder: &mut prometheus_client::encoding::MetricEncoder) -> std::fmt::Result {
+    let mut buckets: Vec<(f64, u64)> = BUCKETS_S.iter().copied().zip(h.buckets).collect();
+    // prometheus-client writes `le="+Inf"` for f64::MAX.
+    buckets.push((f64::MAX, h.buckets[BUCKETS_S.len()]));
+    encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum_ns as f64 / 1e9, h.count, &buckets, None)
+}
+
 #[derive(Debug)]
 struct Snapshot(Arc<Mutex<State>>);
 
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let st = lock(&self.0);
-        let all_series = || st.series.iter().map(|(l, s)| (l.as_str(), s)).chain([(OTHER_SITE, &st.other)]);
+        let all_series = || st.all_series().map(|(l, s)| (label_value(l), s));
         {
             let mut m = encoder.encode_descriptor(
                 "loopscope_poll_duration_seconds",
@@ -209,7 +66,7 @@ impl Collector for Snapshot {
                 MetricType::Histogram,
             )?;
             for (label, s) in all_series() {
-                s.poll.encode(&mut m.encode_family(&[("site", label)])?)?;
+                encode_hist(&s.poll, &mut m.encode_family(&[("site", label.as_str())])?)?;
             }
         }
         if st.schedule_latency {
@@ -220,7 +77,7 @@ impl Collector for Snapshot {
                 MetricType::Histogram,
             )?;
             for (label, s) in all_series() {
-                s.sched.encode(&mut m.encode_family(&[("site", label)])?)?;
+                encode_hist(&s.sched, &mut m.encode_family(&[("site", label.as_str())])?)?;
             }
         }
         if st.lag.count > 0 {
@@ -230,7 +87,7 @@ impl Collector for Snapshot {
                 None,
                 MetricType::Histogram,
             )?;
-            st.lag.encode(&mut m)?;
+            encode_hist(&st.lag, &mut m)?;
         }
         {
             let mut m = encoder.encode_descriptor(
@@ -240,7 +97,7 @@ impl Collector for Snapshot {
                 MetricType::Counter,
             )?;
             for (label, s) in all_series() {
-                ConstCounter::new(s.spawned).encode(m.encode_family(&[("site", label)])?)?;
+                ConstCounter::new(s.spawned).encode(m.encode_family(&[("site", label.as_str())])?)?;
             }
         }
         // Families without samples are left out (a stall-free program has no stall series).

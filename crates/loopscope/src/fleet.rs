@@ -1,0 +1,163 @@
+//! A session's figures folded from its frames for fleet exporters (Prometheus, OTLP): cumulative
+//! histograms and counters per spawn site with bounded labels, stall counters, worker busy ratios.
+//!
+//! Label cardinality is bounded: the first `max_labelled` spawn sites to be busy (the busiest of
+//! each interval first) get a `site` label of their own, from then on; every other site's figures
+//! go to `site="other"`. Each series only ever grows.
+
+use std::collections::BTreeMap;
+
+use loopscope_core::dist::{Dist, highest_equivalent};
+use loopscope_core::model::{Event, Frame, Header, SiteDecl, StallCategory};
+
+/// Upper bounds of the histogram buckets, in seconds (1 µs to 10 s; above: `+Inf`).
+pub const BUCKETS_S: [f64; 22] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+/// The label of every site without a label of its own.
+pub const OTHER_SITE: &str = "other";
+
+/// A cumulative histogram in [`BUCKETS_S`] (the last slot is `+Inf`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Hist {
+    /// Values per bucket (not cumulative), `+Inf` last.
+    pub(crate) buckets: [u64; BUCKETS_S.len() + 1],
+    pub(crate) count: u64,
+    pub(crate) sum_ns: u64,
+}
+
+impl Hist {
+    /// Adds a recorded distribution: each HdrHistogram bucket goes to the first Prometheus bucket
+    /// whose bound is at least the top of the HdrHistogram bucket (within its 1% precision).
+    fn add(&mut self, d: &Dist) {
+        let Ok(buckets) = d.buckets() else { return };
+        for (low_ns, n) in buckets {
+            self.buckets[bucket_of(highest_equivalent(low_ns))] += n;
+        }
+        self.count += d.count;
+        self.sum_ns = self.sum_ns.saturating_add(d.sum_ns);
+    }
+}
+
+/// The index of the bucket a value in nanoseconds falls in.
+pub fn bucket_of(value_ns: u64) -> usize {
+    let s = value_ns as f64 / 1e9;
+    BUCKETS_S.iter().position(|&b| s <= b).unwrap_or(BUCKETS_S.len())
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Series {
+    pub(crate) poll: Hist,
+    pub(crate) sched: Hist,
+    pub(crate) spawned: u64,
+}
+
+/// Everything exposed, folded from frames.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) max_labelled: usize,
+    /// The session's header, once seen.
+    pub(crate) header: Option<Header>,
+    pub(crate) declared: Vec<SiteDecl>,
+    /// Per declared site: its series (an index into `series`), once it has one of its own.
+    pub(crate) slot_of: Vec<Option<usize>>,
+    /// Labelled series (label: the site's `file:line:col`, unescaped).
+    pub(crate) series: Vec<(String, Series)>,
+    pub(crate) other: Series,
+    pub(crate) schedule_latency: bool,
+    pub(crate) lag: Hist,
+    /// (site label, category) → (stalls, seconds stalled).
+    pub(crate) stalls: BTreeMap<(String, StallCategory), (u64, f64)>,
+    /// Stalls begun and not yet ended: id → (site label, category when raised).
+    pub(crate) open_stalls: BTreeMap<u64, (String, StallCategory)>,
+    pub(crate) workers: BTreeMap<u32, String>,
+    /// Per worker: busy time over the last interval's length.
+    pub(crate) busy: BTreeMap<u32, f64>,
+    pub(crate) alive_tasks: u64,
+    pub(crate) intervals: u64,
+}
+
+impl State {
+    /// Every series with its label, `other` last.
+    pub(crate) fn all_series(&self) -> impl Iterator<Item = (&str, &Series)> {
+        self.series.iter().map(|(l, s)| (l.as_str(), s)).chain([(OTHER_SITE, &self.other)])
+    }
+
+    /// Folds one frame of the session in.
+    pub(crate) fn fold(&mut self, frame: Frame) {
+        match frame {
+            Frame::Header(h) => {
+                self.schedule_latency = h.schedule_latency;
+                self.header = Some(h);
+            }
+            Frame::Sites(sites) => {
+                for s in sites {
+                    self.slot_of.push(None);
+                    self.declared.push(s);
+                }
+            }
+            Frame::Workers(ws) => {
+                for w in ws {
+                    self.workers.insert(w.id, w.thread_name);
+                }
+            }
+            Frame::Interval(i) => {
+                // Sites with no series yet take free slots, busiest first.
+                let mut new: Vec<(u64, u32)> = i
+                    .sites
+                    .iter()
+                    .filter(|s| self.slot_of.get(s.site as usize).is_some_and(|slot| slot.is_none()))
+                    .filter(|s| self.declared[s.site as usize].file != SiteDecl::OTHER_FILE)
+                    .map(|s| (s.poll.sum_ns, s.site))
+                    .collect();
+                new.sort_by(|a, b| b.cmp(a));
+                for (_, site) in new {
+                    if self.series.len() >= self.max_labelled {
+                        break;
+                    }
+                    self.slot_of[site as usize] = Some(self.series.len());
+                    self.series.push((self.declared[site as usize].location(), Series::default()));
+                }
+                for s in &i.sites {
+                    let series = match self.slot_of.get(s.site as usize).copied().flatten() {
+                        Some(k) => &mut self.series[k].1,
+                        None => &mut self.other,
+                    };
+                    series.poll.add(&s.poll);
+                    series.sched.add(&s.sched);
+                    series.spawned += s.spawned;
+                }
+                self.lag.add(&i.lag);
+                let length = i.end_ns.saturating_sub(i.start_ns).max(1) as f64;
+                // Every known worker: one that polled nothing in the interval was idle.
+                self.busy = self.workers.keys().map(|&w| (w, 0.0)).collect();
+                for w in &i.workers {
+                    self.busy.insert(w.worker, w.poll.sum_ns as f64 / length);
+                }
+                self.alive_tasks = i.gauges.alive_tasks;
+                self.intervals += 1;
+            }
+            Frame::Event(Event::StallBegin(s)) => {
+                let label = self.site_label(s.site);
+                self.open_stalls.insert(s.id, (label, s.category));
+            }
+            Frame::Event(Event::StallEnd { id, duration_ns, category }) => {
+                let (label, raised) =
+                    self.open_stalls.remove(&id).unwrap_or_else(|| (OTHER_SITE.to_string(), StallCategory::Unknown));
+                let e = self.stalls.entry((label, category.unwrap_or(raised))).or_default();
+                e.0 += 1;
+                e.1 += duration_ns as f64 / 1e9;
+            }
+            _ => {}
+        }
+    }
+
+    fn site_label(&self, site: Option<u32>) -> String {
+        match site.and_then(|s| self.slot_of.get(s as usize).copied().flatten()) {
+            Some(k) => self.series[k].0.clone(),
+            None => OTHER_SITE.to_string(),
+        }
+    }
+}
