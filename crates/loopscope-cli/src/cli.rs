@@ -253,6 +253,10 @@ pub struct RunOpts {
     /// HOST:PORT such as 127.0.0.1:9464; see docs/fleet.md).
     #[arg(long, global = true, value_name = "ADDR", env = "LOOPSCOPE_PROMETHEUS")]
     pub prometheus: Option<String>,
+    /// Push the run's figures to an OpenTelemetry collector over OTLP/HTTP (protobuf), e.g.
+    /// http://127.0.0.1:4318, every 10 s and at the end (see docs/fleet.md).
+    #[arg(long, global = true, value_name = "URL", env = "LOOPSCOPE_OTLP")]
+    pub otlp: Option<String>,
     /// Spawn sites shown in the table.
     #[arg(long, global = true, default_value_t = 20, value_name = "N")]
     pub top: usize,

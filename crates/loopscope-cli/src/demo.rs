@@ -30,6 +30,7 @@ pub fn demo_command(args: &DemoArgs) -> Result<(), Failure> {
         serve: None,
         serve_public: false,
         prometheus: None,
+        otlp: None,
         top: 10,
     };
     let storm = sleep_storm::Config { tasks: 5_000, ..sleep_storm::Config::default() };

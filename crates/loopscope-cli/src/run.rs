@@ -60,6 +60,9 @@ pub fn run_workload_with(opts: &RunOpts, workload: &WorkloadCmd, live: Option<Li
     if let Some(addr) = &opts.prometheus {
         session = session.prometheus(addr);
     }
+    if let Some(url) = &opts.otlp {
+        session = session.otlp(url);
+    }
     let stop = live.as_ref().map(|l| std::sync::Arc::clone(&l.stop));
     if let Some(l) = live {
         session = session.live_frames(l.frames);

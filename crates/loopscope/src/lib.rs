@@ -6,6 +6,8 @@ mod flusher;
 mod hot;
 mod main_macro;
 mod mistakes;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod probe;
 pub mod prometheus;
 pub mod serve;

@@ -23,6 +23,8 @@ pub const DEFAULT_SLOW_POLL: Duration = Duration::from_micros(100);
 pub const DEFAULT_STALL_THRESHOLD: Duration = Duration::from_millis(10);
 /// Default limit on distinct spawn sites; further sites are merged into one "other" site.
 pub const DEFAULT_MAX_SITES: u32 = 1000;
+/// How often [`SessionBuilder::otlp`] exports, by default.
+pub const DEFAULT_OTLP_PERIOD: Duration = Duration::from_secs(10);
 /// Spawn sites with a `site` label of their own in the Prometheus figures, by default.
 pub const DEFAULT_PROMETHEUS_SITES: usize = 20;
 
@@ -88,6 +90,15 @@ pub enum Error {
         /// What is expected, or what failed.
         why: String,
     },
+    /// The OTLP exporter cannot push where [`SessionBuilder::otlp`] asks (or this build lacks the
+    /// `otlp` feature).
+    #[error("invalid loopscope setting `otlp`: {endpoint} ({why})")]
+    Otlp {
+        /// The endpoint given.
+        endpoint: String,
+        /// What is expected, or what failed.
+        why: String,
+    },
     /// The recorder's background thread could not be started or died.
     #[error("loopscope recorder failed: {0}")]
     Recorder(String),
@@ -112,6 +123,8 @@ pub struct SessionBuilder {
     prometheus: Option<String>,
     prometheus_public: bool,
     prometheus_sites: usize,
+    otlp: Option<String>,
+    otlp_period: Duration,
 }
 
 impl Default for SessionBuilder {
@@ -133,6 +146,8 @@ impl Default for SessionBuilder {
             prometheus: None,
             prometheus_public: false,
             prometheus_sites: DEFAULT_PROMETHEUS_SITES,
+            otlp: None,
+            otlp_period: DEFAULT_OTLP_PERIOD,
         }
     }
 }
@@ -159,6 +174,23 @@ impl SessionBuilder {
     /// 20): the first to be busy; the others share `site="other"`.
     pub fn prometheus_sites(mut self, n: usize) -> Self {
         self.prometheus_sites = n;
+        self
+    }
+
+    /// Pushes the session's figures (the same as [`SessionBuilder::prometheus`]'s) to an
+    /// OpenTelemetry collector over OTLP/HTTP with protobuf bodies: `endpoint` is the collector's
+    /// base URL (`http://127.0.0.1:4318`) or its metrics URL. Plain HTTP: point it at a local
+    /// collector agent. Exports every [`SessionBuilder::otlp_period`] and once more at the end, on
+    /// loopscope's own thread. Needs the `otlp` cargo feature; without it, installing fails with
+    /// [`Error::Otlp`].
+    pub fn otlp(mut self, endpoint: impl Into<String>) -> Self {
+        self.otlp = Some(endpoint.into());
+        self
+    }
+
+    /// How often [`SessionBuilder::otlp`] exports (default 10 s).
+    pub fn otlp_period(mut self, period: Duration) -> Self {
+        self.otlp_period = period;
         self
     }
 
@@ -340,6 +372,11 @@ impl SessionBuilder {
             }
         };
 
+        let otlp = match &self.otlp {
+            None => None,
+            Some(endpoint) => Some(start_otlp(endpoint, self.otlp_period, self.prometheus_sites, &mut meta)?),
+        };
+
         let (tx, rx) = mpsc::channel();
         let flusher = Flusher::new(Arc::clone(&shared), meta);
         let thread = std::thread::Builder::new()
@@ -380,7 +417,7 @@ impl SessionBuilder {
         builder.on_task_spawn(move |meta| guard(&s, || s.on_spawn(meta)));
         let s = Arc::clone(&shared);
         builder.on_task_terminate(move |meta| guard(&s, || s.on_terminate(meta)));
-        Ok(Session { active: Some(Active { shared, tx, thread: Some(thread), watchdog, server, prometheus }) })
+        Ok(Session { active: Some(Active { shared, tx, thread: Some(thread), watchdog, server, prometheus, otlp }) })
     }
 }
 
@@ -406,6 +443,26 @@ struct Active {
     watchdog: Option<(Sender<()>, JoinHandle<()>)>,
     server: Option<crate::serve::Server>,
     prometheus: Option<crate::prometheus::Exporter>,
+    // Without the feature the field is always `None` (its type has no values).
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    otlp: Option<Otlp>,
+}
+
+#[cfg(feature = "otlp")]
+type Otlp = crate::otlp::OtlpExporter;
+#[cfg(not(feature = "otlp"))]
+type Otlp = std::convert::Infallible;
+
+#[cfg(feature = "otlp")]
+fn start_otlp(endpoint: &str, period: Duration, sites: usize, meta: &mut Meta) -> Result<Otlp, Error> {
+    let (frames, rx) = mpsc::sync_channel(crate::serve::CLIENT_QUEUE);
+    meta.live.push(frames);
+    crate::otlp::OtlpExporter::start(endpoint, period, sites, rx)
+}
+
+#[cfg(not(feature = "otlp"))]
+fn start_otlp(endpoint: &str, _: Duration, _: usize, _: &mut Meta) -> Result<Otlp, Error> {
+    Err(Error::Otlp { endpoint: endpoint.into(), why: "this build of loopscope lacks the `otlp` cargo feature".into() })
 }
 
 impl std::fmt::Debug for Session {
@@ -434,10 +491,12 @@ impl Session {
     /// | `LOOPSCOPE_SERVE_PUBLIC` | `1` allows a non-loopback `LOOPSCOPE_SERVE` address |
     /// | `LOOPSCOPE_PROMETHEUS` | serve Prometheus figures at `http://HOST:PORT/metrics` (loopback) |
     /// | `LOOPSCOPE_PROMETHEUS_PUBLIC` | `1` allows a non-loopback `LOOPSCOPE_PROMETHEUS` address |
+    /// | `LOOPSCOPE_OTLP` | push figures to an OTLP/HTTP collector, e.g. `http://127.0.0.1:4318` (`otlp` feature) |
+    /// | `LOOPSCOPE_OTLP_PERIOD` | its export period, e.g. `10s` |
     pub fn from_env() -> Result<SessionBuilder, Error> {
         let mut b = SessionBuilder::default();
         let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
-        let serving = set("LOOPSCOPE_SERVE") || set("LOOPSCOPE_PROMETHEUS");
+        let serving = set("LOOPSCOPE_SERVE") || set("LOOPSCOPE_PROMETHEUS") || set("LOOPSCOPE_OTLP");
         match std::env::var_os("LOOPSCOPE_RECORD") {
             Some(p) if !p.is_empty() => b.path = Some(PathBuf::from(p)),
             // Serving alone profiles too, without a file.
@@ -480,6 +539,14 @@ impl Session {
             b.prometheus = Some(v);
         }
         b.prometheus_public = env_flag("LOOPSCOPE_PROMETHEUS_PUBLIC")?;
+        if let Ok(v) = std::env::var("LOOPSCOPE_OTLP")
+            && !v.is_empty()
+        {
+            b.otlp = Some(v);
+        }
+        if let Some(d) = env_duration("LOOPSCOPE_OTLP_PERIOD")? {
+            b.otlp_period = d;
+        }
         if let Ok(v) = std::env::var("LOOPSCOPE_SCHEDULE_LATENCY") {
             b.schedule_latency = match v.as_str() {
                 "1" | "true" | "on" => true,
@@ -551,6 +618,11 @@ impl Active {
         }
         if let Some(mut exporter) = self.prometheus.take() {
             exporter.stop();
+        }
+        // The flusher's end closed the exporter's frames: it makes its last export and ends.
+        #[cfg(feature = "otlp")]
+        if let Some(mut exporter) = self.otlp.take() {
+            exporter.join();
         }
         joined.map_err(|_| Error::Recorder("the flusher thread panicked".into()))
     }
