@@ -292,3 +292,33 @@ fn record_watches_any_program_live_then_reports_it() {
     assert!(log.contains("loopscope report — sleep-storm"), "{log}");
     assert!(out.exists());
 }
+
+#[test]
+fn console_reads_a_program_running_console_subscriber() {
+    let _turn = support::one_workload_at_a_time();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    // The program: the synchronous-sleep mistake, serving tokio-console's gRPC API
+    // (console-subscriber) and nothing of loopscope's own.
+    let mut program = support::loopscope()
+        .args(["run", "blocking", "--scenario", "sync-sleep", "--repeat", "400", "--console", &port])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut t = Tty::start(&["tui", "--console", &format!("http://127.0.0.1:{port}")]);
+    t.wait_for("tokio-console");
+    t.send("2");
+    // Its spawn sites, from the console's task locations.
+    t.wait_for("ng/src/lib.rs:");
+    // Its sleeps, as long polls; what only the recorder knows is marked so.
+    t.send("3");
+    t.wait_for("long poll");
+    t.send("\r");
+    t.wait_for("blocking site  needs loopscope recorder");
+    t.send("q");
+    assert_eq!(t.exit_code(), 0, "{}", t.contents());
+    t.assert_restored();
+    let _ = program.kill();
+    let _ = program.wait();
+}

@@ -22,6 +22,7 @@ Examples:
   loopscope run blocking --scenario sync-sleep --record mistake.loopscope
   loopscope report storm.loopscope --json
   loopscope tui storm.loopscope               # replay: ←/→ step, Space play, ? keys
+  loopscope tui --console http://127.0.0.1:6669   # any program running console-subscriber
   loopscope run chat --clients 2000 --tui     # watch a run live
   loopscope export storm.loopscope --hlog storm.hlog
   loopscope export mistake.loopscope --trace stalls.json   # open in ui.perfetto.dev
@@ -90,12 +91,17 @@ pub struct RecordArgs {
 #[derive(Debug, Args)]
 pub struct TuiArgs {
     /// The recording to replay.
-    #[arg(required_unless_present = "attach", conflicts_with = "attach")]
+    #[arg(required_unless_present_any = ["attach", "console"], conflicts_with_all = ["attach", "console"])]
     pub file: Option<PathBuf>,
     /// Attach to a program serving its live data (`loopscope run --serve`, `LOOPSCOPE_SERVE`,
     /// `SessionBuilder::serve`): `unix:PATH` or `127.0.0.1:PORT`. Reconnects when the link drops.
-    #[arg(long, value_name = "ADDR", value_parser = parse_serve_addr)]
+    #[arg(long, value_name = "ADDR", value_parser = parse_serve_addr, conflicts_with = "console")]
     pub attach: Option<loopscope::core::live::ServeAddr>,
+    /// Read any program running tokio-console's console-subscriber through its gRPC API, e.g.
+    /// http://127.0.0.1:6669: spawn sites, poll and scheduling histograms, long polls. Per-worker
+    /// figures, blocking lines and categories need the loopscope recorder.
+    #[arg(long, value_name = "URL", value_parser = parse_console_url)]
+    pub console: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -357,6 +363,14 @@ fn parse_stall_threshold(s: &str) -> Result<Duration, String> {
 fn parse_serve_addr(s: &str) -> Result<loopscope::core::live::ServeAddr, String> {
     loopscope::core::live::ServeAddr::parse(s)
         .ok_or_else(|| "expected unix:PATH, a socket path, or HOST:PORT such as 127.0.0.1:6670".to_string())
+}
+
+fn parse_console_url(s: &str) -> Result<String, String> {
+    let url = if s.contains("://") { s.to_string() } else { format!("http://{s}") };
+    match url.strip_prefix("http://") {
+        Some(rest) if rest.split('/').next().is_some_and(|h| h.contains(':')) => Ok(url),
+        _ => Err("expected http://HOST:PORT, such as http://127.0.0.1:6669".into()),
+    }
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {

@@ -1,4 +1,5 @@
-//! `loopscope tui FILE` (replay) and `loopscope run ... --tui` (live, in-process).
+//! `loopscope tui FILE` (replay), `--attach ADDR`, `--console URL`, and `loopscope run ... --tui`
+//! (live, in-process).
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ pub fn need_terminal(what: &str) -> Result<(), Failure> {
     }
 }
 
-/// `loopscope tui FILE` and `loopscope tui --attach ADDR`.
+/// `loopscope tui FILE`, `loopscope tui --attach ADDR` and `loopscope tui --console URL`.
 pub fn tui_command(args: &TuiArgs) -> Result<(), Failure> {
     let terminal = |e: std::io::Error| Failure::Run(anyhow!("terminal: {e}"));
     if let Some(addr) = &args.attach {
@@ -35,7 +36,13 @@ pub fn tui_command(args: &TuiArgs) -> Result<(), Failure> {
         let feed = Feed::Attached(loopscope_tui::attach::attach(addr.clone()));
         return loopscope_tui::term::run(app, Some(feed)).map_err(terminal);
     }
-    let file = args.file.as_ref().expect("clap requires FILE or --attach");
+    if let Some(url) = &args.console {
+        need_terminal("loopscope tui")?;
+        let app = App::new(Timeline::default(), Source::Console(url.clone()));
+        let feed = Feed::Attached(loopscope_console::connect(url.clone()));
+        return loopscope_tui::term::run(app, Some(feed)).map_err(terminal);
+    }
+    let file = args.file.as_ref().expect("clap requires FILE, --attach or --console");
     let rec = Recording::read(file).map_err(|e| Failure::Input(e.into()))?;
     need_terminal("loopscope tui")?;
     let cut = match &rec.completeness {

@@ -275,6 +275,9 @@ pub enum Source {
     Live(String),
     /// A program serving its live data, at this address.
     Attached(String),
+    /// A program running tokio-console's `console-subscriber`, at this URL: no per-worker figures,
+    /// blocking lines, categories or stacks.
+    Console(String),
 }
 
 /// The window's figures and the sums behind them, for (start, end, intervals dropped, stalls).
@@ -357,7 +360,7 @@ impl App {
 
     /// Whether the data is live (it can grow).
     pub fn is_live(&self) -> bool {
-        matches!(self.source, Source::Live(_) | Source::Attached(_))
+        matches!(self.source, Source::Live(_) | Source::Attached(_) | Source::Console(_))
     }
 
     /// Position of the last interval shown, if there is any.

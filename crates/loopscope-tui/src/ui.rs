@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use loopscope_core::dist::{DistAcc, Summary};
+use loopscope_core::model::StallCategory;
 use loopscope_core::units::fmt_duration;
 use ratatui::Frame;
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
@@ -50,6 +51,7 @@ fn tabs(frame: &mut Frame<'_>, area: Rect, app: &App) {
         Source::Replay(p) => format!("replay {p}"),
         Source::Live(p) => format!("live {p}"),
         Source::Attached(a) => format!("attached {a}"),
+        Source::Console(u) => format!("tokio-console {u}"),
     };
     let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
     let room = (area.width as usize).saturating_sub(used + 1);
@@ -153,6 +155,7 @@ fn compact(n: u64) -> String {
 }
 
 fn overview(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
+    let from_console = matches!(app.source, Source::Console(_));
     let w = app.stats();
     let [hists, middle, spark] =
         Layout::vertical([Constraint::Min(12), Constraint::Length(6), Constraint::Length(4)]).areas(area);
@@ -183,7 +186,12 @@ fn overview(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
             ])
         })
         .collect();
-    frame.render_widget(Paragraph::new(lines), inner);
+    if from_console {
+        let note = "tokio-console has no per-worker figures: they need the loopscope recorder";
+        frame.render_widget(Paragraph::new(note).dim().wrap(Wrap { trim: true }), inner);
+    } else {
+        frame.render_widget(Paragraph::new(lines), inner);
+    }
     let stalls_style = if w.stalls > 0 { Style::new().fg(Color::Red).bold() } else { Style::new() };
     let facts_lines = vec![
         Line::from(vec![TextSpan::raw("stalls        "), TextSpan::styled(w.stalls.to_string(), stalls_style)]),
@@ -336,8 +344,8 @@ fn detail(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
             Line::from(format!(
                 "{} {} at {}",
                 s.duration_ns.map_or("ongoing".into(), |n| d(Duration::from_nanos(n))),
-                s.category.name(),
-                s.stall.blocking_site.as_deref().unwrap_or("?")
+                category(app, s.category),
+                blocking_site(app, s.stall.blocking_site.as_deref(), "?")
             ))
         })
         .collect();
@@ -368,10 +376,10 @@ fn stalls(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
             let s = &t.stalls[*i];
             let cells = [
                 format!("{:.3}s", s.stall.started_ns as f64 / 1e9),
-                s.stall.worker.to_string(),
-                s.category.name().to_string(),
+                if matches!(app.source, Source::Console(_)) { "-".to_string() } else { s.stall.worker.to_string() },
+                category(app, s.category).to_string(),
                 s.duration_ns.map_or("ongoing".into(), |n| d(Duration::from_nanos(n))),
-                clip_left(s.stall.blocking_site.as_deref().unwrap_or("-"), site_w),
+                clip_left(&blocking_site(app, s.stall.blocking_site.as_deref(), "-"), site_w),
                 s.stall.site.map_or("-".into(), |id| clip_left(&t.site_name(id), site_w)),
             ];
             Row::new(cells).style(if pos == sel { Style::new().reversed() } else { Style::new() })
@@ -386,6 +394,25 @@ fn stalls(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         Constraint::Length(site_w as u16),
     ];
     frame.render_widget(Table::new(body, widths).header(header).block(block), area);
+}
+
+/// A stall's category; tokio-console data only tells that a poll was long.
+fn category(app: &App, c: StallCategory) -> &'static str {
+    if matches!(app.source, Source::Console(_)) { "long poll" } else { c.name() }
+}
+
+/// "worker N"; tokio-console data does not say which worker.
+fn worker(app: &App, id: u32) -> String {
+    if matches!(app.source, Source::Console(_)) { "an unknown worker".into() } else { format!("worker {id}") }
+}
+
+/// A stall's blocking line, or what stands in for it.
+fn blocking_site(app: &App, site: Option<&str>, none: &str) -> String {
+    match (site, &app.source) {
+        (Some(s), _) => s.to_string(),
+        (None, Source::Console(_)) => "needs loopscope recorder".to_string(),
+        (None, _) => none.to_string(),
+    }
 }
 
 /// Largest source file read for the excerpt (a recording names paths; it must not make the
@@ -415,28 +442,37 @@ fn stall_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
         return;
     };
     let st = &s.stall;
+    let console = matches!(app.source, Source::Console(_));
+    let spawn_site = st.site.map_or("-".into(), |id| app.timeline.site_name(id));
     let mut lines = vec![
         Line::from(vec![
-            TextSpan::styled(s.category.name().to_string(), Style::new().fg(Color::Red).bold()),
+            TextSpan::styled(category(app, s.category).to_string(), Style::new().fg(Color::Red).bold()),
             TextSpan::raw(format!(
-                " for {} on worker {} at {:.3}s{}",
+                " for {} on {} at {:.3}s{}",
                 s.duration_ns.map_or("(ongoing)".into(), |n| d(Duration::from_nanos(n))),
-                st.worker,
+                worker(app, st.worker),
                 st.started_ns as f64 / 1e9,
-                if st.late { " (raised late)" } else { "" }
+                match (st.late, console) {
+                    (false, _) => "",
+                    (true, false) => " (raised late)",
+                    (true, true) => " (seen in its task's histogram: start within the interval)",
+                }
             )),
         ]),
-        Line::from(format!("blocking site  {}", st.blocking_site.as_deref().unwrap_or("-"))),
-        Line::from(format!("call           {}", st.call.as_deref().unwrap_or("-"))),
-        Line::from(format!(
-            "spawn site     {}   syscall {}   fd {}   cpu {}%",
-            st.site.map_or("-".into(), |id| app.timeline.site_name(id)),
+        Line::from(format!("blocking site  {}", blocking_site(app, st.blocking_site.as_deref(), "-"))),
+    ];
+    if console {
+        lines.push(Line::from(format!("spawn site     {spawn_site}")));
+    } else {
+        lines.push(Line::from(format!("call           {}", st.call.as_deref().unwrap_or("-"))));
+        lines.push(Line::from(format!(
+            "spawn site     {spawn_site}   syscall {}   fd {}   cpu {}%",
             st.syscall.as_deref().unwrap_or("-"),
             st.fd_target.as_deref().unwrap_or("-"),
             st.cpu_percent
-        )),
-        Line::from(""),
-    ];
+        )));
+    }
+    lines.push(Line::from(""));
     if let Some((file, line)) = st.blocking_site.as_deref().and_then(|b| b.rsplit_once(':'))
         && let Ok(line) = line.parse::<u32>()
     {
@@ -461,7 +497,11 @@ fn stall_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
         lines.push(Line::from(format!("  {}  {}", f.function, at)));
     }
     if st.stack.is_empty() {
-        lines.push(Line::from("  (no stack was captured)"));
+        lines.push(Line::from(if matches!(app.source, Source::Console(_)) {
+            "  (tokio-console data has no stacks: the category, blocking line and stack need the loopscope recorder)"
+        } else {
+            "  (no stack was captured)"
+        }));
     }
     let para = Paragraph::new(lines)
         .block(Block::bordered().title("Stall (Esc: back, ↑↓ scroll)"))
