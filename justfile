@@ -18,9 +18,14 @@ run WORKLOAD *ARGS:
 report FILE *ARGS:
     cargo run --release -- report {{FILE}} {{ARGS}}
 
-# The recorder's overhead: plain vs recorded (lean and full), interleaved, median of RUNS.
-bench RUNS="5":
-    cargo run --release -p loopscope --example overhead {{RUNS}}
+# The overhead benchmark: every workload under every instrumentation (loopscope's profiles,
+# tokio's poll-time histogram, tokio-metrics, dial9, console-subscriber), each run in its own
+# process, interleaved, median of RUNS; writes target/bench/bench.md and bench.json
+# (docs/benchmarks.md). E.g. `just bench 3 --workloads yield-storm,ping-pong`.
+bench RUNS="5" *ARGS:
+    cargo build --release -p loopscope-bench
+    cargo build --release -p loopscope-bench --features console --target-dir target/bench-console
+    ./target/release/bench --runs {{RUNS}} {{ARGS}}
 
 # Accuracy of the stall detector: each blocking mistake REPEATS times, then the fixes for TWIN_SECONDS.
 accuracy REPEATS="20" TWIN_SECONDS="30":

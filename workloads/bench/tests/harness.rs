@@ -1,0 +1,63 @@
+//! The benchmark harness end to end, tiny: real runner processes, CPU time and peak memory from
+//! `wait4`, ratios to plain, the Markdown and JSON written. Speeds are not judged here (that is
+//! `just bench`'s job); the plumbing is.
+
+use std::process::Command;
+
+#[test]
+fn the_driver_runs_each_pair_in_its_own_process_and_tabulates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["--runs", "2", "--reps", "1", "--for-ms", "300"])
+        .args(["--workloads", "yield-storm,scraper", "--instruments", "lean,tokio-metrics,console"])
+        .args(["--runner", env!("CARGO_BIN_EXE_bench-runner")])
+        .args(["--console-runner", "/nonexistent/bench-runner"])
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let md = std::fs::read_to_string(dir.path().join("bench.md")).unwrap();
+    assert_eq!(md, String::from_utf8_lossy(&out.stdout), "the table printed is the one written");
+    assert!(md.contains("Skipped: console"), "{md}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("bench.json")).unwrap()).unwrap();
+    let cells = json["cells"].as_array().unwrap();
+    let cell = |w: &str, i: &str| cells.iter().find(|c| c["workload"] == w && c["instrument"] == i);
+    // tokio-metrics wraps each task: only our own micro-workload lets it.
+    assert!(cell("scraper", "tokio-metrics").is_none());
+    assert!(md.contains("n/a"), "{md}");
+    for (w, i) in [
+        ("yield-storm", "plain"),
+        ("yield-storm", "lean"),
+        ("yield-storm", "tokio-metrics"),
+        ("scraper", "plain"),
+        ("scraper", "lean"),
+    ] {
+        let c = cell(w, i).unwrap_or_else(|| panic!("{w} {i}: {json}"));
+        assert_eq!(c["samples"].as_array().unwrap().len(), 2, "{c}");
+        for s in c["samples"].as_array().unwrap() {
+            assert!(s["cpu_s"].as_f64().unwrap() > 0.0 && s["max_rss_kib"].as_u64().unwrap() > 1024, "{s}");
+            assert!(s["wall_s"].as_f64().unwrap() > 0.0, "{s}");
+        }
+        assert!(c["wall_ratio"].as_f64().unwrap().is_finite(), "{c}");
+        if i == "plain" {
+            assert_eq!(c["wall_ratio"].as_f64().unwrap(), 1.0);
+        }
+    }
+    let loss = cell("scraper", "lean").unwrap()["throughput_loss_percent"].as_f64().unwrap();
+    assert!(loss.is_finite() && loss < 100.0, "{loss}");
+    assert!(cell("scraper", "plain").unwrap()["throughput"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_runner_failure_is_reported_with_its_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench-runner")).args(["scraper", "tokio-metrics"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wraps each task"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
