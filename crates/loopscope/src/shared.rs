@@ -32,6 +32,11 @@ struct Local {
     slot: Cell<*const ThreadSlot>,
     poll_start: Cell<u64>,
     cells: Cell<*const SiteCells>,
+    /// The spawn location of the last task this thread polled (its address), with its site and
+    /// cells: a task polled again, or its siblings, skip the site lookup.
+    last_location: Cell<usize>,
+    last_site: Cell<u32>,
+    last_cells: Cell<*const SiteCells>,
 }
 
 thread_local! {
@@ -41,6 +46,9 @@ thread_local! {
             slot: Cell::new(std::ptr::null()),
             poll_start: Cell::new(0),
             cells: Cell::new(std::ptr::null()),
+            last_location: Cell::new(0),
+            last_site: Cell::new(0),
+            last_cells: Cell::new(std::ptr::null()),
         }
     };
 }
@@ -328,15 +336,24 @@ impl Shared {
             let now = self.clock.raw();
             l.poll_start.set(now);
             let spawned_at = meta.spawned_at();
-            if crate::probe::location().is_some_and(|p| std::ptr::eq(spawned_at, p)) {
-                // The lag probe is the recorder's own task: not part of the program's profile.
-                l.cells.set(std::ptr::null());
-                return;
-            }
-            let site = self.sites.lookup(spawned_at);
+            let key = spawned_at as *const Location<'static> as usize;
+            let (site, cells) = if key == l.last_location.get() {
+                (l.last_site.get(), l.last_cells.get())
+            } else {
+                if crate::probe::location().is_some_and(|p| std::ptr::eq(spawned_at, p)) {
+                    // The lag probe is the recorder's own task: not part of the program's profile.
+                    l.cells.set(std::ptr::null());
+                    return;
+                }
+                let site = self.sites.lookup(spawned_at);
+                let cells = slot.cells_or_insert(site);
+                l.last_location.set(key);
+                l.last_site.set(site);
+                l.last_cells.set(cells);
+                (site, cells)
+            };
             slot.in_poll_site.store(site, Ordering::Relaxed);
             slot.in_poll_since.store(now, Ordering::Relaxed);
-            let cells = slot.cells_or_insert(site);
             l.cells.set(cells);
             // SAFETY: as in `ThreadSlot::cells`.
             if let (Some(cells), Some(lat)) = (unsafe { cells.as_ref() }, meta.schedule_latency()) {
@@ -425,6 +442,8 @@ impl Shared {
         l.session.set(self.id);
         l.slot.set(std::ptr::null());
         l.cells.set(std::ptr::null());
+        l.last_location.set(0);
+        l.last_cells.set(std::ptr::null());
         {
             let mut handle = lock(&self.handle);
             // Not once the session is finishing: the handle would keep the runtime alive.
