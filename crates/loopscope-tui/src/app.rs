@@ -358,6 +358,12 @@ impl App {
         }
     }
 
+    /// Whether the data comes from tokio-console (no per-worker figures, blocking lines,
+    /// categories or stacks).
+    pub fn from_console(&self) -> bool {
+        matches!(self.source, Source::Console(_))
+    }
+
     /// Whether the data is live (it can grow).
     pub fn is_live(&self) -> bool {
         matches!(self.source, Source::Live(_) | Source::Attached(_) | Source::Console(_))

@@ -155,7 +155,7 @@ fn compact(n: u64) -> String {
 }
 
 fn overview(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
-    let from_console = matches!(app.source, Source::Console(_));
+    let from_console = app.from_console();
     let w = app.stats();
     let [hists, middle, spark] =
         Layout::vertical([Constraint::Min(12), Constraint::Length(6), Constraint::Length(4)]).areas(area);
@@ -376,7 +376,7 @@ fn stalls(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
             let s = &t.stalls[*i];
             let cells = [
                 format!("{:.3}s", s.stall.started_ns as f64 / 1e9),
-                if matches!(app.source, Source::Console(_)) { "-".to_string() } else { s.stall.worker.to_string() },
+                if app.from_console() { "-".to_string() } else { s.stall.worker.to_string() },
                 category(app, s.category).to_string(),
                 s.duration_ns.map_or("ongoing".into(), |n| d(Duration::from_nanos(n))),
                 clip_left(&blocking_site(app, s.stall.blocking_site.as_deref(), "-"), site_w),
@@ -398,12 +398,12 @@ fn stalls(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
 
 /// A stall's category; tokio-console data only tells that a poll was long.
 fn category(app: &App, c: StallCategory) -> &'static str {
-    if matches!(app.source, Source::Console(_)) { "long poll" } else { c.name() }
+    if app.from_console() { "long poll" } else { c.name() }
 }
 
 /// "worker N"; tokio-console data does not say which worker.
 fn worker(app: &App, id: u32) -> String {
-    if matches!(app.source, Source::Console(_)) { "an unknown worker".into() } else { format!("worker {id}") }
+    if app.from_console() { "an unknown worker".into() } else { format!("worker {id}") }
 }
 
 /// A stall's blocking line, or what stands in for it.
@@ -442,7 +442,7 @@ fn stall_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
         return;
     };
     let st = &s.stall;
-    let console = matches!(app.source, Source::Console(_));
+    let console = app.from_console();
     let spawn_site = st.site.map_or("-".into(), |id| app.timeline.site_name(id));
     let mut lines = vec![
         Line::from(vec![
@@ -497,7 +497,7 @@ fn stall_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
         lines.push(Line::from(format!("  {}  {}", f.function, at)));
     }
     if st.stack.is_empty() {
-        lines.push(Line::from(if matches!(app.source, Source::Console(_)) {
+        lines.push(Line::from(if app.from_console() {
             "  (tokio-console data has no stacks: the category, blocking line and stack need the loopscope recorder)"
         } else {
             "  (no stack was captured)"

@@ -140,3 +140,24 @@ fn every_view_survives_tiny_and_odd_terminal_sizes() {
         screen(&mut empty, 80, 24);
     }
 }
+
+/// The same data as tokio-console gives it: what only the recorder knows is marked so.
+#[test]
+fn console_sourced_views_mark_what_needs_the_recorder() {
+    let rec = Recording::read("tests/fixtures/blocking.loopscope").expect("the fixture reads");
+    let mut t = Timeline::from_recording(rec);
+    for s in &mut t.stalls {
+        s.stall.blocking_site = None;
+        s.stall.stack.clear();
+    }
+    let mut a = App::new(t, Source::Console("http://127.0.0.1:6669".into()));
+    let s = screen(&mut a, 160, 48);
+    assert!(s.contains("tokio-console http://127.0.0.1:6669") && s.contains("need the loopscope recorder"), "{s}");
+    a.apply(Action::Goto(View::Stalls));
+    let s = screen(&mut a, 160, 48);
+    assert!(s.contains("long poll") && s.contains("needs loopscope recorder") && !s.contains("sync-sleep"), "{s}");
+    both_sizes("console_stalls", &mut a);
+    a.apply(Action::Open);
+    let s = screen(&mut a, 160, 48);
+    assert!(s.contains("on an unknown worker") && s.contains("tokio-console data has no stacks"), "{s}");
+}

@@ -34,7 +34,8 @@ pub use session::{Error, Profile, Session, SessionBuilder};
 ///
 /// The recorder follows the variables of [`Session::from_env`] (`LOOPSCOPE_RECORD`,
 /// `LOOPSCOPE_SERVE`, `LOOPSCOPE_PROFILE`, `LOOPSCOPE_STALL_THRESHOLD`, ...). Without
-/// `LOOPSCOPE_RECORD` or `LOOPSCOPE_SERVE` nothing is installed: no hook, no thread, no file. A bad
+/// `LOOPSCOPE_RECORD`, `LOOPSCOPE_SERVE`, `LOOPSCOPE_PROMETHEUS` or `LOOPSCOPE_OTLP` nothing is
+/// installed: no hook, no thread, no file. A bad
 /// variable is reported once on stderr and the program runs unprofiled. After the runtime shuts
 /// down the recording is finished and one line on stderr says where it is (`LOOPSCOPE_QUIET=1`
 /// silences it).

@@ -23,7 +23,7 @@ pub fn block_on<T, F: Future<Output = T>>(mut builder: tokio::runtime::Builder, 
     // Tasks still alive are dropped (and their last polls recorded) before the recording ends.
     drop(runtime);
     if let Some(session) = session {
-        let serving = session.serving_at();
+        let serving = session.serving_at().or_else(|| session.prometheus_at().map(|a| format!("http://{a}/metrics")));
         let path = std::env::var_os("LOOPSCOPE_RECORD").filter(|p| !p.is_empty());
         match session.finish() {
             Ok(Some(report)) if !quiet() => tell(&report, path.as_deref(), serving.as_deref()),
@@ -56,7 +56,7 @@ fn tell(report: &crate::Report, path: Option<&std::ffi::OsStr>, serving: Option<
             )
         }
         None => eprintln!(
-            "loopscope: {} polls{stalls} profiled (served at {})",
+            "loopscope: {} polls{stalls} profiled (served at {}; no recording file)",
             report.runtime.polls,
             serving.unwrap_or("?")
         ),
