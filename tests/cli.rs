@@ -374,3 +374,41 @@ fn export_writes_stalls_as_a_chrome_trace() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("--hlog") && text(&out.stderr).contains("--trace"), "{}", text(&out.stderr));
 }
+
+/// Runs the command and returns its exit status and peak resident memory in KiB (from wait4).
+fn peak_rss_kib(cmd: &mut std::process::Command) -> (i32, u64) {
+    // Reaped by wait4 below, which also gives its resource usage.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut status = 0;
+    // SAFETY: wait4 on our own child with zeroed out-parameters; the `Child` is not waited on again.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert!(libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) > 0);
+        usage
+    };
+    (libc::WEXITSTATUS(status), usage.ru_maxrss as u64)
+}
+
+#[test]
+fn stall_stacks_are_symbolized_outside_the_profiled_process() {
+    let _turn = one_workload_at_a_time();
+    // Parsing this (debug) binary's debug information takes hundreds of megabytes; the workload
+    // itself needs a few. The stall is still named at its line.
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("r.loopscope");
+    let (code, kib) = peak_rss_kib(loopscope().args([
+        "run",
+        "blocking",
+        "--scenario",
+        "sync-sleep",
+        "--repeat",
+        "2",
+        "--record",
+        rec.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0);
+    let out = run(&["report", rec.to_str().unwrap()]);
+    assert!(text(&out.stdout).contains("workloads/blocking/src/lib.rs:"), "{}", text(&out.stdout));
+    assert!(kib < 96 * 1024, "peak RSS {} MiB: symbolized in-process?", kib / 1024);
+}

@@ -145,3 +145,18 @@ fn sigterm_sent_to_loopscope_reaches_the_program_which_ends_cleanly() {
     assert!(stdout.contains("SIGTERM handled"), "{stdout}");
     assert!(stdout.contains("loopscope report"), "the report follows the program's end: {stdout}");
 }
+
+#[test]
+fn a_missing_symbolizer_falls_back_to_symbolizing_in_the_program() {
+    let _turn = support::one_workload_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("prog.loopscope");
+    let out = record(&out_path, "exit:0")
+        .env("LOOPSCOPE_SYMBOLIZER", "/nonexistent/loopscope")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Stalls: 1 poll blocked a worker") && stdout.contains("tests/record.rs:"), "{stdout}");
+}

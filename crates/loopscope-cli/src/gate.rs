@@ -131,7 +131,9 @@ fn record_one(label: &str, cmd: &[String], file: &Path, args: &GateArgs, i: u32)
     let _ = std::fs::remove_file(file);
     eprint!("gate: run {i}/{} {label}: {} ... ", args.runs, cmd.join(" "));
     let start = Instant::now();
-    let status = Command::new(&cmd[0])
+    let mut command = Command::new(&cmd[0]);
+    crate::record::use_our_symbolizer(&mut command);
+    let status = command
         .args(&cmd[1..])
         .env("LOOPSCOPE_RECORD", file)
         .env("LOOPSCOPE_INTERVAL", humantime::format_duration(args.interval).to_string())

@@ -37,6 +37,14 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // The recorder's symbolizer helper (loopscope::SessionBuilder::symbolizer): not a command
+    // for people, so not in the help.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "__symbolize") {
+        return match loopscope::run_symbolizer_helper() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(EXIT_FAILURE),
+        };
+    }
     let cli = Cli::parse();
     // Before any recorder session, so that the recorder's own hook still sees the panic.
     catalogue::quiet_nested_runtime_panics();

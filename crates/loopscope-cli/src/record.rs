@@ -27,6 +27,7 @@ pub fn record_command(args: &RecordArgs) -> Result<u8, Failure> {
         .env("LOOPSCOPE_QUIET", "1")
         .env("LOOPSCOPE_INTERVAL", humantime::format_duration(args.interval).to_string())
         .env("LOOPSCOPE_PROFILE", args.profile.name());
+    use_our_symbolizer(&mut cmd);
     if let Some(t) = args.stall_threshold {
         cmd.env("LOOPSCOPE_STALL_THRESHOLD", humantime::format_duration(t).to_string());
     }
@@ -91,6 +92,16 @@ pub fn record_command(args: &RecordArgs) -> Result<u8, Failure> {
             eprintln!("error: {e}");
             Ok(if code == 0 { EXIT_FAILURE } else { code })
         }
+    }
+}
+
+/// Points a program's recorder at this program to symbolize its stall stacks in a process of
+/// their own (`LOOPSCOPE_SYMBOLIZER`), unless the environment already names one.
+pub fn use_our_symbolizer(cmd: &mut Command) {
+    if std::env::var_os("LOOPSCOPE_SYMBOLIZER").is_none()
+        && let Ok(me) = std::env::current_exe()
+    {
+        cmd.env("LOOPSCOPE_SYMBOLIZER", me);
     }
 }
 

@@ -54,6 +54,10 @@ pub fn run_workload_with(opts: &RunOpts, workload: &WorkloadCmd, live: Option<Li
     if let Some(path) = &opts.record {
         session = session.record_to(path);
     }
+    // Stall stacks are symbolized by this program in a process of its own, not in this one.
+    if let Ok(me) = std::env::current_exe() {
+        session = session.symbolizer(me);
+    }
     if let Some(addr) = &opts.serve {
         session = session.serve(addr.to_string()).serve_public(opts.serve_public);
     }

@@ -125,6 +125,7 @@ pub struct SessionBuilder {
     prometheus_sites: usize,
     otlp: Option<String>,
     otlp_period: Duration,
+    symbolizer: Option<PathBuf>,
 }
 
 impl Default for SessionBuilder {
@@ -148,6 +149,7 @@ impl Default for SessionBuilder {
             prometheus_sites: DEFAULT_PROMETHEUS_SITES,
             otlp: None,
             otlp_period: DEFAULT_OTLP_PERIOD,
+            symbolizer: std::env::var_os("LOOPSCOPE_SYMBOLIZER").filter(|p| !p.is_empty()).map(PathBuf::from),
         }
     }
 }
@@ -191,6 +193,17 @@ impl SessionBuilder {
     /// How often [`SessionBuilder::otlp`] exports (default 10 s).
     pub fn otlp_period(mut self, period: Duration) -> Self {
         self.otlp_period = period;
+        self
+    }
+
+    /// Symbolizes stall stacks in a helper process started as `PROGRAM __symbolize` (the
+    /// `loopscope` command is one; any program whose `main` calls [`crate::run_symbolizer_helper`]
+    /// when given `__symbolize` is another), so that the program's debug information is parsed
+    /// there and not in the profiled process: tens of megabytes for a large binary. Default: the
+    /// `LOOPSCOPE_SYMBOLIZER` variable (set by `loopscope record`, `run` and `gate`); without
+    /// one, or if the helper fails, stacks are symbolized in-process.
+    pub fn symbolizer(mut self, program: impl Into<PathBuf>) -> Self {
+        self.symbolizer = Some(program.into());
         self
     }
 
@@ -383,6 +396,9 @@ impl SessionBuilder {
             .name("loopscope-flusher".into())
             .spawn(move || flusher.run(rx))
             .map_err(|e| Error::Recorder(format!("cannot start the flusher thread: {e}")))?;
+        if let Some(program) = self.symbolizer.clone().filter(|_| self.capture_stacks) {
+            crate::stack::set_symbolizer(program);
+        }
         let watchdog = match self.stall_threshold {
             None => None,
             Some(threshold) => {
@@ -493,6 +509,7 @@ impl Session {
     /// | `LOOPSCOPE_PROMETHEUS_PUBLIC` | `1` allows a non-loopback `LOOPSCOPE_PROMETHEUS` address |
     /// | `LOOPSCOPE_OTLP` | push figures to an OTLP/HTTP collector, e.g. `http://127.0.0.1:4318` (`otlp` feature) |
     /// | `LOOPSCOPE_OTLP_PERIOD` | its export period, e.g. `10s` |
+    /// | `LOOPSCOPE_SYMBOLIZER` | a program to symbolize stall stacks in ([`SessionBuilder::symbolizer`]) |
     pub fn from_env() -> Result<SessionBuilder, Error> {
         let mut b = SessionBuilder::default();
         let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());

@@ -229,37 +229,107 @@ pub(crate) fn interrupt(tid: i32, stack: Range<u64>, wait: Duration) -> Option<R
     Some(raw)
 }
 
-/// The loaded modules' unwind tables, for framehop.
+/// A loaded module as the unwinder and the symbolizer see it.
+struct ModuleInfo {
+    /// Where it is mapped.
+    avma: Range<u64>,
+    /// Its load bias (runtime address minus file address).
+    bias: u64,
+    /// Its file, for a helper process (`/proc/PID/exe` for the program itself).
+    path: String,
+    /// Its file name in frames; `None` for the program itself.
+    name: Option<String>,
+}
+
+/// The loaded modules' unwind tables, for framehop, and the symbolizer helper if there is one.
 pub(crate) struct Stacks {
     unwinder: UnwinderX86_64<Vec<u8>>,
     cache: CacheX86_64,
-    /// Mapped range and file name of each module; `None` names the program itself.
-    modules: Vec<(Range<u64>, Option<String>)>,
+    modules: Vec<ModuleInfo>,
+    /// The helper program ([`set_symbolizer`]); `None` once it failed.
+    helper_program: Option<std::path::PathBuf>,
+    helper: Option<crate::symbolizer::Helper>,
+}
+
+/// The program to symbolize stacks with, out of process (the first session's choice holds).
+static SYMBOLIZER: OnceLock<std::path::PathBuf> = OnceLock::new();
+
+/// Symbolizes stacks in a helper process started from `program` (see `symbolizer.rs`).
+pub(crate) fn set_symbolizer(program: std::path::PathBuf) {
+    let _ = SYMBOLIZER.set(program);
 }
 
 impl Stacks {
     fn new() -> Self {
-        let mut s = Stacks { unwinder: UnwinderX86_64::new(), cache: CacheX86_64::new(), modules: Vec::new() };
+        let mut s = Stacks {
+            unwinder: UnwinderX86_64::new(),
+            cache: CacheX86_64::new(),
+            modules: Vec::new(),
+            helper_program: SYMBOLIZER.get().cloned(),
+            helper: None,
+        };
         s.load_modules();
         s
     }
 
     fn load_modules(&mut self) {
         for m in loaded_modules() {
-            if self.modules.iter().any(|(r, _)| r.start == m.avma.start) {
+            if self.modules.iter().any(|known| known.avma.start == m.avma.start) {
                 continue;
             }
             if let Some(module) = unwind_module(&m) {
-                let name = (m.path != MAIN_PROGRAM).then(|| m.path.rsplit('/').next().unwrap_or(&m.path).to_string());
-                self.modules.push((m.avma.clone(), name));
+                let main = m.path == MAIN_PROGRAM;
+                self.modules.push(ModuleInfo {
+                    avma: m.avma.clone(),
+                    bias: m.bias,
+                    path: if main { format!("/proc/{}/exe", std::process::id()) } else { m.path.clone() },
+                    name: (!main).then(|| m.path.rsplit('/').next().unwrap_or(&m.path).to_string()),
+                });
                 self.unwinder.add_module(module);
+            }
+        }
+    }
+
+    /// Symbolizes in the helper process; `None` if there is none or it failed (it is then not
+    /// tried again).
+    fn symbolize_in_helper(&mut self, addresses: &[u64]) -> Option<Vec<StackFrame>> {
+        let program = self.helper_program.as_ref()?;
+        if self.helper.is_none() {
+            match crate::symbolizer::Helper::start(program) {
+                Ok(h) => self.helper = Some(h),
+                Err(_) => {
+                    self.helper_program = None;
+                    return None;
+                }
+            }
+        }
+        let requests = addresses
+            .iter()
+            .map(|&a| match self.modules.iter().find(|m| m.avma.contains(&a)) {
+                Some(m) => crate::symbolizer::FrameRequest { path: m.path.clone(), svma: a.wrapping_sub(m.bias) },
+                None => crate::symbolizer::FrameRequest { path: String::new(), svma: a },
+            })
+            .collect();
+        let helper = self.helper.as_mut()?;
+        match helper.resolve(requests) {
+            Ok(symbols) => Some(
+                addresses
+                    .iter()
+                    .zip(symbols)
+                    .flat_map(|(&addr, syms)| frames_at(addr, syms.into_iter().map(|s| (s.function, s.file, s.line))))
+                    .collect(),
+            ),
+            Err(_) => {
+                self.helper = None;
+                self.helper_program = None;
+                None
             }
         }
     }
 
     /// Unwinds and symbolizes a captured stack (innermost frame first).
     pub(crate) fn unwind(&mut self, raw: &RawStack) -> Vec<StackFrame> {
-        if !self.modules.iter().any(|(r, _)| r.contains(&raw.ip)) {
+        if !self.modules.iter().any(|m| m.avma.contains(&raw.ip)) {
             // Code loaded since we last looked (dlopen).
             self.load_modules();
         }
@@ -281,9 +351,12 @@ impl Stacks {
                 break;
             }
         }
-        let mut stack = symbolize(&addresses);
+        let mut stack = match self.symbolize_in_helper(&addresses) {
+            Some(stack) => stack,
+            None => symbolize(&addresses),
+        };
         for f in &mut stack {
-            f.object = self.modules.iter().find(|(r, _)| r.contains(&f.address)).and_then(|(_, n)| n.clone());
+            f.object = self.modules.iter().find(|m| m.avma.contains(&f.address)).and_then(|m| m.name.clone());
         }
         stack
     }
@@ -302,39 +375,55 @@ pub(crate) fn resolve(raw: &RawStack) -> Vec<StackFrame> {
     STACKS.get_or_init(|| Mutex::new(Stacks::new())).lock().unwrap_or_else(|p| p.into_inner()).unwind(raw)
 }
 
-/// Symbolizes return addresses, expanding inlined calls (innermost first).
+/// Symbolizes return addresses in this process, expanding inlined calls (innermost first).
 pub(crate) fn symbolize(addresses: &[u64]) -> Vec<StackFrame> {
     let mut out = Vec::new();
     for &addr in addresses {
-        let mut here: Vec<StackFrame> = Vec::new();
+        let mut here = Vec::new();
         backtrace::resolve(addr as *mut c_void, |sym| {
-            here.push(StackFrame {
-                address: addr,
-                function: sym.name().map(|n| format!("{n:#}")).unwrap_or_else(|| format!("{addr:#x}")),
-                file: sym.filename().map(|f| f.to_string_lossy().into_owned()),
-                line: sym.lineno(),
-                inlined: false,
-                object: None,
-            });
+            here.push((
+                sym.name().map(|n| format!("{n:#}")),
+                sym.filename().map(|f| f.to_string_lossy().into_owned()),
+                sym.lineno(),
+            ));
         });
-        if here.is_empty() {
-            here.push(StackFrame {
-                address: addr,
-                function: format!("{addr:#x}"),
-                file: None,
-                line: None,
-                inlined: false,
-                object: None,
-            });
-        }
-        // All but the last symbol at one address were inlined into the next.
-        let n = here.len();
-        for (i, f) in here.iter_mut().enumerate() {
-            f.inlined = i + 1 < n;
-        }
-        out.extend(here);
+        out.extend(frames_at(addr, here));
     }
     out
+}
+
+/// The frames at one return address from its symbols (function, file, line), innermost first:
+/// all but the last were inlined into the next. No symbol gives one frame named by the address.
+fn frames_at(
+    addr: u64,
+    symbols: impl IntoIterator<Item = (Option<String>, Option<String>, Option<u32>)>,
+) -> Vec<StackFrame> {
+    let mut here: Vec<StackFrame> = symbols
+        .into_iter()
+        .map(|(function, file, line)| StackFrame {
+            address: addr,
+            function: function.unwrap_or_else(|| format!("{addr:#x}")),
+            file,
+            line,
+            inlined: false,
+            object: None,
+        })
+        .collect();
+    if here.is_empty() {
+        here.push(StackFrame {
+            address: addr,
+            function: format!("{addr:#x}"),
+            file: None,
+            line: None,
+            inlined: false,
+            object: None,
+        });
+    }
+    let n = here.len();
+    for (i, f) in here.iter_mut().enumerate() {
+        f.inlined = i + 1 < n;
+    }
+    here
 }
 
 /// A loaded object: its file, load bias and mapped range.

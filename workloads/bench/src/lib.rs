@@ -191,7 +191,12 @@ pub fn run_once(workload: Workload, instrument: Instrument, reps: u32, run_for: 
                 loopscope::Profile::Full
             };
             let detector = matches!(instrument, Instrument::Lean | Instrument::Full);
-            Some(loopscope::Session::builder().profile(profile).stall_detector(detector).install(&mut builder)?)
+            let mut session = loopscope::Session::builder().profile(profile).stall_detector(detector);
+            // As the `loopscope` command does: stall stacks symbolized in a helper process.
+            if let Ok(me) = std::env::current_exe() {
+                session = session.symbolizer(me);
+            }
+            Some(session.install(&mut builder)?)
         }
         _ => None,
     };
