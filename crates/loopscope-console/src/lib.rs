@@ -26,7 +26,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
 use loopscope_core::dist::{DistAcc, highest_equivalent};
 use loopscope_core::model::{
-    Event, FORMAT_VERSION, Flavor, Frame, Gauges, Header, Interval, SiteDecl, SiteInterval, Stall, StallCategory,
+    Event, FORMAT_VERSION, Flavor, Frame, Gauges, Header, Interval, SiteDecl, SiteInterval, Stall,
 };
 pub use loopscope_tui::attach::FeedEvent;
 
@@ -316,9 +316,10 @@ impl Converter {
                 let stall = next_stall;
                 next_stall += 1;
                 task.open_stall = Some((stall, s));
-                frames.push(Frame::Event(Event::StallBegin(console_stall(
+                frames.push(Frame::Event(Event::StallBegin(Stall::unknown(
                     stall,
-                    task.site,
+                    0,
+                    Some(task.site),
                     s.saturating_sub(start),
                     now.saturating_sub(start),
                     false,
@@ -361,7 +362,7 @@ impl Converter {
         for (site, duration_ns) in std::mem::take(&mut self.late).into_iter().take(100) {
             let id = self.next_stall;
             self.next_stall += 1;
-            frames.push(Frame::Event(Event::StallBegin(console_stall(id, site, start_ns, end_ns, true))));
+            frames.push(Frame::Event(Event::StallBegin(Stall::unknown(id, 0, Some(site), start_ns, end_ns, true))));
             frames.push(Frame::Event(Event::StallEnd { id, duration_ns, category: None }));
         }
         let mut sites: Vec<SiteInterval> = self
@@ -413,25 +414,6 @@ fn is_blocking(task: &console_api::tasks::Task) -> bool {
             Some(Value::StrVal(v) | Value::DebugVal(v)) => v == "blocking",
             _ => false,
         })
-}
-
-fn console_stall(id: u64, site: u32, started_ns: u64, detected_ns: u64, late: bool) -> Stall {
-    Stall {
-        id,
-        worker: 0,
-        site: Some(site),
-        started_ns,
-        detected_ns,
-        category: StallCategory::Unknown,
-        syscall: None,
-        fd_target: None,
-        cpu_percent: 0,
-        blocking_site: None,
-        blocking_function: None,
-        call: None,
-        stack: Vec::new(),
-        late,
-    }
 }
 
 fn decode(raw: &[u8]) -> Option<Histogram<u64>> {

@@ -79,11 +79,7 @@ pub fn write_hlog<R: Read>(mut reader: Reader<R>, out: &mut impl Write) -> Resul
                 let decode = |d: &crate::Dist, what: &str| {
                     d.decode().map_err(|e| ExportError::Corrupt(format!("interval {}: {what}: {e}", i.index)))
                 };
-                let (mut poll, mut sched) = (DistAcc::new(), DistAcc::new());
-                for w in &i.workers {
-                    poll.add(&decode(&w.poll, "worker poll histogram")?);
-                    sched.add(&decode(&w.sched, "worker scheduling histogram")?);
-                }
+                let (poll, sched) = runtime_dists(&i)?;
                 let mut lines = vec![("poll".to_string(), poll), ("sched".to_string(), sched)];
                 for s in &i.sites {
                     let Some(decl) = sites.get(s.site as usize) else {
@@ -106,6 +102,19 @@ pub fn write_hlog<R: Read>(mut reader: Reader<R>, out: &mut impl Write) -> Resul
     // Everything before a cut (or a missing footer) was exported.
     stats.truncated = completeness != crate::format::Completeness::Complete;
     Ok(stats)
+}
+
+/// An interval's runtime-wide poll and scheduling histograms: its workers' summed.
+fn runtime_dists(i: &crate::model::Interval) -> Result<(DistAcc, DistAcc), ExportError> {
+    let decode = |d: &crate::Dist, what: &str| {
+        d.decode().map_err(|e| ExportError::Corrupt(format!("interval {}: {what}: {e}", i.index)))
+    };
+    let (mut poll, mut sched) = (DistAcc::new(), DistAcc::new());
+    for w in &i.workers {
+        poll.add(&decode(&w.poll, "worker poll histogram")?);
+        sched.add(&decode(&w.sched, "worker scheduling histogram")?);
+    }
+    Ok((poll, sched))
 }
 
 /// What a trace export wrote.
@@ -195,14 +204,7 @@ pub fn write_trace<R: Read>(mut reader: Reader<R>, out: &mut impl Write) -> Resu
             }
             Frame::Interval(i) => {
                 last_ns = last_ns.max(i.end_ns);
-                let decode = |d: &crate::Dist, what: &str| {
-                    d.decode().map_err(|e| ExportError::Corrupt(format!("interval {}: {what}: {e}", i.index)))
-                };
-                let (mut poll, mut sched) = (DistAcc::new(), DistAcc::new());
-                for w in &i.workers {
-                    poll.add(&decode(&w.poll, "worker poll histogram")?);
-                    sched.add(&decode(&w.sched, "worker scheduling histogram")?);
-                }
+                let (poll, sched) = runtime_dists(&i)?;
                 let ts = us(i.end_ns);
                 let p99 = |d: &DistAcc| us(d.quantile(0.99).as_nanos() as u64);
                 for (name, value) in [

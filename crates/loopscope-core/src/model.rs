@@ -281,6 +281,29 @@ pub struct Stall {
     pub late: bool,
 }
 
+impl Stall {
+    /// A stall known only by when and where it happened: category unknown, nothing captured
+    /// (a long poll seen after it ended, or from data without stacks).
+    pub fn unknown(id: u64, worker: u32, site: Option<u32>, started_ns: u64, detected_ns: u64, late: bool) -> Stall {
+        Stall {
+            id,
+            worker,
+            site,
+            started_ns,
+            detected_ns,
+            category: StallCategory::Unknown,
+            syscall: None,
+            fd_target: None,
+            cpu_percent: 0,
+            blocking_site: None,
+            blocking_function: None,
+            call: None,
+            stack: Vec::new(),
+            late,
+        }
+    }
+}
+
 /// Something that happened at one moment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {

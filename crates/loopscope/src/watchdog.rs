@@ -259,22 +259,8 @@ impl Watchdog {
         }
         w.consumed_long = start;
         let id = self.shared.stall_ids.fetch_add(1, Ordering::Relaxed);
-        let stall = Stall {
-            id,
-            worker: t.decl.id,
-            site: None,
-            started_ns: self.shared.clock.delta_as_nanos(self.shared.start_raw, start),
-            detected_ns: now_ns,
-            category: StallCategory::Unknown,
-            syscall: None,
-            fd_target: None,
-            cpu_percent: 0,
-            blocking_site: None,
-            blocking_function: None,
-            call: None,
-            stack: Vec::new(),
-            late: true,
-        };
+        let started_ns = self.shared.clock.delta_as_nanos(self.shared.start_raw, start);
+        let stall = Stall::unknown(id, t.decl.id, None, started_ns, now_ns, true);
         let _ = self.events.send(Pending::Begin(Box::new(stall), None));
         let _ = self.events.send(Pending::Event(Event::StallEnd { id, duration_ns, category: None }));
     }
