@@ -253,10 +253,68 @@ impl Drop for ThreadSlot {
     }
 }
 
+/// quanta's clock, read on the hot path without a call: when quanta counts TSC ticks, the
+/// hooks read the TSC themselves, and scale ticks to nanoseconds with a multiplier taken from
+/// quanta's calibration (for quanta's monotonic fallback, whose values are nanoseconds already,
+/// the multiplier is one).
+pub(crate) struct HotClock {
+    clock: quanta::Clock,
+    tsc: bool,
+    /// Nanoseconds per 2^32 ticks.
+    mult: u64,
+}
+
+impl HotClock {
+    fn new() -> Self {
+        let clock = quanta::Clock::new();
+        let tsc = reads_tsc(&clock);
+        let mult = clock.delta_as_nanos(0, 1 << 32);
+        HotClock { clock, tsc, mult }
+    }
+
+    /// The clock's raw value (TSC ticks or nanoseconds).
+    #[inline(always)]
+    pub(crate) fn raw(&self) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        if self.tsc {
+            // SAFETY: quanta only counts TSC ticks on CPUs with an invariant TSC.
+            return unsafe { core::arch::x86_64::_rdtsc() };
+        }
+        self.clock.raw()
+    }
+
+    /// Nanoseconds from raw value `start` to raw value `end` (0 if `end` is earlier).
+    #[inline(always)]
+    pub(crate) fn delta_as_nanos(&self, start: u64, end: u64) -> u64 {
+        let ticks = end.saturating_sub(start);
+        ((u128::from(ticks) * u128::from(self.mult)) >> 32).min(u128::from(u64::MAX)) as u64
+    }
+}
+
+/// Whether quanta's raw values are the TSC's: a TSC read on either side brackets them.
+fn reads_tsc(clock: &quanta::Clock) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        (0..3).all(|_| {
+            // SAFETY: reading the TSC has no preconditions on x86-64.
+            let before = unsafe { core::arch::x86_64::_rdtsc() };
+            let raw = clock.raw();
+            // SAFETY: as above.
+            let after = unsafe { core::arch::x86_64::_rdtsc() };
+            before <= raw && raw <= after && after - before < 10_000_000
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = clock;
+        false
+    }
+}
+
 /// Everything the hooks and the flusher share.
 pub(crate) struct Shared {
     id: u64,
-    pub(crate) clock: quanta::Clock,
+    pub(crate) clock: HotClock,
     pub(crate) start_raw: u64,
     pub(crate) slow_ns: u64,
     /// Polls at least this long are stalls (`u64::MAX` when the detector is off).
@@ -280,7 +338,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(slow_ns: u64, stall_ns: u64, max_sites: u32, lag_probe: bool) -> Self {
-        let clock = quanta::Clock::new();
+        let clock = HotClock::new();
         let start_raw = clock.raw();
         Shared {
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
@@ -490,5 +548,37 @@ impl Shared {
         threads.push(slot);
         l.slot.set(ptr);
         ptr
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn the_hot_clock_agrees_with_quanta_and_with_the_wall_clock() {
+        let c = HotClock::new();
+        for ticks in [0u64, 1, 1_000, 123_456_789, 3_000_000_000, 1 << 40] {
+            let ours = c.delta_as_nanos(5, 5 + ticks);
+            let quanta = c.clock.delta_as_nanos(5, 5 + ticks);
+            assert!(ours.abs_diff(quanta) <= 1 + quanta / 1_000_000, "{ticks} ticks: {ours} vs {quanta}");
+        }
+        assert_eq!(c.delta_as_nanos(10, 5), 0, "a later start is no time");
+        // Each raw read bracketed by wall-clock reads, so that a preemption between them widens
+        // the bounds instead of failing the test.
+        let a0 = std::time::Instant::now();
+        let start = c.raw();
+        let a1 = std::time::Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let b0 = std::time::Instant::now();
+        let end = c.raw();
+        let b1 = std::time::Instant::now();
+        let ns = c.delta_as_nanos(start, end);
+        let (shortest, longest) = ((b0 - a1).as_nanos() as u64, (b1 - a0).as_nanos() as u64);
+        // Calibration error: 1%.
+        assert!(
+            ns >= shortest - shortest / 100 && ns <= longest + longest / 100,
+            "{ns} ns, wall {shortest}..{longest} ns"
+        );
     }
 }
