@@ -147,16 +147,19 @@ fn sigterm_sent_to_loopscope_reaches_the_program_which_ends_cleanly() {
 }
 
 #[test]
-fn a_missing_symbolizer_falls_back_to_symbolizing_in_the_program() {
+fn a_missing_or_broken_symbolizer_falls_back_to_symbolizing_in_the_program() {
     let _turn = support::one_workload_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let out_path = dir.path().join("prog.loopscope");
-    let out = record(&out_path, "exit:0")
-        .env("LOOPSCOPE_SYMBOLIZER", "/nonexistent/loopscope")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
-    assert!(stdout.contains("Stalls: 1 poll blocked a worker") && stdout.contains("tests/record.rs:"), "{stdout}");
+    // One that cannot start; one that exits without answering.
+    for helper in ["/nonexistent/loopscope", "/bin/true"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out_path = dir.path().join("prog.loopscope");
+        let out =
+            record(&out_path, "exit:0").env("LOOPSCOPE_SYMBOLIZER", helper).stdin(Stdio::null()).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{helper}: {}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains("Stalls: 1 poll blocked a worker") && stdout.contains("tests/record.rs:"),
+            "{helper}: {stdout}"
+        );
+    }
 }

@@ -54,8 +54,11 @@ pub fn run_workload_with(opts: &RunOpts, workload: &WorkloadCmd, live: Option<Li
     if let Some(path) = &opts.record {
         session = session.record_to(path);
     }
-    // Stall stacks are symbolized by this program in a process of its own, not in this one.
-    if let Ok(me) = std::env::current_exe() {
+    // Stall stacks are symbolized by this program in a process of its own, not in this one
+    // (unless LOOPSCOPE_SYMBOLIZER names another, which the builder has read).
+    if std::env::var_os("LOOPSCOPE_SYMBOLIZER").is_none()
+        && let Ok(me) = std::env::current_exe()
+    {
         session = session.symbolizer(me);
     }
     if let Some(addr) = &opts.serve {

@@ -41,6 +41,10 @@ pub(crate) struct Symbol {
     pub(crate) line: Option<u32>,
 }
 
+/// How long the helper may take to answer (loading a large program's debug information the
+/// first time takes a second or two).
+const ANSWER_TIMEOUT_MS: i32 = 30_000;
+
 /// Files kept open (their debug information parsed) at once.
 const MAX_LOADERS: usize = 16;
 
@@ -124,11 +128,21 @@ impl Helper {
 
     /// Resolves one stack; an error means the helper is unusable.
     pub(crate) fn resolve(&mut self, frames: Vec<FrameRequest>) -> std::io::Result<Vec<Vec<Symbol>>> {
+        block_sigpipe();
         let n = frames.len();
         let mut line = serde_json::to_vec(&Request { frames })?;
         line.push(b'\n');
         self.stdin.write_all(&line)?;
         self.stdin.flush()?;
+        // A helper that hangs must not hold up stall events for long: it is given up on.
+        if self.stdout.buffer().is_empty() {
+            use std::os::fd::AsRawFd;
+            let mut pfd = libc::pollfd { fd: self.stdout.get_ref().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd for a pipe this helper owns.
+            if unsafe { libc::poll(&mut pfd, 1, ANSWER_TIMEOUT_MS) } <= 0 {
+                return Err(std::io::Error::other("the symbolizer helper did not answer in time"));
+            }
+        }
         let mut answer = String::new();
         if self.stdout.read_line(&mut answer)? == 0 {
             return Err(std::io::Error::other("the symbolizer helper exited"));
@@ -141,9 +155,52 @@ impl Helper {
     }
 }
 
+/// Writing to a helper that has exited must give this thread an error, not the program a
+/// SIGPIPE (a program may have restored its default action, which ends the process): the signal
+/// is blocked for the calling thread, one of the recorder's own.
+fn block_sigpipe() {
+    // SAFETY: changes the calling thread's signal mask only; the set is initialised before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 impl Drop for Helper {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_helper_that_stopped_reading_gives_an_error_and_no_sigpipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("helper");
+        std::fs::write(&script, "#!/bin/sh\nexec 0<&-\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut helper = Helper::start(&script).unwrap();
+        // Wait (with a deadline) until it has closed its end of the pipe.
+        let fd0 = format!("/proc/{}/fd/0", helper.child.id());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::fs::symlink_metadata(&fd0).is_ok() {
+            assert!(Instant::now() < deadline, "the helper never closed its input");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // As a program that restored SIGPIPE's default action (which ends the process).
+        // SAFETY: sets a signal disposition; this test binary writes to no other pipe.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+        let err = helper.resolve(vec![FrameRequest { path: "/proc/self/exe".into(), svma: 0 }]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
     }
 }
