@@ -19,8 +19,7 @@ pub fn record_command(args: &RecordArgs) -> Result<u8, Failure> {
     if out.is_dir() {
         return Err(Failure::Input(anyhow!("--out {}: is a directory (expected a file)", out.display())));
     }
-    let started_unix_ns =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let started_unix_ns = loopscope::core::units::unix_now_ns();
     let mut cmd = Command::new(program);
     cmd.args(program_args)
         .env("LOOPSCOPE_RECORD", &out)

@@ -17,7 +17,9 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc::Sender;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use loopscope_core::units::unix_now_ns;
 
 use console_api::instrument::instrument_client::InstrumentClient;
 use console_api::instrument::{InstrumentRequest, TaskDetailsRequest};
@@ -82,10 +84,6 @@ fn unix_ns(t: &prost_types::Timestamp) -> u64 {
     (t.seconds.max(0) as u64).saturating_mul(1_000_000_000).saturating_add(t.nanos.max(0) as u64)
 }
 
-fn now_unix_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
 /// One connection: the header, then one interval per console update.
 async fn session(url: &str, tx: &Sender<FeedEvent>) -> Result<(), Stop> {
     let mut client = InstrumentClient::connect(url.to_string())
@@ -99,7 +97,7 @@ async fn session(url: &str, tx: &Sender<FeedEvent>) -> Result<(), Stop> {
     let send = |e: FeedEvent| tx.send(e).map_err(|_| Gone);
     send(FeedEvent::Reset)?;
     send(FeedEvent::Status(None))?;
-    let mut conv = Converter::new(now_unix_ns(), url);
+    let mut conv = Converter::new(unix_now_ns(), url);
     send(FeedEvent::Frame(Frame::Header(conv.header.clone())))?;
     let (details_tx, mut details_rx) = tokio::sync::mpsc::unbounded_channel::<TaskDetails>();
     loop {
@@ -110,7 +108,7 @@ async fn session(url: &str, tx: &Sender<FeedEvent>) -> Result<(), Stop> {
                     Ok(None) => return Ok(()),
                     Err(e) => return Err(Failed(format!("disconnected: {}", e.message()))),
                 };
-                let now = update.now.as_ref().map_or_else(now_unix_ns, unix_ns);
+                let now = update.now.as_ref().map_or_else(unix_now_ns, unix_ns);
                 let mut frames = Vec::new();
                 if let Some(tasks) = update.task_update {
                     for task in &tasks.new_tasks {

@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// Wall-clock now, in nanoseconds since the Unix epoch (0 for a clock set before 1970).
+pub fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Formats a duration compactly with three significant digits: `35ns`, `1.23µs`, `20.1ms`, `1.50s`.
 pub fn fmt_duration(d: Duration) -> String {
     let ns = d.as_nanos() as f64;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use loopscope_core::dist::DistAcc;
 use loopscope_core::format::{Completeness, Writer};
@@ -343,10 +343,6 @@ impl Flusher {
         // The runtime handle would otherwise keep the runtime's internals alive through the hooks.
         lock(&self.shared.handle).take();
     }
-}
-
-pub(crate) fn unix_now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn hostname() -> String {

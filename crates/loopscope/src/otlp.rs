@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use loopscope_core::model::Frame;
+use loopscope_core::units::unix_now_ns;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -104,10 +105,6 @@ fn run(agent: &ureq::Agent, url: &str, period: Duration, max_labelled: usize, fr
             }
         }
     }
-}
-
-fn unix_now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {

@@ -8,10 +8,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use loopscope_core::report::Report;
+use loopscope_core::units::unix_now_ns;
 use loopscope_core::workload::WorkloadResult;
 use tokio::runtime::Builder;
 
-use crate::flusher::{Cmd, Flusher, Meta, unix_now_ns};
+use crate::flusher::{Cmd, Flusher, Meta};
 use crate::shared::Shared;
 use crate::watchdog::Watchdog;
 
