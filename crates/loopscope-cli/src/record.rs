@@ -37,12 +37,12 @@ pub fn record_command(args: &RecordArgs) -> Result<u8, Failure> {
             .prefix("loopscope-record-")
             .tempdir()
             .map_err(|e| Failure::Run(anyhow!("cannot create a directory for the live socket: {e}")))?;
-        let socket = format!("unix:{}", dir.path().join("live.sock").display());
+        let socket = loopscope::core::live::ServeAddr::Unix(dir.path().join("live.sock"));
         let log_path = log_path(&out);
         let log = std::fs::File::create(&log_path)
             .map_err(|e| Failure::Input(anyhow!("cannot write the program's output to {}: {e}", log_path.display())))?;
         let log2 = log.try_clone().map_err(|e| Failure::Run(e.into()))?;
-        cmd.env("LOOPSCOPE_SERVE", &socket).stdout(log).stderr(log2);
+        cmd.env("LOOPSCOPE_SERVE", socket.to_string()).stdout(log).stderr(log2);
         Some((dir, socket, log_path))
     } else {
         None
@@ -50,7 +50,7 @@ pub fn record_command(args: &RecordArgs) -> Result<u8, Failure> {
     let child = cmd.spawn().map_err(|e| Failure::Input(anyhow!("cannot run `{}`: {e}", program.to_string_lossy())))?;
     let forwarder = SignalForwarder::start(child.id()).map_err(|e| Failure::Run(anyhow!("signal handling: {e}")))?;
     if let Some((_, socket, _)) = &live {
-        watch(&child, socket);
+        watch(&child, socket.clone());
     }
     // The program has ended but is not reaped yet, so its pid cannot be reused while signals are
     // still being forwarded to it.
@@ -137,13 +137,9 @@ fn wait_unreaped(pid: u32) {
 
 /// The TUI attached to the program's live socket on this thread; the program keeps running after
 /// the TUI is closed.
-fn watch(child: &Child, socket: &str) {
-    use loopscope_tui::term::Feed;
-    use loopscope_tui::{App, Source, Timeline};
-    let addr = loopscope::core::live::ServeAddr::parse(socket).expect("a unix: address parses");
-    let app = App::new(Timeline::default(), Source::Attached(format!("pid {}", child.id())));
-    let ui = loopscope_tui::term::run(app, Some(Feed::Attached(loopscope_tui::attach::attach(addr))));
-    if let Err(e) = ui {
+fn watch(child: &Child, socket: loopscope::core::live::ServeAddr) {
+    let source = loopscope_tui::Source::Attached(format!("pid {}", child.id()));
+    if let Err(e) = crate::tui::watch_feed(source, loopscope_tui::attach::attach(socket)) {
         eprintln!("error: terminal: {e}");
     }
     eprintln!("waiting for the program (pid {}) to end; Ctrl-C stops it", child.id());

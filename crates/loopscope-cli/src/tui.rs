@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use loopscope::Report;
 use loopscope::core::format::{Completeness, Recording};
+use loopscope_tui::attach::FeedEvent;
 use loopscope_tui::term::Feed;
 use loopscope_tui::{App, Source, Timeline};
 
@@ -32,15 +33,12 @@ pub fn tui_command(args: &TuiArgs) -> Result<(), Failure> {
     let terminal = |e: std::io::Error| Failure::Run(anyhow!("terminal: {e}"));
     if let Some(addr) = &args.attach {
         need_terminal("loopscope tui")?;
-        let app = App::new(Timeline::default(), Source::Attached(addr.to_string()));
-        let feed = Feed::Attached(loopscope_tui::attach::attach(addr.clone()));
-        return loopscope_tui::term::run(app, Some(feed)).map_err(terminal);
+        let events = loopscope_tui::attach::attach(addr.clone());
+        return watch_feed(Source::Attached(addr.to_string()), events).map_err(terminal);
     }
     if let Some(url) = &args.console {
         need_terminal("loopscope tui")?;
-        let app = App::new(Timeline::default(), Source::Console(url.clone()));
-        let feed = Feed::Attached(loopscope_console::connect(url.clone()));
-        return loopscope_tui::term::run(app, Some(feed)).map_err(terminal);
+        return watch_feed(Source::Console(url.clone()), loopscope_console::connect(url.clone())).map_err(terminal);
     }
     let file = args.file.as_ref().expect("clap requires FILE, --attach or --console");
     let rec = Recording::read(file).map_err(|e| Failure::Input(e.into()))?;
@@ -54,6 +52,12 @@ pub fn tui_command(args: &TuiArgs) -> Result<(), Failure> {
     let mut app = App::new(Timeline::from_recording(rec), Source::Replay(file.display().to_string()));
     app.status = cut;
     loopscope_tui::term::run(app, None).map_err(terminal)
+}
+
+/// The TUI on this thread over a session that arrives as feed events (attached, tokio-console),
+/// until the user quits.
+pub fn watch_feed(source: Source, events: std::sync::mpsc::Receiver<FeedEvent>) -> std::io::Result<()> {
+    loopscope_tui::term::run(App::new(Timeline::default(), source), Some(Feed::Attached(events)))
 }
 
 /// `loopscope run WORKLOAD --tui`: the workload runs on its runtime in another thread, the TUI
