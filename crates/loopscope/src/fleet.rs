@@ -66,7 +66,6 @@ pub(crate) struct State {
     /// Labelled series (label: the site's `file:line:col`, unescaped).
     pub(crate) series: Vec<(String, Series)>,
     pub(crate) other: Series,
-    pub(crate) schedule_latency: bool,
     pub(crate) lag: Hist,
     /// (site label, category) → (stalls, seconds stalled).
     pub(crate) stalls: BTreeMap<(String, StallCategory), (u64, f64)>,
@@ -80,6 +79,11 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Whether per-task scheduling latency is measured (the `full` profile).
+    pub(crate) fn schedule_latency(&self) -> bool {
+        self.header.as_ref().is_some_and(|h| h.schedule_latency)
+    }
+
     /// Every series with its label, `other` last.
     pub(crate) fn all_series(&self) -> impl Iterator<Item = (&str, &Series)> {
         self.series.iter().map(|(l, s)| (l.as_str(), s)).chain([(OTHER_SITE, &self.other)])
@@ -88,10 +92,7 @@ impl State {
     /// Folds one frame of the session in.
     pub(crate) fn fold(&mut self, frame: Frame) {
         match frame {
-            Frame::Header(h) => {
-                self.schedule_latency = h.schedule_latency;
-                self.header = Some(h);
-            }
+            Frame::Header(h) => self.header = Some(h),
             Frame::Sites(sites) => {
                 for s in sites {
                     self.slot_of.push(None);

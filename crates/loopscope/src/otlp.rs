@@ -171,7 +171,7 @@ fn request(st: &State, now_ns: u64) -> Option<ExportMetricsServiceRequest> {
             aggregation_temporality: cumulative,
         }),
     )];
-    if st.schedule_latency {
+    if st.schedule_latency() {
         metrics.push(metric(
             "loopscope.schedule.latency",
             "Scheduling latency (wake to poll) per spawn site",

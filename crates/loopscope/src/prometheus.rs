@@ -69,7 +69,7 @@ impl Collector for Snapshot {
                 encode_hist(&s.poll, &mut m.encode_family(&[("site", label.as_str())])?)?;
             }
         }
-        if st.schedule_latency {
+        if st.schedule_latency() {
             let mut m = encoder.encode_descriptor(
                 "loopscope_schedule_latency_seconds",
                 "Scheduling latency (wake to poll) per spawn site",
