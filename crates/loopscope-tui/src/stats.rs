@@ -210,14 +210,7 @@ impl WindowAcc {
             let polls: u64 = i.sites.iter().map(|s| s.poll.count).sum();
             self.polls_per_s.push((polls as f64 / secs) as u64);
             self.tasks_alive.push(i.gauges.alive_tasks);
-            for s in &i.sites {
-                let id = s.site as usize;
-                if self.spawned.len() <= id {
-                    self.spawned.resize(id + 1, (0, 0));
-                }
-                self.spawned[id].0 += s.spawned;
-                self.spawned[id].1 += s.finished;
-            }
+            crate::timeline::add_spawned(&mut self.spawned, i);
             if pos < self.start {
                 continue;
             }

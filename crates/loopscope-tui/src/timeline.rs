@@ -82,14 +82,7 @@ impl Timeline {
                     && let Some(old) = self.intervals.pop_front()
                 {
                     self.dropped_intervals += 1;
-                    for s in &old.sites {
-                        let i = s.site as usize;
-                        if self.dropped_spawned.len() <= i {
-                            self.dropped_spawned.resize(i + 1, (0, 0));
-                        }
-                        self.dropped_spawned[i].0 += s.spawned;
-                        self.dropped_spawned[i].1 += s.finished;
-                    }
+                    add_spawned(&mut self.dropped_spawned, &old);
                 }
                 self.intervals.push_back(*i);
             }
@@ -121,5 +114,17 @@ impl Timeline {
     /// `file:line` of a site, or `site #N` for one not declared (yet).
     pub fn site_name(&self, id: u32) -> String {
         self.sites.get(id as usize).map_or_else(|| format!("site #{id}"), |s| format!("{}:{}", s.file, s.line))
+    }
+}
+
+/// Adds an interval's tasks spawned and finished to per-site totals (indexed by site id).
+pub(crate) fn add_spawned(totals: &mut Vec<(u64, u64)>, i: &Interval) {
+    for s in &i.sites {
+        let id = s.site as usize;
+        if totals.len() <= id {
+            totals.resize(id + 1, (0, 0));
+        }
+        totals[id].0 += s.spawned;
+        totals[id].1 += s.finished;
     }
 }
