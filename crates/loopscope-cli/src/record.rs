@@ -94,12 +94,19 @@ pub fn record_command(args: &RecordArgs) -> Result<u8, Failure> {
     }
 }
 
-/// Points a program's recorder at this program to symbolize its stall stacks in a process of
-/// their own (`LOOPSCOPE_SYMBOLIZER`), unless the environment already names one.
+/// This program, as the symbolizer helper for a recorder (it answers `__symbolize`), unless
+/// `LOOPSCOPE_SYMBOLIZER` already names one.
+pub fn our_symbolizer() -> Option<PathBuf> {
+    if std::env::var_os("LOOPSCOPE_SYMBOLIZER").is_some() {
+        return None;
+    }
+    std::env::current_exe().ok()
+}
+
+/// Points a program's recorder at [`our_symbolizer`] to symbolize its stall stacks in a process
+/// of their own (`LOOPSCOPE_SYMBOLIZER`).
 pub fn use_our_symbolizer(cmd: &mut Command) {
-    if std::env::var_os("LOOPSCOPE_SYMBOLIZER").is_none()
-        && let Ok(me) = std::env::current_exe()
-    {
+    if let Some(me) = our_symbolizer() {
         cmd.env("LOOPSCOPE_SYMBOLIZER", me);
     }
 }

@@ -56,9 +56,7 @@ pub fn run_workload_with(opts: &RunOpts, workload: &WorkloadCmd, live: Option<Li
     }
     // Stall stacks are symbolized by this program in a process of its own, not in this one
     // (unless LOOPSCOPE_SYMBOLIZER names another, which the builder has read).
-    if std::env::var_os("LOOPSCOPE_SYMBOLIZER").is_none()
-        && let Ok(me) = std::env::current_exe()
-    {
+    if let Some(me) = crate::record::our_symbolizer() {
         session = session.symbolizer(me);
     }
     if let Some(addr) = &opts.serve {
