@@ -247,7 +247,7 @@ impl Flusher {
             let (mut wpoll, mut wsched, mut wslow) = (DistAcc::new(), DistAcc::new(), 0u64);
             for (s, acc) in site_acc.iter_mut().enumerate() {
                 let Some(cells) = t.cells(s) else { continue };
-                let prev = self.prev.entry((t.decl.id, s as u32)).or_insert_with(PrevCells::new);
+                let prev = self.prev.entry((t.decl.id, s as u32)).or_insert_with(|| PrevCells::new(cells));
                 let acc = acc.get_or_insert_with(|| (DistAcc::new(), DistAcc::new(), 0));
                 cells.poll.drain_into(&mut prev.poll, &mut [&mut acc.0, &mut wpoll]);
                 cells.sched.drain_into(&mut prev.sched, &mut [&mut acc.1, &mut wsched]);

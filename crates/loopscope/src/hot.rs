@@ -7,6 +7,10 @@
 //! and wrap; differences are taken with wrapping arithmetic, which is exact as long as fewer than
 //! 2^32 values land in one bucket within one interval.
 //!
+//! Values are recorded in the clock's raw unit (TSC ticks for poll times, so the hot path never
+//! multiplies) and scaled to nanoseconds by the flusher: a histogram knows its unit's length as
+//! a multiplier, nanoseconds per 2^32 units, and its ceiling in that unit.
+//!
 //! The buckets are log-linear like HdrHistogram's, with 32 sub-buckets per power of two (bucket
 //! width at most 1/32 of its values, so a bucket's midpoint is within ±1.6% of every value in it);
 //! the flusher converts them into loopscope's standard HdrHistograms by recording each bucket's
@@ -29,12 +33,19 @@ fn index(v: u64) -> usize {
     ((b as usize) << SUB_HALF_MAG) + sub
 }
 
-/// Number of buckets needed up to the ceiling.
-pub(crate) const LEN: usize = {
-    let v = HIGHEST_NS;
-    let b = LZ_BASE - (v | (2 * SUB_HALF as u64 - 1)).leading_zeros();
-    ((b as usize) << SUB_HALF_MAG) + (v >> b) as usize + 1
-};
+/// Nanoseconds in `raw` units of `scale` nanoseconds per 2^32 units.
+#[inline]
+pub(crate) fn scale_to_ns(raw: u64, scale: u64) -> u64 {
+    ((u128::from(raw) * u128::from(scale)) >> 32).min(u128::from(u64::MAX)) as u64
+}
+
+/// Units of `scale` nanoseconds per 2^32 units in `ns` nanoseconds (rounded down).
+pub(crate) fn ns_to_scale(ns: u64, scale: u64) -> u64 {
+    ((u128::from(ns) << 32) / u128::from(scale.max(1))).min(u128::from(u64::MAX)) as u64
+}
+
+/// The scale of a histogram whose values are nanoseconds.
+pub(crate) const NANOS: u64 = 1 << 32;
 
 /// Midpoint of bucket `i`, the value it contributes to the standard histogram.
 fn midpoint(i: usize) -> u64 {
@@ -46,12 +57,17 @@ fn midpoint(i: usize) -> u64 {
     (sub << b) + ((1u64 << b) >> 1)
 }
 
-/// One lock-free histogram with its exact scalars.
+/// One lock-free histogram with its exact scalars, in raw units.
 pub(crate) struct HotHist {
     buckets: Box<[AtomicU32]>,
     sum: AtomicU64,
     max: AtomicU64,
     outliers: AtomicU64,
+    /// The highest value kept in the buckets (`HIGHEST_NS` in raw units); larger ones are
+    /// outliers.
+    ceiling: u64,
+    /// Nanoseconds per 2^32 raw units.
+    scale: u64,
 }
 
 /// The flusher's copy of a [`HotHist`] at the previous snapshot.
@@ -62,30 +78,34 @@ pub(crate) struct Prev {
 }
 
 impl HotHist {
-    fn new() -> Self {
+    /// A histogram of values in units of `scale` nanoseconds per 2^32 units.
+    fn new(scale: u64) -> Self {
+        let ceiling = ns_to_scale(HIGHEST_NS, scale);
         HotHist {
-            buckets: (0..LEN).map(|_| AtomicU32::new(0)).collect(),
+            buckets: (0..=index(ceiling)).map(|_| AtomicU32::new(0)).collect(),
             sum: AtomicU64::new(0),
             max: AtomicU64::new(0),
             outliers: AtomicU64::new(0),
+            ceiling,
+            scale,
         }
     }
 
-    /// Records one value. Only the owning thread may call this.
+    /// Records one value, in raw units. Only the owning thread may call this.
     #[inline(always)]
-    pub(crate) fn record(&self, ns: u64) {
-        let clamped = if ns > HIGHEST_NS {
+    pub(crate) fn record(&self, raw: u64) {
+        let clamped = if raw > self.ceiling {
             self.outliers.store(self.outliers.load(Relaxed) + 1, Relaxed);
-            HIGHEST_NS
+            self.ceiling
         } else {
-            ns
+            raw
         };
         if let Some(b) = self.buckets.get(index(clamped)) {
             b.store(b.load(Relaxed).wrapping_add(1), Relaxed);
         }
-        self.sum.store(self.sum.load(Relaxed).wrapping_add(ns), Relaxed);
-        if ns > self.max.load(Relaxed) {
-            self.max.store(ns, Relaxed);
+        self.sum.store(self.sum.load(Relaxed).wrapping_add(raw), Relaxed);
+        if raw > self.max.load(Relaxed) {
+            self.max.store(raw, Relaxed);
         }
     }
 
@@ -99,8 +119,9 @@ impl HotHist {
             if d != 0 {
                 *p = now;
                 count += u64::from(d);
+                let value = scale_to_ns(midpoint(i), self.scale);
                 for acc in into.iter_mut() {
-                    acc.record_bucket(midpoint(i), u64::from(d));
+                    acc.record_bucket(value, u64::from(d));
                 }
             }
         }
@@ -111,8 +132,9 @@ impl HotHist {
         let sum = self.sum.load(Relaxed);
         let outliers = self.outliers.load(Relaxed);
         // The owner may race this reset; the worst case moves one maximum into the next interval.
-        let max = self.max.swap(0, Relaxed);
-        let (dsum, dout) = (sum.wrapping_sub(prev.sum), outliers.wrapping_sub(prev.outliers));
+        let max = scale_to_ns(self.max.swap(0, Relaxed), self.scale);
+        let dsum = scale_to_ns(sum.wrapping_sub(prev.sum), self.scale);
+        let dout = outliers.wrapping_sub(prev.outliers);
         prev.sum = sum;
         prev.outliers = outliers;
         for acc in into.iter_mut() {
@@ -123,8 +145,9 @@ impl HotHist {
 }
 
 impl Prev {
-    fn new() -> Self {
-        Prev { buckets: vec![0; LEN].into_boxed_slice(), sum: 0, outliers: 0 }
+    /// A previous snapshot of nothing recorded in `h`.
+    fn new(h: &HotHist) -> Self {
+        Prev { buckets: vec![0; h.buckets.len()].into_boxed_slice(), sum: 0, outliers: 0 }
     }
 }
 
@@ -136,8 +159,10 @@ pub(crate) struct SiteCells {
 }
 
 impl SiteCells {
-    pub(crate) fn new() -> Self {
-        SiteCells { poll: HotHist::new(), sched: HotHist::new(), slow: AtomicU64::new(0) }
+    /// Cells for poll times in units of `poll_scale` (the clock's raw unit) and scheduling
+    /// latencies in nanoseconds.
+    pub(crate) fn new(poll_scale: u64) -> Self {
+        SiteCells { poll: HotHist::new(poll_scale), sched: HotHist::new(NANOS), slow: AtomicU64::new(0) }
     }
 
     /// Counts one slow poll. Only the owning thread may call this.
@@ -155,8 +180,8 @@ pub(crate) struct PrevCells {
 }
 
 impl PrevCells {
-    pub(crate) fn new() -> Self {
-        PrevCells { poll: Prev::new(), sched: Prev::new(), slow: 0 }
+    pub(crate) fn new(cells: &SiteCells) -> Self {
+        PrevCells { poll: Prev::new(&cells.poll), sched: Prev::new(&cells.sched), slow: 0 }
     }
 }
 
@@ -171,9 +196,8 @@ mod tests {
             let i = index(v);
             assert!(i == last || i == last + 1 || v >= HIGHEST_NS - 1, "gap at {v}");
             last = i;
-            assert!(i < LEN);
         }
-        assert_eq!(index(HIGHEST_NS), LEN - 1);
+        assert_eq!(HotHist::new(NANOS).buckets.len(), index(HIGHEST_NS) + 1);
         for v in [0u64, 1, 127, 128, 129, 1_000, 35_000, 20_000_000, HIGHEST_NS] {
             let m = midpoint(index(v));
             assert_eq!(index(m), index(v), "midpoint of the bucket of {v}");
@@ -183,8 +207,8 @@ mod tests {
 
     #[test]
     fn drain_gives_interval_deltas() {
-        let cells = HotHist::new();
-        let mut prev = Prev::new();
+        let cells = HotHist::new(NANOS);
+        let mut prev = Prev::new(&cells);
         for v in [100, 200, 20_000_000] {
             cells.record(v);
         }
@@ -199,5 +223,37 @@ mod tests {
         cells.record(5);
         assert_eq!(cells.drain_into(&mut prev, &mut [&mut acc2]), 1);
         assert_eq!(acc2.sum().as_nanos(), 5);
+    }
+
+    #[test]
+    fn raw_units_are_scaled_to_nanoseconds_when_drained() {
+        // Three units per nanosecond, like a 3 GHz TSC.
+        let scale = NANOS / 3;
+        let cells = HotHist::new(scale);
+        assert!(cells.buckets.len() > index(HIGHEST_NS), "room for three times as many units");
+        let mut prev = Prev::new(&cells);
+        let ns = [40u64, 1_000, 35_000, 20_000_000];
+        for v in ns {
+            cells.record(v * 3);
+        }
+        // Past the ceiling as a number, under it in nanoseconds (40 s); and past it (80 s).
+        cells.record(HIGHEST_NS * 2);
+        cells.record(HIGHEST_NS * 4);
+        let mut acc = DistAcc::new();
+        assert_eq!(cells.drain_into(&mut prev, &mut [&mut acc]), 6);
+        assert_eq!(acc.outliers(), 1, "the ceiling is {HIGHEST_NS} ns, not units");
+        let max = acc.max().as_nanos() as u64;
+        // The scale is a whole number of nanoseconds per 2^32 units: exact to about 1e-9.
+        assert!(max.abs_diff(HIGHEST_NS * 4 / 3) <= 100, "max {max}");
+        let sum = acc.sum().as_nanos() as u64;
+        let want = ns.iter().sum::<u64>() + HIGHEST_NS * 6 / 3;
+        assert!(sum.abs_diff(want) <= 100, "sum {sum} want {want}");
+        let p75 = acc.quantile(0.75).as_nanos() as f64;
+        let want = (HIGHEST_NS * 2 / 3) as f64;
+        assert!((p75 - want).abs() <= want / 32.0, "40 s kept in the buckets: {p75}");
+        for (q, v) in [(0.1, 40.0), (0.25, 1_000.0), (0.45, 35_000.0), (0.6, 20_000_000.0)] {
+            let got = acc.quantile(q).as_nanos() as f64;
+            assert!((got - v).abs() <= v / 32.0 + 1.0, "q{q}: {got} vs {v}");
+        }
     }
 }

@@ -30,12 +30,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Local {
     session: Cell<u64>,
     slot: Cell<*const ThreadSlot>,
-    poll_start: Cell<u64>,
-    cells: Cell<*const SiteCells>,
-    /// The spawn location of the last task this thread polled (its address), with its site and
-    /// cells: a task polled again, or its siblings, skip the site lookup.
+    /// The spawn location of the task this thread polls or polled last (its address) and the
+    /// cells of its site: a task polled again, or its siblings, skip the site lookup. The site's
+    /// id is published in the slot's `in_poll_site` when this changes.
     last_location: Cell<usize>,
-    last_site: Cell<u32>,
     last_cells: Cell<*const SiteCells>,
 }
 
@@ -44,10 +42,7 @@ thread_local! {
         Local {
             session: Cell::new(0),
             slot: Cell::new(std::ptr::null()),
-            poll_start: Cell::new(0),
-            cells: Cell::new(std::ptr::null()),
             last_location: Cell::new(0),
-            last_site: Cell::new(0),
             last_cells: Cell::new(std::ptr::null()),
         }
     };
@@ -229,13 +224,13 @@ impl ThreadSlot {
 
     /// Only the owning thread calls this.
     #[inline]
-    fn cells_or_insert(&self, site: u32) -> *const SiteCells {
+    fn cells_or_insert(&self, site: u32, poll_scale: u64) -> *const SiteCells {
         let Some(cell) = self.cells.get(site as usize) else { return std::ptr::null() };
         let p = cell.load(Ordering::Relaxed);
         if !p.is_null() {
             return p;
         }
-        let fresh = Box::into_raw(Box::new(SiteCells::new()));
+        let fresh = Box::into_raw(Box::new(SiteCells::new(poll_scale)));
         cell.store(fresh, Ordering::Release);
         fresh
     }
@@ -261,7 +256,7 @@ pub(crate) struct HotClock {
     clock: quanta::Clock,
     tsc: bool,
     /// Nanoseconds per 2^32 ticks.
-    mult: u64,
+    pub(crate) mult: u64,
 }
 
 impl HotClock {
@@ -286,8 +281,12 @@ impl HotClock {
     /// Nanoseconds from raw value `start` to raw value `end` (0 if `end` is earlier).
     #[inline(always)]
     pub(crate) fn delta_as_nanos(&self, start: u64, end: u64) -> u64 {
-        let ticks = end.saturating_sub(start);
-        ((u128::from(ticks) * u128::from(self.mult)) >> 32).min(u128::from(u64::MAX)) as u64
+        crate::hot::scale_to_ns(end.saturating_sub(start), self.mult)
+    }
+
+    /// Raw units in `ns` nanoseconds (`u64::MAX` stays "never").
+    fn ns_to_raw(&self, ns: u64) -> u64 {
+        if ns == u64::MAX { u64::MAX } else { crate::hot::ns_to_scale(ns, self.mult) }
     }
 }
 
@@ -317,8 +316,10 @@ pub(crate) struct Shared {
     pub(crate) clock: HotClock,
     pub(crate) start_raw: u64,
     pub(crate) slow_ns: u64,
-    /// Polls at least this long are stalls (`u64::MAX` when the detector is off).
-    pub(crate) stall_ns: u64,
+    /// Slow polls and stalls (polls at least this long; `u64::MAX` when the detector is off)
+    /// in the clock's raw units, for the hot path.
+    slow_raw: u64,
+    stall_raw: u64,
     pub(crate) enabled: AtomicBool,
     pub(crate) sites: SiteTable,
     pub(crate) threads: Mutex<Vec<Arc<ThreadSlot>>>,
@@ -340,12 +341,14 @@ impl Shared {
     pub(crate) fn new(slow_ns: u64, stall_ns: u64, max_sites: u32, lag_probe: bool) -> Self {
         let clock = HotClock::new();
         let start_raw = clock.raw();
+        let (slow_raw, stall_raw) = (clock.ns_to_raw(slow_ns), clock.ns_to_raw(stall_ns));
         Shared {
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
             clock,
             start_raw,
             slow_ns,
-            stall_ns,
+            slow_raw,
+            stall_raw,
             enabled: AtomicBool::new(true),
             sites: SiteTable::new(max_sites),
             threads: Mutex::new(Vec::new()),
@@ -375,49 +378,74 @@ impl Shared {
         }
     }
 
+    /// Runs recorder code called from a runtime hook; a panic in it stops recording and gives
+    /// `fallback` instead of reaching tokio.
+    pub(crate) fn contain<T>(&self, fallback: T, f: impl FnOnce() -> T) -> T {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(v) => v,
+            Err(_) => {
+                self.fail("internal error in a runtime hook".into());
+                fallback
+            }
+        }
+    }
+
     /// Stops recording after an internal failure.
     pub(crate) fn fail(&self, message: String) {
         self.enabled.store(false, Ordering::Relaxed);
         self.report_error(format!("{message}; recording stopped"));
     }
 
+    // The hook pair is the whole per-poll cost, so it does as little as it can: one clock read
+    // and one store on each side, no `catch_unwind` (only the cold paths, which allocate and
+    // lock, can panic, and they run inside `contain`), the site looked up only when the spawn location changes, and the
+    // start of the poll kept where the watchdog reads it (the slot) rather than twice. A poll whose
+    // start was not stored (the lag probe's, or one that began before this thread registered)
+    // leaves `in_poll_since` at 0, and the after-hook then records nothing.
     #[inline]
     pub(crate) fn before_poll(&self, meta: &TaskMeta<'_>) {
         if !self.enabled.load(Ordering::Relaxed) {
             return;
         }
         let _ = LOCAL.try_with(|l| {
-            let slot = if l.session.get() == self.id { l.slot.get() } else { self.register_thread(l) };
+            let slot = if l.session.get() == self.id {
+                l.slot.get()
+            } else {
+                self.contain(std::ptr::null(), || self.register_thread(l))
+            };
             // SAFETY: the pointer was set by `register_thread` of this session (checked by id) from
             // an `Arc<ThreadSlot>` that `self.threads` keeps alive as long as `self`.
             let Some(slot) = (unsafe { slot.as_ref() }) else { return };
             let now = self.clock.raw();
-            l.poll_start.set(now);
             let spawned_at = meta.spawned_at();
-            let key = spawned_at as *const Location<'static> as usize;
-            let (site, cells) = if key == l.last_location.get() {
-                (l.last_site.get(), l.last_cells.get())
-            } else {
-                if crate::probe::location().is_some_and(|p| std::ptr::eq(spawned_at, p)) {
-                    // The lag probe is the recorder's own task: not part of the program's profile.
-                    l.cells.set(std::ptr::null());
-                    return;
-                }
-                let site = self.sites.lookup(spawned_at);
-                let cells = slot.cells_or_insert(site);
-                l.last_location.set(key);
-                l.last_site.set(site);
-                l.last_cells.set(cells);
-                (site, cells)
-            };
-            slot.in_poll_site.store(site, Ordering::Relaxed);
+            if spawned_at as *const Location<'static> as usize != l.last_location.get()
+                && !self.contain(false, || self.enter_site(l, slot, spawned_at))
+            {
+                return;
+            }
             slot.in_poll_since.store(now, Ordering::Relaxed);
-            l.cells.set(cells);
-            // SAFETY: as in `ThreadSlot::cells`.
-            if let (Some(cells), Some(lat)) = (unsafe { cells.as_ref() }, meta.schedule_latency()) {
+            if let Some(lat) = meta.schedule_latency()
+                // SAFETY: as in `ThreadSlot::cells`.
+                && let Some(cells) = unsafe { l.last_cells.get().as_ref() }
+            {
                 cells.sched.record(u64::try_from(lat.as_nanos()).unwrap_or(u64::MAX));
             }
         });
+    }
+
+    /// Makes `loc` the thread's current spawn location: looks its site up and publishes it for
+    /// the watchdog. False for the lag probe, the recorder's own task, which is not part of the
+    /// program's profile.
+    #[inline(never)]
+    fn enter_site(&self, l: &Local, slot: &ThreadSlot, loc: &'static Location<'static>) -> bool {
+        if crate::probe::location().is_some_and(|p| std::ptr::eq(loc, p)) {
+            return false;
+        }
+        let site = self.sites.lookup(loc);
+        l.last_location.set(loc as *const Location<'static> as usize);
+        l.last_cells.set(slot.cells_or_insert(site, self.clock.mult));
+        slot.in_poll_site.store(site, Ordering::Relaxed);
+        true
     }
 
     #[inline]
@@ -426,20 +454,23 @@ impl Shared {
             if l.session.get() != self.id {
                 return;
             }
-            let cells = l.cells.replace(std::ptr::null());
             // SAFETY: as in `before_poll`.
-            let (Some(cells), Some(slot)) = (unsafe { cells.as_ref() }, unsafe { l.slot.get().as_ref() }) else {
+            let Some(slot) = (unsafe { l.slot.get().as_ref() }) else { return };
+            let start = slot.in_poll_since.load(Ordering::Relaxed);
+            if start == 0 {
                 return;
-            };
-            let start = l.poll_start.get();
-            let d = self.clock.delta_as_nanos(start, self.clock.raw());
-            if d >= self.stall_ns {
-                slot.set_last_long(start, d);
+            }
+            // In raw units: nanoseconds are the flusher's business.
+            let d = self.clock.raw().saturating_sub(start);
+            if d >= self.stall_raw {
+                slot.set_last_long(start, self.clock.delta_as_nanos(start, start + d));
             }
             // Release: a watchdog that sees the poll end also sees `last_long_*`.
             slot.in_poll_since.store(0, Ordering::Release);
+            // SAFETY: as in `ThreadSlot::cells`.
+            let Some(cells) = (unsafe { l.last_cells.get().as_ref() }) else { return };
             cells.poll.record(d);
-            if d > self.slow_ns {
+            if d > self.slow_raw {
                 cells.count_slow();
             }
         });
@@ -499,7 +530,6 @@ impl Shared {
     fn register_thread(&self, l: &Local) -> *const ThreadSlot {
         l.session.set(self.id);
         l.slot.set(std::ptr::null());
-        l.cells.set(std::ptr::null());
         l.last_location.set(0);
         l.last_cells.set(std::ptr::null());
         {
