@@ -33,7 +33,7 @@ accuracy REPEATS="20" TWIN_SECONDS="30":
 
 # The per-poll cost of the hook pair, in nanoseconds (criterion).
 bench-hooks:
-    cargo bench -p loopscope --bench hooks
+    cargo bench -p loopscope-bench --bench hooks
 
 # Where `baseline` and `gate` keep recordings (set LOOPSCOPE_GATE_DIR to share it between checkouts).
 gate_dir := env_var_or_default("LOOPSCOPE_GATE_DIR", "target/gate")

@@ -35,7 +35,19 @@ struct Local {
     /// id is published in the slot's `in_poll_site` when this changes.
     last_location: Cell<usize>,
     last_cells: Cell<*const SiteCells>,
+    /// The sites of recently polled spawn locations, direct-mapped by the location's address:
+    /// tasks of a few sites polled in turn (a sender and its receiver) skip the site table too.
+    recent: [RecentSite; RECENT],
 }
+
+/// One entry of [`Local::recent`].
+struct RecentSite {
+    location: Cell<usize>,
+    site: Cell<u32>,
+    cells: Cell<*const SiteCells>,
+}
+
+const RECENT: usize = 16;
 
 thread_local! {
     static LOCAL: Local = const {
@@ -44,8 +56,19 @@ thread_local! {
             slot: Cell::new(std::ptr::null()),
             last_location: Cell::new(0),
             last_cells: Cell::new(std::ptr::null()),
+            recent: [const {
+                RecentSite { location: Cell::new(0), site: Cell::new(0), cells: Cell::new(std::ptr::null()) }
+            }; RECENT],
         }
     };
+}
+
+impl Local {
+    /// The entry `location` would occupy in `recent` (Fibonacci hashing of the address).
+    #[inline(always)]
+    fn recent_entry(&self, location: usize) -> &RecentSite {
+        &self.recent[location.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (usize::BITS - RECENT.trailing_zeros())]
+    }
 }
 
 /// Interns spawn locations into dense site ids. Lookups are lock-free; inserts take a lock.
@@ -404,9 +427,8 @@ impl Shared {
     // leaves `in_poll_since` at 0, and the after-hook then records nothing.
     #[inline]
     pub(crate) fn before_poll(&self, meta: &TaskMeta<'_>) {
-        if !self.enabled.load(Ordering::Relaxed) {
-            return;
-        }
+        // Once the session is finished or failed (`enabled` false), threads and sites met for the
+        // first time are not registered; known ones go on counting into cells nobody reads.
         let _ = LOCAL.try_with(|l| {
             let slot = if l.session.get() == self.id {
                 l.slot.get()
@@ -418,10 +440,16 @@ impl Shared {
             let Some(slot) = (unsafe { slot.as_ref() }) else { return };
             let now = self.clock.raw();
             let spawned_at = meta.spawned_at();
-            if spawned_at as *const Location<'static> as usize != l.last_location.get()
-                && !self.contain(false, || self.enter_site(l, slot, spawned_at))
-            {
-                return;
+            let key = spawned_at as *const Location<'static> as usize;
+            if key != l.last_location.get() {
+                let recent = l.recent_entry(key);
+                if recent.location.get() == key {
+                    l.last_location.set(key);
+                    l.last_cells.set(recent.cells.get());
+                    slot.in_poll_site.store(recent.site.get(), Ordering::Relaxed);
+                } else if !self.contain(false, || self.enter_site(l, slot, spawned_at)) {
+                    return;
+                }
             }
             slot.in_poll_since.store(now, Ordering::Relaxed);
             if let Some(lat) = meta.schedule_latency()
@@ -438,12 +466,18 @@ impl Shared {
     /// program's profile.
     #[inline(never)]
     fn enter_site(&self, l: &Local, slot: &ThreadSlot, loc: &'static Location<'static>) -> bool {
-        if crate::probe::location().is_some_and(|p| std::ptr::eq(loc, p)) {
+        if !self.enabled.load(Ordering::Relaxed) || crate::probe::location().is_some_and(|p| std::ptr::eq(loc, p)) {
             return false;
         }
+        let key = loc as *const Location<'static> as usize;
         let site = self.sites.lookup(loc);
-        l.last_location.set(loc as *const Location<'static> as usize);
-        l.last_cells.set(slot.cells_or_insert(site, self.clock.mult));
+        let cells = slot.cells_or_insert(site, self.clock.mult);
+        let recent = l.recent_entry(key);
+        recent.location.set(key);
+        recent.site.set(site);
+        recent.cells.set(cells);
+        l.last_location.set(key);
+        l.last_cells.set(cells);
         slot.in_poll_site.store(site, Ordering::Relaxed);
         true
     }
@@ -531,7 +565,13 @@ impl Shared {
         l.session.set(self.id);
         l.slot.set(std::ptr::null());
         l.last_location.set(0);
+        for r in &l.recent {
+            r.location.set(0);
+        }
         l.last_cells.set(std::ptr::null());
+        if !self.enabled.load(Ordering::Relaxed) {
+            return std::ptr::null();
+        }
         {
             let mut handle = lock(&self.handle);
             // Not once the session is finishing: the handle would keep the runtime alive.

@@ -217,58 +217,102 @@ async fn steady(seed: u64, stop: Arc<std::sync::atomic::AtomicBool>) {
 }
 
 /// Fifty distinct spawn sites.
-fn spawn_site(i: usize, seed: u64, stop: Arc<std::sync::atomic::AtomicBool>) -> tokio::task::JoinHandle<()> {
+/// Spawns `f` from the `i`th of 50 spawn sites (50 lines of this file).
+fn spawn_site<F: Future<Output = ()> + Send + 'static>(i: usize, f: F) -> tokio::task::JoinHandle<()> {
     match i {
-        0 => tokio::spawn(steady(seed, stop)),
-        1 => tokio::spawn(steady(seed, stop)),
-        2 => tokio::spawn(steady(seed, stop)),
-        3 => tokio::spawn(steady(seed, stop)),
-        4 => tokio::spawn(steady(seed, stop)),
-        5 => tokio::spawn(steady(seed, stop)),
-        6 => tokio::spawn(steady(seed, stop)),
-        7 => tokio::spawn(steady(seed, stop)),
-        8 => tokio::spawn(steady(seed, stop)),
-        9 => tokio::spawn(steady(seed, stop)),
-        10 => tokio::spawn(steady(seed, stop)),
-        11 => tokio::spawn(steady(seed, stop)),
-        12 => tokio::spawn(steady(seed, stop)),
-        13 => tokio::spawn(steady(seed, stop)),
-        14 => tokio::spawn(steady(seed, stop)),
-        15 => tokio::spawn(steady(seed, stop)),
-        16 => tokio::spawn(steady(seed, stop)),
-        17 => tokio::spawn(steady(seed, stop)),
-        18 => tokio::spawn(steady(seed, stop)),
-        19 => tokio::spawn(steady(seed, stop)),
-        20 => tokio::spawn(steady(seed, stop)),
-        21 => tokio::spawn(steady(seed, stop)),
-        22 => tokio::spawn(steady(seed, stop)),
-        23 => tokio::spawn(steady(seed, stop)),
-        24 => tokio::spawn(steady(seed, stop)),
-        25 => tokio::spawn(steady(seed, stop)),
-        26 => tokio::spawn(steady(seed, stop)),
-        27 => tokio::spawn(steady(seed, stop)),
-        28 => tokio::spawn(steady(seed, stop)),
-        29 => tokio::spawn(steady(seed, stop)),
-        30 => tokio::spawn(steady(seed, stop)),
-        31 => tokio::spawn(steady(seed, stop)),
-        32 => tokio::spawn(steady(seed, stop)),
-        33 => tokio::spawn(steady(seed, stop)),
-        34 => tokio::spawn(steady(seed, stop)),
-        35 => tokio::spawn(steady(seed, stop)),
-        36 => tokio::spawn(steady(seed, stop)),
-        37 => tokio::spawn(steady(seed, stop)),
-        38 => tokio::spawn(steady(seed, stop)),
-        39 => tokio::spawn(steady(seed, stop)),
-        40 => tokio::spawn(steady(seed, stop)),
-        41 => tokio::spawn(steady(seed, stop)),
-        42 => tokio::spawn(steady(seed, stop)),
-        43 => tokio::spawn(steady(seed, stop)),
-        44 => tokio::spawn(steady(seed, stop)),
-        45 => tokio::spawn(steady(seed, stop)),
-        46 => tokio::spawn(steady(seed, stop)),
-        47 => tokio::spawn(steady(seed, stop)),
-        48 => tokio::spawn(steady(seed, stop)),
-        _ => tokio::spawn(steady(seed, stop)),
+        0 => tokio::spawn(f),
+        1 => tokio::spawn(f),
+        2 => tokio::spawn(f),
+        3 => tokio::spawn(f),
+        4 => tokio::spawn(f),
+        5 => tokio::spawn(f),
+        6 => tokio::spawn(f),
+        7 => tokio::spawn(f),
+        8 => tokio::spawn(f),
+        9 => tokio::spawn(f),
+        10 => tokio::spawn(f),
+        11 => tokio::spawn(f),
+        12 => tokio::spawn(f),
+        13 => tokio::spawn(f),
+        14 => tokio::spawn(f),
+        15 => tokio::spawn(f),
+        16 => tokio::spawn(f),
+        17 => tokio::spawn(f),
+        18 => tokio::spawn(f),
+        19 => tokio::spawn(f),
+        20 => tokio::spawn(f),
+        21 => tokio::spawn(f),
+        22 => tokio::spawn(f),
+        23 => tokio::spawn(f),
+        24 => tokio::spawn(f),
+        25 => tokio::spawn(f),
+        26 => tokio::spawn(f),
+        27 => tokio::spawn(f),
+        28 => tokio::spawn(f),
+        29 => tokio::spawn(f),
+        30 => tokio::spawn(f),
+        31 => tokio::spawn(f),
+        32 => tokio::spawn(f),
+        33 => tokio::spawn(f),
+        34 => tokio::spawn(f),
+        35 => tokio::spawn(f),
+        36 => tokio::spawn(f),
+        37 => tokio::spawn(f),
+        38 => tokio::spawn(f),
+        39 => tokio::spawn(f),
+        40 => tokio::spawn(f),
+        41 => tokio::spawn(f),
+        42 => tokio::spawn(f),
+        43 => tokio::spawn(f),
+        44 => tokio::spawn(f),
+        45 => tokio::spawn(f),
+        46 => tokio::spawn(f),
+        47 => tokio::spawn(f),
+        48 => tokio::spawn(f),
+        _ => tokio::spawn(f),
+    }
+}
+
+#[test]
+fn polls_of_many_sites_in_turn_each_land_at_their_own_site() {
+    // One thread polls 50 sites in rotation: every poll is of another site than the last, and the
+    // hooks' cache of recent sites (16 entries) sees collisions.
+    let report = run_recorded(
+        {
+            let mut b = tokio::runtime::Builder::new_current_thread();
+            b.enable_all();
+            b
+        },
+        Session::builder(),
+        || async {
+            let tasks: Vec<_> = (0..50 * 3)
+                .map(|i| {
+                    spawn_site(i % 50, async move {
+                        for _ in 0..(i % 50) * 4 {
+                            tokio::task::yield_now().await;
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        },
+    );
+    assert_eq!(report.sites.len(), 50);
+    let file = file!();
+    let first_line = report
+        .sites
+        .iter()
+        .filter_map(|s| s.location.strip_prefix(&format!("{file}:")))
+        .map(|rest| rest.split(':').next().unwrap().parse::<u32>().unwrap())
+        .min()
+        .unwrap();
+    for i in 0..50u32 {
+        let site = report.site(&format!("{file}:{}", first_line + i)).unwrap_or_else(|| panic!("site {i}"));
+        // Three tasks, each polled once more than it yields.
+        assert_eq!(site.polls, 3 * (u64::from(i) * 4 + 1), "site {i}: {}", site.location);
+        assert_eq!(site.tasks.spawned, 3, "site {i}");
     }
 }
 
@@ -279,7 +323,7 @@ fn fifty_busy_spawn_sites_write_well_under_a_megabyte_per_minute() {
     let interval = Duration::from_millis(500);
     let report = run_recorded(multi_thread(2), Session::builder().record_to(&path).interval(interval), || async {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let tasks: Vec<_> = (0..50 * 8).map(|i| spawn_site(i % 50, i as u64, Arc::clone(&stop))).collect();
+        let tasks: Vec<_> = (0..50 * 8).map(|i| spawn_site(i % 50, steady(i as u64, Arc::clone(&stop)))).collect();
         tokio::time::sleep(Duration::from_millis(2_600)).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for t in tasks {

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+pub mod floor;
+
 /// What is run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -58,6 +60,11 @@ pub enum Instrument {
     Full,
     /// loopscope `full` without the stall detector.
     FullNoDetector,
+    /// Reference, not a profiler: two hooks reading the TSC into a thread-local histogram, the
+    /// least a poll timer costs (`lean`'s floor).
+    Floor,
+    /// Reference: the floor plus tokio's schedule-latency tracking (`full`'s floor).
+    FloorSchedLatency,
     /// tokio's own poll-time histogram (`enable_metrics_poll_time_histogram`), sampled every 100 ms.
     PollHistogram,
     /// tokio-metrics 0.5: a `TaskMonitor` instrumenting every task, sampled every 100 ms.
@@ -71,12 +78,14 @@ pub enum Instrument {
 
 impl Instrument {
     /// Every instrumentation, in table order.
-    pub const ALL: [Instrument; 9] = [
+    pub const ALL: [Instrument; 11] = [
         Instrument::Plain,
         Instrument::Lean,
         Instrument::LeanNoDetector,
         Instrument::Full,
         Instrument::FullNoDetector,
+        Instrument::Floor,
+        Instrument::FloorSchedLatency,
         Instrument::PollHistogram,
         Instrument::TokioMetrics,
         Instrument::Dial9,
@@ -91,6 +100,8 @@ impl Instrument {
             Instrument::LeanNoDetector => "lean-no-detector",
             Instrument::Full => "full",
             Instrument::FullNoDetector => "full-no-detector",
+            Instrument::Floor => "floor",
+            Instrument::FloorSchedLatency => "floor-sched-latency",
             Instrument::PollHistogram => "poll-histogram",
             Instrument::TokioMetrics => "tokio-metrics",
             Instrument::Dial9 => "dial9",
@@ -200,6 +211,9 @@ pub fn run_once(workload: Workload, instrument: Instrument, reps: u32, run_for: 
         }
         _ => None,
     };
+    if matches!(instrument, Instrument::Floor | Instrument::FloorSchedLatency) {
+        floor::install(&mut builder, instrument == Instrument::FloorSchedLatency);
+    }
     if instrument == Instrument::PollHistogram {
         builder.enable_metrics_poll_time_histogram();
     }

@@ -6,11 +6,11 @@
 //! The storm runs plainly, under the recorder in each configuration, and under two reference
 //! hook pairs: `empty_hooks` (tokio calls two closures that do nothing: the price of having hooks
 //! at all) and `floor` (two TSC reads and one thread-local histogram record, the least a poll
-//! timer can do). The difference between a configuration and `plain` is what it adds per poll.
+//! timer can do; `floor_and_tokio_latency` adds tokio's schedule-latency tracking and records
+//! its figure too, the least `full` can do). The difference between a configuration and `plain` is what it adds per poll.
 //!
-//! `cargo bench -p loopscope --bench hooks` (`just bench-hooks`)
+//! `cargo bench -p loopscope-bench --bench hooks` (`just bench-hooks`)
 
-use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -22,49 +22,28 @@ enum Mode {
     Plain,
     EmptyHooks,
     Floor,
+    FloorAndTokioLatency,
     Lean,
     LeanNoDetector,
     Full,
 }
 
-thread_local! {
-    static FLOOR_START: Cell<u64> = const { Cell::new(0) };
-    static FLOOR_BUCKETS: [Cell<u32>; 2048] = const { [const { Cell::new(0) }; 2048] };
-}
-
-fn tsc() -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: reading the TSC has no preconditions on x86-64.
-    return unsafe { core::arch::x86_64::_rdtsc() };
-    #[cfg(not(target_arch = "x86_64"))]
-    return quanta::Instant::now().elapsed().as_nanos() as u64;
-}
-
-fn floor_record(ticks: u64) {
-    let b = (64 - ticks.leading_zeros()) as usize * 32 + (ticks & 31) as usize;
-    FLOOR_BUCKETS.with(|buckets| {
-        let c = &buckets[b & 2047];
-        c.set(c.get().wrapping_add(1));
-    });
-}
-
 /// Runs at least `iters` empty polls (whole rounds, at least 20) and returns how long `iters` of
-/// them took.
-fn storm(mode: Mode, iters: u64) -> Duration {
+/// them took. With `two_sites`, the tasks come from two spawn sites, alternately, so consecutive
+/// polls are of different sites (as in a ping-pong between a sender and a receiver).
+fn storm(mode: Mode, two_sites: bool, iters: u64) -> Duration {
     let mut b = tokio::runtime::Builder::new_current_thread();
     b.enable_all();
     match mode {
         Mode::EmptyHooks => {
             b.on_before_task_poll(|_| {}).on_after_task_poll(|_| {});
         }
-        Mode::Floor => {
-            b.on_before_task_poll(|_| FLOOR_START.with(|s| s.set(tsc())))
-                .on_after_task_poll(|_| floor_record(tsc().wrapping_sub(FLOOR_START.with(Cell::get))));
-        }
+        Mode::Floor => loopscope_bench::floor::install(&mut b, false),
+        Mode::FloorAndTokioLatency => loopscope_bench::floor::install(&mut b, true),
         _ => {}
     }
     let session = match mode {
-        Mode::Plain | Mode::EmptyHooks | Mode::Floor => None,
+        Mode::Plain | Mode::EmptyHooks | Mode::Floor | Mode::FloorAndTokioLatency => None,
         Mode::Lean => Some(loopscope::Session::builder().profile(loopscope::Profile::Lean)),
         Mode::LeanNoDetector => {
             Some(loopscope::Session::builder().profile(loopscope::Profile::Lean).stall_detector(false))
@@ -75,15 +54,19 @@ fn storm(mode: Mode, iters: u64) -> Duration {
     let rt = b.build().unwrap();
     let rounds = iters.div_ceil(TASKS).max(20);
     let took = rt.block_on(async move {
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|_| {
-                tokio::spawn(async move {
-                    for _ in 0..rounds {
-                        tokio::task::yield_now().await;
-                    }
+        async fn yielder(rounds: u64) {
+            for _ in 0..rounds {
+                tokio::task::yield_now().await;
+            }
+        }
+        // The branches differ in their spawn location, which is the point.
+        #[allow(clippy::if_same_then_else)]
+        let tasks: Vec<_> =
+            (0..TASKS)
+                .map(|i| {
+                    if two_sites && i % 2 == 1 { tokio::spawn(yielder(rounds)) } else { tokio::spawn(yielder(rounds)) }
                 })
-            })
-            .collect();
+                .collect();
         // The tasks first run when this future waits.
         let start = Instant::now();
         for t in tasks {
@@ -105,11 +88,18 @@ fn per_poll(c: &mut Criterion) {
         ("plain", Mode::Plain),
         ("empty_hooks", Mode::EmptyHooks),
         ("floor", Mode::Floor),
+        ("floor_and_tokio_latency", Mode::FloorAndTokioLatency),
         ("lean_no_detector", Mode::LeanNoDetector),
         ("lean", Mode::Lean),
         ("full", Mode::Full),
     ] {
-        g.bench_function(name, |b| b.iter_custom(|iters| storm(mode, iters)));
+        g.bench_function(name, |b| b.iter_custom(|iters| storm(mode, false, iters)));
+    }
+    g.finish();
+    let mut g = c.benchmark_group("per_poll_two_sites");
+    g.measurement_time(Duration::from_secs(4));
+    for (name, mode) in [("plain", Mode::Plain), ("floor", Mode::Floor), ("lean", Mode::Lean)] {
+        g.bench_function(name, |b| b.iter_custom(|iters| storm(mode, true, iters)));
     }
     g.finish();
 }
