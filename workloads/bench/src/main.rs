@@ -64,9 +64,14 @@ struct Cell {
     max_rss_mib: f64,
     throughput: Option<f64>,
     throughput_unit: Option<String>,
+    /// Median over rounds of this run's wall time over plain's in the same round.
     wall_ratio: f64,
+    /// Lowest and highest of those per-round ratios.
+    wall_ratio_range: [f64; 2],
     cpu_ratio: f64,
+    cpu_ratio_range: [f64; 2],
     rss_delta_mib: f64,
+    /// Median over rounds of the throughput lost against plain's in the same round.
     throughput_loss_percent: Option<f64>,
 }
 
@@ -151,6 +156,14 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The median of `v` and its lowest and highest values.
+fn median_and_range(v: Vec<f64>) -> (f64, [f64; 2]) {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let range = if v.is_empty() { [f64::NAN; 2] } else { [lo, hi] };
+    (median(v), range)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let here = std::env::current_exe()?;
@@ -215,25 +228,32 @@ fn main() -> anyhow::Result<()> {
             throughput: thr,
             throughput_unit: units.get(wi).cloned(),
             wall_ratio: f64::NAN,
+            wall_ratio_range: [f64::NAN; 2],
             cpu_ratio: f64::NAN,
+            cpu_ratio_range: [f64::NAN; 2],
             rss_delta_mib: f64::NAN,
             throughput_loss_percent: None,
         });
     }
-    let plain: std::collections::HashMap<Workload, (f64, f64, f64, Option<f64>)> = cells
+    // Ratios are paired by round (each round runs every pair once, close together in time), so a
+    // machine that slows down for a while slows both sides of a ratio.
+    let plain: std::collections::HashMap<Workload, (Vec<Sample>, f64)> = cells
         .iter()
         .filter(|c| c.instrument == Instrument::Plain)
-        .map(|c| (c.workload, (c.wall_s, c.cpu_s, c.max_rss_mib, c.throughput)))
+        .map(|c| (c.workload, (c.samples.clone(), c.max_rss_mib)))
         .collect();
     for c in &mut cells {
-        let (wall, cpu, rss, thr) = plain[&c.workload];
-        c.wall_ratio = c.wall_s / wall;
-        c.cpu_ratio = c.cpu_s / cpu;
-        c.rss_delta_mib = c.max_rss_mib - rss;
-        c.throughput_loss_percent = match (c.throughput, thr) {
-            (Some(t), Some(p)) if p > 0.0 => Some((1.0 - t / p) * 100.0),
-            _ => None,
+        let (base, rss) = &plain[&c.workload];
+        let paired = |f: fn(&Sample) -> f64| -> Vec<f64> {
+            c.samples.iter().zip(base).map(|(s, p)| f(s) / f(p)).filter(|r| r.is_finite()).collect()
         };
+        (c.wall_ratio, c.wall_ratio_range) = median_and_range(paired(|s| s.wall_s));
+        (c.cpu_ratio, c.cpu_ratio_range) = median_and_range(paired(|s| s.cpu_s));
+        c.rss_delta_mib = c.max_rss_mib - rss;
+        if c.throughput.is_some() && base.iter().all(|p| p.throughput.is_some_and(|t| t > 0.0)) {
+            let kept = paired(|s| s.throughput.unwrap_or(f64::NAN));
+            c.throughput_loss_percent = Some((1.0 - median_and_range(kept).0) * 100.0);
+        }
     }
 
     let command = std::env::args().collect::<Vec<_>>().join(" ");
@@ -269,7 +289,7 @@ fn markdown(
     let _ = writeln!(s, "Machine: {} CPUs, {} (Linux {}). Command: `{command}`.", m.cpus, m.cpu_model, m.kernel);
     let _ = writeln!(
         s,
-        "Medians of {} runs, each in its own process, interleaved; fixed-work workloads repeated {} times per run, realistic ones run {} ms.\n",
+        "{} runs of each pair, each in its own process, interleaved; fixed-work workloads repeated {} times per run, realistic ones run {} ms. Ratios and losses are medians over rounds of each run against plain's run in the same round, with the lowest and highest in brackets; times and memory are medians.\n",
         args.runs, args.reps, args.for_ms
     );
     let cell = |w: Workload, i: Instrument| cells.iter().find(|c| c.workload == w && c.instrument == i);
@@ -293,8 +313,11 @@ fn markdown(
                         let _ = write!(s, " {:.1} ms | {:.2} s | {:.1} MiB |", c.wall_s * 1e3, c.cpu_s, c.max_rss_mib);
                     }
                     Some(c) => {
-                        let _ =
-                            write!(s, " {:.2}x | {:.2}x | {:+.1} MiB |", c.wall_ratio, c.cpu_ratio, c.rss_delta_mib);
+                        let _ = write!(
+                            s,
+                            " {:.2}x ({:.2}–{:.2}) | {:.2}x | {:+.1} MiB |",
+                            c.wall_ratio, c.wall_ratio_range[0], c.wall_ratio_range[1], c.cpu_ratio, c.rss_delta_mib
+                        );
                     }
                     None => s.push_str(" – | – | – |"),
                 }

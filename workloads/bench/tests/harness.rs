@@ -41,9 +41,27 @@ fn the_driver_runs_each_pair_in_its_own_process_and_tabulates() {
             assert!(s["cpu_s"].as_f64().unwrap() > 0.0 && s["max_rss_kib"].as_u64().unwrap() > 1024, "{s}");
             assert!(s["wall_s"].as_f64().unwrap() > 0.0, "{s}");
         }
-        assert!(c["wall_ratio"].as_f64().unwrap().is_finite(), "{c}");
+        let ratio = c["wall_ratio"].as_f64().unwrap();
+        let range: Vec<f64> = c["wall_ratio_range"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert!(ratio.is_finite() && range[0] <= ratio && ratio <= range[1], "{c}");
+        // Paired by round: the two ratios are each sample over plain's sample of its round.
+        let plain_walls: Vec<f64> = cell(w, "plain").unwrap()["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["wall_s"].as_f64().unwrap())
+            .collect();
+        let ratios: Vec<f64> = c["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(&plain_walls)
+            .map(|(s, p)| s["wall_s"].as_f64().unwrap() / p)
+            .collect();
+        assert!((ratio - (ratios[0] + ratios[1]) / 2.0).abs() < 1e-9, "{c} vs {ratios:?}");
         if i == "plain" {
-            assert_eq!(c["wall_ratio"].as_f64().unwrap(), 1.0);
+            assert_eq!(ratio, 1.0);
+            assert_eq!(range, [1.0, 1.0]);
         }
     }
     let loss = cell("scraper", "lean").unwrap()["throughput_loss_percent"].as_f64().unwrap();
