@@ -35,6 +35,22 @@ accuracy REPEATS="20" TWIN_SECONDS="30":
 bench-hooks:
     cargo bench -p loopscope-bench --bench hooks
 
+# Instructions per poll in the hooks, counted by callgrind (repeatable whatever the machine's
+# noise): the storm of `bench-hooks` at two lengths; the difference over the extra polls.
+bench-instructions:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p loopscope-bench --example instructions
+    count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null --toggle-collect="$1" \
+        target/release/examples/instructions "${@:2}" 2>&1 | sed -n 's/.*Collected : //p'; }
+    for m in floor floor-sched-latency lean lean-no-detector full "lean two-sites"; do
+        pattern='*install_poll_hooks*'
+        case $m in floor*) pattern='*floor::install*';; esac
+        set -- $m
+        a=$(count "$pattern" $1 100000 ${2:-}); b=$(count "$pattern" $1 300000 ${2:-})
+        awk -v m="$m" -v a="$a" -v b="$b" 'BEGIN { printf "%-22s %6.1f instructions per poll in the hooks\n", m, (b - a) / 200000 }'
+    done
+
 # Where `baseline` and `gate` keep recordings (set LOOPSCOPE_GATE_DIR to share it between checkouts).
 gate_dir := env_var_or_default("LOOPSCOPE_GATE_DIR", "target/gate")
 

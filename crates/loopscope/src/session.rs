@@ -427,16 +427,28 @@ impl SessionBuilder {
         }
         // The poll hooks contain their own panics (only their cold paths can panic: a
         // `catch_unwind` around every poll costs about 4 ns, measured with `just bench-hooks`).
-        let s = Arc::clone(&shared);
-        builder.on_before_task_poll(move |meta| s.before_poll(meta));
-        let s = Arc::clone(&shared);
-        builder.on_after_task_poll(move |_| s.after_poll());
+        // Each combination of clock and profile gets hooks compiled for it alone.
+        match (shared.clock.is_tsc(), self.schedule_latency) {
+            (true, true) => install_poll_hooks::<true, true>(builder, &shared),
+            (true, false) => install_poll_hooks::<true, false>(builder, &shared),
+            (false, true) => install_poll_hooks::<false, true>(builder, &shared),
+            (false, false) => install_poll_hooks::<false, false>(builder, &shared),
+        }
         let s = Arc::clone(&shared);
         builder.on_task_spawn(move |meta| s.contain((), || s.on_spawn(meta)));
         let s = Arc::clone(&shared);
         builder.on_task_terminate(move |meta| s.contain((), || s.on_terminate(meta)));
         Ok(Session { active: Some(Active { shared, tx, thread: Some(thread), watchdog, server, prometheus, otlp }) })
     }
+}
+
+/// Installs the per-poll hooks, for a TSC clock or not and with per-task scheduling latency or
+/// not.
+fn install_poll_hooks<const TSC: bool, const SCHED: bool>(builder: &mut Builder, shared: &Arc<Shared>) {
+    let s = Arc::clone(shared);
+    builder.on_before_task_poll(move |meta| s.before_poll::<TSC, SCHED>(meta));
+    let s = Arc::clone(shared);
+    builder.on_after_task_poll(move |_| s.after_poll::<TSC>());
 }
 
 /// A recording session attached to one tokio runtime.

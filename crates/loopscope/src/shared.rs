@@ -2,8 +2,9 @@
 //! and the hook bodies themselves.
 //!
 //! The per-poll path is [`Shared::before_poll`] / [`Shared::after_poll`]: a thread-local lookup,
-//! two clock reads, a lock-free site lookup and a few relaxed stores into cells owned by the
-//! thread. Registering a thread or a new spawn site takes a lock and allocates, once.
+//! one TSC read on each side, the site from a thread-local cache of recent spawn locations (the
+//! lock-free site table when it misses), and a few relaxed stores into cells owned by the thread.
+//! Registering a thread or a new spawn site takes a lock and allocates, once.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -293,8 +294,21 @@ impl HotClock {
     /// The clock's raw value (TSC ticks or nanoseconds).
     #[inline(always)]
     pub(crate) fn raw(&self) -> u64 {
+        if self.tsc { self.raw_as::<true>() } else { self.raw_as::<false>() }
+    }
+
+    /// Whether the raw values are TSC ticks read directly (see [`HotClock::raw_as`]).
+    pub(crate) fn is_tsc(&self) -> bool {
+        self.tsc
+    }
+
+    /// The raw value, for a caller that knows whether the clock is the TSC (`TSC` must equal
+    /// [`HotClock::is_tsc`]): the hooks are compiled for one or the other, so that the hot path
+    /// has neither the branch nor, on the TSC side, a call.
+    #[inline(always)]
+    pub(crate) fn raw_as<const TSC: bool>(&self) -> u64 {
         #[cfg(target_arch = "x86_64")]
-        if self.tsc {
+        if TSC {
             // SAFETY: quanta only counts TSC ticks on CPUs with an invariant TSC.
             return unsafe { core::arch::x86_64::_rdtsc() };
         }
@@ -426,39 +440,66 @@ impl Shared {
     // start was not stored (the lag probe's, or one that began before this thread registered)
     // leaves `in_poll_since` at 0, and the after-hook then records nothing.
     #[inline]
-    pub(crate) fn before_poll(&self, meta: &TaskMeta<'_>) {
-        // Once the session is finished or failed (`enabled` false), threads and sites met for the
-        // first time are not registered; known ones go on counting into cells nobody reads.
+    pub(crate) fn before_poll<const TSC: bool, const SCHED: bool>(&self, meta: &TaskMeta<'_>) {
+        let key = meta.spawned_at() as *const Location<'static> as usize;
         let _ = LOCAL.try_with(|l| {
-            let slot = if l.session.get() == self.id {
-                l.slot.get()
-            } else {
-                self.contain(std::ptr::null(), || self.register_thread(l))
-            };
             // SAFETY: the pointer was set by `register_thread` of this session (checked by id) from
             // an `Arc<ThreadSlot>` that `self.threads` keeps alive as long as `self`.
-            let Some(slot) = (unsafe { slot.as_ref() }) else { return };
-            let now = self.clock.raw();
-            let spawned_at = meta.spawned_at();
-            let key = spawned_at as *const Location<'static> as usize;
-            if key != l.last_location.get() {
-                let recent = l.recent_entry(key);
-                if recent.location.get() == key {
-                    l.last_location.set(key);
-                    l.last_cells.set(recent.cells.get());
-                    slot.in_poll_site.store(recent.site.get(), Ordering::Relaxed);
-                } else if !self.contain(false, || self.enter_site(l, slot, spawned_at)) {
-                    return;
+            match unsafe { l.slot.get().as_ref() } {
+                // The common case, with no call (so no registers to save): a registered thread, and
+                // a task of the same spawn site as the last one or of a recent one.
+                Some(slot) if l.session.get() == self.id => {
+                    if key != l.last_location.get() {
+                        let recent = l.recent_entry(key);
+                        if recent.location.get() != key {
+                            return self.before_poll_other::<TSC, SCHED>(l, meta);
+                        }
+                        l.last_location.set(key);
+                        l.last_cells.set(recent.cells.get());
+                        slot.in_poll_site.store(recent.site.get(), Ordering::Relaxed);
+                    }
+                    slot.in_poll_since.store(self.clock.raw_as::<TSC>(), Ordering::Relaxed);
+                    if SCHED {
+                        self.record_schedule_latency(l, meta);
+                    }
                 }
-            }
-            slot.in_poll_since.store(now, Ordering::Relaxed);
-            if let Some(lat) = meta.schedule_latency()
-                // SAFETY: as in `ThreadSlot::cells`.
-                && let Some(cells) = unsafe { l.last_cells.get().as_ref() }
-            {
-                cells.sched.record(u64::try_from(lat.as_nanos()).unwrap_or(u64::MAX));
+                _ => self.before_poll_other::<TSC, SCHED>(l, meta),
             }
         });
+    }
+
+    /// The rest of [`Shared::before_poll`]: a thread to register, or a spawn site not seen
+    /// lately.
+    #[cold]
+    #[inline(never)]
+    fn before_poll_other<const TSC: bool, const SCHED: bool>(&self, l: &Local, meta: &TaskMeta<'_>) {
+        // Once the session is finished or failed (`enabled` false), threads and sites met for the
+        // first time are not registered; known ones go on counting into cells nobody reads.
+        let slot = if l.session.get() == self.id {
+            l.slot.get()
+        } else {
+            self.contain(std::ptr::null(), || self.register_thread(l))
+        };
+        // SAFETY: as in `before_poll`.
+        let Some(slot) = (unsafe { slot.as_ref() }) else { return };
+        let spawned_at = meta.spawned_at();
+        let key = spawned_at as *const Location<'static> as usize;
+        // A thread just registered has an empty cache: its first site is looked up too.
+        if key != l.last_location.get() && !self.contain(false, || self.enter_site(l, slot, spawned_at)) {
+            return;
+        }
+        slot.in_poll_since.store(self.clock.raw_as::<TSC>(), Ordering::Relaxed);
+        if SCHED {
+            self.record_schedule_latency(l, meta);
+        }
+    }
+
+    #[inline(always)]
+    fn record_schedule_latency(&self, l: &Local, meta: &TaskMeta<'_>) {
+        // SAFETY: as in `ThreadSlot::cells`.
+        if let (Some(lat), Some(cells)) = (meta.schedule_latency(), unsafe { l.last_cells.get().as_ref() }) {
+            cells.sched.record(u64::try_from(lat.as_nanos()).unwrap_or(u64::MAX));
+        }
     }
 
     /// Makes `loc` the thread's current spawn location: looks its site up and publishes it for
@@ -483,7 +524,7 @@ impl Shared {
     }
 
     #[inline]
-    pub(crate) fn after_poll(&self) {
+    pub(crate) fn after_poll<const TSC: bool>(&self) {
         let _ = LOCAL.try_with(|l| {
             if l.session.get() != self.id {
                 return;
@@ -491,23 +532,35 @@ impl Shared {
             // SAFETY: as in `before_poll`.
             let Some(slot) = (unsafe { l.slot.get().as_ref() }) else { return };
             let start = slot.in_poll_since.load(Ordering::Relaxed);
+            // SAFETY: as in `ThreadSlot::cells`.
+            let Some(cells) = (unsafe { l.last_cells.get().as_ref() }) else { return };
             if start == 0 {
                 return;
             }
             // In raw units: nanoseconds are the flusher's business.
-            let d = self.clock.raw().saturating_sub(start);
+            let d = self.clock.raw_as::<TSC>().saturating_sub(start);
             if d >= self.stall_raw {
-                slot.set_last_long(start, self.clock.delta_as_nanos(start, start + d));
+                return self.after_long_poll(slot, cells, start, d);
             }
-            // Release: a watchdog that sees the poll end also sees `last_long_*`.
             slot.in_poll_since.store(0, Ordering::Release);
-            // SAFETY: as in `ThreadSlot::cells`.
-            let Some(cells) = (unsafe { l.last_cells.get().as_ref() }) else { return };
             cells.poll.record(d);
             if d > self.slow_raw {
                 cells.count_slow();
             }
         });
+    }
+
+    /// The end of a poll at least as long as the stall threshold.
+    #[cold]
+    #[inline(never)]
+    fn after_long_poll(&self, slot: &ThreadSlot, cells: &SiteCells, start: u64, d: u64) {
+        slot.set_last_long(start, self.clock.delta_as_nanos(start, start + d));
+        // Release: a watchdog that sees the poll end also sees `last_long_*`.
+        slot.in_poll_since.store(0, Ordering::Release);
+        cells.poll.record(d);
+        if d > self.slow_raw {
+            cells.count_slow();
+        }
     }
 
     /// The session id of the current thread's recorder, if it polls tasks for one.

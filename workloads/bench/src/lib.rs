@@ -2,6 +2,7 @@
 //! own process (so that CPU time and peak memory are that pair's alone); the `bench` driver runs
 //! every pair, interleaved, and tabulates.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 pub mod floor;
+pub mod storm;
 
 /// What is run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
@@ -125,6 +127,32 @@ pub struct RunOutput {
     pub throughput: Option<f64>,
     /// Its unit.
     pub throughput_unit: Option<String>,
+    /// CPU time (s) of loopscope's own threads (the flusher, the watchdog, ...), by thread name:
+    /// the recorder's cost that is not in the hooks.
+    #[serde(default)]
+    pub recorder_threads_cpu_s: BTreeMap<String, f64>,
+}
+
+/// CPU time of this process's threads whose name starts with `loopscope`, by name.
+fn recorder_threads_cpu_s() -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return out };
+    for entry in dir.flatten() {
+        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(name) = std::fs::read_to_string(entry.path().join("comm")) else { continue };
+        let name = name.trim();
+        if !name.starts_with("loopscope") {
+            continue;
+        }
+        // The kernel's CPU clock of thread `tid` (a per-thread `CPUCLOCK_SCHED` clock id).
+        let clock: libc::clockid_t = (!tid << 3) | 6;
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid out-pointer; a thread gone meanwhile only makes the call fail.
+        if unsafe { libc::clock_gettime(clock, &mut ts) } == 0 {
+            *out.entry(name.to_string()).or_default() += ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9;
+        }
+    }
+    out
 }
 
 type Spawner = Option<tokio_metrics::TaskMonitor>;
@@ -267,13 +295,20 @@ pub fn run_once(workload: Workload, instrument: Instrument, reps: u32, run_for: 
         s.abort();
     }
     drop(rt);
+    // Before the session's threads end.
+    let recorder_threads_cpu_s = recorder_threads_cpu_s();
     if let Some(s) = session {
         s.finish()?;
     }
     if let Some(recorder) = dial9 {
         recorder.graceful_shutdown(Duration::from_secs(5));
     }
-    Ok(RunOutput { wall_s, throughput: throughput.map(|t| t.0), throughput_unit: throughput.map(|t| t.1.to_string()) })
+    Ok(RunOutput {
+        wall_s,
+        throughput: throughput.map(|t| t.0),
+        throughput_unit: throughput.map(|t| t.1.to_string()),
+        recorder_threads_cpu_s,
+    })
 }
 
 /// What a user of tokio-metrics or tokio's histogram does with it: read it every 100 ms.

@@ -51,6 +51,8 @@ struct Sample {
     cpu_s: f64,
     max_rss_kib: u64,
     throughput: Option<f64>,
+    /// CPU time of loopscope's own threads, by thread name.
+    recorder_threads_cpu_s: BTreeMap<String, f64>,
 }
 
 /// The medians of one (workload, instrumentation) cell and their ratios to plain.
@@ -61,6 +63,8 @@ struct Cell {
     samples: Vec<Sample>,
     wall_s: f64,
     cpu_s: f64,
+    /// Median CPU time of loopscope's own threads per run, by thread name.
+    recorder_threads_cpu_s: BTreeMap<String, f64>,
     max_rss_mib: f64,
     throughput: Option<f64>,
     throughput_unit: Option<String>,
@@ -142,6 +146,7 @@ fn measure(runner: &Path, w: Workload, i: Instrument, args: &Args) -> anyhow::Re
             cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime),
             max_rss_kib: usage.ru_maxrss as u64,
             throughput: out.throughput,
+            recorder_threads_cpu_s: out.recorder_threads_cpu_s,
         },
         out.throughput_unit,
     ))
@@ -216,6 +221,17 @@ fn main() -> anyhow::Result<()> {
         let wall = median(ss.iter().map(|s| s.wall_s).collect());
         let cpu = median(ss.iter().map(|s| s.cpu_s).collect());
         let rss = median(ss.iter().map(|s| s.max_rss_kib as f64).collect()) / 1024.0;
+        let names: std::collections::BTreeSet<&String> =
+            ss.iter().flat_map(|s| s.recorder_threads_cpu_s.keys()).collect();
+        let recorder_threads_cpu_s = names
+            .into_iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    median(ss.iter().map(|s| s.recorder_threads_cpu_s.get(n).copied().unwrap_or(0.0)).collect()),
+                )
+            })
+            .collect();
         let thr =
             ss.iter().all(|s| s.throughput.is_some()).then(|| median(ss.iter().filter_map(|s| s.throughput).collect()));
         cells.push(Cell {
@@ -224,6 +240,7 @@ fn main() -> anyhow::Result<()> {
             samples: ss.clone(),
             wall_s: wall,
             cpu_s: cpu,
+            recorder_threads_cpu_s,
             max_rss_mib: rss,
             throughput: thr,
             throughput_unit: units.get(wi).cloned(),
@@ -358,6 +375,30 @@ fn markdown(
                 }
             }
             s.push('\n');
+        }
+        s.push('\n');
+    }
+    let threads: Vec<String> = workloads
+        .iter()
+        .flat_map(|&w| instruments.iter().filter_map(move |&i| cell(w, i)))
+        .filter(|c| !c.recorder_threads_cpu_s.is_empty())
+        .map(|c| {
+            let total: f64 = c.recorder_threads_cpu_s.values().sum();
+            let each: Vec<String> =
+                c.recorder_threads_cpu_s.iter().map(|(n, t)| format!("{n} {:.1} ms", t * 1e3)).collect();
+            format!(
+                "- {} {}: {} ({:.2}% of the run's CPU time)",
+                c.workload.name(),
+                c.instrument.name(),
+                each.join(", "),
+                total / c.cpu_s * 100.0
+            )
+        })
+        .collect();
+    if !threads.is_empty() {
+        let _ = writeln!(s, "loopscope's own threads, CPU time per run (medians):\n");
+        for t in threads {
+            let _ = writeln!(s, "{t}");
         }
         s.push('\n');
     }

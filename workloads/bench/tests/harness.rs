@@ -64,6 +64,13 @@ fn the_driver_runs_each_pair_in_its_own_process_and_tabulates() {
             assert_eq!(range, [1.0, 1.0]);
         }
     }
+    // loopscope's own threads are measured (names as the kernel keeps them: 15 bytes).
+    let threads = &cell("yield-storm", "lean").unwrap()["recorder_threads_cpu_s"];
+    for name in ["loopscope-flush", "loopscope-watch"] {
+        assert!(threads[name].as_f64().is_some_and(|t| t > 0.0), "{name}: {threads}");
+    }
+    assert_eq!(cell("yield-storm", "plain").unwrap()["recorder_threads_cpu_s"], serde_json::json!({}));
+    assert!(md.contains("loopscope's own threads") && md.contains("yield-storm lean: loopscope-flush"), "{md}");
     let loss = cell("scraper", "lean").unwrap()["throughput_loss_percent"].as_f64().unwrap();
     assert!(loss.is_finite() && loss < 100.0, "{loss}");
     assert!(cell("scraper", "plain").unwrap()["throughput"].as_f64().unwrap() > 0.0);
