@@ -434,9 +434,10 @@ impl Shared {
     }
 
     // The hook pair is the whole per-poll cost, so it does as little as it can: one clock read
-    // and one store on each side, no `catch_unwind` (only the cold paths, which allocate and
-    // lock, can panic, and they run inside `contain`), the site looked up only when the spawn location changes, and the
-    // start of the poll kept where the watchdog reads it (the slot) rather than twice. A poll whose
+    // and one store on each side; no `catch_unwind` (only the cold paths, which allocate and
+    // lock, can panic, and they run inside `contain`); the site looked up only when the spawn
+    // location changes, in a thread-local cache first; and the poll's start kept where the
+    // watchdog reads it (the slot) rather than twice. A poll whose
     // start was not stored (the lag probe's, or one that began before this thread registered)
     // leaves `in_poll_since` at 0, and the after-hook then records nothing.
     #[inline]
