@@ -705,4 +705,20 @@ mod clock_tests {
             "{ns} ns, wall {shortest}..{longest} ns"
         );
     }
+
+    #[test]
+    fn both_compiled_clock_reads_give_the_same_clock() {
+        // The hooks are compiled for one or the other; on a TSC machine both read the same
+        // counter (one inline, one through quanta), elsewhere only the quanta one runs.
+        let c = HotClock::new();
+        if !c.is_tsc() {
+            let (a, b) = (c.raw_as::<false>(), c.raw_as::<false>());
+            assert!(b >= a);
+            return;
+        }
+        let before = c.raw_as::<true>();
+        let via_quanta = c.raw_as::<false>();
+        let after = c.raw_as::<true>();
+        assert!(before <= via_quanta && via_quanta <= after, "{before} {via_quanta} {after}");
+    }
 }
