@@ -159,27 +159,23 @@ fn request(st: &State, now_ns: u64) -> Option<ExportMetricsServiceRequest> {
         data: Some(data),
         ..Default::default()
     };
-    let site_hists = |pick: fn(&crate::fleet::Series) -> &Hist| {
-        st.all_series().map(|(label, s)| histogram(vec![text("site", label)], pick(s))).collect()
+    // A histogram metric with one data point per spawn site.
+    let site_histogram = |name: &str, description: &str, pick: fn(&crate::fleet::Series) -> &Hist| {
+        let data_points = st.all_series().map(|(label, s)| histogram(vec![text("site", label)], pick(s))).collect();
+        metric(
+            name,
+            description,
+            "s",
+            metric::Data::Histogram(Histogram { data_points, aggregation_temporality: cumulative }),
+        )
     };
-    let mut metrics = vec![metric(
-        "loopscope.poll.duration",
-        "Task poll durations per spawn site",
-        "s",
-        metric::Data::Histogram(Histogram {
-            data_points: site_hists(|s| &s.poll),
-            aggregation_temporality: cumulative,
-        }),
-    )];
+    let mut metrics =
+        vec![site_histogram("loopscope.poll.duration", "Task poll durations per spawn site", |s| &s.poll)];
     if st.schedule_latency() {
-        metrics.push(metric(
+        metrics.push(site_histogram(
             "loopscope.schedule.latency",
             "Scheduling latency (wake to poll) per spawn site",
-            "s",
-            metric::Data::Histogram(Histogram {
-                data_points: site_hists(|s| &s.sched),
-                aggregation_temporality: cumulative,
-            }),
+            |s| &s.sched,
         ));
     }
     if st.lag.count > 0 {

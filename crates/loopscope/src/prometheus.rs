@@ -112,8 +112,6 @@ impl Collector for Snapshot {
                 ConstCounter::new(*n)
                     .encode(m.encode_family(&[("site", site.as_str()), ("category", category.name())])?)?;
             }
-        }
-        if !st.stalls.is_empty() {
             let mut m = encoder.encode_descriptor(
                 "loopscope_stalled_seconds",
                 "Time workers spent blocked in stalls, by spawn site and category",
