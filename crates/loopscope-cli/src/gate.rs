@@ -36,8 +36,9 @@ fn judge(opts: &GateOpts, baseline: &[PathBuf], candidate: &[PathBuf]) -> Result
             InconclusiveArg::Fail => Inconclusive::Fail,
         };
     }
-    let base = Run::read_all(baseline).map_err(input)?;
-    let cand = Run::read_all(candidate).map_err(input)?;
+    let mut resolver = crate::resolver();
+    let base = Run::read_all(baseline, &mut resolver).map_err(input)?;
+    let cand = Run::read_all(candidate, &mut resolver).map_err(input)?;
     let outcome = loopscope_gate::check(&policy, &base, &cand).map_err(input)?;
     emit(opts, &outcome)?;
     Ok(outcome.exit_code(policy.inconclusive))
@@ -132,7 +133,6 @@ fn record_one(label: &str, cmd: &[String], file: &Path, args: &GateArgs, i: u32)
     eprint!("gate: run {i}/{} {label}: {} ... ", args.runs, cmd.join(" "));
     let start = Instant::now();
     let mut command = Command::new(&cmd[0]);
-    crate::record::use_our_symbolizer(&mut command);
     let status = command
         .args(&cmd[1..])
         .env("LOOPSCOPE_RECORD", file)

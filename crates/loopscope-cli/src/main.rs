@@ -23,6 +23,11 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 // Exit code 3 (the gate was inconclusive) comes from `loopscope_gate::Outcome::exit_code`.
 
+/// A resolver that symbolizes recordings' stacks from the binaries on disk.
+pub fn resolver() -> loopscope::core::resolve::Resolver {
+    loopscope::core::resolve::Resolver::new(loopscope_symbols::Symbolizer::boxed())
+}
+
 /// An error with the exit code it maps to.
 pub enum Failure {
     /// Bad input: exit 2.
@@ -36,14 +41,6 @@ fn main() -> ExitCode {
     // SAFETY: restores the default disposition of SIGPIPE before any other thread exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-    // The recorder's symbolizer helper (loopscope::SessionBuilder::symbolizer): not a command
-    // for people, so not in the help.
-    if std::env::args_os().nth(1).is_some_and(|a| a == "__symbolize") {
-        return match loopscope::run_symbolizer_helper() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(_) => ExitCode::from(EXIT_FAILURE),
-        };
     }
     let cli = Cli::parse();
     // Before any recorder session, so that the recorder's own hook still sees the panic.

@@ -26,7 +26,6 @@ pub fn record_command(args: &RecordArgs) -> Result<u8, Failure> {
         .env("LOOPSCOPE_QUIET", "1")
         .env("LOOPSCOPE_INTERVAL", humantime::format_duration(args.interval).to_string())
         .env("LOOPSCOPE_PROFILE", args.profile.name());
-    use_our_symbolizer(&mut cmd);
     if let Some(t) = args.stall_threshold {
         cmd.env("LOOPSCOPE_STALL_THRESHOLD", humantime::format_duration(t).to_string());
     }
@@ -91,23 +90,6 @@ pub fn record_command(args: &RecordArgs) -> Result<u8, Failure> {
             eprintln!("error: {e}");
             Ok(if code == 0 { EXIT_FAILURE } else { code })
         }
-    }
-}
-
-/// This program, as the symbolizer helper for a recorder (it answers `__symbolize`), unless
-/// `LOOPSCOPE_SYMBOLIZER` already names one.
-pub fn our_symbolizer() -> Option<PathBuf> {
-    if std::env::var_os("LOOPSCOPE_SYMBOLIZER").is_some() {
-        return None;
-    }
-    std::env::current_exe().ok()
-}
-
-/// Points a program's recorder at [`our_symbolizer`] to symbolize its stall stacks in a process
-/// of their own (`LOOPSCOPE_SYMBOLIZER`).
-pub fn use_our_symbolizer(cmd: &mut Command) {
-    if let Some(me) = our_symbolizer() {
-        cmd.env("LOOPSCOPE_SYMBOLIZER", me);
     }
 }
 
@@ -180,7 +162,7 @@ fn read_fresh_recording(
     if !out.exists() {
         return Ok(None);
     }
-    let report = Report::from_file(out)?;
+    let report = Report::from_file_with(out, &mut crate::resolver())?;
     Ok((report.recording.start_unix_ns >= started_unix_ns).then_some(report))
 }
 

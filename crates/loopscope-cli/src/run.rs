@@ -51,14 +51,22 @@ pub fn run_workload_with(opts: &RunOpts, workload: &WorkloadCmd, live: Option<Li
         .schedule_latency(profile == loopscope::Profile::Full && !opts.no_schedule_latency)
         .stall_threshold(opts.stall_threshold)
         .stall_detector(!opts.no_stall_detector);
-    if let Some(path) = &opts.record {
-        session = session.record_to(path);
-    }
-    // Stall stacks are symbolized by this program in a process of its own, not in this one
-    // (unless LOOPSCOPE_SYMBOLIZER names another, which the builder has read).
-    if let Some(me) = crate::record::our_symbolizer() {
-        session = session.symbolizer(me);
-    }
+    // The report is read back from the recording, where stall stacks are symbolized (the
+    // recorder stores addresses only): without --record, a private temporary file.
+    let scratch = match &opts.record {
+        Some(_) => None,
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("loopscope-run-")
+                .suffix(".loopscope")
+                .tempfile()
+                .context("creating a temporary recording")
+                .map_err(Failure::Run)?,
+        ),
+    };
+    let path =
+        opts.record.clone().unwrap_or_else(|| scratch.as_ref().map(|f| f.path().to_path_buf()).unwrap_or_default());
+    session = session.record_to(&path);
     if let Some(addr) = &opts.serve {
         session = session.serve(addr.to_string()).serve_public(opts.serve_public);
     }
@@ -110,14 +118,19 @@ pub fn run_workload_with(opts: &RunOpts, workload: &WorkloadCmd, live: Option<Li
     if let Some(Ok(w)) = &result {
         session.record_workload(w);
     }
-    let report = session
+    let in_process = session
         .finish()
         .map_err(|e| Failure::Run(e.into()))?
         .ok_or_else(|| Failure::Run(anyhow!("the recorder was not enabled")))?;
     if let Some(r) = result {
         r.map_err(Failure::Run)?;
     }
-    Ok(report)
+    // The recording names the blocking lines; if writing it failed, the recorder's own report
+    // (which says so in its errors) is all there is.
+    match Report::from_file_with(&path, &mut crate::resolver()) {
+        Ok(report) if report.recording.completeness == Completeness::Complete => Ok(report),
+        _ => Ok(in_process),
+    }
 }
 
 /// Serves tokio-console's data for this process (once; later runs in the same process share it).
@@ -165,7 +178,7 @@ pub fn run_command(args: &RunArgs) -> Result<(), Failure> {
 }
 
 pub fn report_command(args: &ReportArgs) -> Result<(), Failure> {
-    let report = Report::from_file(&args.file).map_err(|e| Failure::Input(e.into()))?;
+    let report = Report::from_file_with(&args.file, &mut crate::resolver()).map_err(|e| Failure::Input(e.into()))?;
     if let Completeness::Truncated { at_byte, reason } = &report.recording.completeness {
         eprintln!(
             "warning: {} was cut short at byte {at_byte} ({reason}); {} complete interval{} recovered",
@@ -219,7 +232,9 @@ pub fn export_command(args: &ExportArgs) -> Result<(), Failure> {
     }
     if let Some(path) = &args.trace {
         let reader = open()?;
-        let stats = write_export(path, "--trace", |out| export::write_trace(reader, out).map_err(failed))?;
+        let stats = write_export(path, "--trace", |out| {
+            export::write_trace(reader, &mut crate::resolver(), out).map_err(failed)
+        })?;
         if stats.truncated {
             cut_short(stats.intervals);
         }

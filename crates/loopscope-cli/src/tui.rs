@@ -41,7 +41,8 @@ pub fn tui_command(args: &TuiArgs) -> Result<(), Failure> {
         return watch_feed(Source::Console(url.clone()), loopscope_console::connect(url.clone())).map_err(terminal);
     }
     let file = args.file.as_ref().expect("clap requires FILE, --attach or --console");
-    let rec = Recording::read(file).map_err(|e| Failure::Input(e.into()))?;
+    let mut resolver = crate::resolver();
+    let rec = Recording::read_with(file, &mut resolver).map_err(|e| Failure::Input(e.into()))?;
     need_terminal("loopscope tui")?;
     let cut = match &rec.completeness {
         Completeness::Truncated { at_byte, reason } => {
@@ -50,14 +51,16 @@ pub fn tui_command(args: &TuiArgs) -> Result<(), Failure> {
         Completeness::Complete => None,
     };
     let mut app = App::new(Timeline::from_recording(rec), Source::Replay(file.display().to_string()));
-    app.status = cut;
+    let notes = resolver.notes();
+    app.status = cut.or_else(|| notes.first().cloned());
     loopscope_tui::term::run(app, None).map_err(terminal)
 }
 
 /// The TUI on this thread over a session that arrives as feed events (attached, tokio-console),
 /// until the user quits.
 pub fn watch_feed(source: Source, events: std::sync::mpsc::Receiver<FeedEvent>) -> std::io::Result<()> {
-    loopscope_tui::term::run(App::new(Timeline::default(), source), Some(Feed::Attached(events)))
+    let timeline = Timeline::with_resolver(crate::resolver());
+    loopscope_tui::term::run(App::new(timeline, source), Some(Feed::Attached(events)))
 }
 
 /// `loopscope run WORKLOAD --tui`: the workload runs on its runtime in another thread, the TUI
@@ -73,7 +76,7 @@ pub fn run_live(opts: &RunOpts, workload: &WorkloadCmd) -> Result<Report, Failur
         .name("loopscope-workload".into())
         .spawn(move || run_workload_with(&opts, &workload, Some(live)))
         .map_err(|e| Failure::Run(anyhow!("cannot start the workload thread: {e}")))?;
-    let app = App::new(Timeline::default(), Source::Live(name));
+    let app = App::new(Timeline::with_resolver(crate::resolver()), Source::Live(name));
     let ui = loopscope_tui::term::run(app, Some(Feed::Frames(rx)));
     stop.notify_one();
     let report = runner.join().map_err(|_| Failure::Run(anyhow!("the workload thread panicked")))??;

@@ -18,6 +18,8 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use crate::dist::DistAcc;
 use crate::format::{ReadError, Reader};
 use crate::model::{Event, Frame, SiteDecl, StallCategory};
+use crate::resolve::Resolver;
+use crate::stall::StallTracker;
 
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +140,11 @@ pub struct TraceStats {
 /// with everything the detector found in `args`. Each interval adds counter (`"ph": "C"`) samples:
 /// polls, poll and scheduling p99 in microseconds, and tasks alive. Timestamps are microseconds
 /// since the recording started.
-pub fn write_trace<R: Read>(mut reader: Reader<R>, out: &mut impl Write) -> Result<TraceStats, ExportError> {
+pub fn write_trace<R: Read>(
+    mut reader: Reader<R>,
+    resolver: &mut Resolver,
+    out: &mut impl Write,
+) -> Result<TraceStats, ExportError> {
     use serde_json::{Value, json};
 
     let header = reader.header().clone();
@@ -151,7 +157,7 @@ pub fn write_trace<R: Read>(mut reader: Reader<R>, out: &mut impl Write) -> Resu
     let mut events: Vec<Value> =
         vec![json!({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": process}})];
     let mut sites: Vec<SiteDecl> = Vec::new();
-    let mut open: std::collections::HashMap<u64, crate::model::Stall> = std::collections::HashMap::new();
+    let mut tracker = StallTracker::default();
     let mut stats = TraceStats::default();
     let mut last_ns = 0u64;
     let slice = |s: &crate::model::Stall, sites: &[SiteDecl], end_ns: u64, finished: bool, category: StallCategory| {
@@ -194,7 +200,7 @@ pub fn write_trace<R: Read>(mut reader: Reader<R>, out: &mut impl Write) -> Resu
         })
     };
     let completeness = reader.read_rest(|_, frame| -> Result<(), ExportError> {
-        match frame {
+        match resolver.frame(frame) {
             Frame::Sites(s) => sites.extend(s),
             Frame::Workers(ws) => {
                 for w in ws {
@@ -220,13 +226,14 @@ pub fn write_trace<R: Read>(mut reader: Reader<R>, out: &mut impl Write) -> Resu
             }
             Frame::Event(Event::StallBegin(s)) => {
                 last_ns = last_ns.max(s.detected_ns);
-                open.insert(s.id, s);
+                tracker.begin(&s);
             }
+            Frame::Event(Event::StallLook { id, category, stack, .. }) => tracker.look(id, category, &stack),
             Frame::Event(Event::StallEnd { id, duration_ns, category }) => {
-                if let Some(s) = open.remove(&id) {
-                    let end = s.started_ns.saturating_add(duration_ns);
+                if let Some(c) = tracker.end(id, duration_ns, category) {
+                    let end = c.stall.started_ns.saturating_add(c.duration_ns);
                     last_ns = last_ns.max(end);
-                    events.push(slice(&s, &sites, end, true, category.unwrap_or(s.category)));
+                    events.push(slice(&c.stall, &sites, end, true, c.category));
                     stats.stalls += 1;
                 }
             }
@@ -236,10 +243,8 @@ pub fn write_trace<R: Read>(mut reader: Reader<R>, out: &mut impl Write) -> Resu
         Ok(())
     })?;
     // Stalls still open when the recording ended: drawn up to its last moment, marked unfinished.
-    let mut unfinished: Vec<_> = open.into_values().collect();
-    unfinished.sort_by_key(|s| s.id);
-    for s in unfinished {
-        events.push(slice(&s, &sites, last_ns.max(s.detected_ns), false, s.category));
+    for s in tracker.open() {
+        events.push(slice(s, &sites, last_ns.max(s.detected_ns), false, s.category));
         stats.stalls += 1;
         stats.unfinished += 1;
     }

@@ -23,8 +23,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::model::{
-    Event, FORMAT_VERSION, Footer, Frame, Header, Interval, SiteDecl, WorkerDecl, check_declared_in_order,
+    Event, FORMAT_VERSION, Footer, Frame, Header, Interval, ModuleDecl, OLDEST_FORMAT_VERSION, RuntimeDecl, SiteDecl,
+    WorkerDecl,
 };
+use crate::validate::Declared;
 use crate::workload::WorkloadResult;
 
 /// The first 8 bytes of every recording.
@@ -35,6 +37,11 @@ pub const PREAMBLE_LEN: u64 = 12;
 pub const FRAME_HEADER_LEN: u64 = 9;
 /// Largest payload a frame may carry (compressed or not); anything larger is corruption.
 pub const MAX_FRAME_LEN: u32 = 64 << 20;
+/// Largest payload a compressed frame may inflate to.
+pub const MAX_INFLATED_LEN: usize = 16 << 20;
+/// How many times its stored size a compressed payload may inflate to (beyond the first 64 KiB):
+/// recordings compress 3-10 times; a "zip bomb" is cut off long before it costs memory.
+pub const MAX_INFLATE_RATIO: usize = 64;
 /// Bit set in a frame's kind when its payload is zlib-compressed.
 pub const COMPRESSED: u8 = 0x80;
 
@@ -46,6 +53,8 @@ mod kind {
     pub const EVENT: u8 = 5;
     pub const WORKLOAD: u8 = 6;
     pub const FOOTER: u8 = 7;
+    pub const RUNTIME: u8 = 8;
+    pub const MODULES: u8 = 9;
 }
 
 /// Why writing a recording failed.
@@ -144,6 +153,8 @@ pub fn preamble() -> Vec<u8> {
 pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) -> Result<(), WriteError> {
     let (k, payload) = match frame {
         Frame::Header(h) => (kind::HEADER, encode(h)?),
+        Frame::Runtime(r) => (kind::RUNTIME, encode(r)?),
+        Frame::Modules(m) => (kind::MODULES, encode(m)?),
         Frame::Sites(s) => (kind::SITES, encode(s)?),
         Frame::Workers(w) => (kind::WORKERS, encode(w)?),
         Frame::Interval(i) => (kind::INTERVAL | COMPRESSED, compress(&encode(i)?)?),
@@ -210,13 +221,20 @@ fn checksum(kind: u8, payload: &[u8]) -> u32 {
 }
 
 /// Reads a recording frame by frame.
+///
+/// Every frame is validated before it is handed out ([`crate::validate`]): ids refer to what was
+/// declared, counts and lengths stay within the documented limits, histograms have loopscope's
+/// bounds. Every reader (report, export, the gate, the TUI, the attach client) reads through
+/// this, so they all accept and refuse the same recordings.
 pub struct Reader<R: Read> {
     inner: R,
     path: PathBuf,
     offset: u64,
+    version: u16,
     header: Header,
     finished: bool,
     skipped_frames: u64,
+    declared: Declared,
 }
 
 impl Reader<BufReader<File>> {
@@ -242,20 +260,24 @@ impl<R: Read> Reader<R> {
             return Err(ReadError::Truncated { path, offset: 0, inside: "the preamble" });
         }
         let version = u16::from_le_bytes([pre[8], pre[9]]);
-        if version > FORMAT_VERSION || version == 0 {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(ReadError::UnsupportedVersion { path, found: version });
         }
         let mut r = Reader {
             inner,
             path,
             offset: PREAMBLE_LEN,
+            version,
             header: placeholder_header(),
             finished: false,
             skipped_frames: 0,
+            declared: Declared::default(),
         };
         match r.read_raw() {
             Ok(Some((kind::HEADER, payload))) => {
-                r.header = r.decode(PREAMBLE_LEN, &payload)?;
+                let header: Header = r.decode(PREAMBLE_LEN, &payload)?;
+                r.declared.header(&header).map_err(|e| r.corrupt(PREAMBLE_LEN, e))?;
+                r.header = header;
                 Ok(r)
             }
             Ok(Some(_)) => Err(r.corrupt(PREAMBLE_LEN, "the first frame is not a header".into())),
@@ -270,6 +292,11 @@ impl<R: Read> Reader<R> {
     /// The recording's header.
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The format version of the file (older versions are read into this build's model).
+    pub fn version(&self) -> u16 {
+        self.version
     }
 
     /// Bytes consumed so far (the end of the last complete frame).
@@ -297,19 +324,32 @@ impl<R: Read> Reader<R> {
             }
             let at = self.offset;
             let Some((k, payload)) = self.read_raw()? else { return Ok(None) };
+            let v1 = self.version == 1;
             let frame = match k {
                 kind::HEADER => return Err(self.corrupt(at, "a second header frame".into())),
+                kind::RUNTIME if !v1 => Frame::Runtime(self.decode::<RuntimeDecl>(at, &payload)?),
+                kind::MODULES if !v1 => Frame::Modules(self.decode::<Vec<ModuleDecl>>(at, &payload)?),
                 kind::SITES => Frame::Sites(self.decode::<Vec<SiteDecl>>(at, &payload)?),
                 kind::WORKERS => Frame::Workers(self.decode::<Vec<WorkerDecl>>(at, &payload)?),
+                kind::INTERVAL if v1 => {
+                    Frame::Interval(Box::new(self.decode::<crate::model_v1::Interval>(at, &payload)?.into()))
+                }
                 kind::INTERVAL => Frame::Interval(Box::new(self.decode::<Interval>(at, &payload)?)),
-                kind::EVENT => match postcard::from_bytes::<Event>(&payload) {
-                    Ok(e) => Frame::Event(e),
-                    // A checksummed event we cannot decode was written by a newer loopscope.
-                    Err(_) => {
-                        self.skipped_frames += 1;
-                        continue;
+                kind::EVENT => {
+                    let event = if v1 {
+                        postcard::from_bytes::<crate::model_v1::Event>(&payload).map(Event::from)
+                    } else {
+                        postcard::from_bytes::<Event>(&payload)
+                    };
+                    match event {
+                        Ok(e) => Frame::Event(e),
+                        // A checksummed event we cannot decode was written by a newer loopscope.
+                        Err(_) => {
+                            self.skipped_frames += 1;
+                            continue;
+                        }
                     }
-                },
+                }
                 kind::WORKLOAD => Frame::Workload(Box::new(self.decode::<WorkloadResult>(at, &payload)?)),
                 kind::FOOTER => {
                     self.finished = true;
@@ -320,6 +360,10 @@ impl<R: Read> Reader<R> {
                     continue;
                 }
             };
+            self.declared.check(&frame).map_err(|reason| self.corrupt(at, reason))?;
+            if let Frame::Runtime(r) = &frame {
+                self.header.apply_runtime(r);
+            }
             return Ok(Some(frame));
         }
     }
@@ -396,13 +440,18 @@ impl<R: Read> Reader<R> {
         if k & COMPRESSED == 0 {
             return Ok(Some((k, payload)));
         }
+        // A payload may inflate to a bounded multiple of its stored size, never beyond an absolute
+        // cap: a small hostile file cannot make a reader allocate much.
+        let cap = payload.len().saturating_mul(MAX_INFLATE_RATIO).clamp(64 << 10, MAX_INFLATED_LEN);
         let mut plain = Vec::new();
         flate2::read::ZlibDecoder::new(&payload[..])
-            .take(u64::from(MAX_FRAME_LEN) + 1)
+            .take(cap as u64 + 1)
             .read_to_end(&mut plain)
             .map_err(|e| self.corrupt(at, format!("compressed frame does not inflate: {e}")))?;
-        if plain.len() > MAX_FRAME_LEN as usize {
-            return Err(self.corrupt(at, "compressed frame inflates beyond 64 MiB".into()));
+        if plain.len() > cap {
+            return Err(
+                self.corrupt(at, format!("a compressed frame of {} bytes inflates beyond {cap} bytes", payload.len()))
+            );
         }
         Ok(Some((k & !COMPRESSED, plain)))
     }
@@ -464,6 +513,8 @@ pub struct Recording {
     pub sites: Vec<SiteDecl>,
     /// Worker threads, indexed by id.
     pub workers: Vec<WorkerDecl>,
+    /// Loaded modules that stacks point into, indexed by id.
+    pub modules: Vec<ModuleDecl>,
     /// Intervals in order.
     pub intervals: Vec<Interval>,
     /// Events in order.
@@ -479,62 +530,64 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// Reads a recording, recovering the complete prefix of a file that was cut short.
+    /// Reads a recording as it is stored (stacks as raw addresses), recovering the complete
+    /// prefix of a file that was cut short. See [`Recording::read_with`] to symbolize.
     pub fn read(path: impl AsRef<Path>) -> Result<Recording, ReadError> {
-        Recording::from_reader(Reader::open(path)?)
+        Recording::from_reader(Reader::open(path)?, None)
     }
 
-    /// Reads the rest of an opened recording.
-    pub fn from_reader<R: Read>(mut reader: Reader<R>) -> Result<Recording, ReadError> {
-        let mut rec = Recording {
-            header: reader.header().clone(),
+    /// Reads a recording, symbolizing its stacks and attributing its stalls with `resolver`.
+    pub fn read_with(path: impl AsRef<Path>, resolver: &mut crate::resolve::Resolver) -> Result<Recording, ReadError> {
+        Recording::from_reader(Reader::open(path)?, Some(resolver))
+    }
+
+    /// Reads the rest of an opened recording, through `resolver` if there is one.
+    pub fn from_reader<R: Read>(
+        mut reader: Reader<R>,
+        mut resolver: Option<&mut crate::resolve::Resolver>,
+    ) -> Result<Recording, ReadError> {
+        let mut rec = Recording::empty(reader.header().clone());
+        rec.completeness = reader.read_rest(|_, frame| -> Result<(), ReadError> {
+            rec.push(match resolver.as_deref_mut() {
+                Some(r) => r.frame(frame),
+                None => frame,
+            });
+            Ok(())
+        })?;
+        rec.header = reader.header().clone();
+        rec.skipped_frames = reader.skipped_frames();
+        Ok(rec)
+    }
+
+    /// A recording of nothing yet but its header.
+    pub fn empty(header: Header) -> Recording {
+        Recording {
+            header,
             sites: Vec::new(),
             workers: Vec::new(),
+            modules: Vec::new(),
             intervals: Vec::new(),
             events: Vec::new(),
             workload: None,
             footer: None,
             completeness: Completeness::Complete,
             skipped_frames: 0,
-        };
-        let path = reader.path().to_path_buf();
-        rec.completeness = reader.read_rest(|at, frame| {
-            rec.push(frame).map_err(|reason| ReadError::Corrupt { path: path.clone(), offset: at, reason })
-        })?;
-        rec.skipped_frames = reader.skipped_frames();
-        Ok(rec)
+        }
     }
 
-    /// Adds one frame, checking that it refers only to declared sites and workers.
-    pub fn push(&mut self, frame: Frame) -> Result<(), String> {
+    /// Adds one frame (frames from a [`Reader`] have been validated already).
+    pub fn push(&mut self, frame: Frame) {
         match frame {
-            Frame::Header(_) => return Err("a second header frame".into()),
-            Frame::Sites(s) => {
-                for d in s {
-                    check_declared_in_order("site", d.id, self.sites.len())?;
-                    self.sites.push(d);
-                }
-            }
-            Frame::Workers(w) => {
-                for d in w {
-                    check_declared_in_order("worker", d.id, self.workers.len())?;
-                    self.workers.push(d);
-                }
-            }
-            Frame::Interval(i) => {
-                if let Some(s) = i.sites.iter().find(|s| s.site as usize >= self.sites.len()) {
-                    return Err(format!("interval {} refers to undeclared site {}", i.index, s.site));
-                }
-                if let Some(w) = i.workers.iter().find(|w| w.worker as usize >= self.workers.len()) {
-                    return Err(format!("interval {} refers to undeclared worker {}", i.index, w.worker));
-                }
-                self.intervals.push(*i);
-            }
+            Frame::Header(h) => self.header = h,
+            Frame::Runtime(r) => self.header.apply_runtime(&r),
+            Frame::Modules(m) => self.modules.extend(m),
+            Frame::Sites(s) => self.sites.extend(s),
+            Frame::Workers(w) => self.workers.extend(w),
+            Frame::Interval(i) => self.intervals.push(*i),
             Frame::Event(e) => self.events.push(e),
             Frame::Workload(w) => self.workload = Some(*w),
             Frame::Footer(f) => self.footer = Some(f),
         }
-        Ok(())
     }
 
     /// Whether the footer was read.

@@ -8,6 +8,9 @@
 //! - [`model`]: what a recording holds: header, spawn sites, workers, intervals, events, footer.
 //! - [`format`]: the on-disk recording (framed, checksummed, streamable, crash tolerant).
 //! - [`export`]: the recording as a standard HdrHistogram interval log.
+//! - [`validate`]: what a recording may contain, checked by the reader for every reader.
+//! - [`resolve`]: symbolizing stacks on the reader's side ([`resolve::Symbolize`]).
+//! - [`stall`]: the one stall model: blocking sites, categories from stacks, begin/look/end pairing.
 //! - [`report`]: aggregation of a recording into the per-runtime / per-site report and its JSON.
 //! - [`workload`]: the end-to-end figures a workload reports beside the recorder's.
 #![warn(missing_docs)]
@@ -17,8 +20,12 @@ pub mod export;
 pub mod format;
 pub mod live;
 pub mod model;
+mod model_v1;
 pub mod report;
+pub mod resolve;
+pub mod stall;
 pub mod units;
+pub mod validate;
 pub mod workload;
 
 pub use dist::{Dist, DistAcc};

@@ -1,8 +1,13 @@
 //! What a recording holds.
 //!
-//! A recording is a header, then a stream of declarations (spawn sites and workers, each declared
-//! once before first use), intervals, events and at most one workload result, then a footer. The
-//! same types are written by the recorder and read back by every reader.
+//! A recording is a header, then a stream of declarations (the runtime once it is known; spawn
+//! sites, workers and loaded modules, each declared once before first use), intervals, events and
+//! at most one workload result, then a footer. The same types are written by the recorder and read
+//! back by every reader.
+//!
+//! Stacks are stored as the recorder took them: instruction addresses, with the loaded modules
+//! they fall in ([`ModuleDecl`]: path, build id, load bias). Readers symbolize them from the
+//! binaries on disk (`crate::resolve`); the profiled program never parses debug information.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +15,10 @@ use crate::dist::Dist;
 use crate::workload::WorkloadResult;
 
 /// Version of the recording format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
+
+/// The oldest recording format version this build reads.
+pub const OLDEST_FORMAT_VERSION: u16 = 1;
 
 /// The tokio scheduler a recording was taken on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,16 +42,16 @@ impl std::fmt::Display for Flavor {
     }
 }
 
-/// First frame of every recording.
+/// First frame of every recording, written when the session is installed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
     /// Recording format version ([`FORMAT_VERSION`] when written by this build).
     pub format_version: u16,
     /// Version of the loopscope library that wrote the recording.
     pub loopscope_version: String,
-    /// Scheduler flavor.
+    /// Scheduler flavor ([`Flavor::Unknown`] until a [`RuntimeDecl`] says; readers apply it).
     pub flavor: Flavor,
-    /// Worker threads the runtime was built with (1 for current-thread).
+    /// Worker threads the runtime was built with (1 for current-thread; 0 until known).
     pub workers: u32,
     /// Host name.
     pub host: String,
@@ -63,6 +71,67 @@ pub struct Header {
     pub schedule_latency: bool,
     /// Stall threshold of the watchdog, in nanoseconds; `None` when the detector was off.
     pub stall_threshold_ns: Option<u64>,
+}
+
+impl Header {
+    /// Takes in what a [`RuntimeDecl`] says about the runtime.
+    pub fn apply_runtime(&mut self, r: &RuntimeDecl) {
+        self.flavor = r.flavor;
+        self.workers = r.workers;
+    }
+
+    /// The program's name: the file name of its first command-line word (`program` when unknown).
+    pub fn program(&self) -> &str {
+        let first = self.command_line.first().map_or("", String::as_str);
+        let name = first.rsplit('/').next().unwrap_or(first);
+        if name.is_empty() { "program" } else { name }
+    }
+}
+
+/// The runtime, declared once its first task is polled (the header is written before).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeDecl {
+    /// Scheduler flavor.
+    pub flavor: Flavor,
+    /// Worker threads (1 for current-thread).
+    pub workers: u32,
+}
+
+/// A loaded object (the program or a shared library) that captured stacks point into.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleDecl {
+    /// Identifier, dense from 0.
+    pub id: u32,
+    /// Absolute path of the file, as the program saw it when it ran.
+    pub path: String,
+    /// Whether this is the program itself (a shared library's code is never the program's own).
+    pub main: bool,
+    /// The GNU build id of the loaded file (`NT_GNU_BUILD_ID`), when it has one: a reader checks
+    /// that the file it finds at `path` is the same build.
+    pub build_id: Option<Vec<u8>>,
+    /// Load bias: a runtime address minus this is the address in the file.
+    pub bias: u64,
+    /// Lowest runtime address of the module's loaded segments.
+    pub start: u64,
+    /// One past its highest.
+    pub end: u64,
+}
+
+impl ModuleDecl {
+    /// Whether a runtime address falls in this module.
+    pub fn contains(&self, address: u64) -> bool {
+        (self.start..self.end).contains(&address)
+    }
+
+    /// The module's file name, for frames without a symbol.
+    pub fn file_name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+
+    /// The build id in hexadecimal, as `readelf -n` prints it.
+    pub fn build_id_hex(&self) -> Option<String> {
+        self.build_id.as_ref().map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
+    }
 }
 
 /// A place in the source where tasks are spawned (`TaskMeta::spawned_at`).
@@ -89,11 +158,6 @@ impl SiteDecl {
         }
         format!("{}:{}:{}", self.file, self.line, self.column)
     }
-}
-
-/// Checks that a declaration (of a site or a worker) takes the next dense id, `next`.
-pub fn check_declared_in_order(what: &str, id: u32, next: usize) -> Result<(), String> {
-    if id as usize == next { Ok(()) } else { Err(format!("{what} {id} declared out of order (expected {next})")) }
 }
 
 /// A thread that polled tasks.
@@ -135,6 +199,28 @@ pub struct WorkerInterval {
     pub poll: Dist,
     /// Scheduling latencies.
     pub sched: Dist,
+    /// CPU time the thread got during the interval, in nanoseconds (the kernel's
+    /// `/proc/self/task/TID/schedstat`; 0 when unknown).
+    pub cpu_ns: u64,
+    /// Time the thread was runnable but waiting for a CPU during the interval, in nanoseconds:
+    /// what the host took from it (run-queue delay, same source; 0 when unknown).
+    pub run_delay_ns: u64,
+}
+
+/// Stalls the recorder counted but did not record one by one (past its budget of stall events:
+/// a storm of stalls is summarised, not recorded without bound), per spawn site and category.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StallTally {
+    /// The [`SiteDecl::id`] of the stalled tasks' spawn site.
+    pub site: Option<u32>,
+    /// What the stuck threads were doing (from the kernel's view only: no stack was taken).
+    pub category: StallCategory,
+    /// Stalls.
+    pub count: u64,
+    /// Their total duration, in nanoseconds.
+    pub total_ns: u64,
+    /// The longest, in nanoseconds.
+    pub max_ns: u64,
 }
 
 /// Runtime gauges sampled at the end of an interval (tokio's `RuntimeMetrics`).
@@ -170,10 +256,12 @@ pub struct Interval {
     /// The lag probe's measurements (the `lean` profile's runtime-wide scheduling latency): how
     /// long a task woken by a yield waited before it was polled again.
     pub lag: Dist,
+    /// Stalls that ended in this interval and were only counted (see [`StallTally`]).
+    pub stall_tally: Vec<StallTally>,
 }
 
 /// What a stalled worker was doing, from the kernel's view of the stuck thread.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StallCategory {
     /// A synchronous sleep (`std::thread::sleep`): `nanosleep` / `clock_nanosleep`.
@@ -195,6 +283,7 @@ pub enum StallCategory {
     /// Runnable but not running: the host did not give the thread CPU (overload, paused VM).
     Preempted,
     /// None of the above could be told.
+    #[default]
     Unknown,
 }
 
@@ -214,6 +303,26 @@ impl StallCategory {
             StallCategory::Unknown => "unknown",
         }
     }
+
+    /// Whether the host, not the program, held the worker up: stalls of this category never fail
+    /// a gate or a test, and are shown apart.
+    pub fn is_host(self) -> bool {
+        self == StallCategory::Preempted
+    }
+
+    /// Every category, in a fixed order.
+    pub const ALL: [StallCategory; 10] = [
+        StallCategory::SyncSleep,
+        StallCategory::FileIo,
+        StallCategory::NetworkIo,
+        StallCategory::Dns,
+        StallCategory::LockWait,
+        StallCategory::CpuBound,
+        StallCategory::NestedExecutor,
+        StallCategory::NestedRuntime,
+        StallCategory::Preempted,
+        StallCategory::Unknown,
+    ];
 }
 
 impl std::fmt::Display for StallCategory {
@@ -267,14 +376,19 @@ pub struct Stall {
     pub fd_target: Option<String>,
     /// The thread's CPU time over wall time while it was stuck, in percent.
     pub cpu_percent: u32,
+    /// The captured stack as the recorder took it: instruction addresses for lookup (a return
+    /// address minus one), innermost first, in the modules of [`Frame::Modules`]. Empty if no
+    /// stack was captured.
+    pub frames: Vec<u64>,
     /// The line in the program's own code that blocked (`file:line`): the innermost frame that is
-    /// not in std, libc, tokio, futures or loopscope.
+    /// not in std, libc, tokio, futures or loopscope. Filled in by readers (`crate::resolve`).
     pub blocking_site: Option<String>,
     /// The function at the blocking site.
     pub blocking_function: Option<String>,
     /// What the blocking site called (e.g. `std::thread::sleep`).
     pub call: Option<String>,
-    /// The whole stack, innermost frame first (inlined frames included); empty if not captured.
+    /// The whole stack, symbolized, innermost frame first (inlined frames included); filled in
+    /// by readers from [`Stall::frames`]; empty if not captured.
     pub stack: Vec<StackFrame>,
     /// Raised after the poll had already returned: the watchdog did not get to run during it (an
     /// overloaded host). Its duration is exact; what it was doing is unknown.
@@ -295,6 +409,7 @@ impl Stall {
             syscall: None,
             fd_target: None,
             cpu_percent: 0,
+            frames: Vec::new(),
             blocking_site: None,
             blocking_function: None,
             call: None,
@@ -326,6 +441,19 @@ pub enum Event {
         /// that computed but had little CPU when first seen on an overloaded host).
         category: Option<StallCategory>,
     },
+    /// Another look at a stall that goes on (taken at 2, 4 and 8 times the threshold): one stack
+    /// is one instant, and a poll can be caught in the loop around a blocking call, or computing
+    /// before it blocks. Readers keep the most telling look (`crate::stall`).
+    StallLook {
+        /// The [`Stall::id`].
+        id: u64,
+        /// What the kernel's view of the thread said at this look.
+        category: StallCategory,
+        /// The stack at this look, as in [`Stall::frames`].
+        frames: Vec<u64>,
+        /// The symbolized stack, filled in by readers.
+        stack: Vec<StackFrame>,
+    },
 }
 
 /// Last frame of a complete recording.
@@ -344,6 +472,10 @@ pub struct Footer {
 pub enum Frame {
     /// Always first.
     Header(Header),
+    /// The runtime, once known (at most once).
+    Runtime(RuntimeDecl),
+    /// New loaded modules, before the first stack that points into them.
+    Modules(Vec<ModuleDecl>),
     /// New spawn sites.
     Sites(Vec<SiteDecl>),
     /// New worker threads.

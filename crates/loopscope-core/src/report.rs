@@ -14,18 +14,18 @@ use serde::Serialize;
 
 use crate::dist::{DistAcc, Summary};
 use crate::format::{Completeness, ReadError, Reader};
-use crate::model::{
-    Event, Flavor, Footer, Frame, Header, Interval, SiteDecl, Stall, StallCategory, WorkerDecl, check_declared_in_order,
-};
+use crate::model::{Event, Flavor, Footer, Frame, Header, Interval, SiteDecl, Stall, StallCategory, WorkerDecl};
+use crate::resolve::Resolver;
+use crate::stall::{Closed, Origin, StallTracker};
 use crate::units::{duration_ns, fmt_duration, opt_duration_ns};
 use crate::workload::{Metric, WorkloadResult};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Version of the JSON report schema. Bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
-/// Events kept in memory by the aggregator; more are counted, not kept.
-pub const MAX_EVENTS: usize = 10_000;
+/// Distinct recorder error messages kept by the aggregator; more are counted, not kept.
+pub const MAX_ERRORS: usize = 1_000;
 
 #[derive(Clone, Debug, Default)]
 struct Acc {
@@ -62,12 +62,13 @@ pub struct Aggregator {
     global_queue_sum: u64,
     local_queue_max: u64,
     blocking_threads_max: u64,
-    events: Vec<Event>,
-    events_dropped: u64,
+    /// Recorder errors, each once, in the order met.
+    errors: Vec<String>,
+    errors_dropped: u64,
     workload: Option<WorkloadResult>,
     footer: Option<Footer>,
     stalls: BTreeMap<StallKey, StallAcc>,
-    open_stalls: HashMap<u64, (StallKey, u64)>,
+    tracker: StallTracker,
     detection_sum_ns: u64,
     detection_max_ns: u64,
     stall_count: u64,
@@ -81,6 +82,8 @@ struct StallAcc {
     count: u64,
     closed: u64,
     late: u64,
+    /// Counted by the recorder past its budget of stall events, not recorded one by one.
+    unrecorded: u64,
     total_ns: u64,
     max_ns: u64,
     syscall: Option<String>,
@@ -88,9 +91,6 @@ struct StallAcc {
     call: Option<String>,
     blocking_function: Option<String>,
 }
-
-/// Open stalls kept while waiting for their end; more are counted as never ended.
-const MAX_OPEN_STALLS: usize = 10_000;
 
 impl Aggregator {
     /// Starts from a recording's header.
@@ -110,12 +110,12 @@ impl Aggregator {
             global_queue_sum: 0,
             local_queue_max: 0,
             blocking_threads_max: 0,
-            events: Vec::new(),
-            events_dropped: 0,
+            errors: Vec::new(),
+            errors_dropped: 0,
             workload: None,
             footer: None,
             stalls: BTreeMap::new(),
-            open_stalls: HashMap::new(),
+            tracker: StallTracker::default(),
             detection_sum_ns: 0,
             detection_max_ns: 0,
             stall_count: 0,
@@ -123,11 +123,15 @@ impl Aggregator {
     }
 
     fn push_stall_begin(&mut self, s: &Stall) {
+        if !self.tracker.begin(s) {
+            // Inside `block_in_place`: the worker had been handed over; not a stall.
+            return;
+        }
         if let Some(acc) = s.site.and_then(|i| self.site_acc.get_mut(i as usize)) {
             acc.stalls += 1;
         }
         let key = (s.blocking_site.clone(), s.category, s.site);
-        let acc = self.stalls.entry(key.clone()).or_default();
+        let acc = self.stalls.entry(key).or_default();
         acc.count += 1;
         acc.late += u64::from(s.late);
         acc.syscall.clone_from(&s.syscall);
@@ -135,11 +139,7 @@ impl Aggregator {
         acc.call.clone_from(&s.call);
         acc.blocking_function.clone_from(&s.blocking_function);
         // A stall lasts at least until it was detected; the end event gives the full duration.
-        let at_least = s.detected_ns.saturating_sub(s.started_ns);
-        acc.max_ns = acc.max_ns.max(at_least);
-        if self.open_stalls.len() < MAX_OPEN_STALLS {
-            self.open_stalls.insert(s.id, (key, at_least));
-        }
+        acc.max_ns = acc.max_ns.max(s.detected_ns.saturating_sub(s.started_ns));
         self.stall_count += 1;
         let threshold = self.header.stall_threshold_ns.unwrap_or(0);
         let latency = s.detected_ns.saturating_sub(s.started_ns.saturating_add(threshold));
@@ -147,69 +147,84 @@ impl Aggregator {
         self.detection_max_ns = self.detection_max_ns.max(latency);
     }
 
-    fn push_stall_end(&mut self, id: u64, duration_ns: u64, category: Option<StallCategory>) {
-        let Some((mut key, _)) = self.open_stalls.remove(&id) else { return };
-        if let Some(c) = category
-            && c != key.1
-        {
-            // Reclassified over its whole duration: move it to its group.
+    fn push_stall_end(&mut self, closed: Closed) {
+        let s = &closed.stall;
+        let mut key = (s.blocking_site.clone(), closed.raised, s.site);
+        if closed.category != closed.raised {
+            // Reclassified by a later look or over its whole duration: move it to its group.
             if let Some(old) = self.stalls.get_mut(&key) {
                 old.count -= 1;
+                old.late -= u64::from(s.late);
                 let details = old.clone();
                 if old.count == 0 {
                     self.stalls.remove(&key);
                 }
-                key.1 = c;
-                self.stalls
-                    .entry(key.clone())
-                    .or_insert_with(|| StallAcc { count: 0, closed: 0, late: 0, total_ns: 0, max_ns: 0, ..details })
-                    .count += 1;
+                key.1 = closed.category;
+                let new = self.stalls.entry(key.clone()).or_insert_with(|| StallAcc {
+                    count: 0,
+                    closed: 0,
+                    late: 0,
+                    unrecorded: 0,
+                    total_ns: 0,
+                    max_ns: 0,
+                    ..details
+                });
+                new.count += 1;
+                new.late += u64::from(s.late);
             }
         }
         if let Some(acc) = self.stalls.get_mut(&key) {
             acc.closed += 1;
-            acc.total_ns += duration_ns;
-            acc.max_ns = acc.max_ns.max(duration_ns);
+            acc.total_ns += closed.duration_ns;
+            acc.max_ns = acc.max_ns.max(closed.duration_ns);
         }
     }
 
-    /// Folds in one frame. An error describes a frame that contradicts what came before.
-    pub fn push(&mut self, frame: &Frame) -> Result<(), String> {
+    /// Folds in one frame (validated, as a [`Reader`] hands them out, and resolved, for stalls to
+    /// name their blocking sites). An error describes a histogram that does not decode.
+    pub fn push(&mut self, frame: &Frame) -> Result<(), AggregateError> {
         match frame {
-            Frame::Header(_) => return Err("a second header frame".into()),
+            Frame::Header(_) | Frame::Modules(_) => {}
+            Frame::Runtime(r) => self.header.apply_runtime(r),
             Frame::Sites(s) => {
-                for d in s {
-                    check_declared_in_order("site", d.id, self.sites.len())?;
-                    self.sites.push(d.clone());
-                    self.site_acc.push(Acc::default());
-                }
+                self.sites.extend(s.iter().cloned());
+                self.site_acc.resize_with(self.sites.len(), Acc::default);
             }
             Frame::Workers(w) => {
-                for d in w {
-                    check_declared_in_order("worker", d.id, self.workers.len())?;
-                    self.workers.push(d.clone());
-                    self.worker_acc.push(Acc::default());
-                }
+                self.workers.extend(w.iter().cloned());
+                self.worker_acc.resize_with(self.workers.len(), Acc::default);
             }
-            Frame::Interval(i) => self.push_interval(i)?,
-            Frame::Event(e) => {
-                match e {
-                    Event::StallBegin(s) => self.push_stall_begin(s),
-                    Event::StallEnd { id, duration_ns, category } => {
-                        self.push_stall_end(*id, *duration_ns, *category);
+            Frame::Interval(i) => self.push_interval(i).map_err(AggregateError)?,
+            Frame::Event(e) => match e {
+                Event::StallBegin(s) => self.push_stall_begin(s),
+                Event::StallLook { id, category, stack, .. } => self.tracker.look(*id, *category, stack),
+                Event::StallEnd { id, duration_ns, category } => {
+                    if let Some(closed) = self.tracker.end(*id, *duration_ns, *category) {
+                        self.push_stall_end(closed);
                     }
-                    Event::RecorderError { .. } => {}
                 }
-                if self.events.len() < MAX_EVENTS {
-                    self.events.push(e.clone());
-                } else {
-                    self.events_dropped += 1;
-                }
-            }
+                Event::RecorderError { message, .. } => self.error(message),
+            },
             Frame::Workload(w) => self.workload = Some((**w).clone()),
-            Frame::Footer(f) => self.footer = Some(f.clone()),
+            Frame::Footer(f) => {
+                for e in &f.errors {
+                    self.error(e);
+                }
+                self.footer = Some(f.clone());
+            }
         }
         Ok(())
+    }
+
+    fn error(&mut self, message: &str) {
+        if self.errors.iter().any(|e| e == message) {
+            return;
+        }
+        if self.errors.len() < MAX_ERRORS {
+            self.errors.push(message.to_string());
+        } else {
+            self.errors_dropped += 1;
+        }
     }
 
     fn push_interval(&mut self, i: &Interval) -> Result<(), String> {
@@ -232,6 +247,18 @@ impl Aggregator {
             self.runtime.add(w.slow_polls, &w.poll, &w.sched).map_err(ctx)?;
         }
         self.lag.add_dist(&i.lag).map_err(|e| ctx(format!("lag probe histogram: {e}")))?;
+        for t in &i.stall_tally {
+            if let Some(acc) = t.site.and_then(|s| self.site_acc.get_mut(s as usize)) {
+                acc.stalls += t.count;
+            }
+            let acc = self.stalls.entry((None, t.category, t.site)).or_default();
+            acc.count += t.count;
+            acc.closed += t.count;
+            acc.unrecorded += t.count;
+            acc.total_ns += t.total_ns;
+            acc.max_ns = acc.max_ns.max(t.max_ns);
+            self.stall_count += t.count;
+        }
         self.intervals += 1;
         self.first_start_ns.get_or_insert(i.start_ns);
         self.last_end_ns = self.last_end_ns.max(i.end_ns);
@@ -328,24 +355,22 @@ impl Aggregator {
             })
             .collect();
         sites.sort_by(|a, b| b.busy.cmp(&a.busy).then(b.polls.cmp(&a.polls)).then(a.id.cmp(&b.id)));
-        let mut errors: Vec<String> = self.footer.as_ref().map(|f| f.errors.clone()).unwrap_or_default();
-        for e in &self.events {
-            if let Event::RecorderError { message, .. } = e
-                && !errors.contains(message)
-            {
-                errors.push(message.clone());
-            }
-        }
+        let errors = self.errors.clone();
         let site_name = |id: Option<u32>| id.and_then(|i| self.sites.get(i as usize)).map(SiteDecl::location);
+        let open = self.tracker.open();
         let mut stalls: Vec<StallGroup> = self
             .stalls
             .iter()
             .map(|(key, acc)| {
                 let (blocking_site, category, site) = key;
                 // Stalls still open at the end count with the time they were known to last.
-                let open_ns: u64 =
-                    self.open_stalls.values().filter(|(k, _)| k == key).map(|(_, at_least)| *at_least).sum();
+                let open_ns: u64 = open
+                    .iter()
+                    .filter(|s| (&s.blocking_site, s.category, s.site) == (blocking_site, *category, *site))
+                    .map(|s| s.detected_ns.saturating_sub(s.started_ns))
+                    .sum();
                 StallGroup {
+                    origin: Origin::of(*category, acc.late == acc.count && acc.count > 0, blocking_site.is_some()),
                     blocking_site: blocking_site.clone(),
                     blocking_function: acc.blocking_function.clone(),
                     call: acc.call.clone(),
@@ -354,6 +379,7 @@ impl Aggregator {
                     count: acc.count,
                     unfinished: acc.count - acc.closed,
                     late: acc.late,
+                    unrecorded: acc.unrecorded,
                     total: Duration::from_nanos(acc.total_ns + open_ns),
                     max: Duration::from_nanos(acc.max_ns),
                     syscall: acc.syscall.clone(),
@@ -361,7 +387,8 @@ impl Aggregator {
                 }
             })
             .collect();
-        stalls.sort_by(|a, b| b.total.cmp(&a.total).then(b.count.cmp(&a.count)));
+        // The program's faults first, then what could not be tied to a line, then the host's.
+        stalls.sort_by(|a, b| a.origin.cmp(&b.origin).then(b.total.cmp(&a.total)).then(b.count.cmp(&a.count)));
         let h = &self.header;
         Report {
             schema_version: SCHEMA_VERSION,
@@ -384,7 +411,7 @@ impl Aggregator {
                 stall_threshold: h.stall_threshold_ns.map(Duration::from_nanos),
                 completeness,
                 skipped_frames,
-                events_dropped: self.events_dropped,
+                events_dropped: self.errors_dropped,
             },
             runtime,
             workers,
@@ -392,24 +419,38 @@ impl Aggregator {
             stalls,
             workload: self.workload.as_ref().map(WorkloadReport::from),
             errors,
+            notes: Vec::new(),
         }
     }
 }
 
 impl Report {
     /// Reads a recording file and aggregates it, streaming (memory independent of its length).
+    /// Stacks are not symbolized: see [`Report::from_file_with`].
     pub fn from_file(path: impl AsRef<Path>) -> Result<Report, ReadError> {
-        Report::from_reader(Reader::open(path)?)
+        Report::from_reader(Reader::open(path)?, &mut Resolver::addresses_only())
+    }
+
+    /// Reads a recording file, symbolizing its stacks with `resolver` so that stalls name their
+    /// blocking lines.
+    pub fn from_file_with(path: impl AsRef<Path>, resolver: &mut Resolver) -> Result<Report, ReadError> {
+        Report::from_reader(Reader::open(path)?, resolver)
     }
 
     /// Aggregates the rest of an opened recording.
-    pub fn from_reader<R: Read>(mut reader: Reader<R>) -> Result<Report, ReadError> {
+    pub fn from_reader<R: Read>(mut reader: Reader<R>, resolver: &mut Resolver) -> Result<Report, ReadError> {
         let mut agg = Aggregator::new(reader.header().clone());
         let path = reader.path().to_path_buf();
         let completeness = reader.read_rest(|at, frame| {
-            agg.push(&frame).map_err(|reason| ReadError::Corrupt { path: path.clone(), offset: at, reason })
+            agg.push(&resolver.frame(frame)).map_err(|e| ReadError::Corrupt {
+                path: path.clone(),
+                offset: at,
+                reason: e.0,
+            })
         })?;
-        Ok(agg.report(completeness, reader.skipped_frames()))
+        let mut report = agg.report(completeness, reader.skipped_frames());
+        report.notes = resolver.notes();
+        Ok(report)
     }
 }
 
@@ -459,6 +500,9 @@ pub struct StallTotals {
 /// Stalls of one kind at one place.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StallGroup {
+    /// Whose fault: the program's (a line was named), the host's (preempted, or seen too late
+    /// to look), or unattributed. Host stalls never fail a gate or a test.
+    pub origin: Origin,
     /// The line in the program's own code that blocked (`file:line`), when the stack was captured.
     pub blocking_site: Option<String>,
     /// The function at the blocking site.
@@ -475,6 +519,8 @@ pub struct StallGroup {
     pub unfinished: u64,
     /// Stalls raised only after their poll returned (the watchdog was not scheduled in time).
     pub late: u64,
+    /// Stalls the recorder only counted (past its budget of stall events): no stack, no line.
+    pub unrecorded: u64,
     /// Total time the worker was blocked.
     #[serde(rename = "total_ns", with = "duration_ns")]
     pub total: Duration,
@@ -619,7 +665,7 @@ pub struct RecordingInfo {
     pub completeness: Completeness,
     /// Frames skipped because they were written by a newer loopscope.
     pub skipped_frames: u64,
-    /// Events beyond the in-memory limit (counted, not kept).
+    /// Distinct recorder error messages beyond [`MAX_ERRORS`] (counted, not listed).
     pub events_dropped: u64,
 }
 
@@ -679,7 +725,15 @@ pub struct Report {
     pub workload: Option<WorkloadReport>,
     /// Errors the recorder reported.
     pub errors: Vec<String>,
+    /// What the reader could not do (a binary missing or changed since the recording, no line
+    /// tables), for the user.
+    pub notes: Vec<String>,
 }
+
+/// A frame the aggregator cannot fold in (a histogram that does not decode).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AggregateError(pub String);
 
 impl Report {
     /// The report as pretty JSON.

@@ -6,6 +6,7 @@ use loopscope_core::dist::DistAcc;
 use loopscope_core::format::{Completeness, FRAME_HEADER_LEN, PREAMBLE_LEN, ReadError, Reader, Recording, Writer};
 use loopscope_core::model::*;
 use loopscope_core::report::Report;
+use loopscope_core::resolve::Resolver;
 use loopscope_core::workload::WorkloadResult;
 
 fn header() -> Header {
@@ -65,9 +66,17 @@ fn frames() -> Vec<Frame> {
                     sched: dist(1, 3),
                 },
             ],
-            workers: vec![WorkerInterval { worker: 0, slow_polls: 2, poll: dist(500, 55), sched: dist(1, 43) }],
+            workers: vec![WorkerInterval {
+                worker: 0,
+                slow_polls: 2,
+                poll: dist(500, 55),
+                sched: dist(1, 43),
+                cpu_ns: 900_000_000,
+                run_delay_ns: 5_000_000,
+            }],
             gauges: Gauges { alive_tasks: 3, global_queue: i, local_queues: vec![1, 2], ..Gauges::default() },
             lag: dist(700, 5),
+            stall_tally: vec![],
         })));
     }
     v.push(Frame::Event(Event::RecorderError { at_ns: 5, message: "a test error".into() }));
@@ -92,7 +101,7 @@ fn small_recording() -> (Vec<u8>, Vec<u64>) {
 }
 
 fn read_bytes(bytes: &[u8]) -> Result<Recording, ReadError> {
-    Recording::from_reader(Reader::new(bytes, "mem.loopscope")?)
+    Recording::from_reader(Reader::new(bytes, "mem.loopscope")?, None)
 }
 
 #[test]
@@ -142,7 +151,9 @@ fn every_cut_point_recovers_the_complete_prefix_without_panicking() {
             assert_eq!(*at_byte, last_complete, "cut at {cut}");
         }
         // The streaming report agrees with the recovered prefix.
-        let report = Report::from_reader(Reader::new(&bytes[..cut as usize], "mem").unwrap()).unwrap();
+        let report =
+            Report::from_reader(Reader::new(&bytes[..cut as usize], "mem").unwrap(), &mut Resolver::addresses_only())
+                .unwrap();
         assert_eq!(report.recording.intervals as usize, rec.intervals.len());
         assert_eq!(report.recording.completeness, rec.completeness);
     }
@@ -204,14 +215,15 @@ fn a_valid_frame_that_names_an_undeclared_site_is_corruption() {
     let err = read_bytes(&bytes).unwrap_err();
     assert_eq!(err.offset(), Some(at));
     assert!(err.to_string().contains("undeclared site 7"), "{err}");
-    let err = Report::from_reader(Reader::new(&bytes[..], "mem").unwrap()).unwrap_err();
+    let err =
+        Report::from_reader(Reader::new(&bytes[..], "mem").unwrap(), &mut Resolver::addresses_only()).unwrap_err();
     assert!(err.to_string().contains("undeclared site 7"), "{err}");
 }
 
 #[test]
 fn the_report_sums_intervals() {
     let (bytes, _) = small_recording();
-    let report = Report::from_reader(Reader::new(&bytes[..], "mem").unwrap()).unwrap();
+    let report = Report::from_reader(Reader::new(&bytes[..], "mem").unwrap(), &mut Resolver::addresses_only()).unwrap();
     assert_eq!(report.recording.intervals, 3);
     assert_eq!(report.sites.len(), 2);
     let main = report.site("src/main.rs:10").unwrap();
@@ -224,9 +236,6 @@ fn the_report_sums_intervals() {
     assert_eq!(report.runtime.lag.count, 3 * dist(700, 5).count);
     assert_eq!(report.errors, vec!["a test error".to_string()]);
     assert_eq!(report.workload.as_ref().unwrap().distributions[0].name, "timer_lateness");
-    let text = report.to_text(10);
-    assert!(text.contains("src/main.rs:10:5"), "{text}");
-    assert!(text.contains("timer_lateness"), "{text}");
 }
 
 #[test]
@@ -273,6 +282,7 @@ fn the_trace_export_draws_ended_and_unfinished_stalls_on_their_workers() {
         syscall: None,
         fd_target: None,
         cpu_percent: 99,
+        frames: vec![],
         blocking_site: Some("src/lib.rs:120".into()),
         blocking_function: Some("prog::spin".into()),
         call: None,
@@ -295,7 +305,12 @@ fn the_trace_export_draws_ended_and_unfinished_stalls_on_their_workers() {
     }
     let bytes = w.into_inner();
     let mut out = Vec::new();
-    let stats = loopscope_core::export::write_trace(Reader::new(&bytes[..], "mem").unwrap(), &mut out).unwrap();
+    let stats = loopscope_core::export::write_trace(
+        Reader::new(&bytes[..], "mem").unwrap(),
+        &mut Resolver::addresses_only(),
+        &mut out,
+    )
+    .unwrap();
     assert_eq!((stats.stalls, stats.unfinished, stats.intervals, stats.truncated), (2, 1, 3, true));
     let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let slices: Vec<&serde_json::Value> =

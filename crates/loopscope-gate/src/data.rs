@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use loopscope_core::format::{Completeness, ReadError, Reader};
 use loopscope_core::model::{Frame, Header, Interval, SiteDecl};
 use loopscope_core::report::{Aggregator, StallGroup};
+use loopscope_core::resolve::Resolver;
 use loopscope_core::workload::WorkloadResult;
 
 /// Why recordings cannot be compared.
@@ -60,18 +61,24 @@ pub struct Run {
 }
 
 impl Run {
-    /// Reads one complete recording.
-    pub fn read(path: &Path) -> Result<Run, InputError> {
+    /// Reads one complete recording, symbolizing its stall stacks with `resolver` (stall rules
+    /// match blocking calls by function).
+    pub fn read(path: &Path, resolver: &mut Resolver) -> Result<Run, InputError> {
         if !path.exists() {
             return Err(InputError::Missing(path.into()));
         }
         let mut reader = Reader::open(path)?;
-        let header = reader.header().clone();
-        let mut agg = Aggregator::new(header.clone());
+        let mut agg = Aggregator::new(reader.header().clone());
         let mut intervals = Vec::new();
         let mut workload = None;
+        resolver.reset();
         let completeness = reader.read_rest(|at, frame| {
-            agg.push(&frame).map_err(|reason| ReadError::Corrupt { path: path.into(), offset: at, reason })?;
+            let frame = resolver.frame(frame);
+            agg.push(&frame).map_err(|e| ReadError::Corrupt {
+                path: path.into(),
+                offset: at,
+                reason: e.to_string(),
+            })?;
             match frame {
                 Frame::Interval(i) => intervals.push(*i),
                 Frame::Workload(w) => workload = Some(*w),
@@ -83,11 +90,12 @@ impl Run {
             return Err(InputError::Incomplete { path: path.into(), reason: format!("{reason} at byte {at_byte}") });
         }
         let report = agg.report(Completeness::Complete, reader.skipped_frames());
+        let header = reader.header().clone();
         Ok(Run { path: path.into(), header, sites: agg.sites().to_vec(), intervals, workload, stalls: report.stalls })
     }
 
     /// Reads every recording named: files, and the `*.loopscope` files of directories (sorted).
-    pub fn read_all(paths: &[PathBuf]) -> Result<Vec<Run>, InputError> {
+    pub fn read_all(paths: &[PathBuf], resolver: &mut Resolver) -> Result<Vec<Run>, InputError> {
         let mut files = Vec::new();
         for p in paths {
             if p.is_dir() {
@@ -105,7 +113,7 @@ impl Run {
                 files.push(p.clone());
             }
         }
-        files.iter().map(|f| Run::read(f)).collect()
+        files.iter().map(|f| Run::read(f, resolver)).collect()
     }
 }
 

@@ -67,6 +67,7 @@ fn main() {
             workers: vec![],
             gauges: Gauges { alive_tasks: 100_000, ..Gauges::default() },
             lag: DistAcc::new().to_dist(),
+            stall_tally: vec![],
         })));
     }
     let mut app = App::new(t, Source::Replay("scale".into()));

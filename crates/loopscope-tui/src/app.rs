@@ -425,7 +425,7 @@ impl App {
 
     /// Starts over with an empty timeline (a reconnect resends the session so far).
     pub fn reset(&mut self) {
-        self.timeline = Timeline::default();
+        self.timeline.reset();
         self.cache = None;
         self.rows.clear();
         self.cursor = None;

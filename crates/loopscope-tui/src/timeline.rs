@@ -5,6 +5,8 @@
 use std::collections::VecDeque;
 
 use loopscope_core::model::{Event, Frame, Header, Interval, SiteDecl, Stall, StallCategory, WorkerDecl};
+use loopscope_core::resolve::Resolver;
+use loopscope_core::stall::StallTracker;
 
 /// One stall, its start and (once the poll returned) its end merged.
 #[derive(Clone, Debug)]
@@ -18,7 +20,7 @@ pub struct StallView {
 }
 
 /// The session so far.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Timeline {
     /// The header, once known.
     pub header: Option<Header>,
@@ -38,6 +40,30 @@ pub struct Timeline {
     pub errors: Vec<String>,
     /// Whether the session ended (footer seen).
     pub finished: bool,
+    /// Symbolizes stall stacks as they arrive (live sessions); a recording read whole comes
+    /// symbolized already.
+    resolver: Option<Resolver>,
+    /// Pairs stalls' begins, looks and ends.
+    tracker: StallTracker,
+}
+
+impl Clone for Timeline {
+    /// A copy of the data; the copy symbolizes nothing further.
+    fn clone(&self) -> Self {
+        Timeline {
+            header: self.header.clone(),
+            sites: self.sites.clone(),
+            workers: self.workers.clone(),
+            intervals: self.intervals.clone(),
+            dropped_intervals: self.dropped_intervals,
+            dropped_spawned: self.dropped_spawned.clone(),
+            stalls: self.stalls.clone(),
+            errors: self.errors.clone(),
+            finished: self.finished,
+            resolver: None,
+            tracker: self.tracker.clone(),
+        }
+    }
 }
 
 impl Timeline {
@@ -45,6 +71,25 @@ impl Timeline {
     pub const MAX_INTERVALS: usize = 3600;
     /// Stalls kept.
     pub const MAX_STALLS: usize = 10_000;
+
+    /// An empty timeline whose live frames' stacks are symbolized with `resolver`.
+    pub fn with_resolver(resolver: Resolver) -> Self {
+        Timeline { resolver: Some(resolver), ..Timeline::default() }
+    }
+
+    /// Starts over (a new live connection resends the session), keeping the resolver.
+    pub fn reset(&mut self) {
+        let mut resolver = self.resolver.take();
+        if let Some(r) = &mut resolver {
+            r.reset();
+        }
+        *self = Timeline { resolver, ..Timeline::default() };
+    }
+
+    /// What the symbolizer wants the user to know (a binary missing or changed, no line tables).
+    pub fn notes(&self) -> Vec<String> {
+        self.resolver.as_ref().map(Resolver::notes).unwrap_or_default()
+    }
 
     /// A timeline holding every frame of a recording.
     pub fn from_frames(frames: impl IntoIterator<Item = Frame>) -> Self {
@@ -59,6 +104,7 @@ impl Timeline {
     pub fn from_recording(rec: loopscope_core::format::Recording) -> Self {
         let mut t = Timeline::default();
         t.push(Frame::Header(rec.header));
+        t.push(Frame::Modules(rec.modules));
         t.push(Frame::Sites(rec.sites));
         t.push(Frame::Workers(rec.workers));
         for i in rec.intervals {
@@ -73,8 +119,18 @@ impl Timeline {
 
     /// Folds in one frame.
     pub fn push(&mut self, frame: Frame) {
+        let frame = match &mut self.resolver {
+            Some(r) => r.frame(frame),
+            None => frame,
+        };
         match frame {
             Frame::Header(h) => self.header = Some(h),
+            Frame::Runtime(r) => {
+                if let Some(h) = &mut self.header {
+                    h.apply_runtime(&r);
+                }
+            }
+            Frame::Modules(_) => {}
             Frame::Sites(s) => self.sites.extend(s),
             Frame::Workers(w) => self.workers.extend(w),
             Frame::Interval(i) => {
@@ -87,17 +143,20 @@ impl Timeline {
                 self.intervals.push_back(*i);
             }
             Frame::Event(Event::StallBegin(s)) => {
+                if !self.tracker.begin(&s) {
+                    return;
+                }
                 if self.stalls.len() == Self::MAX_STALLS {
                     self.stalls.pop_front();
                 }
                 self.stalls.push_back(StallView { category: s.category, stall: s, duration_ns: None });
             }
+            Frame::Event(Event::StallLook { id, category, stack, .. }) => self.tracker.look(id, category, &stack),
             Frame::Event(Event::StallEnd { id, duration_ns, category }) => {
+                let Some(closed) = self.tracker.end(id, duration_ns, category) else { return };
                 if let Some(v) = self.stalls.iter_mut().rev().find(|v| v.stall.id == id) {
-                    v.duration_ns = Some(duration_ns);
-                    if let Some(c) = category {
-                        v.category = c;
-                    }
+                    v.duration_ns = Some(closed.duration_ns);
+                    v.category = closed.category;
                 }
             }
             Frame::Event(Event::RecorderError { message, .. }) => self.errors.push(message),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use loopscope::Session;
 use loopscope::core::format::Recording;
 use loopscope::core::model::{Event, StallCategory};
+use loopscope::core::resolve::Resolver;
 
 static LINE: AtomicU32 = AtomicU32::new(0);
 
@@ -173,23 +174,20 @@ fn main() {
         });
         drop(rt);
         session.finish().unwrap();
-        let rec = Recording::read(&path).unwrap();
-        let mut begins = Vec::new();
-        let mut ends = std::collections::HashMap::new();
+        let mut resolver = Resolver::new(loopscope_symbols::Symbolizer::boxed());
+        let rec = Recording::read_with(&path, &mut resolver).unwrap();
         for e in &rec.events {
-            match e {
-                Event::StallBegin(s) => begins.push(s.clone()),
-                Event::StallEnd { id, duration_ns, category } => {
-                    ends.insert(*id, (*duration_ns, *category));
-                }
-                Event::RecorderError { message, .. } => eprintln!("recorder error: {message}"),
+            if let Event::RecorderError { message, .. } = e {
+                eprintln!("recorder error: {message}");
             }
         }
+        let begins = loopscope::core::stall::pair(&rec.events);
         let (mut right_cat, mut right_site) = (0, 0);
         let (mut dur_err, mut latency) = (Vec::new(), Vec::new());
-        for s in &begins {
-            let (d, refined) = ends.get(&s.id).copied().unwrap_or((0, None));
-            if refined.unwrap_or(s.category) == sc.category {
+        for p in &begins {
+            let s = &p.stall;
+            let d = p.duration_ns.unwrap_or(0);
+            if p.category == sc.category {
                 right_cat += 1;
             }
             let line = lines.first().map_or(0, |l| l.0);

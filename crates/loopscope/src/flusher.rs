@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use loopscope_core::dist::DistAcc;
 use loopscope_core::format::{Completeness, Writer};
 use loopscope_core::model::{
-    Event, FORMAT_VERSION, Flavor, Footer, Frame, Gauges, Header, Interval, SiteInterval, WorkerInterval,
+    Event, FORMAT_VERSION, Flavor, Footer, Frame, Gauges, Header, Interval, ModuleDecl, RuntimeDecl, SiteInterval,
+    WorkerInterval,
 };
 use loopscope_core::report::{Aggregator, Report};
 use loopscope_core::workload::WorkloadResult;
@@ -29,6 +30,11 @@ pub(crate) enum Cmd {
     Workload(Box<WorkloadResult>),
     /// An event to write at once (a stall, from the watchdog).
     Event(Box<Event>),
+    /// Loaded modules the next stacks point into.
+    Modules(Vec<ModuleDecl>),
+    /// The process is exiting (`std::process::exit`): write what was measured and the footer
+    /// now, then say so. Threads are not joined: the process ends right after.
+    Exit(SyncSender<()>),
     Finish,
 }
 
@@ -46,8 +52,6 @@ pub(crate) struct Meta {
 }
 
 enum Sink {
-    /// Not opened yet (the header needs the runtime's flavor, known after the first poll).
-    Pending(File),
     Open(Writer<File>),
     None,
 }
@@ -56,9 +60,14 @@ pub(crate) struct Flusher {
     shared: Arc<Shared>,
     meta: Meta,
     sink: Sink,
-    agg: Option<Aggregator>,
-    pending: Vec<Frame>,
+    agg: Aggregator,
+    /// Whether the runtime has been declared (it is known once its first task is polled).
+    runtime_declared: bool,
+    /// Whether the footer has been written (at the end, or when the process exits).
+    finished: bool,
     prev: HashMap<(u32, u32), PrevCells>,
+    /// Per worker: its CPU time and run-queue delay at the last interval.
+    prev_sched: HashMap<u32, (u64, u64)>,
     prev_spawned: Vec<u64>,
     prev_finished: Vec<u64>,
     sites_declared: usize,
@@ -68,31 +77,41 @@ pub(crate) struct Flusher {
 }
 
 impl Flusher {
+    /// Opens the recording and writes its header, so that a program that ends at once (or is
+    /// killed) still leaves a readable file.
     pub(crate) fn new(shared: Arc<Shared>, meta: Meta) -> Self {
+        let header = header(&shared, &meta);
         let sink = match &meta.path {
             None => Sink::None,
-            Some(path) => match File::create(path) {
-                Ok(f) => Sink::Pending(f),
+            Some(path) => match create_private(path)
+                .map_err(|e| e.to_string())
+                .and_then(|f| Writer::new(f, &header).map_err(|e| e.to_string()))
+            {
+                Ok(w) => Sink::Open(w),
                 Err(e) => {
                     shared.report_error(format!("cannot create recording {}: {e}", path.display()));
                     Sink::None
                 }
             },
         };
-        Flusher {
+        let mut f = Flusher {
             shared,
             meta,
             sink,
-            agg: None,
-            pending: Vec::new(),
+            agg: Aggregator::new(header.clone()),
+            runtime_declared: false,
+            finished: false,
             prev: HashMap::new(),
+            prev_sched: HashMap::new(),
             prev_spawned: Vec::new(),
             prev_finished: Vec::new(),
             sites_declared: 0,
             workers_declared: 0,
             index: 0,
             interval_start_ns: 0,
-        }
+        };
+        f.send_live(Frame::Header(header));
+        f
     }
 
     /// Runs until told to finish; returns the final report.
@@ -102,14 +121,19 @@ impl Flusher {
             let timeout = next.saturating_duration_since(Instant::now());
             match rx.recv_timeout(timeout) {
                 Ok(Cmd::Workload(w)) => self.guarded(|f| f.emit(Frame::Workload(w))),
+                Ok(Cmd::Modules(m)) => self.guarded(|f| f.emit(Frame::Modules(m))),
                 Ok(Cmd::Event(e)) => self.guarded(|f| {
                     // Declare the sites and workers it names first, so readers can resolve them.
-                    if lock(&f.shared.handle).is_some() {
-                        f.ensure_open();
-                    }
                     f.declare_new();
                     f.emit(Frame::Event(*e));
                 }),
+                Ok(Cmd::Exit(done)) => {
+                    self.guarded(|f| {
+                        f.flush_interval();
+                        f.finish();
+                    });
+                    let _ = done.send(());
+                }
                 Ok(Cmd::Finish) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     next += self.meta.interval;
@@ -122,12 +146,10 @@ impl Flusher {
             }
         }
         self.guarded(|f| {
-            f.ensure_open();
             f.flush_interval();
             f.finish();
         });
-        let agg = self.agg.take().unwrap_or_else(|| Aggregator::new(self.header()));
-        agg.report(Completeness::Complete, 0)
+        self.agg.report(Completeness::Complete, 0)
     }
 
     /// Runs a step, turning a panic into a reported failure that stops recording.
@@ -138,53 +160,19 @@ impl Flusher {
         }
     }
 
-    fn header(&self) -> Header {
-        let handle = lock(&self.shared.handle).clone();
-        let (flavor, workers) = match &handle {
-            Some(h) => (
-                match h.runtime_flavor() {
-                    RuntimeFlavor::CurrentThread => Flavor::CurrentThread,
-                    RuntimeFlavor::MultiThread => Flavor::MultiThread,
-                    _ => Flavor::Unknown,
-                },
-                h.metrics().num_workers() as u32,
-            ),
-            None => (Flavor::Unknown, 0),
-        };
-        Header {
-            format_version: FORMAT_VERSION,
-            loopscope_version: env!("CARGO_PKG_VERSION").into(),
-            flavor,
-            workers,
-            host: hostname(),
-            pid: std::process::id(),
-            start_unix_ns: self.meta.start_unix_ns,
-            command_line: self.meta.command_line.clone(),
-            workload: self.meta.workload.clone(),
-            interval_ns: self.meta.interval.as_nanos() as u64,
-            slow_poll_ns: self.shared.slow_ns,
-            schedule_latency: self.meta.schedule_latency,
-            stall_threshold_ns: self.meta.stall_threshold.map(|t| t.as_nanos() as u64),
-        }
-    }
-
-    /// Opens the recording once the runtime is known (or at the end, whatever is known then).
-    fn ensure_open(&mut self) {
-        if self.agg.is_some() {
+    /// Declares the runtime once its first task has been polled (the handle is known then).
+    fn declare_runtime(&mut self) {
+        if self.runtime_declared {
             return;
         }
-        let header = self.header();
-        self.agg = Some(Aggregator::new(header.clone()));
-        self.send_live(Frame::Header(header.clone()));
-        if let Sink::Pending(file) = std::mem::replace(&mut self.sink, Sink::None) {
-            match Writer::new(file, &header) {
-                Ok(w) => self.sink = Sink::Open(w),
-                Err(e) => self.write_failed(e.to_string()),
-            }
-        }
-        for frame in std::mem::take(&mut self.pending) {
-            self.emit(frame);
-        }
+        let Some(handle) = lock(&self.shared.handle).clone() else { return };
+        let flavor = match handle.runtime_flavor() {
+            RuntimeFlavor::CurrentThread => Flavor::CurrentThread,
+            RuntimeFlavor::MultiThread => Flavor::MultiThread,
+            _ => Flavor::Unknown,
+        };
+        self.runtime_declared = true;
+        self.emit(Frame::Runtime(RuntimeDecl { flavor, workers: handle.metrics().num_workers() as u32 }));
     }
 
     fn write_failed(&mut self, e: String) {
@@ -192,18 +180,15 @@ impl Flusher {
         let message = format!("writing recording {path} failed: {e}; recording to the file stopped");
         self.shared.report_error(message.clone());
         self.sink = Sink::None;
-        if let Some(agg) = &mut self.agg {
-            let _ = agg.push(&Frame::Event(Event::RecorderError { at_ns: self.shared.now_ns(), message }));
-        }
+        let _ = self.agg.push(&Frame::Event(Event::RecorderError { at_ns: self.shared.now_ns(), message }));
     }
 
     /// Writes a frame to the recording and folds it into the report.
     fn emit(&mut self, frame: Frame) {
-        let Some(agg) = &mut self.agg else {
-            self.pending.push(frame);
+        if self.finished {
             return;
-        };
-        if let Err(e) = agg.push(&frame) {
+        }
+        if let Err(e) = self.agg.push(&frame) {
             self.shared.report_error(format!("inconsistent frame dropped: {e}"));
             return;
         }
@@ -219,7 +204,15 @@ impl Flusher {
     /// loses intervals and events; one that would lose a header, a declaration or the footer (its
     /// stream would no longer make sense) is cut off instead, as is one that is gone.
     fn send_live(&mut self, frame: Frame) {
-        let essential = matches!(frame, Frame::Header(_) | Frame::Sites(_) | Frame::Workers(_) | Frame::Footer(_));
+        let essential = matches!(
+            frame,
+            Frame::Header(_)
+                | Frame::Runtime(_)
+                | Frame::Modules(_)
+                | Frame::Sites(_)
+                | Frame::Workers(_)
+                | Frame::Footer(_)
+        );
         self.meta.live.retain(|live| match live.try_send(frame.clone()) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => !essential,
@@ -228,11 +221,12 @@ impl Flusher {
     }
 
     fn flush_interval(&mut self) {
-        if lock(&self.shared.handle).is_some() {
-            self.ensure_open();
+        if self.finished {
+            return;
         }
-        if self.agg.is_none() {
-            // No task has been polled yet: nothing to record, and the header is not known.
+        self.declare_runtime();
+        if !self.runtime_declared {
+            // No task has been polled yet: nothing to record.
             return;
         }
         let end_ns = self.shared.now_ns();
@@ -257,12 +251,15 @@ impl Flusher {
                 acc.2 += dslow;
                 wslow += dslow;
             }
-            if wpoll.count() > 0 || wsched.count() > 0 {
+            let (cpu_ns, run_delay_ns) = self.sched_delta(t);
+            if wpoll.count() > 0 || wsched.count() > 0 || run_delay_ns > 0 {
                 workers.push(WorkerInterval {
                     worker: t.decl.id,
                     slow_polls: wslow,
                     poll: wpoll.to_dist(),
                     sched: wsched.to_dist(),
+                    cpu_ns,
+                    run_delay_ns,
                 });
             }
         }
@@ -295,17 +292,26 @@ impl Flusher {
             workers,
             gauges: self.gauges(),
             lag: self.shared.lag.as_ref().map(|l| std::mem::take(&mut *lock(l)).to_dist()).unwrap_or_default(),
+            stall_tally: self.shared.take_tally(),
         };
         self.index += 1;
         self.interval_start_ns = end_ns;
         self.emit(Frame::Interval(Box::new(interval)));
     }
 
+    /// The CPU time and run-queue delay of a worker since the last interval (both 0 when the
+    /// kernel does not say).
+    fn sched_delta(&mut self, t: &crate::shared::ThreadSlot) -> (u64, u64) {
+        let Some(now) = crate::kernel::schedstat(t.tid) else { return (0, 0) };
+        match self.prev_sched.insert(t.decl.id, now) {
+            Some(prev) => (now.0.saturating_sub(prev.0), now.1.saturating_sub(prev.1)),
+            None => (0, 0),
+        }
+    }
+
     /// Emits declarations of sites and worker threads seen since the last call; returns the threads.
     fn declare_new(&mut self) -> Vec<Arc<crate::shared::ThreadSlot>> {
-        if self.agg.is_none() {
-            return lock(&self.shared.threads).clone();
-        }
+        self.declare_runtime();
         let declared = self.shared.sites.declared();
         if declared > self.sites_declared {
             let new = self.shared.sites.decls_from(self.sites_declared);
@@ -316,8 +322,14 @@ impl Flusher {
         }
         let threads: Vec<_> = lock(&self.shared.threads).clone();
         if threads.len() > self.workers_declared {
-            let new = threads[self.workers_declared..].iter().map(|t| t.decl.clone()).collect();
+            let new: Vec<_> = threads[self.workers_declared..].iter().map(|t| t.decl.clone()).collect();
             self.workers_declared = threads.len();
+            for t in &threads[threads.len() - new.len()..] {
+                // The baseline for the worker's first interval.
+                if let Some(now) = crate::kernel::schedstat(t.tid) {
+                    self.prev_sched.insert(t.decl.id, now);
+                }
+            }
             self.emit(Frame::Workers(new));
         }
         threads
@@ -336,13 +348,43 @@ impl Flusher {
     }
 
     fn finish(&mut self) {
-        self.ensure_open();
+        if self.finished {
+            return;
+        }
+        self.declare_runtime();
         let footer =
             Footer { end_ns: self.shared.now_ns(), intervals: self.index, errors: lock(&self.shared.errors).clone() };
         self.emit(Frame::Footer(footer));
+        self.finished = true;
         // The runtime handle would otherwise keep the runtime's internals alive through the hooks.
         lock(&self.shared.handle).take();
     }
+}
+
+/// The header, as known at install: the runtime is declared later ([`Frame::Runtime`]).
+fn header(shared: &Shared, meta: &Meta) -> Header {
+    Header {
+        format_version: FORMAT_VERSION,
+        loopscope_version: env!("CARGO_PKG_VERSION").into(),
+        flavor: Flavor::Unknown,
+        workers: 0,
+        host: hostname(),
+        pid: std::process::id(),
+        start_unix_ns: meta.start_unix_ns,
+        command_line: meta.command_line.clone(),
+        workload: meta.workload.clone(),
+        interval_ns: meta.interval.as_nanos() as u64,
+        slow_poll_ns: shared.slow_ns,
+        schedule_latency: meta.schedule_latency,
+        stall_threshold_ns: meta.stall_threshold.map(|t| t.as_nanos() as u64),
+    }
+}
+
+/// Creates (or truncates) a recording readable by its owner only: it holds the command line,
+/// source paths and stacks.
+fn create_private(path: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
 }
 
 fn hostname() -> String {

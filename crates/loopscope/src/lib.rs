@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod exit;
 mod fleet;
 mod flusher;
 mod hot;
+mod kernel;
 mod main_macro;
 mod mistakes;
 #[cfg(feature = "otlp")]
@@ -14,14 +16,12 @@ pub mod serve;
 mod session;
 mod shared;
 mod stack;
-mod symbolizer;
 mod watchdog;
 
 pub use loopscope_core as core;
 pub use loopscope_core::report::Report;
 pub use loopscope_core::workload::WorkloadResult;
 pub use session::{Error, Profile, Session, SessionBuilder};
-pub use symbolizer::run_helper as run_symbolizer_helper;
 
 /// Runs an `async fn` on a tokio runtime with the recorder installed from the environment: a
 /// drop-in for `#[tokio::main]`, with the same arguments (`flavor`, `worker_threads`,

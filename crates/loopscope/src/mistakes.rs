@@ -61,6 +61,7 @@ fn on_panic(info: &PanicHookInfo<'_>) {
         syscall: None,
         fd_target: None,
         cpu_percent: 0,
+        frames: Vec::new(),
         blocking_site: info.location().map(|l| format!("{}:{}", l.file(), l.line())),
         blocking_function: None,
         call: Some("block_on (tokio panicked: a runtime inside a runtime)".into()),

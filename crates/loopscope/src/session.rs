@@ -125,7 +125,6 @@ pub struct SessionBuilder {
     prometheus_sites: usize,
     otlp: Option<String>,
     otlp_period: Duration,
-    symbolizer: Option<PathBuf>,
 }
 
 impl Default for SessionBuilder {
@@ -149,7 +148,6 @@ impl Default for SessionBuilder {
             prometheus_sites: DEFAULT_PROMETHEUS_SITES,
             otlp: None,
             otlp_period: DEFAULT_OTLP_PERIOD,
-            symbolizer: std::env::var_os("LOOPSCOPE_SYMBOLIZER").filter(|p| !p.is_empty()).map(PathBuf::from),
         }
     }
 }
@@ -193,17 +191,6 @@ impl SessionBuilder {
     /// How often [`SessionBuilder::otlp`] exports (default 10 s).
     pub fn otlp_period(mut self, period: Duration) -> Self {
         self.otlp_period = period;
-        self
-    }
-
-    /// Symbolizes stall stacks in a helper process started as `PROGRAM __symbolize` (the
-    /// `loopscope` command is one; any program whose `main` calls [`crate::run_symbolizer_helper`]
-    /// when given `__symbolize` is another), so that the program's debug information is parsed
-    /// there and not in the profiled process: tens of megabytes for a large binary. Default: the
-    /// `LOOPSCOPE_SYMBOLIZER` variable (set by `loopscope record`, `run` and `gate`); without
-    /// one, or if the helper fails, stacks are symbolized in-process.
-    pub fn symbolizer(mut self, program: impl Into<PathBuf>) -> Self {
-        self.symbolizer = Some(program.into());
         self
     }
 
@@ -341,17 +328,50 @@ impl SessionBuilder {
         Ok(())
     }
 
-    /// Installs the recorder's hooks on a tokio runtime builder and starts its background thread.
+    /// Installs the recorder's hooks on a tokio runtime builder and starts its background threads.
     /// Build the runtime afterwards; call [`Session::finish`] when the program is done.
+    ///
+    /// Every setting is checked before anything starts; if an output then fails to start, the
+    /// ones already started are stopped and the error returned: installing never hangs and never
+    /// leaves a thread behind.
     pub fn install(self, builder: &mut Builder) -> Result<Session, Error> {
         if !self.enabled {
             return Ok(Session { active: None });
         }
         self.validate()?;
+        let serve_addr = match &self.serve {
+            None => None,
+            Some(addr) => Some(crate::serve::ServeAddr::parse(addr).ok_or_else(|| Error::InvalidSetting {
+                key: "serve",
+                value: addr.clone(),
+                expected: "unix:PATH, a socket path, or HOST:PORT such as 127.0.0.1:6670",
+            })?),
+        };
         let slow_ns = u64::try_from(self.slow_poll.as_nanos()).unwrap_or(u64::MAX);
         let stall_ns = self.stall_threshold.map_or(u64::MAX, |t| t.as_nanos() as u64);
         let shared = Arc::new(Shared::new(slow_ns, stall_ns, self.max_sites, self.lag_probe));
         let _ = shared.this.set(Arc::downgrade(&shared));
+        // The outputs are declared before the senders that feed them, so that on an early return
+        // the senders are dropped first and each output's threads see the end of their input
+        // before the output is stopped (waiting for them).
+        let mut server = None;
+        let mut prometheus = None;
+        let mut otlp = None;
+        let mut live: Vec<std::sync::mpsc::SyncSender<crate::core::model::Frame>> = self.live.into_iter().collect();
+        if let Some(parsed) = &serve_addr {
+            let (frames, rx) = mpsc::sync_channel(crate::serve::CLIENT_QUEUE);
+            live.push(frames);
+            server = Some(crate::serve::Server::start(parsed, self.serve_public, rx)?);
+        }
+        if let Some(addr) = &self.prometheus {
+            let (frames, rx) = mpsc::sync_channel(crate::serve::CLIENT_QUEUE);
+            live.push(frames);
+            prometheus =
+                Some(crate::prometheus::Exporter::start(addr, self.prometheus_public, self.prometheus_sites, rx)?);
+        }
+        if let Some(endpoint) = &self.otlp {
+            otlp = Some(start_otlp(endpoint, self.otlp_period, self.prometheus_sites, &mut live)?);
+        }
         let meta = Meta {
             path: self.path,
             interval: self.interval,
@@ -360,45 +380,14 @@ impl SessionBuilder {
             stall_threshold: self.stall_threshold,
             command_line: std::env::args().collect(),
             start_unix_ns: unix_now_ns(),
-            live: self.live.into_iter().collect(),
+            live,
         };
-        let mut meta = meta;
-        let server = match &self.serve {
-            None => None,
-            Some(addr) => {
-                let parsed = crate::serve::ServeAddr::parse(addr).ok_or_else(|| Error::InvalidSetting {
-                    key: "serve",
-                    value: addr.clone(),
-                    expected: "unix:PATH, a socket path, or HOST:PORT such as 127.0.0.1:6670",
-                })?;
-                let (frames, rx) = mpsc::sync_channel(crate::serve::CLIENT_QUEUE);
-                meta.live.push(frames);
-                Some(crate::serve::Server::start(&parsed, self.serve_public, rx)?)
-            }
-        };
-        let prometheus = match &self.prometheus {
-            None => None,
-            Some(addr) => {
-                let (frames, rx) = mpsc::sync_channel(crate::serve::CLIENT_QUEUE);
-                meta.live.push(frames);
-                Some(crate::prometheus::Exporter::start(addr, self.prometheus_public, self.prometheus_sites, rx)?)
-            }
-        };
-
-        let otlp = match &self.otlp {
-            None => None,
-            Some(endpoint) => Some(start_otlp(endpoint, self.otlp_period, self.prometheus_sites, &mut meta)?),
-        };
-
         let (tx, rx) = mpsc::channel();
         let flusher = Flusher::new(Arc::clone(&shared), meta);
         let thread = std::thread::Builder::new()
             .name("loopscope-flusher".into())
             .spawn(move || flusher.run(rx))
             .map_err(|e| Error::Recorder(format!("cannot start the flusher thread: {e}")))?;
-        if let Some(program) = self.symbolizer.clone().filter(|_| self.capture_stacks) {
-            crate::stack::set_symbolizer(program);
-        }
         let watchdog = match self.stall_threshold {
             None => None,
             Some(threshold) => {
@@ -417,11 +406,13 @@ impl SessionBuilder {
                     }
                     Err(e) => {
                         let _ = tx.send(Cmd::Finish);
+                        let _ = thread.join();
                         return Err(Error::Recorder(format!("cannot start the watchdog thread: {e}")));
                     }
                 }
             }
         };
+        crate::exit::register(shared.id(), tx.clone());
         if self.schedule_latency {
             builder.track_task_schedule_latency();
         }
@@ -475,15 +466,17 @@ type Otlp = crate::otlp::OtlpExporter;
 #[cfg(not(feature = "otlp"))]
 type Otlp = std::convert::Infallible;
 
+type Live = Vec<std::sync::mpsc::SyncSender<crate::core::model::Frame>>;
+
 #[cfg(feature = "otlp")]
-fn start_otlp(endpoint: &str, period: Duration, sites: usize, meta: &mut Meta) -> Result<Otlp, Error> {
+fn start_otlp(endpoint: &str, period: Duration, sites: usize, live: &mut Live) -> Result<Otlp, Error> {
     let (frames, rx) = mpsc::sync_channel(crate::serve::CLIENT_QUEUE);
-    meta.live.push(frames);
+    live.push(frames);
     crate::otlp::OtlpExporter::start(endpoint, period, sites, rx)
 }
 
 #[cfg(not(feature = "otlp"))]
-fn start_otlp(endpoint: &str, _: Duration, _: usize, _: &mut Meta) -> Result<Otlp, Error> {
+fn start_otlp(endpoint: &str, _: Duration, _: usize, _: &mut Live) -> Result<Otlp, Error> {
     Err(Error::Otlp { endpoint: endpoint.into(), why: "this build of loopscope lacks the `otlp` cargo feature".into() })
 }
 
@@ -515,7 +508,6 @@ impl Session {
     /// | `LOOPSCOPE_PROMETHEUS_PUBLIC` | `1` allows a non-loopback `LOOPSCOPE_PROMETHEUS` address |
     /// | `LOOPSCOPE_OTLP` | push figures to an OTLP/HTTP collector, e.g. `http://127.0.0.1:4318` (`otlp` feature) |
     /// | `LOOPSCOPE_OTLP_PERIOD` | its export period, e.g. `10s` |
-    /// | `LOOPSCOPE_SYMBOLIZER` | a program to symbolize stall stacks in ([`SessionBuilder::symbolizer`]) |
     pub fn from_env() -> Result<SessionBuilder, Error> {
         let mut b = SessionBuilder::default();
         let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
@@ -622,6 +614,7 @@ impl Session {
 
 impl Active {
     fn finish(mut self) -> Result<Report, Error> {
+        crate::exit::unregister(self.shared.id());
         // Polls from now on are not recorded, and no thread takes the runtime's handle again.
         self.shared.enabled.store(false, std::sync::atomic::Ordering::Relaxed);
         crate::shared::lock(&self.shared.events).take();

@@ -13,7 +13,7 @@ use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use loopscope_core::model::{SiteDecl, WorkerDecl};
+use loopscope_core::model::{SiteDecl, StallCategory, StallTally, WorkerDecl};
 use tokio::runtime::{Handle, TaskMeta};
 
 use crate::hot::SiteCells;
@@ -372,6 +372,8 @@ pub(crate) struct Shared {
     pub(crate) this: std::sync::OnceLock<std::sync::Weak<Shared>>,
     /// Where events raised outside the watchdog go (the flusher), while the session runs.
     pub(crate) events: Mutex<Option<std::sync::mpsc::Sender<crate::flusher::Cmd>>>,
+    /// Stalls counted past the budget of stall events, since the flusher last took them.
+    tally: Mutex<Vec<StallTally>>,
 }
 
 impl Shared {
@@ -397,7 +399,29 @@ impl Shared {
             probe_started: AtomicBool::new(false),
             this: std::sync::OnceLock::new(),
             events: Mutex::new(None),
+            tally: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Counts a stall that is not recorded as events (past the budget).
+    pub(crate) fn tally_stall(&self, site: Option<u32>, category: StallCategory, duration_ns: u64) {
+        let mut tally = lock(&self.tally);
+        let i = match tally.iter().position(|t| t.site == site && t.category == category) {
+            Some(i) => i,
+            None => {
+                tally.push(StallTally { site, category, ..StallTally::default() });
+                tally.len() - 1
+            }
+        };
+        let t = &mut tally[i];
+        t.count += 1;
+        t.total_ns = t.total_ns.saturating_add(duration_ns);
+        t.max_ns = t.max_ns.max(duration_ns);
+    }
+
+    /// The stalls counted since the last call.
+    pub(crate) fn take_tally(&self) -> Vec<StallTally> {
+        std::mem::take(&mut *lock(&self.tally))
     }
 
     /// Nanoseconds since the session started.
@@ -572,6 +596,11 @@ impl Shared {
     /// Whether this is the session with the given id.
     pub(crate) fn has_id(&self, id: u64) -> bool {
         self.id == id
+    }
+
+    /// The session's id, unique in the process.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// The worker id and polled task's site of the current thread, if it is inside a poll of

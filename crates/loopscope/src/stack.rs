@@ -1,13 +1,20 @@
-//! Stacks of stuck workers: captured in a signal handler, unwound and symbolized off it.
+//! Stacks of stuck workers: captured in a signal handler, unwound off it, never symbolized here.
 //!
 //! The watchdog sends one real-time signal ([`capture_signal`]) to the stuck thread with
 //! `tgkill`. The handler allocates nothing, takes no lock and calls nothing but `gettid`: it copies
 //! the interrupted registers (`rip`, `rsp`, `rbp` from the `ucontext`) and the live part of the
 //! thread's stack (from `rsp` up to the stack's top, at most [`STACK_COPY`] bytes) into a buffer
-//! allocated in advance, then publishes them with one atomic store. The watchdog then unwinds
-//! that copy with framehop (DWARF CFI from each loaded module's `.eh_frame`, so frames right
-//! above a libc call are not lost as with frame pointers) and symbolizes every address with
-//! inlined frames through the backtrace crate's resolver.
+//! allocated in advance, then publishes them with one atomic store. The watchdog's unwinder
+//! thread then unwinds that copy with framehop (DWARF CFI from each loaded module's
+//! `.eh_frame_hdr` and `.eh_frame`, read where the loader mapped them, so frames right above a libc
+//! call are not lost as with frame pointers) into instruction addresses. Those go into the
+//! recording with the modules they fall in ([`Unwinder::take_new_modules`]: path, build id, load
+//! bias); readers symbolize them from the binaries on disk. The program never parses debug
+//! information.
+//!
+//! A signal the thread blocks is never sent (its mask is read from `/proc/self/task/TID/status`
+//! first): it would only wait in the queue, against the user's limit of pending signals, and the
+//! capture would time out.
 //!
 //! One capture runs at a time in the process. The handler checks that it runs on the thread that
 //! was asked for and that a capture is armed; anything else returns at once. The signal is
@@ -23,14 +30,13 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
-use framehop::{ExplicitModuleSectionInfo, Module, Unwinder};
-use loopscope_core::model::StackFrame;
-use object::{Object, ObjectSection};
+use framehop::{ExplicitModuleSectionInfo, Module, Unwinder as _};
+use loopscope_core::model::ModuleDecl;
 
 /// Most bytes of stack copied per capture.
 pub(crate) const STACK_COPY: usize = 256 * 1024;
 /// Most frames kept per stack.
-const MAX_FRAMES: usize = 128;
+pub(crate) const MAX_FRAMES: usize = 128;
 
 const IDLE: u8 = 0;
 const ARMED: u8 = 1;
@@ -171,13 +177,54 @@ pub(crate) struct RawStack {
     bytes: Vec<u8>,
 }
 
-/// Interrupts thread `tid` (whose stack spans `stack`) and copies its stack; `None` if capture is
-/// unavailable or the thread did not answer within `wait`.
-pub(crate) fn interrupt(tid: i32, stack: Range<u64>, wait: Duration) -> Option<RawStack> {
-    let sig = install()?;
+/// Why a thread cannot be interrupted for a stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unreachable {
+    /// Capture is not available in this process (another handler owns the signal, or this is not
+    /// Linux on x86-64).
+    Unavailable,
+    /// The thread blocks the signal.
+    Blocked,
+    /// A signal sent earlier has not been delivered yet (the thread is in an uninterruptible
+    /// system call, such as disk I/O): another would only queue behind it.
+    Pending,
+    /// The thread did not answer in time, or has exited.
+    NoAnswer,
+}
+
+/// Whether `tid` blocks `sig` or already has it pending (`/proc/self/task/TID/status`: the
+/// `SigBlk`, `SigPnd` and `ShdPnd` masks, signal N at bit N-1).
+fn unreachable(tid: i32, sig: c_int) -> Option<Unreachable> {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")) else {
+        return Some(Unreachable::NoAnswer);
+    };
+    let bit = 1u64 << (sig - 1);
+    let set = |name: &str| {
+        status.lines().any(|l| {
+            l.split_once(':').is_some_and(|(key, value)| {
+                key == name && u64::from_str_radix(value.trim(), 16).is_ok_and(|mask| mask & bit != 0)
+            })
+        })
+    };
+    if set("SigBlk") {
+        Some(Unreachable::Blocked)
+    } else if set("SigPnd") || set("ShdPnd") {
+        Some(Unreachable::Pending)
+    } else {
+        None
+    }
+}
+
+/// Interrupts thread `tid` (whose stack spans `stack`) and copies its stack; an error if capture
+/// is unavailable, the thread blocks the signal, or it did not answer within `wait`.
+pub(crate) fn interrupt(tid: i32, stack: Range<u64>, wait: Duration) -> Result<RawStack, Unreachable> {
+    let sig = install().ok_or(Unreachable::Unavailable)?;
     if !still_ours(sig) {
         // The program installed its own handler for the signal since: never send it ours.
-        return None;
+        return Err(Unreachable::Unavailable);
+    }
+    if let Some(why) = unreachable(tid, sig) {
+        return Err(why);
     }
     let _one_at_a_time = CAPTURE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let s = &SLOT;
@@ -213,7 +260,7 @@ pub(crate) fn interrupt(tid: i32, stack: Range<u64>, wait: Duration) -> Option<R
                 _ => break,
             }
         }
-        return None;
+        return Err(Unreachable::NoAnswer);
     }
     let len = s.len.load(Ordering::Relaxed);
     let buf = s.buf.load(Ordering::Acquire);
@@ -226,113 +273,102 @@ pub(crate) fn interrupt(tid: i32, stack: Range<u64>, wait: Duration) -> Option<R
         bytes,
     };
     s.state.store(IDLE, Ordering::Release);
-    Some(raw)
+    Ok(raw)
 }
 
-/// A loaded module as the unwinder and the symbolizer see it.
-struct ModuleInfo {
-    /// Where it is mapped.
-    avma: Range<u64>,
-    /// Its load bias (runtime address minus file address).
-    bias: u64,
-    /// Its file, for a helper process (`/proc/PID/exe` for the program itself).
+/// Module memory the unwinder reads in place: a section of a loaded object, as the loader mapped
+/// it. It is only read while the loader's lock is held and the set of loaded objects is the one it
+/// was taken from ([`Unwinder::unwind`]), so it cannot be unmapped under the reader.
+struct Mapped {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: read-only memory of a loaded object, read only under the loader's lock (see `Mapped`).
+unsafe impl Send for Mapped {}
+// SAFETY: as above.
+unsafe impl Sync for Mapped {}
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: a mapped, readable range of a loaded object (see `Mapped`).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// A loaded object as `dl_iterate_phdr` shows it.
+struct Loaded {
     path: String,
-    /// Its file name in frames; `None` for the program itself.
-    name: Option<String>,
+    main: bool,
+    bias: u64,
+    avma: Range<u64>,
+    /// The executable segment, in file addresses.
+    text_svma: Option<Range<u64>>,
+    /// `.eh_frame_hdr` (file addresses) and the rest of its segment from `.eh_frame` on.
+    eh_frame_hdr: Option<(Range<u64>, Mapped)>,
+    eh_frame: Option<(Range<u64>, Mapped)>,
+    build_id: Option<Vec<u8>>,
 }
 
-/// The loaded modules' unwind tables, for framehop, and the symbolizer helper if there is one.
-pub(crate) struct Stacks {
-    unwinder: UnwinderX86_64<Vec<u8>>,
+/// The loader's count of objects loaded and unloaded: while it is unchanged, every object the
+/// unwinder knows is still mapped.
+type Generation = (u64, u64);
+
+/// Unwinds captured stacks into instruction addresses, with the loaded objects they point into.
+pub(crate) struct Unwinder {
+    unwinder: UnwinderX86_64<Mapped>,
     cache: CacheX86_64,
-    modules: Vec<ModuleInfo>,
-    /// The helper program ([`set_symbolizer`]); `None` once it failed.
-    helper_program: Option<std::path::PathBuf>,
-    helper: Option<crate::symbolizer::Helper>,
+    generation: Option<Generation>,
+    /// Every object declared so far (ids are indices); never forgotten.
+    declared: Vec<ModuleDecl>,
+    /// Declarations not yet taken for the recording.
+    new: Vec<ModuleDecl>,
 }
 
-/// The program to symbolize stacks with, out of process (the first session's choice holds).
-static SYMBOLIZER: OnceLock<std::path::PathBuf> = OnceLock::new();
-
-/// Symbolizes stacks in a helper process started from `program` (see `symbolizer.rs`).
-pub(crate) fn set_symbolizer(program: std::path::PathBuf) {
-    let _ = SYMBOLIZER.set(program);
-}
-
-impl Stacks {
-    fn new() -> Self {
-        let mut s = Stacks {
+impl Unwinder {
+    pub(crate) fn new() -> Self {
+        Unwinder {
             unwinder: UnwinderX86_64::new(),
             cache: CacheX86_64::new(),
-            modules: Vec::new(),
-            helper_program: SYMBOLIZER.get().cloned(),
-            helper: None,
-        };
-        s.load_modules();
-        s
-    }
-
-    fn load_modules(&mut self) {
-        for m in loaded_modules() {
-            if self.modules.iter().any(|known| known.avma.start == m.avma.start) {
-                continue;
-            }
-            if let Some(module) = unwind_module(&m) {
-                let main = m.path == MAIN_PROGRAM;
-                self.modules.push(ModuleInfo {
-                    avma: m.avma.clone(),
-                    bias: m.bias,
-                    path: if main { format!("/proc/{}/exe", std::process::id()) } else { m.path.clone() },
-                    name: (!main).then(|| m.path.rsplit('/').next().unwrap_or(&m.path).to_string()),
-                });
-                self.unwinder.add_module(module);
-            }
+            generation: None,
+            declared: Vec::new(),
+            new: Vec::new(),
         }
     }
 
-    /// Symbolizes in the helper process; `None` if there is none or it failed (it is then not
-    /// tried again).
-    fn symbolize_in_helper(&mut self, addresses: &[u64]) -> Option<Vec<StackFrame>> {
-        let program = self.helper_program.as_ref()?;
-        if self.helper.is_none() {
-            match crate::symbolizer::Helper::start(program) {
-                Ok(h) => self.helper = Some(h),
-                Err(_) => {
-                    self.helper_program = None;
-                    return None;
-                }
-            }
-        }
-        let requests = addresses
-            .iter()
-            .map(|&a| match self.modules.iter().find(|m| m.avma.contains(&a)) {
-                Some(m) => crate::symbolizer::FrameRequest { path: m.path.clone(), svma: a.wrapping_sub(m.bias) },
-                None => crate::symbolizer::FrameRequest { path: String::new(), svma: a },
-            })
-            .collect();
-        let helper = self.helper.as_mut()?;
-        match helper.resolve(requests) {
-            Ok(symbols) => Some(
-                addresses
-                    .iter()
-                    .zip(symbols)
-                    .flat_map(|(&addr, syms)| frames_at(addr, syms.into_iter().map(|s| (s.function, s.file, s.line))))
-                    .collect(),
-            ),
-            Err(_) => {
-                self.helper = None;
-                self.helper_program = None;
-                None
-            }
-        }
+    /// Modules declared since the last call, for the recording (before the stacks that use them).
+    pub(crate) fn take_new_modules(&mut self) -> Vec<ModuleDecl> {
+        std::mem::take(&mut self.new)
     }
 
-    /// Unwinds and symbolizes a captured stack (innermost frame first).
-    pub(crate) fn unwind(&mut self, raw: &RawStack) -> Vec<StackFrame> {
-        if !self.modules.iter().any(|m| m.avma.contains(&raw.ip)) {
-            // Code loaded since we last looked (dlopen).
-            self.load_modules();
+    /// The instruction addresses of a captured stack (for lookup: return addresses minus one),
+    /// innermost first. Unwinding reads the loaded objects' unwind tables where they are mapped,
+    /// under the loader's lock, after checking no object was unloaded since they were taken.
+    pub(crate) fn unwind(&mut self, raw: &RawStack) -> Vec<u64> {
+        for _ in 0..3 {
+            let me: *mut Unwinder = self;
+            let done = with_loader_lock(|generation| {
+                // SAFETY: `self` is borrowed mutably by this function for the whole call; the
+                // callback runs synchronously inside it.
+                let me = unsafe { &mut *me };
+                (me.generation == Some(generation) && me.declared_contains(raw.ip)).then(|| me.walk(raw))
+            });
+            match done {
+                Some(Some(addresses)) => return addresses,
+                // Objects were loaded or unloaded since (or the stuck code is new): take them again.
+                Some(None) => self.reload(),
+                None => return Vec::new(),
+            }
         }
+        Vec::new()
+    }
+
+    fn declared_contains(&self, ip: u64) -> bool {
+        self.declared.iter().any(|m| m.contains(ip))
+    }
+
+    fn walk(&mut self, raw: &RawStack) -> Vec<u64> {
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let off = addr.checked_sub(raw.sp).ok_or(())? as usize;
             let bytes = raw.bytes.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
@@ -351,143 +387,284 @@ impl Stacks {
                 break;
             }
         }
-        let mut stack = match self.symbolize_in_helper(&addresses) {
-            Some(stack) => stack,
-            None => symbolize(&addresses),
-        };
-        for f in &mut stack {
-            f.object = self.modules.iter().find(|m| m.avma.contains(&f.address)).and_then(|m| m.name.clone());
-        }
-        stack
+        addresses
     }
+
+    /// Takes the loaded objects again: a new framehop unwinder over them, and declarations for
+    /// the ones not declared before.
+    fn reload(&mut self) {
+        let (generation, loaded) = loaded_objects();
+        let mut unwinder = UnwinderX86_64::new();
+        for m in loaded {
+            let known = self.declared.iter().any(|d| d.start == m.avma.start && d.path == m.path);
+            if !known {
+                let decl = ModuleDecl {
+                    id: self.declared.len() as u32,
+                    path: m.path.clone(),
+                    main: m.main,
+                    build_id: m.build_id.clone(),
+                    bias: m.bias,
+                    start: m.avma.start,
+                    end: m.avma.end,
+                };
+                self.declared.push(decl.clone());
+                self.new.push(decl);
+            }
+            let (eh_frame_hdr_svma, eh_frame_hdr) = m.eh_frame_hdr.unzip();
+            let (eh_frame_svma, eh_frame) = m.eh_frame.unzip();
+            let info = ExplicitModuleSectionInfo {
+                base_svma: 0,
+                text_svma: m.text_svma,
+                text: None,
+                stubs_svma: None,
+                stub_helper_svma: None,
+                got_svma: None,
+                unwind_info: None,
+                eh_frame_svma,
+                eh_frame,
+                eh_frame_hdr_svma,
+                eh_frame_hdr,
+                debug_frame: None,
+                text_segment_svma: None,
+                text_segment: None,
+            };
+            unwinder.add_module(Module::new(m.path, m.avma, m.bias, info));
+        }
+        self.unwinder = unwinder;
+        self.cache = CacheX86_64::new();
+        self.generation = Some(generation);
+    }
+}
+
+/// Runs `f` while holding the loader's lock (inside a `dl_iterate_phdr` callback), with the
+/// loader's current [`Generation`]; `None` if the loader offers no object or no counts.
+fn with_loader_lock<T, F: FnOnce(Generation) -> T>(f: F) -> Option<T> {
+    struct Call<F, T> {
+        f: Option<F>,
+        out: Option<T>,
+    }
+    unsafe extern "C" fn first<F: FnOnce(Generation) -> T, T>(
+        info: *mut libc::dl_phdr_info,
+        size: usize,
+        data: *mut c_void,
+    ) -> c_int {
+        // The counts are in the struct since glibc 2.4; an older loader gives a shorter one.
+        if size < std::mem::offset_of!(libc::dl_phdr_info, dlpi_subs) + 8 {
+            return 1;
+        }
+        // SAFETY: dl_iterate_phdr passes valid info and our own `Call` as data.
+        let (info, call) = unsafe { (&*info, &mut *(data as *mut Call<F, T>)) };
+        if let Some(f) = call.f.take() {
+            call.out = Some(f((info.dlpi_adds, info.dlpi_subs)));
+        }
+        1
+    }
+    let mut call = Call { f: Some(f), out: None };
+    // SAFETY: the callback only reads what the loader passes and writes into `call`.
+    unsafe { libc::dl_iterate_phdr(Some(first::<F, T>), (&mut call as *mut Call<F, T>).cast()) };
+    call.out
 }
 
 /// How the loader names the program itself.
 const MAIN_PROGRAM: &str = "/proc/self/exe";
 
-/// The process's unwinder, built on first use. Reading unwind tables and debug information
-/// takes a while for a large program; it happens on the symbolizer thread, after the stack was
-/// copied, so it never delays a capture.
-static STACKS: OnceLock<Mutex<Stacks>> = OnceLock::new();
-
-/// Unwinds and symbolizes a captured stack.
-pub(crate) fn resolve(raw: &RawStack) -> Vec<StackFrame> {
-    STACKS.get_or_init(|| Mutex::new(Stacks::new())).lock().unwrap_or_else(|p| p.into_inner()).unwind(raw)
-}
-
-/// Symbolizes return addresses in this process, expanding inlined calls (innermost first).
-pub(crate) fn symbolize(addresses: &[u64]) -> Vec<StackFrame> {
-    let mut out = Vec::new();
-    for &addr in addresses {
-        let mut here = Vec::new();
-        backtrace::resolve(addr as *mut c_void, |sym| {
-            here.push((
-                sym.name().map(|n| format!("{n:#}")),
-                sym.filename().map(|f| f.to_string_lossy().into_owned()),
-                sym.lineno(),
-            ));
-        });
-        out.extend(frames_at(addr, here));
+/// Every loaded object, with the loader's generation, read in one pass under its lock.
+fn loaded_objects() -> (Generation, Vec<Loaded>) {
+    struct Out {
+        generation: Generation,
+        loaded: Vec<Loaded>,
+        exe: String,
     }
-    out
-}
-
-/// The frames at one return address from its symbols (function, file, line), innermost first:
-/// all but the last were inlined into the next. No symbol gives one frame named by the address.
-fn frames_at(
-    addr: u64,
-    symbols: impl IntoIterator<Item = (Option<String>, Option<String>, Option<u32>)>,
-) -> Vec<StackFrame> {
-    let mut here: Vec<StackFrame> = symbols
-        .into_iter()
-        .map(|(function, file, line)| StackFrame {
-            address: addr,
-            function: function.unwrap_or_else(|| format!("{addr:#x}")),
-            file,
-            line,
-            inlined: false,
-            object: None,
-        })
-        .collect();
-    if here.is_empty() {
-        here.push(StackFrame {
-            address: addr,
-            function: format!("{addr:#x}"),
-            file: None,
-            line: None,
-            inlined: false,
-            object: None,
-        });
-    }
-    let n = here.len();
-    for (i, f) in here.iter_mut().enumerate() {
-        f.inlined = i + 1 < n;
-    }
-    here
-}
-
-/// A loaded object: its file, load bias and mapped range.
-struct Loaded {
-    path: String,
-    bias: u64,
-    avma: Range<u64>,
-}
-
-fn loaded_modules() -> Vec<Loaded> {
-    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
-        // SAFETY: dl_iterate_phdr passes valid info and our own Vec as data.
-        let (info, out) = unsafe { (&*info, &mut *(data as *mut Vec<Loaded>)) };
-        let name = if info.dlpi_name.is_null() {
-            String::new()
-        } else {
-            // SAFETY: a NUL-terminated string owned by the loader.
-            unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy().into_owned()
-        };
-        let mut lo = u64::MAX;
-        let mut hi = 0;
-        for i in 0..info.dlpi_phnum as usize {
-            // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
-            let ph = unsafe { &*info.dlpi_phdr.add(i) };
-            if ph.p_type == libc::PT_LOAD {
-                lo = lo.min(ph.p_vaddr);
-                hi = hi.max(ph.p_vaddr + ph.p_memsz);
-            }
+    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, size: usize, data: *mut c_void) -> c_int {
+        // SAFETY: dl_iterate_phdr passes valid info and our own `Out` as data.
+        let (info, out) = unsafe { (&*info, &mut *(data as *mut Out)) };
+        if size >= std::mem::offset_of!(libc::dl_phdr_info, dlpi_subs) + 8 {
+            out.generation = (info.dlpi_adds, info.dlpi_subs);
         }
-        let path = if name.is_empty() { MAIN_PROGRAM.to_string() } else { name };
-        if lo < hi && !path.starts_with("linux-vdso") {
-            out.push(Loaded { path, bias: info.dlpi_addr, avma: info.dlpi_addr + lo..info.dlpi_addr + hi });
+        // SAFETY: the loader's info for one object, valid during the callback.
+        if let Some(m) = unsafe { object_of(info, &out.exe) } {
+            out.loaded.push(m);
         }
         0
     }
-    let mut out: Vec<Loaded> = Vec::new();
+    let exe = std::fs::read_link(MAIN_PROGRAM)
+        .map_or_else(|_| MAIN_PROGRAM.to_string(), |p| p.to_string_lossy().trim_end_matches(" (deleted)").to_string());
+    let mut out = Out { generation: (0, 0), loaded: Vec::new(), exe };
     // SAFETY: the callback only reads what the loader passes and appends to `out`.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&mut out as *mut Vec<Loaded>).cast()) };
-    out
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut out as *mut Out).cast()) };
+    (out.generation, out.loaded)
 }
 
-/// framehop's view of one module: its `.eh_frame` unwind tables, read from the file.
-fn unwind_module(m: &Loaded) -> Option<Module<Vec<u8>>> {
-    let file = std::fs::File::open(&m.path).ok()?;
-    let cache = object::ReadCache::new(file);
-    let obj = object::File::parse(&cache).ok()?;
-    let section = |name: &str| {
-        let s = obj.section_by_name(name)?;
-        Some((s.address()..s.address() + s.size(), s.data().ok()?.to_vec()))
+/// One loaded object from the loader's info: its segments, unwind tables and build id, all read
+/// from where the loader mapped them.
+///
+/// # Safety
+/// `info` must be the loader's info for a loaded object, read under its lock.
+unsafe fn object_of(info: &libc::dl_phdr_info, exe: &str) -> Option<Loaded> {
+    let name = if info.dlpi_name.is_null() {
+        String::new()
+    } else {
+        // SAFETY: a NUL-terminated string owned by the loader.
+        unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy().into_owned()
     };
-    let (eh_frame_svma, eh_frame) = section(".eh_frame").unzip();
-    let (eh_frame_hdr_svma, eh_frame_hdr) = section(".eh_frame_hdr").unzip();
-    let text_svma = obj.section_by_name(".text").map(|s| s.address()..s.address() + s.size());
-    let got_svma = obj.section_by_name(".got").map(|s| s.address()..s.address() + s.size());
-    // ELF addresses are relative to a base of 0; the load bias maps them to memory.
-    let info = ExplicitModuleSectionInfo {
-        base_svma: 0,
-        text_svma,
-        got_svma,
-        eh_frame_svma,
-        eh_frame,
-        eh_frame_hdr_svma,
-        eh_frame_hdr,
-        ..Default::default()
+    // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
+    let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+    let bias = info.dlpi_addr;
+    let loads: Vec<Range<u64>> =
+        phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD).map(|p| p.p_vaddr..p.p_vaddr + p.p_memsz).collect();
+    let lo = loads.iter().map(|r| r.start).min()?;
+    let hi = loads.iter().map(|r| r.end).max()?;
+    if lo >= hi {
+        return None;
+    }
+    let main = name.is_empty();
+    let path = if main {
+        exe.to_string()
+    } else if name.starts_with("linux-vdso") {
+        "[vdso]".to_string()
+    } else {
+        name
     };
-    Some(Module::new(m.path.clone(), m.avma.clone(), m.bias, info))
+    let text_svma = phdrs
+        .iter()
+        .find(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0)
+        .map(|p| p.p_vaddr..p.p_vaddr + p.p_memsz);
+    let segment_end = |svma: u64| loads.iter().find(|r| r.contains(&svma)).map(|r| r.end);
+    let mapped = |svma: Range<u64>| Mapped {
+        ptr: (bias.wrapping_add(svma.start)) as *const u8,
+        len: (svma.end - svma.start) as usize,
+    };
+    let mut eh_frame_hdr = None;
+    let mut eh_frame = None;
+    if let Some(p) = phdrs.iter().find(|p| p.p_type == libc::PT_GNU_EH_FRAME) {
+        let hdr = p.p_vaddr..p.p_vaddr + p.p_memsz;
+        if segment_end(hdr.start).is_some_and(|end| hdr.end <= end) {
+            // The header lies within a loaded segment (checked above).
+            let hdr_bytes = mapped(hdr.clone());
+            if let Some(start) = eh_frame_start(&hdr_bytes, hdr.start)
+                && let Some(end) = segment_end(start)
+            {
+                eh_frame = Some((start..end, mapped(start..end)));
+            }
+            eh_frame_hdr = Some((hdr, hdr_bytes));
+        }
+    }
+    let build_id = phdrs.iter().filter(|p| p.p_type == libc::PT_NOTE).find_map(|p| {
+        let range = p.p_vaddr..p.p_vaddr + p.p_memsz;
+        segment_end(range.start).filter(|end| range.end <= *end)?;
+        gnu_build_id(&mapped(range))
+    });
+    Some(Loaded { path, main, bias, avma: bias + lo..bias + hi, text_svma, eh_frame_hdr, eh_frame, build_id })
+}
+
+/// The file address of `.eh_frame`, from the `eh_frame_ptr` field of `.eh_frame_hdr` (at file
+/// address `hdr_svma`), for the pointer encodings linkers use.
+fn eh_frame_start(hdr: &[u8], hdr_svma: u64) -> Option<u64> {
+    let (&version, &encoding) = (hdr.first()?, hdr.get(1)?);
+    if version != 1 {
+        return None;
+    }
+    // DW_EH_PE_*: the low nibble is the value's format, the high one what it is relative to.
+    let field = hdr.get(4..)?;
+    let value = match encoding & 0x0f {
+        0x03 => u64::from(u32::from_le_bytes(field.get(..4)?.try_into().ok()?)),
+        0x0b => i64::from(i32::from_le_bytes(field.get(..4)?.try_into().ok()?)) as u64,
+        0x04 | 0x0c => u64::from_le_bytes(field.get(..8)?.try_into().ok()?),
+        _ => return None,
+    };
+    match encoding & 0x70 {
+        0x00 => Some(value),
+        // pc-relative: relative to the field itself, 4 bytes into the header.
+        0x10 => Some((hdr_svma + 4).wrapping_add(value)),
+        // Relative to the start of `.eh_frame_hdr`.
+        0x30 => Some(hdr_svma.wrapping_add(value)),
+        _ => None,
+    }
+}
+
+/// The GNU build id in an ELF note segment.
+fn gnu_build_id(notes: &[u8]) -> Option<Vec<u8>> {
+    let align4 = |n: usize| n.checked_add(3).map(|n| n & !3);
+    let mut at = 0usize;
+    while at + 12 <= notes.len() {
+        let word =
+            |i: usize| u32::from_le_bytes(notes[at + 4 * i..at + 4 * i + 4].try_into().unwrap_or_default()) as usize;
+        let (namesz, descsz, kind) = (word(0), word(1), word(2));
+        let name_at = at + 12;
+        let desc_at = name_at.checked_add(align4(namesz)?)?;
+        let next = desc_at.checked_add(align4(descsz)?)?;
+        if next > notes.len() {
+            return None;
+        }
+        // NT_GNU_BUILD_ID, owner "GNU\0".
+        if kind == 3 && notes.get(name_at..name_at + namesz) == Some(b"GNU\0") && descsz <= 64 {
+            return Some(notes[desc_at..desc_at + descsz].to_vec());
+        }
+        at = next;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_program_is_found_with_its_build_id_and_unwind_tables() {
+        let (generation, loaded) = loaded_objects();
+        assert!(generation.0 > 0, "the loader counts objects");
+        let main = loaded.iter().find(|m| m.main).expect("the program itself");
+        assert!(main.path.starts_with('/') && std::path::Path::new(&main.path).exists(), "{}", main.path);
+        assert!(main.eh_frame_hdr.is_some() && main.eh_frame.is_some(), "unwind tables found in memory");
+        fn here() {}
+        assert!(main.avma.contains(&(here as *const () as u64)), "this code is in the program");
+        // The build id agrees with the file's own (read the way `readelf -n` does).
+        let id = main.build_id.as_ref().expect("rustc links with a build id here");
+        let file = std::fs::read(&main.path).unwrap();
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let in_file = file.windows(id.len()).any(|w| w == &id[..]);
+        assert!(in_file, "build id {hex} not in {}", main.path);
+    }
+
+    #[test]
+    fn notes_are_parsed_with_bounds() {
+        let mut note = Vec::new();
+        note.extend_from_slice(&4u32.to_le_bytes());
+        note.extend_from_slice(&3u32.to_le_bytes());
+        note.extend_from_slice(&3u32.to_le_bytes());
+        note.extend_from_slice(b"GNU\0");
+        note.extend_from_slice(&[0xab, 0xcd, 0xef, 0]);
+        assert_eq!(gnu_build_id(&note), Some(vec![0xab, 0xcd, 0xef]));
+        for cut in 0..note.len() {
+            assert_eq!(gnu_build_id(&note[..cut]), None, "cut at {cut}");
+        }
+        let mut huge = note.clone();
+        huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(gnu_build_id(&huge), None);
+    }
+
+    #[test]
+    fn a_thread_that_blocks_the_signal_is_not_sent_it() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // SAFETY: blocks one signal for this thread only.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, capture_signal());
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, ptr::null_mut());
+            }
+            // SAFETY: gettid has no preconditions.
+            tx.send((unsafe { libc::gettid() }, current_stack().unwrap())).unwrap();
+            let _ = done_rx.recv();
+        });
+        let (tid, stack) = rx.recv().unwrap();
+        let started = Instant::now();
+        let result = interrupt(tid, stack, Duration::from_secs(10));
+        assert_eq!(result.err(), Some(Unreachable::Blocked));
+        assert!(started.elapsed() < Duration::from_secs(1), "no waiting for a signal that cannot arrive");
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+    }
 }

@@ -2,27 +2,51 @@
 //!
 //! When one poll has run longer than the stall threshold, the watchdog raises a stall while the
 //! worker is still blocked: it reads what the stuck thread is doing from `/proc/self/task/<tid>`
-//! (the system call it is in, the file descriptor's target, its CPU time) to classify the stall,
-//! copies the thread's stack (`stack::interrupt`), and hands both to its symbolizer thread, which
-//! names the blocking site and forwards the event to the flusher, which writes it at once. When
-//! the poll returns, the stall is closed with its exact duration (recorded by the poll hook). The
-//! hot path pays for this with relaxed stores into the thread's own slot (poll start and site)
+//! (the system call it is in, the file descriptor's target, its CPU share: `kernel.rs`) to
+//! classify the stall, copies the thread's stack (`stack::interrupt`), and hands both to its
+//! unwinder thread, which turns the copy into instruction addresses and forwards the event to the
+//! flusher, which writes it at once. Readers symbolize the addresses and name the blocking line.
+//! When the poll returns, the stall is closed with its exact duration (recorded by the poll hook).
+//! The hot path pays for this with relaxed stores into the thread's own slot (poll start and site)
 //! and one compare.
+//!
+//! Stalls are recorded one by one within a budget ([`BUDGET_PER_S`], [`BUDGET_BURST`]); past it,
+//! they are counted per spawn site and category (`StallTally`), so a storm of stalls costs a
+//! bounded amount of recording, and every stall is still counted.
 //!
 //! A poll that called `tokio::task::block_in_place` has handed its worker to another thread:
 //! tokio's `worker_thread_id` then names another thread, and the watchdog does not flag it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::time::Duration;
 
-use loopscope_core::model::{Event, StackFrame, Stall, StallCategory};
+use loopscope_core::model::{Event, Stall, StallCategory};
 
 use crate::flusher::Cmd;
+use crate::kernel::{classify, cpu_share, running_category, thread_cpu_ns};
 use crate::shared::{Shared, ThreadSlot, lock};
 use crate::stack;
+
+/// A stall raised and not yet ended.
+#[derive(Clone, Copy)]
+struct OpenStall {
+    id: u64,
+    /// The category the kernel's view gave it when raised.
+    live: StallCategory,
+    site: u32,
+    /// Recorded as events (within the budget), or only counted.
+    recorded: bool,
+}
+
+/// A sample of a thread's CPU time.
+#[derive(Clone, Copy)]
+struct CpuSample {
+    cpu_ns: u64,
+    at_ns: u64,
+}
 
 /// What the watchdog knows about one thread.
 #[derive(Default)]
@@ -31,34 +55,62 @@ struct Watch {
     since: u64,
     /// Whether this poll has been dealt with (raised, or recognised as `block_in_place`).
     flagged: bool,
-    /// The thread's CPU time once this poll was seen past half the threshold, for the CPU
-    /// ratio, and the session time of that sample (until then, of the poll's first sighting).
+    /// The thread's CPU time once this poll was seen past half the threshold, for its CPU share,
+    /// and the session time of that sample (until then, of the poll's first sighting).
     cpu0: Option<u64>,
     seen_ns: u64,
-    /// The open stall's id and live category, until the poll returns.
-    open: Option<(u64, StallCategory)>,
-    /// The latest CPU-time sample (and when) taken while the stall was open; the thread may be
-    /// gone by the time the watchdog sees the poll end.
-    cpu_last: Option<(u64, u64)>,
+    open: Option<OpenStall>,
+    /// The latest CPU-time sample taken while the stall was open; the thread may be gone by the
+    /// time the watchdog sees the poll end.
+    cpu_last: Option<CpuSample>,
     /// Start of the last long poll already accounted for (raised, or recognised as the fix);
     /// kept across polls.
     consumed_long: u64,
-    /// Further looks taken at the open stall (see [`EXTRA_SAMPLES`]).
-    extra_samples: u32,
+    /// Further looks taken at the open stall (see [`EXTRA_LOOKS`]).
+    looks: u32,
+}
+
+/// Stall events (with their stacks) recorded per second, sustained.
+pub(crate) const BUDGET_PER_S: u64 = 10;
+/// Stall events that may be recorded in a burst.
+pub(crate) const BUDGET_BURST: u64 = 100;
+
+/// A token bucket of stall events.
+struct Budget {
+    tokens: u64,
+    /// Session time up to which tokens have been added.
+    refilled_ns: u64,
+}
+
+impl Budget {
+    fn take(&mut self, now_ns: u64) -> bool {
+        let add = now_ns.saturating_sub(self.refilled_ns) * BUDGET_PER_S / 1_000_000_000;
+        if add > 0 {
+            self.tokens = (self.tokens + add).min(BUDGET_BURST);
+            self.refilled_ns += add * 1_000_000_000 / BUDGET_PER_S;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
 }
 
 pub(crate) struct Watchdog {
     shared: Arc<Shared>,
     threshold_ns: u64,
-    /// To the symbolizer thread, which forwards everything in order to the flusher.
+    /// To the unwinder thread, which forwards everything in order to the flusher.
     events: SyncSender<Pending>,
-    /// Raw stacks queued for the symbolizer; past a few, stalls go without a stack.
+    /// Raw stacks queued for the unwinder; past a few, stalls go without a stack.
     queued_stacks: Arc<AtomicUsize>,
-    /// Stalls whose stack already named the blocking call: no further look is needed.
-    settled: Arc<std::sync::Mutex<Vec<u64>>>,
-    symbolizer: Option<std::thread::JoinHandle<()>>,
-    watches: Vec<Watch>,
+    unwinder: Option<std::thread::JoinHandle<()>>,
+    /// Per worker id.
+    watches: HashMap<u32, Watch>,
     capture_stacks: bool,
+    budget: Budget,
+    /// Whether a thread that blocks the capture signal has been reported.
+    told_blocked: bool,
 }
 
 impl Watchdog {
@@ -66,22 +118,22 @@ impl Watchdog {
         let (events, pending) = std::sync::mpsc::sync_channel(256);
         let queued_stacks = Arc::new(AtomicUsize::new(0));
         let queued = Arc::clone(&queued_stacks);
-        let settled = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let symbolizer_settled = Arc::clone(&settled);
         // If the thread cannot start, the sender fails and stalls are simply not forwarded.
-        let symbolizer = std::thread::Builder::new()
-            .name("loopscope-symbolizer".into())
-            .spawn(move || symbolizer(pending, flusher, queued, &symbolizer_settled))
+        let unwinder = std::thread::Builder::new()
+            .name("loopscope-unwind".into())
+            .spawn(move || unwind_and_forward(pending, flusher, queued))
             .ok();
+        let now_ns = shared.now_ns();
         Watchdog {
             shared,
             threshold_ns: threshold.as_nanos() as u64,
             events,
             queued_stacks,
-            settled,
-            symbolizer,
-            watches: Vec::new(),
+            unwinder,
+            watches: HashMap::new(),
             capture_stacks,
+            budget: Budget { tokens: BUDGET_BURST, refilled_ns: now_ns },
+            told_blocked: false,
         }
     }
 
@@ -98,10 +150,10 @@ impl Watchdog {
             wait = self.scan().clamp(Duration::from_micros(200), period);
         }
         self.scan();
-        // Let the symbolizer forward everything before the session writes its footer.
-        let Watchdog { events, symbolizer, .. } = self;
+        // Let the unwinder forward everything before the session writes its footer.
+        let Watchdog { events, unwinder, .. } = self;
         drop(events);
-        if let Some(s) = symbolizer {
+        if let Some(s) = unwinder {
             let _ = s.join();
         }
     }
@@ -110,128 +162,135 @@ impl Watchdog {
     fn scan(&mut self) -> Duration {
         let threads: Vec<Arc<ThreadSlot>> = lock(&self.shared.threads).clone();
         let mut watches = std::mem::take(&mut self.watches);
-        watches.resize_with(threads.len(), Watch::default);
+        watches.retain(|id, _| threads.iter().any(|t| t.decl.id == *id));
         let now_raw = self.shared.clock.raw();
         let now_ns = self.shared.clock.delta_as_nanos(self.shared.start_raw, now_raw);
         let mut next = Duration::from_nanos(self.threshold_ns / 2);
-        for (t, w) in threads.iter().zip(watches.iter_mut()) {
-            let since = t.in_poll_since.load(Ordering::Acquire);
-            if since != w.since {
-                if let Some((id, live)) = w.open.take() {
-                    let (last_start, last_ns) = t.last_long();
-                    let duration_ns = if last_start == w.since {
-                        last_ns
-                    } else {
-                        self.shared.clock.delta_as_nanos(w.since, now_raw)
-                    };
-                    // Computing vs. held up by the host, judged again over the whole stall.
-                    let category = match live {
-                        StallCategory::CpuBound | StallCategory::Preempted if w.cpu_last.is_some() => {
-                            let whole = cpu_share(
-                                w.cpu0,
-                                w.cpu_last.map(|(c, _)| c),
-                                w.cpu_last.map_or(0, |(_, at)| at - w.seen_ns),
-                            );
-                            Some(running_category(whole)).filter(|c| *c != live)
-                        }
-                        _ => None,
-                    };
-                    let _ = self.events.send(Pending::Event(Event::StallEnd { id, duration_ns, category }));
-                }
-                *w = Watch { since, seen_ns: now_ns, consumed_long: w.consumed_long, ..Watch::default() };
+        for t in &threads {
+            let w = watches.entry(t.decl.id).or_default();
+            if let Some(due) = self.watch(t, w, now_raw, now_ns) {
+                next = next.min(due);
             }
-            self.raise_missed(t, w, since, now_ns);
-            if w.open.is_some()
-                && let Some(cpu) = thread_cpu_ns(t.tid)
-            {
-                w.cpu_last = Some((cpu, now_ns));
-            }
-            if since == 0 {
-                continue;
-            }
-            let elapsed = self.shared.clock.delta_as_nanos(since, now_raw);
-            if w.flagged {
-                if let Some(due) = self.look_again(t, w, since, elapsed, now_ns) {
-                    next = next.min(due);
-                }
-                continue;
-            }
-            // The thread's CPU time (a system call) is first read once a poll has lasted half the
-            // threshold, which leaves half the threshold to measure its CPU share over. Almost
-            // every poll a scan sees ends long before; reading it for each of them cost the
-            // watchdog 14.8 ms of CPU per 3 s scraper run against 10.2 ms now (`bench`'s thread
-            // CPU times).
-            let half = self.threshold_ns / 2;
-            if w.cpu0.is_none() && elapsed >= half {
-                w.cpu0 = thread_cpu_ns(t.tid);
-                w.seen_ns = now_ns;
-            }
-            if elapsed < self.threshold_ns {
-                let due = if w.cpu0.is_none() { half - elapsed } else { self.threshold_ns - elapsed };
-                next = next.min(Duration::from_nanos(due));
-                continue;
-            }
-            w.flagged = true;
-            w.consumed_long = since;
-            if handed_off(&self.shared, t) {
-                continue;
-            }
-            // Read now: the poll may end while the watchdog looks closer.
-            let site = t.in_poll_site.load(Ordering::Relaxed);
-            let cpu_percent = cpu_percent(&self.shared, self.threshold_ns, t, w, now_ns);
-            // Sample now: the thread may be gone by the time the watchdog sees the poll end.
-            w.cpu_last = thread_cpu_ns(t.tid).map(|c| (c, self.shared.now_ns()));
-            let (mut category, mut syscall, mut fd_target) = classify(t.tid, cpu_percent);
-            if t.in_poll_since.load(Ordering::Acquire) != since {
-                // The poll ended while being looked at: what the thread does now is not the stall.
-                (category, syscall, fd_target) = (StallCategory::Unknown, None, None);
-            }
-            let raw = self.capture(t, since, MAX_QUEUED_STACKS);
-            let id = self.shared.stall_ids.fetch_add(1, Ordering::Relaxed);
-            w.open = Some((id, category));
-            let stall = Stall {
-                id,
-                worker: t.decl.id,
-                site: Some(site),
-                started_ns: self.shared.clock.delta_as_nanos(self.shared.start_raw, since),
-                detected_ns: now_ns,
-                category,
-                syscall,
-                fd_target,
-                cpu_percent,
-                blocking_site: None,
-                blocking_function: None,
-                call: None,
-                stack: Vec::new(),
-                late: false,
-            };
-            if raw.is_some() {
-                self.queued_stacks.fetch_add(1, Ordering::Relaxed);
-            }
-            let _ = self.events.send(Pending::Begin(Box::new(stall), raw));
         }
         self.watches = watches;
         next
     }
 
+    /// Looks at one thread; returns how long until its poll is due another look.
+    fn watch(&mut self, t: &ThreadSlot, w: &mut Watch, now_raw: u64, now_ns: u64) -> Option<Duration> {
+        let since = t.in_poll_since.load(Ordering::Acquire);
+        if since != w.since {
+            self.poll_ended(t, w, now_raw);
+            *w = Watch { since, seen_ns: now_ns, consumed_long: w.consumed_long, ..Watch::default() };
+        }
+        self.raise_missed(t, w, since, now_ns);
+        if w.open.is_some()
+            && let Some(cpu_ns) = thread_cpu_ns(t.tid)
+        {
+            w.cpu_last = Some(CpuSample { cpu_ns, at_ns: now_ns });
+        }
+        if since == 0 {
+            return None;
+        }
+        let elapsed = self.shared.clock.delta_as_nanos(since, now_raw);
+        if w.flagged {
+            return self.look_again(t, w, since, elapsed, now_ns);
+        }
+        // The thread's CPU time (a system call) is first read once a poll has lasted half the
+        // threshold, which leaves half the threshold to measure its CPU share over: almost every
+        // poll a scan sees ends long before, and reading it for each of them would cost the
+        // watchdog a third more CPU on a busy server (docs/benchmarks.md).
+        let half = self.threshold_ns / 2;
+        if w.cpu0.is_none() && elapsed >= half {
+            w.cpu0 = thread_cpu_ns(t.tid);
+            w.seen_ns = now_ns;
+        }
+        if elapsed < self.threshold_ns {
+            let due = if w.cpu0.is_none() { half - elapsed } else { self.threshold_ns - elapsed };
+            return Some(Duration::from_nanos(due));
+        }
+        w.flagged = true;
+        w.consumed_long = since;
+        if handed_off(&self.shared, t) {
+            return None;
+        }
+        self.raise(t, w, since, now_ns);
+        None
+    }
+
+    /// Raises a stall for the poll of `t` that started at `since` and is still running.
+    fn raise(&mut self, t: &ThreadSlot, w: &mut Watch, since: u64, now_ns: u64) {
+        // Read now: the poll may end while the watchdog looks closer.
+        let site = t.in_poll_site.load(Ordering::Relaxed);
+        let cpu_percent = cpu_percent(&self.shared, self.threshold_ns, t, w, now_ns);
+        // Sample now: the thread may be gone by the time the watchdog sees the poll end.
+        w.cpu_last = thread_cpu_ns(t.tid).map(|cpu_ns| CpuSample { cpu_ns, at_ns: self.shared.now_ns() });
+        let (mut category, mut syscall, mut fd_target) = classify(t.tid, cpu_percent);
+        if t.in_poll_since.load(Ordering::Acquire) != since {
+            // The poll ended while being looked at: what the thread does now is not the stall.
+            (category, syscall, fd_target) = (StallCategory::Unknown, None, None);
+        }
+        let id = self.shared.stall_ids.fetch_add(1, Ordering::Relaxed);
+        let recorded = self.budget.take(now_ns);
+        w.open = Some(OpenStall { id, live: category, site, recorded });
+        if !recorded {
+            return;
+        }
+        let raw = self.capture(t, since, MAX_QUEUED_STACKS);
+        let started_ns = self.shared.clock.delta_as_nanos(self.shared.start_raw, since);
+        let stall = Stall {
+            category,
+            syscall,
+            fd_target,
+            cpu_percent,
+            ..Stall::unknown(id, t.decl.id, Some(site), started_ns, now_ns, false)
+        };
+        if raw.is_some() {
+            self.queued_stacks.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = self.events.send(Pending::Begin(Box::new(stall), raw));
+    }
+
+    /// Closes the stall of a poll that has ended, with its exact duration and the category seen
+    /// over its whole length.
+    fn poll_ended(&mut self, t: &ThreadSlot, w: &Watch, now_raw: u64) {
+        let Some(open) = w.open else { return };
+        let (last_start, last_ns) = t.last_long();
+        let duration_ns =
+            if last_start == w.since { last_ns } else { self.shared.clock.delta_as_nanos(w.since, now_raw) };
+        // Computing vs. held up by the host, judged again over the whole stall.
+        let whole = match (open.live, w.cpu_last) {
+            (StallCategory::CpuBound | StallCategory::Preempted, Some(last)) => {
+                let share = cpu_share(w.cpu0, Some(last.cpu_ns), last.at_ns - w.seen_ns);
+                Some(running_category(share)).filter(|c| *c != open.live)
+            }
+            _ => None,
+        };
+        if open.recorded {
+            let _ = self.events.send(Pending::Event(Event::StallEnd { id: open.id, duration_ns, category: whole }));
+        } else {
+            self.shared.tally_stall(Some(open.site), whole.unwrap_or(open.live), duration_ns);
+        }
+    }
+
     /// Takes another look at an open stall once it has lasted 2, 4 and 8 thresholds: one stack
     /// is one instant, and a poll that spends most of its time in a resolver or in file I/O can
     /// be caught, by chance, in the loop around the calls, or a poll that computes and then
-    /// blocks caught before it blocks. The symbolizer keeps the most telling look. Returns how
-    /// long until the next look is due.
+    /// blocks caught before it blocks. Readers keep the most telling look. Returns how long until
+    /// the next look is due.
     fn look_again(&mut self, t: &ThreadSlot, w: &mut Watch, since: u64, elapsed: u64, now_ns: u64) -> Option<Duration> {
-        let (id, live) = w.open?;
-        if w.extra_samples >= EXTRA_SAMPLES || evidence(live) == TELLING || lock(&self.settled).contains(&id) {
+        let open = w.open.filter(|o| o.recorded)?;
+        if w.looks >= EXTRA_LOOKS || loopscope_core::stall::evidence(open.live) >= TELLING {
             return None;
         }
-        let due = self.threshold_ns << (w.extra_samples + 1);
+        let due = self.threshold_ns << (w.looks + 1);
         if elapsed < due {
             return Some(Duration::from_nanos(due - elapsed));
         }
-        w.extra_samples += 1;
+        w.looks += 1;
         let cpu_percent = cpu_share(w.cpu0, thread_cpu_ns(t.tid), now_ns.saturating_sub(w.seen_ns));
         let (category, _, _) = classify(t.tid, cpu_percent);
-        // New stalls come first: a look waits for a symbolizer that is keeping up.
+        // New stalls come first: a look waits for an unwinder that is keeping up.
         let raw = self.capture(t, since, MAX_QUEUED_STACKS / 2);
         if t.in_poll_since.load(Ordering::Acquire) != since {
             return None;
@@ -239,20 +298,31 @@ impl Watchdog {
         if raw.is_some() {
             self.queued_stacks.fetch_add(1, Ordering::Relaxed);
         }
-        let _ = self.events.send(Pending::Look(id, category, raw));
-        (w.extra_samples < EXTRA_SAMPLES).then(|| Duration::from_nanos(due))
+        let _ = self.events.send(Pending::Look(open.id, category, raw));
+        (w.looks < EXTRA_LOOKS).then(|| Duration::from_nanos(due))
     }
 
     /// Copies the stack of the thread stuck in the poll that started at `since`, if stacks are
-    /// captured and fewer than `max_queued` copies wait for the symbolizer.
-    fn capture(&self, t: &ThreadSlot, since: u64, max_queued: usize) -> Option<stack::RawStack> {
+    /// captured and fewer than `max_queued` copies wait for the unwinder.
+    fn capture(&mut self, t: &ThreadSlot, since: u64, max_queued: usize) -> Option<stack::RawStack> {
         let range = t.stack.clone().filter(|_| self.capture_stacks)?;
         if self.queued_stacks.load(Ordering::Relaxed) >= max_queued {
             return None;
         }
-        stack::interrupt(t.tid, range, Duration::from_millis(200))
+        match stack::interrupt(t.tid, range, CAPTURE_WAIT) {
             // A stack taken after the poll returned would name the wrong code.
-            .filter(|_| t.in_poll_since.load(Ordering::Acquire) == since)
+            Ok(raw) => Some(raw).filter(|_| t.in_poll_since.load(Ordering::Acquire) == since),
+            Err(stack::Unreachable::Blocked) => {
+                if !std::mem::replace(&mut self.told_blocked, true) {
+                    self.shared.report_error(format!(
+                        "thread {} blocks signal SIGRTMIN+7: its stalls are counted and classified, without stacks",
+                        t.decl.thread_name
+                    ));
+                }
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Raises, late, a long poll that ended before the watchdog saw it (it was not scheduled in
@@ -264,6 +334,10 @@ impl Watchdog {
             return;
         }
         w.consumed_long = start;
+        if !self.budget.take(now_ns) {
+            self.shared.tally_stall(None, StallCategory::Unknown, duration_ns);
+            return;
+        }
         let id = self.shared.stall_ids.fetch_add(1, Ordering::Relaxed);
         let started_ns = self.shared.clock.delta_as_nanos(self.shared.start_raw, start);
         let stall = Stall::unknown(id, t.decl.id, None, started_ns, now_ns, true);
@@ -284,47 +358,20 @@ fn cpu_percent(shared: &Shared, threshold_ns: u64, t: &ThreadSlot, w: &Watch, no
     cpu_share(w.cpu0, thread_cpu_ns(t.tid), shared.now_ns().saturating_sub(w.seen_ns))
 }
 
-/// CPU time between two samples over the wall time between them, in percent.
-fn cpu_share(before: Option<u64>, after: Option<u64>, wall_ns: u64) -> u32 {
-    let (Some(a), Some(b)) = (before, after) else { return 0 };
-    (b.saturating_sub(a).saturating_mul(100) / wall_ns.max(1)).min(100) as u32
-}
-
-/// A stuck thread in user space is either computing or waiting to be given a CPU. A computing
-/// thread gets a share of a CPU even on a busy host; one that got almost none was held up by the
-/// host, not by its own code.
-fn running_category(cpu_percent: u32) -> StallCategory {
-    if cpu_percent >= CPU_BOUND_PERCENT { StallCategory::CpuBound } else { StallCategory::Preempted }
-}
-
-/// How much a category says about what blocked the poll, for choosing among several looks at
-/// one stall: a named blocking call beats the kernel's plain view of a thread (waiting on a
-/// futex, computing), which beats not knowing. A poll seen once in a resolver and once in the
-/// loop around it was blocked by name resolution.
-fn evidence(c: StallCategory) -> u8 {
-    match c {
-        StallCategory::Dns | StallCategory::NestedRuntime => TELLING,
-        StallCategory::NestedExecutor | StallCategory::FileIo | StallCategory::NetworkIo => 3,
-        StallCategory::SyncSleep | StallCategory::LockWait => 2,
-        StallCategory::CpuBound | StallCategory::Preempted => 1,
-        StallCategory::Unknown => 0,
-    }
-}
-
-/// The [`evidence`] of a category no further look can improve.
+/// The evidence of a category no further look can improve (see `loopscope_core::stall::evidence`).
 const TELLING: u8 = 4;
 
-/// The [`evidence`] of a named blocking call (file or network I/O, a nested executor): enough
-/// that the watchdog stops looking.
-const NAMED_CALL: u8 = 3;
-
-/// Raw stacks waiting to be symbolized beyond which new stalls are raised without a stack.
+/// Raw stacks waiting to be unwound beyond which new stalls are raised without a stack.
 const MAX_QUEUED_STACKS: usize = 8;
 
 /// Further looks at a stall that goes on (at 2, 4 and 8 thresholds).
-const EXTRA_SAMPLES: u32 = 3;
+const EXTRA_LOOKS: u32 = 3;
 
-/// What the watchdog hands to the symbolizer.
+/// How long a stuck thread has to answer the capture signal. It answers within microseconds when
+/// it gets a CPU; on a host that gives it none, the stall is still raised, without a stack.
+const CAPTURE_WAIT: Duration = Duration::from_millis(50);
+
+/// What the watchdog hands to the unwinder thread.
 enum Pending {
     /// A new stall and the stack copied from its thread.
     Begin(Box<Stall>, Option<stack::RawStack>),
@@ -334,136 +381,37 @@ enum Pending {
     Event(Event),
 }
 
-/// Unwinds and symbolizes stall stacks off the watchdog's thread (the first one waits for the
-/// program's debug information to load), names the blocking site, and forwards every event to
-/// the flusher in the order the watchdog raised them.
-fn symbolizer(
-    pending: Receiver<Pending>,
-    flusher: Sender<Cmd>,
-    queued: Arc<AtomicUsize>,
-    settled: &std::sync::Mutex<Vec<u64>>,
-) {
-    // Stalls that turned out to be `block_in_place` (the fix): neither they nor their end are sent.
-    let mut dropped: Vec<u64> = Vec::new();
-    // Open stalls: the category raised, and the most telling one seen since.
-    let mut open: Vec<(u64, StallCategory, StallCategory)> = Vec::new();
-    let resolve = |raw: Option<stack::RawStack>| {
+/// Unwinds stall stacks off the watchdog's thread and forwards every event to the flusher in the
+/// order the watchdog raised them, each preceded by the declarations of modules its stack is the
+/// first to point into.
+fn unwind_and_forward(pending: Receiver<Pending>, flusher: Sender<Cmd>, queued: Arc<AtomicUsize>) {
+    let mut unwinder = stack::Unwinder::new();
+    let unwind = |unwinder: &mut stack::Unwinder, raw: Option<stack::RawStack>| {
         let Some(raw) = raw else { return Vec::new() };
         queued.fetch_sub(1, Ordering::Relaxed);
-        // A damaged stack copy must not take the symbolizer down with it.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stack::resolve(&raw))).unwrap_or_default()
+        // A damaged stack copy must not take the thread down with it.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unwinder.unwind(&raw))).unwrap_or_default()
     };
     for p in pending {
         let event = match p {
             Pending::Begin(mut stall, raw) => {
-                stall.stack = resolve(raw);
-                if in_stack(task_frames(&stall.stack), "block_in_place") {
-                    dropped.push(stall.id);
-                    continue;
-                }
-                stall.category = refine(stall.category, &stall.stack);
-                open.push((stall.id, stall.category, stall.category));
-                if evidence(stall.category) >= NAMED_CALL {
-                    // The stack named the blocking call: further looks would only interrupt it.
-                    lock(settled).push(stall.id);
-                }
-                if let Some(i) = blocking_site(&stall.stack) {
-                    stall.blocking_site = stall.stack[i].location();
-                    stall.blocking_function = Some(stall.stack[i].function.clone());
-                    stall.call = i.checked_sub(1).map(|c| stall.stack[c].function.clone());
-                }
+                stall.frames = unwind(&mut unwinder, raw);
                 Event::StallBegin(*stall)
             }
             Pending::Look(id, category, raw) => {
-                let stack = resolve(raw);
-                if let Some(o) = open.iter_mut().find(|o| o.0 == id) {
-                    let seen = refine(category, &stack);
-                    if evidence(seen) > evidence(o.2) {
-                        o.2 = seen;
-                    }
-                }
-                continue;
-            }
-            Pending::Event(Event::StallEnd { id, .. }) if dropped.contains(&id) => {
-                dropped.retain(|d| *d != id);
-                continue;
-            }
-            Pending::Event(Event::StallEnd { id, duration_ns, category }) => {
-                let looked = open.iter().position(|o| o.0 == id).map(|i| open.swap_remove(i));
-                lock(settled).retain(|s| *s != id);
-                let category = match looked {
-                    Some((_, raised, best)) if best != raised => Some(best),
-                    _ => category,
-                };
-                Event::StallEnd { id, duration_ns, category }
+                let frames = unwind(&mut unwinder, raw);
+                Event::StallLook { id, category, frames, stack: Vec::new() }
             }
             Pending::Event(e) => e,
         };
+        let modules = unwinder.take_new_modules();
+        if !modules.is_empty() && flusher.send(Cmd::Modules(modules)).is_err() {
+            return;
+        }
         if flusher.send(Cmd::Event(Box::new(event))).is_err() {
             return;
         }
     }
-}
-
-/// Whether a library frame's function (std, tokio, libc, ...) contains `needle`; the program's
-/// own functions never count, whatever they are called.
-fn in_stack(stack: &[StackFrame], needle: &str) -> bool {
-    stack.iter().any(|f| is_library(f) && f.function.contains(needle))
-}
-
-/// The frames of the polled task: from the stuck instruction out to tokio's task harness. Frames
-/// further out belong to the worker loop, which on a thread that took over a worker from
-/// `block_in_place` runs inside a closure defined in `block_in_place` itself.
-fn task_frames(stack: &[StackFrame]) -> &[StackFrame] {
-    let harness = stack.iter().position(|f| f.function.starts_with("tokio::runtime::task::"));
-    &stack[..harness.unwrap_or(stack.len())]
-}
-
-/// What the stack says that the kernel's view could not: a nested executor parks on a futex like
-/// a lock does, a resolver's queries look like any other socket I/O, and a thread copying a large
-/// buffer inside `write` is "running" to the kernel, like one that computes.
-fn refine(category: StallCategory, stack: &[StackFrame]) -> StallCategory {
-    let task = task_frames(stack);
-    // The library frames between the stuck instruction and the program's own code.
-    let calls = &stack[..blocking_site(stack).unwrap_or(stack.len())];
-    let called = |needle: &str| calls.iter().any(|f| f.function.contains(needle));
-    if in_stack(task, "getaddrinfo") || in_stack(task, "to_socket_addrs") {
-        StallCategory::Dns
-    } else if category == StallCategory::LockWait && in_stack(task, "block_on") {
-        StallCategory::NestedExecutor
-    } else if matches!(category, StallCategory::CpuBound | StallCategory::Unknown) && called("std::fs::") {
-        StallCategory::FileIo
-    } else if matches!(category, StallCategory::CpuBound | StallCategory::Unknown) && called("std::net::") {
-        StallCategory::NetworkIo
-    } else {
-        category
-    }
-}
-
-/// Source paths of code that is not the program's own: std, dependencies, loopscope itself.
-const LIBRARY_PATHS: &[&str] = &[
-    "/rustc/",
-    "/rust/deps/",
-    "/lib/rustlib/src/rust/",
-    "/registry/src/",
-    "/git/checkouts/",
-    "crates/loopscope/src/",
-    "crates/loopscope-core/src/",
-];
-
-/// Whether a frame is library code: in a shared library (libc, the loader), without debug
-/// information, or from std, a dependency or loopscope.
-pub(crate) fn is_library(f: &StackFrame) -> bool {
-    match &f.file {
-        _ if f.object.is_some() => true,
-        None => true,
-        Some(file) => LIBRARY_PATHS.iter().any(|p| file.contains(p)),
-    }
-}
-
-/// Index of the innermost frame in the program's own code.
-pub(crate) fn blocking_site(stack: &[StackFrame]) -> Option<usize> {
-    stack.iter().position(|f| !is_library(f))
 }
 
 /// Whether the thread has handed its worker to another thread (`block_in_place`): tokio's record
@@ -480,201 +428,20 @@ fn handed_off(shared: &Shared, t: &ThreadSlot) -> bool {
     ids.iter().all(Option::is_some) && !ids.contains(&Some(t.thread_id))
 }
 
-/// Nanoseconds the thread has spent on a CPU, exact to the moment of the call (the kernel updates
-/// a running thread's figure on demand; `/proc/.../schedstat` lags by up to a scheduler tick).
-///
-/// The clock id is Linux's per-thread CPU clock, `MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)`, the
-/// same value glibc's `pthread_getcpuclockid` builds; for a thread that has exited the call fails
-/// with `EINVAL` instead of touching freed memory as a stale `pthread_t` could.
-fn thread_cpu_ns(tid: i32) -> Option<u64> {
-    let clock: libc::clockid_t = (!tid << 3) | 6;
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid out-pointer; an invalid clock id only makes the call fail.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
-}
-
-/// Share of a CPU (in percent) above which a stuck thread in user space is computing.
-const CPU_BOUND_PERCENT: u32 = 10;
-
-/// Classifies a stuck thread from its current system call (`/proc/self/task/<tid>/syscall`).
-/// Returns the category, the call's name and its file descriptor's target.
-pub(crate) fn classify(tid: i32, cpu_percent: u32) -> (StallCategory, Option<String>, Option<String>) {
-    let Ok(line) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
-        return (StallCategory::Unknown, None, None);
-    };
-    let mut fields = line.split_whitespace();
-    let first = fields.next().unwrap_or("");
-    if first == "running" {
-        return (running_category(cpu_percent), None, None);
-    }
-    let Ok(nr) = first.parse::<i64>() else { return (StallCategory::Unknown, None, None) };
-    let arg0 = fields.next().and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
-    let name = syscall_name(nr).map_or_else(|| format!("syscall {nr}"), str::to_string);
-    let (category, target) = match SyscallKind::of(nr) {
-        SyscallKind::Sleep => (StallCategory::SyncSleep, None),
-        SyscallKind::Futex => (StallCategory::LockWait, None),
-        SyscallKind::EventLoop => (StallCategory::NestedExecutor, None),
-        SyscallKind::Path => (StallCategory::FileIo, None),
-        SyscallKind::Fd => match arg0.and_then(|fd| fd_target(fd as i32)) {
-            Some(t) => (fd_category(&t), Some(t)),
-            None => (StallCategory::Unknown, None),
-        },
-        SyscallKind::Socket => match arg0.and_then(|fd| fd_target(fd as i32)) {
-            Some(t) => (fd_category(&t), Some(t)),
-            None => (StallCategory::NetworkIo, None),
-        },
-        SyscallKind::Poll => match arg0.and_then(first_polled_fd).and_then(fd_target) {
-            Some(t) => (fd_category(&t), Some(t)),
-            None => (StallCategory::NetworkIo, None),
-        },
-        SyscallKind::Other => (StallCategory::Unknown, None),
-    };
-    (category, Some(name), target)
-}
-
-/// The category of blocking I/O on a file descriptor that points at `target`.
-fn fd_category(target: &str) -> StallCategory {
-    if let Some(inode) = target.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
-        if is_dns_socket(inode) { StallCategory::Dns } else { StallCategory::NetworkIo }
-    } else if target.starts_with("anon_inode:") {
-        StallCategory::Unknown
-    } else {
-        StallCategory::FileIo
-    }
-}
-
-fn fd_target(fd: i32) -> Option<String> {
-    std::fs::read_link(format!("/proc/self/fd/{fd}")).ok().map(|p| p.to_string_lossy().into_owned())
-}
-
-/// Whether the UDP socket with this inode talks to port 53 (a resolver query in progress). The
-/// TCP tables are not read: they can take milliseconds on a busy host, and a resolver's TCP
-/// fallback is recognised from the stack instead (`getaddrinfo`).
-fn is_dns_socket(inode: &str) -> bool {
-    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|table| {
-        std::fs::read_to_string(table).is_ok_and(|t| {
-            t.lines().skip(1).any(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.get(9) == Some(&inode) && f.get(2).is_some_and(|remote| remote.ends_with(":0035"))
-            })
-        })
-    })
-}
-
-/// The first descriptor of the `pollfd` array a thread is blocked in `poll` on, read with
-/// `process_vm_readv` (which fails cleanly instead of faulting if the memory is gone).
-fn first_polled_fd(addr: u64) -> Option<i32> {
-    let mut buf = [0u8; 8];
-    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
-    // SAFETY: reads from our own process into a local buffer of the stated length; a bad remote
-    // address makes the call fail with EFAULT, it cannot fault.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-    (n == 8).then(|| i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]))
-}
-
-#[derive(Clone, Copy)]
-enum SyscallKind {
-    Sleep,
-    Futex,
-    /// Blocking on a file descriptor given as the first argument.
-    Fd,
-    /// A socket call with the descriptor first.
-    Socket,
-    /// poll/ppoll: the first argument points at the descriptors.
-    Poll,
-    /// An open or stat of a path (a FIFO's open blocks until the other side opens it).
-    Path,
-    /// epoll/select: an event loop inside the poll.
-    EventLoop,
-    Other,
-}
-
-use SyscallKind as K;
-
-/// The x86-64 system calls a blocked worker is commonly found in.
-#[cfg(target_arch = "x86_64")]
-const SYSCALLS: &[(i64, &str, SyscallKind)] = &[
-    (0, "read", K::Fd),
-    (1, "write", K::Fd),
-    (2, "open", K::Path),
-    (4, "stat", K::Path),
-    (7, "poll", K::Poll),
-    (17, "pread64", K::Fd),
-    (18, "pwrite64", K::Fd),
-    (19, "readv", K::Fd),
-    (20, "writev", K::Fd),
-    (23, "select", K::EventLoop),
-    (35, "nanosleep", K::Sleep),
-    (40, "sendfile", K::Fd),
-    (42, "connect", K::Socket),
-    (43, "accept", K::Socket),
-    (44, "sendto", K::Socket),
-    (45, "recvfrom", K::Socket),
-    (46, "sendmsg", K::Socket),
-    (47, "recvmsg", K::Socket),
-    (74, "fsync", K::Fd),
-    (75, "fdatasync", K::Fd),
-    (202, "futex", K::Futex),
-    (230, "clock_nanosleep", K::Sleep),
-    (232, "epoll_wait", K::EventLoop),
-    (257, "openat", K::Path),
-    (262, "newfstatat", K::Path),
-    (270, "pselect6", K::EventLoop),
-    (271, "ppoll", K::Poll),
-    (277, "sync_file_range", K::Fd),
-    (281, "epoll_pwait", K::EventLoop),
-    (285, "fallocate", K::Fd),
-    (288, "accept4", K::Socket),
-    (295, "preadv", K::Fd),
-    (296, "pwritev", K::Fd),
-    (299, "recvmmsg", K::Socket),
-    (307, "sendmmsg", K::Socket),
-    (441, "epoll_pwait2", K::EventLoop),
-];
-
-#[cfg(not(target_arch = "x86_64"))]
-const SYSCALLS: &[(i64, &str, SyscallKind)] = &[];
-
-fn syscall_name(nr: i64) -> Option<&'static str> {
-    SYSCALLS.iter().find(|(n, _, _)| *n == nr).map(|(_, name, _)| *name)
-}
-
-impl SyscallKind {
-    fn of(nr: i64) -> SyscallKind {
-        SYSCALLS.iter().find(|(n, _, _)| *n == nr).map_or(SyscallKind::Other, |(_, _, k)| *k)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn another_threads_cpu_time_is_read_exactly() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let spinner = std::thread::spawn(move || {
-            // SAFETY: gettid has no preconditions.
-            tx.send(unsafe { libc::gettid() }).unwrap();
-            let start = std::time::Instant::now();
-            while start.elapsed() < Duration::from_millis(50) {
-                std::hint::spin_loop();
-            }
-        });
-        let tid = rx.recv().unwrap();
-        let a = thread_cpu_ns(tid).expect("a live thread's CPU clock");
-        spinner.join().unwrap();
-        assert_eq!(thread_cpu_ns(tid), None, "an exited thread's clock is refused");
-        let _ = a;
-        // SAFETY: gettid has no preconditions.
-        let me = unsafe { libc::gettid() };
-        let before = thread_cpu_ns(me).unwrap();
-        let start = std::time::Instant::now();
-        while start.elapsed() < Duration::from_millis(20) {
-            std::hint::spin_loop();
-        }
-        let spent = thread_cpu_ns(me).unwrap() - before;
-        assert!(spent >= 5_000_000, "20 ms of spinning counted {spent} ns");
+    fn the_budget_allows_a_burst_then_a_steady_rate() {
+        let mut b = Budget { tokens: BUDGET_BURST, refilled_ns: 0 };
+        let burst = (0..1000).filter(|_| b.take(0)).count() as u64;
+        assert_eq!(burst, BUDGET_BURST);
+        // Ten seconds later: ten seconds' worth, no more.
+        let later = (0..1000).filter(|_| b.take(10_000_000_000)).count() as u64;
+        assert_eq!(later, 10 * BUDGET_PER_S);
+        // Refills never exceed the burst.
+        let much_later = (0..1000).filter(|_| b.take(10_000_000_000_000)).count() as u64;
+        assert_eq!(much_later, BUDGET_BURST);
     }
 }

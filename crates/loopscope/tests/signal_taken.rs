@@ -14,13 +14,17 @@ extern "C" fn their_handler(_: libc::c_int) {
 }
 
 fn one_stall() -> loopscope::Report {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signal.loopscope");
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.worker_threads(2).enable_all();
-    let session = Session::builder().install(&mut b).unwrap();
+    let session = Session::builder().record_to(&path).install(&mut b).unwrap();
     let rt = b.build().unwrap();
     rt.block_on(async { tokio::spawn(async { std::thread::sleep(Duration::from_millis(40)) }).await.unwrap() });
     drop(rt);
-    session.finish().unwrap().unwrap()
+    session.finish().unwrap().unwrap();
+    let mut resolver = loopscope::core::resolve::Resolver::new(loopscope_symbols::Symbolizer::boxed());
+    loopscope::Report::from_file_with(&path, &mut resolver).unwrap()
 }
 
 #[test]

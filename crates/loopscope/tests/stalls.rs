@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use loopscope::Session;
 use loopscope::core::format::Recording;
 use loopscope::core::model::{Event, Stall, StallCategory};
+use loopscope::core::resolve::Resolver;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -67,27 +68,23 @@ fn stalls_during<F: std::future::Future<Output = ()>>(app: impl FnOnce() -> F) -
     drop(rt);
     let report = session.finish().unwrap().unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    let rec = Recording::read(&path).unwrap();
-    let mut seen: Vec<Seen> = Vec::new();
+    // Symbolized here, by the reader, as `loopscope report` does: the recorder stores addresses.
+    let mut resolver = Resolver::new(loopscope_symbols::Symbolizer::boxed());
+    let rec = Recording::read_with(&path, &mut resolver).unwrap();
     for e in &rec.events {
-        match e {
-            Event::StallBegin(s) => seen.push(Seen {
-                stall: s.clone(),
-                raised: s.category,
-                duration: None,
-                site: s.site.and_then(|i| rec.sites.get(i as usize)).map(|d| format!("{}:{}", d.file, d.line)),
-            }),
-            Event::StallEnd { id, duration_ns, category } => {
-                let s = seen.iter_mut().find(|s| s.stall.id == *id).expect("an end matches a begin");
-                s.duration = Some(Duration::from_nanos(*duration_ns));
-                if let Some(c) = category {
-                    s.stall.category = *c;
-                }
-            }
-            Event::RecorderError { message, .. } => panic!("recorder error: {message}"),
+        if let Event::RecorderError { message, .. } = e {
+            panic!("recorder error: {message}");
         }
     }
-    seen
+    loopscope::core::stall::pair(&rec.events)
+        .into_iter()
+        .map(|p| Seen {
+            site: p.stall.site.and_then(|i| rec.sites.get(i as usize)).map(|d| format!("{}:{}", d.file, d.line)),
+            stall: Stall { category: p.category, ..p.stall },
+            raised: p.raised,
+            duration: p.duration_ns.map(Duration::from_nanos),
+        })
+        .collect()
 }
 
 fn here(line: u32) -> String {

@@ -230,11 +230,7 @@ pub fn run_once(workload: Workload, instrument: Instrument, reps: u32, run_for: 
                 loopscope::Profile::Full
             };
             let detector = matches!(instrument, Instrument::Lean | Instrument::Full);
-            let mut session = loopscope::Session::builder().profile(profile).stall_detector(detector);
-            // As the `loopscope` command does: stall stacks symbolized in a helper process.
-            if let Ok(me) = std::env::current_exe() {
-                session = session.symbolizer(me);
-            }
+            let session = loopscope::Session::builder().profile(profile).stall_detector(detector);
             Some(session.install(&mut builder)?)
         }
         _ => None,

@@ -22,10 +22,6 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    // loopscope's sessions symbolize stall stacks in this program, started again as a helper.
-    if std::env::args_os().nth(1).is_some_and(|a| a == "__symbolize") {
-        return Ok(loopscope::run_symbolizer_helper()?);
-    }
     let a = Args::parse();
     let out = run_once(a.workload, a.instrument, a.reps, Duration::from_millis(a.for_ms))?;
     println!("{}", serde_json::to_string(&out)?);

@@ -1,0 +1,160 @@
+//! Symbolizing on the reader's side.
+//!
+//! The recorder stores stacks as instruction addresses plus the modules they fall in
+//! ([`ModuleDecl`]); the profiled program never parses debug information. Every reader passes
+//! the frames it reads through a [`Resolver`], which turns addresses into functions, files and
+//! lines with a [`Symbolize`] implementation (the `loopscope-symbols` crate reads the binaries on
+//! disk and checks their build ids), then names each stall's blocking site
+//! ([`crate::stall::attribute`]).
+
+use std::collections::HashMap;
+
+use crate::model::{Event, Frame, ModuleDecl, StackFrame};
+
+/// One symbol at an address: several at one address when calls were inlined.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Symbol {
+    /// The function, demangled, without its hash.
+    pub function: Option<String>,
+    /// Its source file, when line tables have it.
+    pub file: Option<String>,
+    /// Its line.
+    pub line: Option<u32>,
+}
+
+/// Turns addresses within a module's file into symbols.
+pub trait Symbolize: Send {
+    /// The symbols at `file_address` (a runtime address minus the module's load bias) in
+    /// `module`, innermost (inlined) first; empty when nothing is known.
+    fn symbolize(&mut self, module: &ModuleDecl, file_address: u64) -> Vec<Symbol>;
+
+    /// What the user should know about the symbols given so far (a binary that is missing or
+    /// has changed since the recording, a build without line tables), each said once.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Addresses resolved and kept, at most.
+const CACHE: usize = 1 << 16;
+
+/// Resolves the stacks of a recording's frames, in the order they are read.
+pub struct Resolver {
+    modules: Vec<ModuleDecl>,
+    symbolizer: Option<Box<dyn Symbolize>>,
+    cache: HashMap<u64, Vec<StackFrame>>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("modules", &self.modules.len())
+            .field("symbolizer", &self.symbolizer.is_some())
+            .finish()
+    }
+}
+
+impl Resolver {
+    /// A resolver that symbolizes with `symbolizer`.
+    pub fn new(symbolizer: Box<dyn Symbolize>) -> Resolver {
+        Resolver { modules: Vec::new(), symbolizer: Some(symbolizer), cache: HashMap::new() }
+    }
+
+    /// A resolver that names frames by address and module only.
+    pub fn addresses_only() -> Resolver {
+        Resolver { modules: Vec::new(), symbolizer: None, cache: HashMap::new() }
+    }
+
+    /// Forgets the modules declared so far (a new live connection declares them again).
+    pub fn reset(&mut self) {
+        self.modules.clear();
+        self.cache.clear();
+    }
+
+    /// What the symbolizer wants the user to know.
+    pub fn notes(&self) -> Vec<String> {
+        self.symbolizer.as_ref().map(|s| s.notes()).unwrap_or_default()
+    }
+
+    /// The modules declared so far.
+    pub fn modules(&self) -> &[ModuleDecl] {
+        &self.modules
+    }
+
+    /// Passes one frame through: declarations are kept, stall stacks symbolized and attributed.
+    pub fn frame(&mut self, mut frame: Frame) -> Frame {
+        match &mut frame {
+            Frame::Modules(m) => self.modules.extend(m.iter().cloned()),
+            Frame::Event(Event::StallBegin(s)) => {
+                if s.stack.is_empty() && !s.frames.is_empty() {
+                    s.stack = self.stack(&s.frames);
+                }
+                crate::stall::attribute(s);
+            }
+            Frame::Event(Event::StallLook { frames, stack, .. }) if stack.is_empty() && !frames.is_empty() => {
+                *stack = self.stack(frames);
+            }
+            _ => {}
+        }
+        frame
+    }
+
+    /// Symbolizes a stack of runtime addresses (innermost first), inlined calls expanded.
+    pub fn stack(&mut self, addresses: &[u64]) -> Vec<StackFrame> {
+        let mut out = Vec::new();
+        for &a in addresses {
+            if let Some(frames) = self.cache.get(&a) {
+                out.extend(frames.iter().cloned());
+                continue;
+            }
+            let frames = self.address(a);
+            if self.cache.len() >= CACHE {
+                self.cache.clear();
+            }
+            self.cache.insert(a, frames.clone());
+            out.extend(frames);
+        }
+        out
+    }
+
+    fn address(&mut self, address: u64) -> Vec<StackFrame> {
+        let module = self.modules.iter().find(|m| m.contains(address));
+        let object = module.filter(|m| !m.main).map(|m| m.file_name().to_string());
+        let symbols = match (module, self.symbolizer.as_mut()) {
+            (Some(m), Some(s)) => s.symbolize(m, address.wrapping_sub(m.bias)),
+            _ => Vec::new(),
+        };
+        frames_at(address, object, symbols)
+    }
+}
+
+/// The frames at one address from its symbols, innermost first: all but the last were inlined
+/// into the next. No symbol gives one frame named by the address.
+pub fn frames_at(address: u64, object: Option<String>, symbols: Vec<Symbol>) -> Vec<StackFrame> {
+    let mut here: Vec<StackFrame> = symbols
+        .into_iter()
+        .map(|s| StackFrame {
+            address,
+            function: s.function.unwrap_or_else(|| format!("{address:#x}")),
+            file: s.file,
+            line: s.line,
+            inlined: false,
+            object: object.clone(),
+        })
+        .collect();
+    if here.is_empty() {
+        here.push(StackFrame {
+            address,
+            function: format!("{address:#x}"),
+            file: None,
+            line: None,
+            inlined: false,
+            object,
+        });
+    }
+    let n = here.len();
+    for (i, f) in here.iter_mut().enumerate() {
+        f.inlined = i + 1 < n;
+    }
+    here
+}

@@ -1,0 +1,512 @@
+//! Stalls as every reader sees them: which frame of a stack is the program's blocking line, what
+//! the stack says about the category, and how a stall's begin, further looks and end pair up.
+//!
+//! The recorder writes what it saw: the kernel's view of the stuck thread (system call, CPU share)
+//! and raw stacks. Readers symbolize the stacks ([`crate::resolve`]) and then, here, name the
+//! blocking site ([`attribute`]), refine the category from the stack ([`refine`]) and follow each
+//! stall to its end with a [`StallTracker`], which keeps the most telling of its looks. The report,
+//! the exports, the TUI, the gate and the fleet exporters all use this one model.
+
+use std::collections::HashMap;
+
+use crate::model::{Event, StackFrame, Stall, StallCategory};
+
+/// Source paths of code that is not the program's own: std, dependencies, loopscope itself.
+pub const LIBRARY_PATHS: &[&str] = &[
+    "/rustc/",
+    "/rust/deps/",
+    "/lib/rustlib/src/rust/",
+    "/registry/src/",
+    "/git/checkouts/",
+    "crates/loopscope/src/",
+    "crates/loopscope-core/src/",
+];
+
+/// Crates whose functions are library code, for frames known only by their symbol (a release
+/// build without line tables, where no source path tells a dependency from the program): std, the
+/// runtime, and the libraries async programs commonly block in or run under.
+pub const LIBRARY_CRATES: &[&str] = &[
+    "std",
+    "core",
+    "alloc",
+    "tokio",
+    "tokio_util",
+    "tokio_stream",
+    "futures",
+    "futures_util",
+    "futures_core",
+    "futures_executor",
+    "futures_channel",
+    "mio",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "http",
+    "http_body",
+    "tower",
+    "tower_service",
+    "tower_http",
+    "axum",
+    "tonic",
+    "reqwest",
+    "rustls",
+    "tokio_rustls",
+    "native_tls",
+    "openssl",
+    "serde",
+    "serde_json",
+    "tracing",
+    "tracing_core",
+    "tracing_subscriber",
+    "bytes",
+    "parking_lot",
+    "parking_lot_core",
+    "crossbeam",
+    "crossbeam_channel",
+    "crossbeam_utils",
+    "rayon",
+    "rayon_core",
+    "loopscope",
+    "loopscope_core",
+    "backtrace",
+    "libc",
+    "hashbrown",
+    "sqlx",
+    "redis",
+    "tungstenite",
+    "tokio_tungstenite",
+    "warp",
+    "actix_rt",
+    "actix_web",
+    "quanta",
+    "dashmap",
+    "socket2",
+    "want",
+    "slab",
+    "once_cell",
+    "log",
+    "env_logger",
+    "async_trait",
+    "pin_project",
+    "pin_project_lite",
+];
+
+/// Whether a function known only by its name is library code: a C symbol (no `::` path), or a
+/// function of one of the [`LIBRARY_CRATES`].
+fn library_symbol(function: &str) -> bool {
+    let name = function.trim_start_matches(['<', '&']).trim_start_matches("mut ").trim_start_matches("dyn ");
+    match name.split_once("::") {
+        None => true,
+        Some((krate, _)) => LIBRARY_CRATES.contains(&krate),
+    }
+}
+
+/// Whether a frame is library code: in a shared library (libc, the loader), from std, a
+/// dependency or loopscope, or without a name at all. A frame with a function name but no source
+/// file (a build without line tables) is the program's unless its name is a library's.
+pub fn is_library(f: &StackFrame) -> bool {
+    match &f.file {
+        _ if f.object.is_some() => true,
+        Some(file) => LIBRARY_PATHS.iter().any(|p| file.contains(p)),
+        None => library_symbol(&f.function),
+    }
+}
+
+/// Index of the innermost frame in the program's own code.
+pub fn blocking_site(stack: &[StackFrame]) -> Option<usize> {
+    stack.iter().position(|f| !is_library(f))
+}
+
+/// The frames of the polled task: from the stuck instruction out to tokio's task harness. Frames
+/// further out belong to the worker loop, which on a thread that took over a worker from
+/// `block_in_place` runs inside a closure defined in `block_in_place` itself.
+pub fn task_frames(stack: &[StackFrame]) -> &[StackFrame] {
+    let harness = stack.iter().position(|f| f.function.starts_with("tokio::runtime::task::"));
+    &stack[..harness.unwrap_or(stack.len())]
+}
+
+/// Whether a library frame's function (std, tokio, libc, ...) contains `needle`; the program's
+/// own functions never count, whatever they are called.
+pub fn in_stack(stack: &[StackFrame], needle: &str) -> bool {
+    stack.iter().any(|f| is_library(f) && f.function.contains(needle))
+}
+
+/// Whether the stalled poll was inside `tokio::task::block_in_place`: the worker had been handed
+/// over, and blocking there is the fix, not a stall.
+pub fn is_block_in_place(stack: &[StackFrame]) -> bool {
+    in_stack(task_frames(stack), "block_in_place")
+}
+
+/// What the stack says that the kernel's view could not: a nested executor parks on a futex like
+/// a lock does, a resolver's queries look like any other socket I/O, and a thread copying a large
+/// buffer inside `write` is "running" to the kernel, like one that computes.
+pub fn refine(category: StallCategory, stack: &[StackFrame]) -> StallCategory {
+    let task = task_frames(stack);
+    // The library frames between the stuck instruction and the program's own code.
+    let calls = &stack[..blocking_site(stack).unwrap_or(stack.len())];
+    let called = |needle: &str| calls.iter().any(|f| f.function.contains(needle));
+    if in_stack(task, "getaddrinfo") || in_stack(task, "to_socket_addrs") {
+        StallCategory::Dns
+    } else if category == StallCategory::LockWait && in_stack(task, "block_on") {
+        StallCategory::NestedExecutor
+    } else if matches!(category, StallCategory::CpuBound | StallCategory::Unknown) && called("std::fs::") {
+        StallCategory::FileIo
+    } else if matches!(category, StallCategory::CpuBound | StallCategory::Unknown) && called("std::net::") {
+        StallCategory::NetworkIo
+    } else {
+        category
+    }
+}
+
+/// How much a category says about what blocked the poll, for choosing among several looks at
+/// one stall: a named blocking call beats the kernel's plain view of a thread (waiting on a
+/// futex, computing), which beats not knowing. A poll seen once in a resolver and once in the
+/// loop around it was blocked by name resolution.
+pub fn evidence(c: StallCategory) -> u8 {
+    match c {
+        StallCategory::Dns | StallCategory::NestedRuntime => 4,
+        StallCategory::NestedExecutor | StallCategory::FileIo | StallCategory::NetworkIo => 3,
+        StallCategory::SyncSleep | StallCategory::LockWait => 2,
+        StallCategory::CpuBound | StallCategory::Preempted => 1,
+        StallCategory::Unknown => 0,
+    }
+}
+
+/// Names a stall's blocking site, function and call from its symbolized stack and refines its
+/// category. A stall that already names its site (recorded by a loopscope that symbolized in the
+/// program) is left as it is.
+pub fn attribute(s: &mut Stall) {
+    if s.stack.is_empty() || s.blocking_site.is_some() {
+        return;
+    }
+    if let Some(i) = blocking_site(&s.stack) {
+        s.blocking_site = s.stack[i].location().or_else(|| Some(s.stack[i].function.clone()));
+        s.blocking_function = Some(s.stack[i].function.clone());
+        s.call = i.checked_sub(1).map(|c| s.stack[c].function.clone());
+    }
+    s.category = refine(s.category, &s.stack);
+}
+
+/// Where a stall's cause lies, for keeping host noise apart from the program's faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// At a line of the program's own code: a fault to fix.
+    Program,
+    /// The host held the worker up (it was runnable but not running), or the watchdog itself
+    /// could not run in time to look (a late stall with nothing captured): never a program fault.
+    Host,
+    /// Blocked, but no line of the program could be named (every frame in the runtime or a
+    /// library, or no stack).
+    Unattributed,
+}
+
+impl Origin {
+    /// The origin of a stall of `category`, `late` or not, with or without a blocking site.
+    pub fn of(category: StallCategory, late: bool, blocking_site: bool) -> Origin {
+        if category.is_host() || (late && category == StallCategory::Unknown && !blocking_site) {
+            Origin::Host
+        } else if blocking_site {
+            Origin::Program
+        } else {
+            Origin::Unattributed
+        }
+    }
+
+    /// The name used in reports and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Program => "program",
+            Origin::Host => "host",
+            Origin::Unattributed => "unattributed",
+        }
+    }
+}
+
+/// A stall that ended, with what all its looks and its end said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Closed {
+    /// As raised (attributed).
+    pub stall: Stall,
+    /// The category it was raised with.
+    pub raised: StallCategory,
+    /// Its final category: the most telling look, or the category over the whole stall.
+    pub category: StallCategory,
+    /// How long the poll took, in nanoseconds.
+    pub duration_ns: u64,
+}
+
+struct Open {
+    stall: Stall,
+    /// The most telling category seen so far (raised, or a look's).
+    best: StallCategory,
+}
+
+/// Pairs stalls' begins, looks and ends; bounded.
+#[derive(Default)]
+pub struct StallTracker {
+    open: HashMap<u64, Open>,
+    /// Stalls ignored because the poll was in `block_in_place`.
+    ignored: Vec<u64>,
+    /// Begins not followed because too many stalls were open.
+    untracked: u64,
+}
+
+impl std::fmt::Debug for StallTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StallTracker").field("open", &self.open.len()).field("untracked", &self.untracked).finish()
+    }
+}
+
+impl Clone for StallTracker {
+    fn clone(&self) -> Self {
+        StallTracker {
+            open: self.open.iter().map(|(k, o)| (*k, Open { stall: o.stall.clone(), best: o.best })).collect(),
+            ignored: self.ignored.clone(),
+            untracked: self.untracked,
+        }
+    }
+}
+
+impl StallTracker {
+    /// Stalls followed at once; more are counted by their begin only.
+    pub const MAX_OPEN: usize = 10_000;
+
+    /// Follows a new (attributed) stall; false if it is no stall at all (the poll was inside
+    /// `block_in_place`, which hands the worker over first).
+    pub fn begin(&mut self, s: &Stall) -> bool {
+        if is_block_in_place(&s.stack) {
+            if self.ignored.len() < Self::MAX_OPEN {
+                self.ignored.push(s.id);
+            }
+            return false;
+        }
+        if self.open.len() < Self::MAX_OPEN {
+            self.open.insert(s.id, Open { stall: s.clone(), best: s.category });
+        } else {
+            self.untracked += 1;
+        }
+        true
+    }
+
+    /// Takes in another look at an open stall (its kernel view and symbolized stack).
+    pub fn look(&mut self, id: u64, category: StallCategory, stack: &[StackFrame]) {
+        if let Some(o) = self.open.get_mut(&id) {
+            let seen = refine(category, stack);
+            if evidence(seen) > evidence(o.best) {
+                o.best = seen;
+            }
+        }
+    }
+
+    /// Ends a stall; `None` for one not followed (ignored, or never begun). `category` is the
+    /// category the recorder judged over the whole stall, if it differs from the live one.
+    pub fn end(&mut self, id: u64, duration_ns: u64, category: Option<StallCategory>) -> Option<Closed> {
+        if let Some(i) = self.ignored.iter().position(|x| *x == id) {
+            self.ignored.swap_remove(i);
+            return None;
+        }
+        let o = self.open.remove(&id)?;
+        let raised = o.stall.category;
+        let category = if o.best != raised { o.best } else { category.map_or(raised, |c| refine(c, &o.stall.stack)) };
+        Some(Closed { stall: o.stall, raised, category, duration_ns })
+    }
+
+    /// Whether a stall is followed and has not ended.
+    pub fn is_open(&self, id: u64) -> bool {
+        self.open.contains_key(&id)
+    }
+
+    /// Stalls begun and not ended, in the order they were raised.
+    pub fn open(&self) -> Vec<&Stall> {
+        let mut v: Vec<&Stall> = self.open.values().map(|o| &o.stall).collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+
+    /// Begins that could not be followed (more than [`StallTracker::MAX_OPEN`] open at once).
+    pub fn untracked(&self) -> u64 {
+        self.untracked
+    }
+}
+
+/// One stall of a whole recording, its begin, looks and end paired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paired {
+    /// As raised (attributed).
+    pub stall: Stall,
+    /// The category it was raised with.
+    pub raised: StallCategory,
+    /// Its final category.
+    pub category: StallCategory,
+    /// How long the poll took in all, once it returned (`None`: still blocked when the
+    /// recording ended).
+    pub duration_ns: Option<u64>,
+}
+
+/// Every stall in a recording's events (resolved), in the order raised, paired with its end:
+/// what a test or a tool that holds a whole recording wants. Stalls inside `block_in_place` are
+/// left out.
+pub fn pair(events: &[Event]) -> Vec<Paired> {
+    let mut tracker = StallTracker::default();
+    let mut out: Vec<Paired> = Vec::new();
+    let mut at: HashMap<u64, usize> = HashMap::new();
+    for e in events {
+        match e {
+            Event::StallBegin(s) => {
+                if tracker.begin(s) {
+                    at.insert(s.id, out.len());
+                    out.push(Paired { stall: s.clone(), raised: s.category, category: s.category, duration_ns: None });
+                }
+            }
+            Event::StallLook { id, category, stack, .. } => tracker.look(*id, *category, stack),
+            Event::StallEnd { id, duration_ns, category } => {
+                if let (Some(c), Some(&i)) = (tracker.end(*id, *duration_ns, *category), at.get(id)) {
+                    out[i].category = c.category;
+                    out[i].duration_ns = Some(c.duration_ns);
+                }
+            }
+            Event::RecorderError { .. } => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(function: &str, file: Option<&str>, line: u32) -> StackFrame {
+        StackFrame {
+            address: 0x1000,
+            function: function.into(),
+            file: file.map(Into::into),
+            line: file.map(|_| line),
+            inlined: false,
+            object: None,
+        }
+    }
+
+    fn stall(id: u64, category: StallCategory, stack: Vec<StackFrame>) -> Stall {
+        let mut s = Stall::unknown(id, 0, Some(0), 0, 10_000_000, false);
+        s.category = category;
+        s.stack = stack;
+        attribute(&mut s);
+        s
+    }
+
+    #[test]
+    fn the_blocking_site_is_the_innermost_frame_of_the_program() {
+        let s = stall(
+            1,
+            StallCategory::SyncSleep,
+            vec![
+                frame("clock_nanosleep", None, 0),
+                frame("std::thread::sleep", Some("/rustc/abc/library/std/src/thread/mod.rs"), 10),
+                frame("app::handler", Some("/home/me/app/src/handler.rs"), 42),
+                frame("tokio::runtime::task::harness::poll", Some("/root/.cargo/registry/src/x/tokio/src/h.rs"), 1),
+            ],
+        );
+        assert_eq!(s.blocking_site.as_deref(), Some("/home/me/app/src/handler.rs:42"));
+        assert_eq!(s.blocking_function.as_deref(), Some("app::handler"));
+        assert_eq!(s.call.as_deref(), Some("std::thread::sleep"));
+        assert_eq!(s.category, StallCategory::SyncSleep);
+    }
+
+    #[test]
+    fn without_line_tables_the_function_is_named() {
+        let s = stall(
+            1,
+            StallCategory::SyncSleep,
+            vec![
+                frame("std::thread::sleep", None, 0),
+                frame("mini_redis::db::Db::set", None, 0),
+                frame("tokio::runtime::task::raw::poll", None, 0),
+            ],
+        );
+        assert_eq!(s.blocking_site.as_deref(), Some("mini_redis::db::Db::set"));
+        assert_eq!(s.call.as_deref(), Some("std::thread::sleep"));
+    }
+
+    #[test]
+    fn the_stack_refines_what_the_kernel_saw() {
+        let dns = vec![frame("getaddrinfo", None, 0), frame("app::f", Some("src/a.rs"), 3)];
+        let mut dns = dns;
+        dns[0].object = Some("libc.so.6".into());
+        assert_eq!(stall(1, StallCategory::NetworkIo, dns).category, StallCategory::Dns);
+        let fs = vec![
+            frame("std::fs::read", Some("/rustc/x/library/std/src/fs.rs"), 1),
+            frame("app::f", Some("src/a.rs"), 3),
+        ];
+        assert_eq!(stall(2, StallCategory::CpuBound, fs).category, StallCategory::FileIo);
+        let exec = vec![
+            frame("futures_executor::local_pool::block_on", Some("/root/.cargo/registry/src/x/f.rs"), 1),
+            frame("app::f", Some("src/a.rs"), 3),
+        ];
+        assert_eq!(stall(3, StallCategory::LockWait, exec).category, StallCategory::NestedExecutor);
+    }
+
+    #[test]
+    fn a_stall_ends_with_its_most_telling_look_or_its_whole_duration_category() {
+        let mut t = StallTracker::default();
+        let raised = stall(1, StallCategory::CpuBound, vec![frame("app::f", Some("src/a.rs"), 3)]);
+        assert!(t.begin(&raised));
+        // A look in a resolver outranks the first sighting's computing.
+        let mut resolver = frame("getaddrinfo", None, 0);
+        resolver.object = Some("libc.so.6".into());
+        t.look(1, StallCategory::NetworkIo, &[resolver, frame("app::f", Some("src/a.rs"), 3)]);
+        let closed = t.end(1, 30_000_000, Some(StallCategory::Preempted)).unwrap();
+        assert_eq!(
+            (closed.raised, closed.category, closed.duration_ns),
+            (StallCategory::CpuBound, StallCategory::Dns, 30_000_000)
+        );
+        // Without a better look, the whole-stall category wins.
+        let raised = stall(2, StallCategory::Preempted, vec![]);
+        assert!(t.begin(&raised));
+        assert_eq!(t.end(2, 1, Some(StallCategory::CpuBound)).unwrap().category, StallCategory::CpuBound);
+        // And without either, the raised one.
+        assert!(t.begin(&stall(3, StallCategory::SyncSleep, vec![])));
+        assert_eq!(t.end(3, 1, None).unwrap().category, StallCategory::SyncSleep);
+        assert!(t.end(3, 1, None).is_none(), "ended once");
+        assert!(t.open().is_empty());
+    }
+
+    #[test]
+    fn block_in_place_is_not_a_stall() {
+        let mut t = StallTracker::default();
+        let s = stall(
+            1,
+            StallCategory::SyncSleep,
+            vec![
+                frame("std::thread::sleep", Some("/rustc/x/library/std/src/thread/mod.rs"), 1),
+                frame("app::f", Some("src/a.rs"), 3),
+                frame(
+                    "tokio::runtime::scheduler::multi_thread::worker::block_in_place",
+                    Some("/root/.cargo/registry/src/t/w.rs"),
+                    1,
+                ),
+                frame("tokio::runtime::task::harness::poll", Some("/root/.cargo/registry/src/t/h.rs"), 1),
+            ],
+        );
+        assert!(!t.begin(&s));
+        assert!(t.end(1, 5, None).is_none());
+    }
+
+    #[test]
+    fn the_tracker_is_bounded() {
+        let mut t = StallTracker::default();
+        for id in 0..(StallTracker::MAX_OPEN as u64 + 5) {
+            t.begin(&stall(id, StallCategory::SyncSleep, vec![]));
+        }
+        assert_eq!(t.open().len(), StallTracker::MAX_OPEN);
+        assert_eq!(t.untracked(), 5);
+    }
+
+    #[test]
+    fn origins_keep_the_host_apart() {
+        assert_eq!(Origin::of(StallCategory::Preempted, false, true), Origin::Host);
+        assert_eq!(Origin::of(StallCategory::Unknown, true, false), Origin::Host);
+        assert_eq!(Origin::of(StallCategory::SyncSleep, false, true), Origin::Program);
+        assert_eq!(Origin::of(StallCategory::CpuBound, false, false), Origin::Unattributed);
+    }
+}

@@ -1,0 +1,215 @@
+//! What a recording may contain: one set of checks every reader goes through.
+//!
+//! [`crate::format::Reader`] checks each frame with a [`Declared`] before handing it out, so the
+//! report, the exports, the gate, the TUI and the attach client accept and refuse the same
+//! recordings. The checks bound what any frame can make a reader hold (ids refer to declarations,
+//! counts and lengths stay under the limits below, histograms have loopscope's bounds), so a
+//! corrupt or hostile file or stream costs memory in proportion to its size, never more.
+
+use std::collections::HashSet;
+
+use crate::dist::Dist;
+use crate::model::{Event, Frame, Header, Interval, Stall, StallCategory};
+
+/// Most spawn sites a recording may declare (the recorder's own cap is 100,000 plus `<other sites>`).
+pub const MAX_SITES: usize = 100_001;
+/// Most worker threads a recording may declare.
+pub const MAX_WORKERS: usize = 65_536;
+/// Most loaded modules a recording may declare.
+pub const MAX_MODULES: usize = 4_096;
+/// Most frames in one captured stack, raw or symbolized.
+pub const MAX_STACK: usize = 4_096;
+/// Longest string (a path, a function name, a message), in bytes.
+pub const MAX_STRING: usize = 64 << 10;
+/// Most command-line words, errors in a footer, or workload figures.
+pub const MAX_LIST: usize = 4_096;
+
+/// What has been declared so far in one recording, to check later frames against.
+#[derive(Clone, Debug, Default)]
+pub struct Declared {
+    sites: usize,
+    workers: usize,
+    modules: usize,
+    runtime: bool,
+}
+
+fn string(what: &str, s: &str) -> Result<(), String> {
+    if s.len() > MAX_STRING { Err(format!("{what} of {} bytes (at most {MAX_STRING})", s.len())) } else { Ok(()) }
+}
+
+fn list<T>(what: &str, l: &[T]) -> Result<(), String> {
+    if l.len() > MAX_LIST { Err(format!("{} {what} (at most {MAX_LIST})", l.len())) } else { Ok(()) }
+}
+
+fn dist(what: &str, d: &Dist) -> Result<(), String> {
+    // The histogram's header (bounds, length) is checked by decoding its bucket list, which
+    // never allocates more than the encoding holds.
+    d.buckets().map(|_| ()).map_err(|e| format!("{what}: {e}"))
+}
+
+fn unique(what: &str, ids: impl Iterator<Item = u32>, declared: usize) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    for id in ids {
+        if id as usize >= declared {
+            return Err(format!("refers to undeclared {what} {id}"));
+        }
+        if !seen.insert(id) {
+            return Err(format!("lists {what} {id} twice"));
+        }
+    }
+    Ok(())
+}
+
+impl Declared {
+    /// Checks a header.
+    pub fn header(&mut self, h: &Header) -> Result<(), String> {
+        if h.workers as usize > MAX_WORKERS {
+            return Err(format!("header declares {} workers (at most {MAX_WORKERS})", h.workers));
+        }
+        if h.interval_ns == 0 {
+            return Err("header declares an interval of 0 ns".into());
+        }
+        list("command-line words", &h.command_line)?;
+        for w in &h.command_line {
+            string("a command-line word", w)?;
+        }
+        string("the host name", &h.host)?;
+        string("the loopscope version", &h.loopscope_version)?;
+        if let Some(w) = &h.workload {
+            string("the workload name", w)?;
+        }
+        Ok(())
+    }
+
+    fn declare(what: &str, count: &mut usize, ids: impl Iterator<Item = u32>, max: usize) -> Result<(), String> {
+        for id in ids {
+            if id as usize != *count {
+                return Err(format!("{what} {id} declared out of order (expected {count})"));
+            }
+            if *count >= max {
+                return Err(format!("more than {max} {what}s declared"));
+            }
+            *count += 1;
+        }
+        Ok(())
+    }
+
+    fn stall(&self, s: &Stall) -> Result<(), String> {
+        if s.worker as usize >= self.workers {
+            return Err(format!("stall {} refers to undeclared worker {}", s.id, s.worker));
+        }
+        if let Some(site) = s.site
+            && site as usize >= self.sites
+        {
+            return Err(format!("stall {} refers to undeclared site {site}", s.id));
+        }
+        self.stack(&s.frames, &s.stack)?;
+        for t in [&s.syscall, &s.fd_target, &s.blocking_site, &s.blocking_function, &s.call].into_iter().flatten() {
+            string("a stall's text", t)?;
+        }
+        Ok(())
+    }
+
+    fn stack(&self, frames: &[u64], stack: &[crate::model::StackFrame]) -> Result<(), String> {
+        if frames.len() > MAX_STACK || stack.len() > MAX_STACK {
+            return Err(format!("a stack of {} frames (at most {MAX_STACK})", frames.len().max(stack.len())));
+        }
+        for f in stack {
+            string("a function name", &f.function)?;
+            for t in [&f.file, &f.object].into_iter().flatten() {
+                string("a stack frame's file", t)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn interval(&self, i: &Interval) -> Result<(), String> {
+        let ctx = |e: String| format!("interval {}: {e}", i.index);
+        unique("site", i.sites.iter().map(|s| s.site), self.sites).map_err(ctx)?;
+        unique("worker", i.workers.iter().map(|w| w.worker), self.workers).map_err(ctx)?;
+        if i.gauges.local_queues.len() > MAX_WORKERS {
+            return Err(ctx(format!("{} local queues", i.gauges.local_queues.len())));
+        }
+        if i.stall_tally.len() > self.sites.saturating_add(1).saturating_mul(StallCategory::ALL.len()) {
+            return Err(ctx(format!("{} stall tallies", i.stall_tally.len())));
+        }
+        if let Some(t) = i.stall_tally.iter().find(|t| t.site.is_some_and(|s| s as usize >= self.sites)) {
+            return Err(ctx(format!("a stall tally refers to undeclared site {:?}", t.site)));
+        }
+        for s in &i.sites {
+            dist("site poll histogram", &s.poll).map_err(ctx)?;
+            dist("site scheduling histogram", &s.sched).map_err(ctx)?;
+        }
+        for w in &i.workers {
+            dist("worker poll histogram", &w.poll).map_err(ctx)?;
+            dist("worker scheduling histogram", &w.sched).map_err(ctx)?;
+        }
+        dist("lag probe histogram", &i.lag).map_err(ctx)
+    }
+
+    /// Checks one frame after the header against what came before, and takes in its declarations.
+    pub fn check(&mut self, frame: &Frame) -> Result<(), String> {
+        match frame {
+            Frame::Header(_) => Err("a second header frame".into()),
+            Frame::Runtime(r) => {
+                if std::mem::replace(&mut self.runtime, true) {
+                    return Err("a second runtime declaration".into());
+                }
+                if r.workers as usize > MAX_WORKERS {
+                    return Err(format!("the runtime declares {} workers (at most {MAX_WORKERS})", r.workers));
+                }
+                Ok(())
+            }
+            Frame::Modules(m) => {
+                for d in m {
+                    string("a module path", &d.path)?;
+                    if d.start >= d.end {
+                        return Err(format!("module {} spans no addresses", d.id));
+                    }
+                    if d.build_id.as_ref().is_some_and(|b| b.len() > 64) {
+                        return Err(format!("module {} has a build id longer than 64 bytes", d.id));
+                    }
+                }
+                Self::declare("module", &mut self.modules, m.iter().map(|d| d.id), MAX_MODULES)
+            }
+            Frame::Sites(s) => {
+                for d in s {
+                    string("a spawn site's file", &d.file)?;
+                }
+                Self::declare("site", &mut self.sites, s.iter().map(|d| d.id), MAX_SITES)
+            }
+            Frame::Workers(w) => {
+                for d in w {
+                    string("a thread name", &d.thread_name)?;
+                }
+                Self::declare("worker", &mut self.workers, w.iter().map(|d| d.id), MAX_WORKERS)
+            }
+            Frame::Interval(i) => self.interval(i),
+            Frame::Event(Event::StallBegin(s)) => self.stall(s),
+            Frame::Event(Event::StallLook { frames, stack, .. }) => self.stack(frames, stack),
+            Frame::Event(Event::StallEnd { .. }) => Ok(()),
+            Frame::Event(Event::RecorderError { message, .. }) => string("an error message", message),
+            Frame::Workload(w) => {
+                string("the workload name", &w.name)?;
+                list("workload figures", &w.metrics)?;
+                list("workload distributions", &w.distributions)?;
+                for m in &w.metrics {
+                    string("a figure's name", &m.name)?;
+                    string("a figure's unit", &m.unit)?;
+                }
+                for d in &w.distributions {
+                    string("a distribution's name", &d.name)?;
+                    dist("a workload distribution", &d.dist)?;
+                }
+                Ok(())
+            }
+            Frame::Footer(f) => {
+                list("errors", &f.errors)?;
+                for e in &f.errors {
+                    string("an error message", e)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
