@@ -48,6 +48,12 @@ impl OtlpExporter {
         if period < Duration::from_millis(10) {
             return Err(bad("the export period must be at least 10ms".into()));
         }
+        if !loopback_host(&url) {
+            crate::shared::say(&format!(
+                "warning: exporting figures (spawn sites' source paths, the program's name, host name) to {url} \
+                 over plain HTTP, off this machine"
+            ));
+        }
         let agent: ureq::Agent =
             ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
         let thread = std::thread::Builder::new()
@@ -63,6 +69,18 @@ impl OtlpExporter {
             let _ = t.join();
         }
     }
+}
+
+/// Whether a collector URL's host is this machine.
+fn loopback_host(url: &str) -> bool {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let host = rest.split('/').next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `http://host:port` → `http://host:port/v1/metrics`; a URL with a path is taken as it is.
@@ -86,7 +104,7 @@ fn run(agent: &ureq::Agent, url: &str, period: Duration, max_labelled: usize, fr
             Ok(_) => failed = false,
             Err(e) if !failed => {
                 failed = true;
-                eprintln!("loopscope: OTLP export to {url} failed: {e} (retried every {period:?}; said once)");
+                crate::shared::say(&format!("OTLP export to {url} failed: {e} (retried every {period:?}; said once)"));
             }
             Err(_) => {}
         }
@@ -130,7 +148,8 @@ fn request(st: &State, now_ns: u64) -> Option<ExportMetricsServiceRequest> {
             text("service.name", &service),
             text("host.name", &header.host),
             kv("process.pid", any_value::Value::IntValue(i64::from(header.pid))),
-            text("process.command_line", &header.command_line.join(" ")),
+            // The executable's name, not its command line: arguments can hold secrets.
+            text("process.executable.name", header.program()),
         ],
         ..Default::default()
     };
@@ -283,5 +302,15 @@ mod tests {
         assert_eq!(metrics_url("https://c:4318"), None);
         assert_eq!(metrics_url("127.0.0.1:4318"), None);
         assert_eq!(metrics_url("http:///v1/metrics"), None);
+    }
+
+    #[test]
+    fn only_this_machine_is_loopback() {
+        for here in ["http://127.0.0.1:4318/v1/metrics", "http://localhost:4318/x", "http://[::1]:4318/v1/metrics"] {
+            assert!(loopback_host(here), "{here}");
+        }
+        for away in ["http://10.0.0.5:4318/v1/metrics", "http://collector:4318/v1/metrics", "http://[2001:db8::1]/x"] {
+            assert!(!loopback_host(away), "{away}");
+        }
     }
 }

@@ -4,9 +4,11 @@
 //! sends the preamble, the session so far (header, declarations, the newest intervals and events)
 //! and then every frame as it is made. Everything runs on the server's own threads, never on the
 //! profiled runtime. A client that sends anything but the hello within two seconds, belongs to
-//! another user (Unix sockets), or cannot keep up (its queue of [`CLIENT_QUEUE`] frames fills) is
-//! dropped, and at most [`MAX_CLIENTS`] connections are open at once; the program never waits
-//! for a client.
+//! another user (a Unix socket's peer credentials; for TCP on loopback, the owner of the client's
+//! socket in `/proc/net/tcp`), or cannot keep up (its queue of [`CLIENT_QUEUE`] frames fills) is
+//! dropped. At most [`MAX_CLIENTS`] connections are open at once, and at most [`MAX_GREETING`] of
+//! them before their hello, so silent connections cannot keep a real client out. The program
+//! never waits for a client.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -33,6 +35,12 @@ pub const CLIENT_QUEUE: usize = 1024;
 /// Clients served at once; more are refused.
 pub const MAX_CLIENTS: usize = 16;
 
+/// Connections that have not said hello yet, at once; more are refused.
+pub const MAX_GREETING: usize = 4;
+
+/// How long a connection has to say hello.
+const HELLO_WITHIN: Duration = Duration::from_millis(500);
+
 /// Intervals and events a new client receives from before it connected.
 const HISTORY_INTERVALS: usize = 600;
 const HISTORY_EVENTS: usize = 1000;
@@ -55,6 +63,8 @@ struct Hub {
     closed: bool,
     /// Client threads alive, from accept to close (a connection that never says hello counts).
     threads: usize,
+    /// Of those, the ones still waiting for their hello.
+    greeting: usize,
 }
 
 /// A running server.
@@ -82,7 +92,10 @@ impl Server {
                 let l = TcpListener::bind(a).map_err(|e| bad(format!("an address that can be bound ({e})")))?;
                 let bound = ServeAddr::Tcp(l.local_addr().map_err(|e| bad(e.to_string()))?);
                 if !a.ip().is_loopback() {
-                    eprintln!("loopscope: warning: serving live profile data on {bound}, reachable from other hosts");
+                    crate::shared::say(&format!(
+                        "warning: serving live profile data (stacks, source paths, the command line) on {bound}, \
+                         readable by anyone who can reach it"
+                    ));
                 }
                 (Listener::Tcp(l), bound)
             }
@@ -188,14 +201,19 @@ fn accept(listener: Listener, hub: &Arc<Mutex<Hub>>, stop: &AtomicBool) {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
+        // Another user's connection is closed before it can take a place.
+        if !conn.trusted() {
+            continue;
+        }
         {
             // Every connection costs a thread and a descriptor in the profiled process: bounded
             // from the moment it is accepted, not from its hello.
             let mut h = lock(hub);
-            if h.threads >= MAX_CLIENTS {
+            if h.threads >= MAX_CLIENTS || h.greeting >= MAX_GREETING {
                 continue;
             }
             h.threads += 1;
+            h.greeting += 1;
         }
         let client_hub = Arc::clone(hub);
         let spawned = std::thread::Builder::new().name("loopscope-client".into()).spawn(move || {
@@ -203,12 +221,23 @@ fn accept(listener: Listener, hub: &Arc<Mutex<Hub>>, stop: &AtomicBool) {
             lock(&client_hub).threads -= 1;
         });
         if spawned.is_err() {
-            lock(hub).threads -= 1;
+            let mut h = lock(hub);
+            h.threads -= 1;
+            h.greeting -= 1;
         }
     }
     if let Listener::Unix(_, path) = &listener {
         let _ = std::fs::remove_file(path);
     }
+}
+
+/// Whether a new (trusted) connection says the hello in time.
+fn greet(conn: &mut dyn Conn) -> bool {
+    if conn.setup().is_err() {
+        return false;
+    }
+    let mut hello = [0u8; HELLO.len()];
+    conn.read_exact(&mut hello).is_ok() && &hello == HELLO
 }
 
 /// A connected client socket.
@@ -221,19 +250,48 @@ trait Conn: Read + Write + Send {
 impl Conn for TcpStream {
     fn setup(&self) -> std::io::Result<()> {
         self.set_nonblocking(false)?;
-        self.set_read_timeout(Some(Duration::from_secs(2)))?;
+        self.set_read_timeout(Some(HELLO_WITHIN))?;
         self.set_write_timeout(Some(Duration::from_secs(5)))?;
         self.set_nodelay(true)
     }
+    /// On loopback, only this user's programs; a public address (allowed explicitly) is open.
     fn trusted(&self) -> bool {
-        true
+        let (Ok(local), Ok(peer)) = (self.local_addr(), self.peer_addr()) else { return false };
+        if !peer.ip().is_loopback() {
+            return true;
+        }
+        // SAFETY: getuid cannot fail.
+        tcp_owner(peer, local) == Some(unsafe { libc::getuid() })
     }
+}
+
+/// The owner of the loopback TCP socket at `from` connected to `to`, from the kernel's socket
+/// tables (`/proc/net/tcp`, `/proc/net/tcp6`: local address, remote address, ..., uid).
+fn tcp_owner(from: std::net::SocketAddr, to: std::net::SocketAddr) -> Option<u32> {
+    // The kernel prints each 32-bit word of the address as a number in the host's byte order.
+    fn hex(a: std::net::SocketAddr) -> String {
+        let octets = match a.ip() {
+            std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+            std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        let words: String =
+            octets.chunks(4).map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))).collect();
+        format!("{words}:{:04X}", a.port())
+    }
+    let table = if from.is_ipv4() { "/proc/net/tcp" } else { "/proc/net/tcp6" };
+    let (want_local, want_remote) = (hex(from), hex(to));
+    std::fs::read_to_string(table).ok()?.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&want_local.as_str()) && f.get(2) == Some(&want_remote.as_str()))
+            .then(|| f.get(7)?.parse().ok())
+            .flatten()
+    })
 }
 
 impl Conn for UnixStream {
     fn setup(&self) -> std::io::Result<()> {
         self.set_nonblocking(false)?;
-        self.set_read_timeout(Some(Duration::from_secs(2)))?;
+        self.set_read_timeout(Some(HELLO_WITHIN))?;
         self.set_write_timeout(Some(Duration::from_secs(5)))
     }
     fn trusted(&self) -> bool {
@@ -250,11 +308,9 @@ impl Conn for UnixStream {
 }
 
 fn serve_client(mut conn: Box<dyn Conn>, hub: &Mutex<Hub>) {
-    if conn.setup().is_err() || !conn.trusted() {
-        return;
-    }
-    let mut hello = [0u8; HELLO.len()];
-    if conn.read_exact(&mut hello).is_err() || &hello != HELLO {
+    let greeted = greet(&mut *conn);
+    lock(hub).greeting -= 1;
+    if !greeted {
         return;
     }
     let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(CLIENT_QUEUE);
@@ -277,6 +333,28 @@ fn serve_client(mut conn: Box<dyn Conn>, hub: &Mutex<Hub>) {
     for chunk in rx {
         if conn.write_all(&chunk).is_err() {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loopback_connection_is_owned_by_the_user_who_made_it() {
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(listener) = TcpListener::bind(bind) else { continue };
+            let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server_side, peer) = listener.accept().unwrap();
+            let local = server_side.local_addr().unwrap();
+            // SAFETY: getuid cannot fail.
+            assert_eq!(tcp_owner(peer, local), Some(unsafe { libc::getuid() }), "{bind}");
+            assert!(server_side.trusted());
+            // A pair of addresses no socket has belongs to nobody.
+            let nobody = std::net::SocketAddr::new(peer.ip(), 1);
+            assert_eq!(tcp_owner(nobody, local), None);
+            drop(client);
         }
     }
 }

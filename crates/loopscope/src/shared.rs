@@ -23,6 +23,12 @@ pub(crate) const MAX_THREADS: usize = 1024;
 
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Says something on stderr, prefixed `loopscope: `; never panics (stderr may be closed: the
+/// program must not die of it).
+pub(crate) fn say(message: &str) {
+    let _ = writeln!(std::io::stderr(), "loopscope: {message}");
+}
+
 /// Locks a mutex, ignoring poisoning: the recorder's own data stays usable after a panic elsewhere.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -434,7 +440,7 @@ impl Shared {
         let mut errors = lock(&self.errors);
         if !errors.contains(&message) {
             // Not eprintln!: it panics when stderr is gone, and this runs inside runtime hooks.
-            let _ = writeln!(std::io::stderr(), "loopscope: {message}");
+            say(&message);
             errors.push(message);
         }
     }

@@ -93,16 +93,15 @@ fn a_client_attaches_over_tcp_and_hostile_clients_are_dropped() {
     old.write_all(b"LSCOPE-ATTACH 9\n").unwrap();
     assert!(dropped(old));
 
-    // Connections are bounded from the moment they are accepted: with 15 silent ones and the
-    // good client open, one more is closed at once (before any hello timeout).
-    let silent: Vec<TcpStream> = (0..15).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    // Connections that have not said hello are bounded from the moment they are accepted: with
+    // four silent ones open, one more is closed at once, whatever it sends.
+    let silent: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&addr).unwrap()).collect();
     let mut extra = TcpStream::connect(&addr).unwrap();
-    // Even with a proper hello it gets nothing: no preamble, just the end of the stream.
     let _ = extra.write_all(HELLO);
     extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut got = Vec::new();
     let _ = extra.read_to_end(&mut got);
-    assert!(got.is_empty(), "the 17th connection was served {} bytes", got.len());
+    assert!(got.is_empty(), "a fifth connection before any hello was served {} bytes", got.len());
     drop(silent);
 
     // The good client and the program carry on.
@@ -144,4 +143,70 @@ fn public_and_malformed_addresses_are_refused() {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     let err = Session::builder().serve("somewhere").install(&mut b).unwrap_err().to_string();
     assert!(err.contains("`serve`") && err.contains("somewhere"), "{err}");
+}
+
+#[test]
+fn an_output_that_fails_to_start_after_the_server_started_fails_install_without_hanging() {
+    // The live server starts first; the Prometheus endpoint is then refused (a public address
+    // without prometheus_public). Install must return the error, not wait for the server.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        let r = Session::builder().serve("127.0.0.1:0").prometheus("0.0.0.0:0").install(&mut b);
+        let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let result = rx.recv_timeout(Duration::from_secs(60)).expect("install returned");
+    let err = result.expect_err("a public Prometheus address is refused");
+    assert!(err.contains("prometheus"), "{err}");
+    // And a Unix socket server with an OTLP endpoint that cannot be used.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("live.sock");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = format!("unix:{}", sock.display());
+    std::thread::spawn(move || {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        let r = Session::builder().serve(addr).otlp("https://collector.invalid:4318").install(&mut b);
+        let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let err = rx.recv_timeout(Duration::from_secs(60)).expect("install returned").expect_err("https is refused");
+    assert!(err.contains("otlp"), "{err}");
+    assert!(!sock.exists(), "the server that had started was stopped and its socket removed");
+}
+
+#[test]
+fn another_users_connections_never_keep_this_users_client_out() {
+    // As root, a child process of another user (nobody) opens twenty silent connections to the
+    // port, which any local user can reach; this user's client still attaches.
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!(
+            "SKIPPED: another_users_connections_never_keep_this_users_client_out: needs root to run a process as another user"
+        );
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let (addr, stop, program) = serving_program("127.0.0.1:0");
+    let port = addr.rsplit(':').next().unwrap().to_string();
+    let script = format!(
+        "for i in $(seq 20); do exec {{fd}}<>/dev/tcp/127.0.0.1/{port} || exit 1; done; echo open; exec sleep 60"
+    );
+    let mut hog = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("bash runs as nobody");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(hog.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "open", "the other user's connections are open");
+    let mut good = TcpStream::connect(&addr).unwrap();
+    good.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    good.write_all(HELLO).unwrap();
+    let mut reader = Reader::new(good, addr.clone()).expect("this user's client is served");
+    next_interval(&mut reader);
+    let _ = hog.kill();
+    let _ = hog.wait();
+    stop.store(true, Ordering::Relaxed);
+    program.join().unwrap();
 }
