@@ -14,7 +14,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use hdrhistogram::serialization::Deserializer;
 use serde::{Deserialize, Serialize};
 
 /// Lowest discernible value of every loopscope histogram, in nanoseconds.
@@ -101,29 +101,20 @@ impl Dist {
 }
 
 /// A distribution being recorded or merged in memory.
-#[derive(Clone, Debug)]
+///
+/// Only the buckets that hold values are kept (sorted by bucket), so a distribution costs memory
+/// in proportion to how spread its values are (a few dozen buckets for most spawn sites), never the
+/// ~30 KB of a whole HdrHistogram with loopscope's bounds: a reader or recorder holding one per
+/// spawn site and worker stays small. It behaves as an HdrHistogram with loopscope's bounds
+/// (same buckets, same quantiles) and encodes to the same bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DistAcc {
     count: u64,
     sum_ns: u64,
     max_ns: u64,
     outliers: u64,
-    hist: Histogram<u64>,
-}
-
-impl Default for DistAcc {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl PartialEq for DistAcc {
-    fn eq(&self, other: &Self) -> bool {
-        self.count == other.count
-            && self.sum_ns == other.sum_ns
-            && self.max_ns == other.max_ns
-            && self.outliers == other.outliers
-            && self.hist == other.hist
-    }
+    /// The non-empty buckets: (HdrHistogram counts index, count), by index.
+    buckets: Vec<(u32, u64)>,
 }
 
 /// A new empty histogram with loopscope's bounds.
@@ -134,7 +125,7 @@ pub fn new_histogram() -> Histogram<u64> {
 impl DistAcc {
     /// An empty distribution.
     pub fn new() -> Self {
-        DistAcc { count: 0, sum_ns: 0, max_ns: 0, outliers: 0, hist: new_histogram() }
+        DistAcc::default()
     }
 
     /// Records one value.
@@ -153,14 +144,28 @@ impl DistAcc {
         if value_ns > HIGHEST_NS {
             self.outliers += n;
         }
-        self.hist.saturating_record_n(value_ns.clamp(LOWEST_NS, HIGHEST_NS), n);
+        self.add_to_bucket(value_ns, n);
+    }
+
+    fn add_to_bucket(&mut self, value_ns: u64, n: u64) {
+        let index = bucket_index(value_ns.clamp(LOWEST_NS, HIGHEST_NS)) as u32;
+        // Values usually arrive in increasing order (a drain, a merge) or fall in a known bucket.
+        match self.buckets.last_mut() {
+            Some((last, c)) if *last == index => *c = c.saturating_add(n),
+            Some((last, _)) if *last < index => self.buckets.push((index, n)),
+            None => self.buckets.push((index, n)),
+            _ => match self.buckets.binary_search_by_key(&index, |(i, _)| *i) {
+                Ok(at) => self.buckets[at].1 = self.buckets[at].1.saturating_add(n),
+                Err(at) => self.buckets.insert(at, (index, n)),
+            },
+        }
     }
 
     /// Adds pre-aggregated values: `n` values that went into one bucket whose lowest value is
     /// `bucket_value_ns`, used by the recorder when it converts its own lock-free buckets.
     pub fn record_bucket(&mut self, bucket_value_ns: u64, n: u64) {
         if n > 0 {
-            self.hist.saturating_record_n(bucket_value_ns.clamp(LOWEST_NS, HIGHEST_NS), n);
+            self.add_to_bucket(bucket_value_ns, n);
         }
     }
 
@@ -175,8 +180,42 @@ impl DistAcc {
     /// Merges another distribution into this one.
     pub fn add(&mut self, other: &DistAcc) {
         self.add_scalars(other.count, other.sum_ns, other.max_ns, other.outliers);
-        // Same bounds on both sides: addition cannot fail.
-        let _ = self.hist.add(&other.hist);
+        self.merge(other.buckets.iter().copied());
+    }
+
+    /// Merges buckets given in increasing index order.
+    fn merge(&mut self, other: impl Iterator<Item = (u32, u64)>) {
+        let mine = std::mem::take(&mut self.buckets);
+        let mut out: Vec<(u32, u64)> = Vec::with_capacity(mine.len());
+        let mut a = mine.into_iter().peekable();
+        let mut b = other.peekable();
+        loop {
+            let next = match (a.peek().copied(), b.peek().copied()) {
+                (Some(x), Some(y)) if x.0 == y.0 => {
+                    a.next();
+                    b.next();
+                    (x.0, x.1.saturating_add(y.1))
+                }
+                (Some(x), Some(y)) if x.0 < y.0 => {
+                    a.next();
+                    x
+                }
+                (_, Some(y)) => {
+                    b.next();
+                    y
+                }
+                (Some(x), None) => {
+                    a.next();
+                    x
+                }
+                (None, None) => break,
+            };
+            match out.last_mut() {
+                Some((i, c)) if *i == next.0 => *c = c.saturating_add(next.1),
+                _ => out.push(next),
+            }
+        }
+        self.buckets = out;
     }
 
     /// Merges a stored distribution into this one.
@@ -187,19 +226,14 @@ impl DistAcc {
         // The non-zero buckets only: no whole histogram is built for each stored one.
         let buckets = d.buckets()?;
         self.add_scalars(d.count, d.sum_ns, d.max_ns, d.outliers);
-        for (value, n) in buckets {
-            self.hist.saturating_record_n(value, n);
-        }
+        self.merge(buckets.into_iter().filter(|(_, n)| *n > 0).map(|(v, n)| (bucket_index(v) as u32, n)));
         Ok(())
     }
 
-    /// Encodes into the stored form.
+    /// Encodes into the stored form (HdrHistogram V2: the same bytes as `hdrhistogram`'s own
+    /// serializer writes for the same histogram).
     pub fn to_dist(&self) -> Dist {
-        let mut hdr = Vec::new();
-        if self.count > 0 {
-            // Serializing into a Vec cannot fail for a histogram of this size.
-            let _ = V2Serializer::new().serialize(&self.hist, &mut hdr);
-        }
+        let hdr = if self.count > 0 { encode_v2(&self.buckets) } else { Vec::new() };
         Dist { count: self.count, sum_ns: self.sum_ns, max_ns: self.max_ns, outliers: self.outliers, hdr }
     }
 
@@ -223,23 +257,53 @@ impl DistAcc {
         self.outliers
     }
 
-    /// The underlying histogram (clamped to the ceiling).
-    pub fn histogram(&self) -> &Histogram<u64> {
-        &self.hist
+    /// The non-empty buckets as (lowest value of the bucket in ns, count), in increasing order.
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.buckets.iter().map(|&(i, n)| (value_from_index(u64::from(i)), n))
     }
 
-    /// The value at quantile `q` (0.0..=1.0), never above the exact maximum.
+    /// The values as a whole HdrHistogram (clamped to the ceiling), for tools that take one.
+    pub fn to_histogram(&self) -> Histogram<u64> {
+        let mut h = new_histogram();
+        for (v, n) in self.buckets() {
+            h.saturating_record_n(v, n);
+        }
+        h
+    }
+
+    /// The value at quantile `q` (0.0..=1.0), never above the exact maximum: the highest value
+    /// of the bucket where the cumulative count reaches `q` of the values, as HdrHistogram gives it.
     pub fn quantile(&self, q: f64) -> Duration {
         if self.count == 0 {
             return Duration::ZERO;
         }
-        Duration::from_nanos(self.hist.value_at_quantile(q).min(self.max_ns))
+        let q = q.min(1.0);
+        let total: u64 = self.buckets.iter().map(|(_, n)| n).sum();
+        let target = ((q * total as f64).ceil() as u64).max(1);
+        let mut seen = 0u64;
+        let mut value = 0;
+        for &(i, n) in &self.buckets {
+            seen += n;
+            value = value_from_index(u64::from(i));
+            if seen >= target {
+                break;
+            }
+        }
+        let value = if q == 0.0 { value } else { highest_equivalent(value) };
+        Duration::from_nanos(value.min(self.max_ns))
     }
 
     /// Number of values strictly above `threshold` (bucket resolution).
     pub fn count_above(&self, threshold: Duration) -> u64 {
         let t = u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX);
-        self.hist.iter_recorded().filter(|v| v.value_iterated_to() > t).map(|v| v.count_at_value()).sum()
+        self.buckets().filter(|(v, _)| highest_equivalent(*v) > t).map(|(_, n)| n).sum()
+    }
+
+    /// Number of values in the buckets from the one holding `low` to the one holding `high`.
+    pub fn count_between(&self, low: u64, high: u64) -> u64 {
+        let lo = bucket_index(low.clamp(LOWEST_NS, HIGHEST_NS)) as u32;
+        let hi = bucket_index(high.clamp(LOWEST_NS, HIGHEST_NS)) as u32;
+        self.buckets.iter().filter(|(i, _)| (lo..=hi).contains(i)).map(|(_, n)| n).sum()
     }
 
     /// The standard percentile summary.
@@ -254,6 +318,50 @@ impl DistAcc {
             max: self.max(),
         }
     }
+}
+
+/// HdrHistogram's V2 encoding of sparse buckets: the header, then zig-zag LEB128 counts from index
+/// 0 to the last non-empty one, a run of more than one empty bucket written as its negated length.
+fn encode_v2(buckets: &[(u32, u64)]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    let mut put = |v: i64| {
+        let mut x = ((v << 1) ^ (v >> 63)) as u64;
+        for i in 0..9 {
+            if i == 8 {
+                payload.push(x as u8);
+                return;
+            }
+            let more = x >> 7 != 0;
+            payload.push((x as u8 & 0x7f) | if more { 0x80 } else { 0 });
+            x >>= 7;
+            if !more {
+                return;
+            }
+        }
+    };
+    if buckets.is_empty() {
+        put(0);
+    }
+    let mut next = 0u32;
+    for &(i, n) in buckets {
+        match i - next {
+            0 => {}
+            1 => put(0),
+            gap => put(-i64::from(gap)),
+        }
+        put(i64::try_from(n).unwrap_or(i64::MAX));
+        next = i + 1;
+    }
+    let mut out = Vec::with_capacity(40 + payload.len());
+    out.extend_from_slice(&V2_COOKIE.to_be_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&u32::from(SIGNIFICANT_DIGITS).to_be_bytes());
+    out.extend_from_slice(&LOWEST_NS.to_be_bytes());
+    out.extend_from_slice(&HIGHEST_NS.to_be_bytes());
+    out.extend_from_slice(&1f64.to_bits().to_be_bytes());
+    out.extend_from_slice(&payload);
+    out
 }
 
 /// Percentiles of a distribution, as reports show them.
@@ -435,7 +543,44 @@ mod tests {
         assert_eq!(d.outliers(), 1);
         assert_eq!(d.max(), Duration::from_secs(120));
         assert!(d.quantile(1.0) >= Duration::from_secs(59));
-        assert_eq!(d.histogram().len(), 2);
+        assert_eq!(d.to_histogram().len(), 2);
+    }
+
+    #[test]
+    fn the_sparse_accumulator_behaves_and_encodes_as_hdrhistogram() {
+        use hdrhistogram::serialization::{Serializer, V2Serializer};
+        let mut d = DistAcc::new();
+        let mut h = new_histogram();
+        let mut x = 7u64;
+        for i in 0..20_000u64 {
+            // Values spread over the whole range, out of order, some repeated.
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let v = (x >> 20) % (HIGHEST_NS / (1 + i % 1000)) + 1;
+            d.record_n_ns(v, 1 + i % 3);
+            h.record_n(v, 1 + i % 3).unwrap();
+        }
+        for q in [0.0, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 1.0] {
+            assert_eq!(d.quantile(q).as_nanos() as u64, h.value_at_quantile(q).min(d.max_ns), "q {q}");
+        }
+        assert_eq!(d.count_between(0, 1_000_000), h.count_between(0, 1_000_000));
+        let above: u64 =
+            h.iter_recorded().filter(|v| v.value_iterated_to() > 3_000_000).map(|v| v.count_at_value()).sum();
+        assert_eq!(d.count_above(Duration::from_millis(3)), above);
+        let mut bytes = Vec::new();
+        V2Serializer::new().serialize(&h, &mut bytes).unwrap();
+        assert_eq!(d.to_dist().hdr, bytes, "the same encoding as hdrhistogram's");
+        assert_eq!(d.to_histogram(), h);
+        // Merging two halves gives the whole.
+        let (mut a, mut b) = (DistAcc::new(), DistAcc::new());
+        for (k, (v, n)) in d.buckets().enumerate() {
+            if k % 2 == 0 {
+                a.record_bucket(v, n)
+            } else {
+                b.record_bucket(v, n)
+            }
+        }
+        a.add(&b);
+        assert_eq!(a.buckets().collect::<Vec<_>>(), d.buckets().collect::<Vec<_>>());
     }
 
     #[test]
@@ -465,7 +610,7 @@ mod tests {
         let slow = decode_histogram(&stored.hdr).unwrap();
         let mut fast = DistAcc::new();
         fast.add_dist(&stored).unwrap();
-        assert_eq!(fast.histogram(), &slow);
+        assert_eq!(fast.to_histogram(), slow);
         assert_eq!(fast, d);
     }
 
@@ -571,6 +716,7 @@ mod tests {
 
     #[test]
     fn hostile_encodings_are_refused() {
+        use hdrhistogram::serialization::Serializer;
         assert!(decode_histogram(b"").is_err());
         assert!(decode_histogram(b"garbage bytes here").is_err());
         let mut other = Histogram::<u64>::new_with_bounds(1, u64::MAX / 2, 5).unwrap();

@@ -91,7 +91,7 @@ pub fn write_hlog<R: Read>(mut reader: Reader<R>, out: &mut impl Write) -> Resul
                     lines.push((site_tag("sched", decl), decode(&s.sched, "site scheduling histogram")?));
                 }
                 for (tag, d) in lines.iter().filter(|(_, d)| d.count() > 0) {
-                    log.write_histogram(d.histogram(), at, length, Tag::new(tag))
+                    log.write_histogram(&d.to_histogram(), at, length, Tag::new(tag))
                         .map_err(|e| ExportError::Write(e.to_string()))?;
                     stats.histograms += 1;
                 }

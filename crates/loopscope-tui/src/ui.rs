@@ -93,17 +93,16 @@ const EDGES: [u64; 9] = [1_000, 4_000, 16_000, 64_000, 256_000, 1_000_000, 4_000
 
 /// Counts per bucket: below each edge, and the rest.
 fn buckets(acc: &DistAcc) -> Vec<(String, u64)> {
-    let h = acc.histogram();
     let mut out = Vec::new();
     let mut below_prev = 0;
-    for (i, edge) in EDGES.iter().enumerate() {
-        let below = h.count_between(0, edge.saturating_sub(1));
-        let _ = i;
-        let label = format!("<{}", d(Duration::from_nanos(*edge)));
+    for edge in EDGES {
+        let below = acc.count_between(0, edge.saturating_sub(1));
+        let label = format!("<{}", d(Duration::from_nanos(edge)));
         out.push((label, below - below_prev));
         below_prev = below;
     }
-    out.push((format!("≥{}", d(Duration::from_nanos(EDGES[EDGES.len() - 1]))), h.len().saturating_sub(below_prev)));
+    let total: u64 = acc.buckets().map(|(_, n)| n).sum();
+    out.push((format!("≥{}", d(Duration::from_nanos(EDGES[EDGES.len() - 1]))), total.saturating_sub(below_prev)));
     out
 }
 
