@@ -573,11 +573,7 @@ mod tests {
         // Merging two halves gives the whole.
         let (mut a, mut b) = (DistAcc::new(), DistAcc::new());
         for (k, (v, n)) in d.buckets().enumerate() {
-            if k % 2 == 0 {
-                a.record_bucket(v, n)
-            } else {
-                b.record_bucket(v, n)
-            }
+            if k % 2 == 0 { a.record_bucket(v, n) } else { b.record_bucket(v, n) }
         }
         a.add(&b);
         assert_eq!(a.buckets().collect::<Vec<_>>(), d.buckets().collect::<Vec<_>>());

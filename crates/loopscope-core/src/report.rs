@@ -35,7 +35,24 @@ struct Acc {
     stalls: u64,
     poll: DistAcc,
     sched: DistAcc,
+    /// CPU time and run-queue delay (workers only).
+    cpu_ns: u64,
+    run_delay_ns: u64,
 }
+
+/// Worker rows of the report: threads that ran the same tokio worker share a row (a thread that
+/// took over a worker through `block_in_place` is that worker), so rows are bounded by the
+/// runtime's workers however many threads come and go; threads without a worker index get rows
+/// of their own, up to [`MAX_WORKER_ROWS`].
+#[derive(Clone, Debug)]
+struct WorkerRow {
+    decl: WorkerDecl,
+    threads: u32,
+    acc: Acc,
+}
+
+/// Worker rows kept by the aggregator; threads beyond share the last one.
+pub const MAX_WORKER_ROWS: usize = 1024;
 
 impl Acc {
     fn add(&mut self, slow: u64, poll: &crate::Dist, sched: &crate::Dist) -> Result<(), String> {
@@ -50,9 +67,10 @@ impl Acc {
 pub struct Aggregator {
     header: Header,
     sites: Vec<SiteDecl>,
-    workers: Vec<WorkerDecl>,
+    /// Per declared worker: its row.
+    worker_row: Vec<u32>,
+    worker_rows: Vec<WorkerRow>,
     site_acc: Vec<Acc>,
-    worker_acc: Vec<Acc>,
     runtime: Acc,
     lag: DistAcc,
     intervals: u64,
@@ -98,9 +116,9 @@ impl Aggregator {
         Aggregator {
             header,
             sites: Vec::new(),
-            workers: Vec::new(),
+            worker_row: Vec::new(),
+            worker_rows: Vec::new(),
             site_acc: Vec::new(),
-            worker_acc: Vec::new(),
             runtime: Acc::default(),
             lag: DistAcc::new(),
             intervals: 0,
@@ -191,8 +209,19 @@ impl Aggregator {
                 self.site_acc.resize_with(self.sites.len(), Acc::default);
             }
             Frame::Workers(w) => {
-                self.workers.extend(w.iter().cloned());
-                self.worker_acc.resize_with(self.workers.len(), Acc::default);
+                for d in w {
+                    let same = d.index.and_then(|i| self.worker_rows.iter().position(|r| r.decl.index == Some(i)));
+                    let row = match same {
+                        Some(row) => row,
+                        None if self.worker_rows.len() < MAX_WORKER_ROWS => {
+                            self.worker_rows.push(WorkerRow { decl: d.clone(), threads: 0, acc: Acc::default() });
+                            self.worker_rows.len() - 1
+                        }
+                        None => self.worker_rows.len() - 1,
+                    };
+                    self.worker_rows[row].threads += 1;
+                    self.worker_row.push(row as u32);
+                }
             }
             Frame::Interval(i) => self.push_interval(i).map_err(AggregateError)?,
             Frame::Event(e) => match e {
@@ -239,12 +268,17 @@ impl Aggregator {
             self.runtime.finished += s.finished;
         }
         for w in &i.workers {
-            let acc = self
-                .worker_acc
-                .get_mut(w.worker as usize)
+            let row = *self
+                .worker_row
+                .get(w.worker as usize)
                 .ok_or_else(|| ctx(format!("undeclared worker {}", w.worker)))?;
+            let acc = &mut self.worker_rows[row as usize].acc;
             acc.add(w.slow_polls, &w.poll, &w.sched).map_err(ctx)?;
+            acc.cpu_ns = acc.cpu_ns.saturating_add(w.cpu_ns);
+            acc.run_delay_ns = acc.run_delay_ns.saturating_add(w.run_delay_ns);
             self.runtime.add(w.slow_polls, &w.poll, &w.sched).map_err(ctx)?;
+            self.runtime.cpu_ns = self.runtime.cpu_ns.saturating_add(w.cpu_ns);
+            self.runtime.run_delay_ns = self.runtime.run_delay_ns.saturating_add(w.run_delay_ns);
         }
         self.lag.add_dist(&i.lag).map_err(|e| ctx(format!("lag probe histogram: {e}")))?;
         for t in &i.stall_tally {
@@ -306,6 +340,7 @@ impl Aggregator {
                 local_max: self.local_queue_max,
                 blocking_threads_max: self.blocking_threads_max,
             },
+            host: HostTime::new(rt.cpu_ns, rt.run_delay_ns),
             stalls: StallTotals {
                 count: self.stall_count,
                 detection_latency_mean: Duration::from_nanos(
@@ -315,19 +350,20 @@ impl Aggregator {
             },
         };
         let workers = self
-            .workers
+            .worker_rows
             .iter()
-            .zip(&self.worker_acc)
-            .map(|(d, a)| WorkerReport {
+            .map(|WorkerRow { decl: d, threads, acc: a }| WorkerReport {
                 id: d.id,
                 index: d.index,
                 thread_name: d.thread_name.clone(),
+                threads: *threads,
                 polls: a.poll.count(),
                 busy: a.poll.sum(),
                 busy_ratio: ratio(a.poll.sum(), 1),
                 poll: a.poll.summary(),
                 sched: a.sched.summary(),
                 slow_polls: a.slow_polls,
+                host: HostTime::new(a.cpu_ns, a.run_delay_ns),
             })
             .collect();
         let total_busy = rt.poll.sum().as_secs_f64();
@@ -562,17 +598,48 @@ pub struct RuntimeReport {
     pub queues: Queues,
     /// Stalls (polls that blocked a worker beyond the stall threshold).
     pub stalls: StallTotals,
+    /// What the host took from the workers (all together).
+    pub host: HostTime,
 }
 
-/// One worker thread.
+/// What the host took from the workers: the time they were runnable but waiting for a CPU
+/// (run-queue delay), beside the CPU time they got.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct HostTime {
+    /// CPU time the threads got.
+    #[serde(rename = "cpu_ns", with = "duration_ns")]
+    pub cpu: Duration,
+    /// Time they were runnable and waited for a CPU.
+    #[serde(rename = "run_delay_ns", with = "duration_ns")]
+    pub run_delay: Duration,
+    /// `run_delay / (cpu + run_delay)`: the share of the time they wanted a CPU that the host
+    /// gave to something else (0 when not measured).
+    pub share: f64,
+}
+
+impl HostTime {
+    fn new(cpu_ns: u64, run_delay_ns: u64) -> Self {
+        let wanted = cpu_ns.saturating_add(run_delay_ns);
+        HostTime {
+            cpu: Duration::from_nanos(cpu_ns),
+            run_delay: Duration::from_nanos(run_delay_ns),
+            share: if wanted == 0 { 0.0 } else { run_delay_ns as f64 / wanted as f64 },
+        }
+    }
+}
+
+/// One tokio worker (every thread that ran it), or one thread that polled tasks outside a worker.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WorkerReport {
-    /// Worker id in the recording.
+    /// Worker id in the recording (of the first thread of the row).
     pub id: u32,
     /// tokio's worker index.
     pub index: Option<u32>,
     /// Thread name.
     pub thread_name: String,
+    /// Threads that ran this worker over the recording (more than one when `block_in_place`
+    /// handed it to another thread).
+    pub threads: u32,
     /// Task polls on this thread.
     pub polls: u64,
     /// Time spent polling.
@@ -586,6 +653,8 @@ pub struct WorkerReport {
     pub sched: Summary,
     /// Polls above the slow-poll threshold.
     pub slow_polls: u64,
+    /// What the host took from this worker's threads.
+    pub host: HostTime,
 }
 
 /// One spawn site.

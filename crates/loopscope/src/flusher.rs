@@ -237,7 +237,12 @@ impl Flusher {
         let n_sites = self.sites_declared;
         let mut site_acc: Vec<Option<(DistAcc, DistAcc, u64)>> = (0..n_sites).map(|_| None).collect();
         let mut workers = Vec::new();
+        let mut gone = Vec::new();
         for t in &threads {
+            // Read before draining: a thread marked exited has made its last poll.
+            if t.exited.load(Ordering::Acquire) {
+                gone.push(t.decl.id);
+            }
             let (mut wpoll, mut wsched, mut wslow) = (DistAcc::new(), DistAcc::new(), 0u64);
             for (s, acc) in site_acc.iter_mut().enumerate() {
                 let Some(cells) = t.cells(s) else { continue };
@@ -262,6 +267,9 @@ impl Flusher {
                     run_delay_ns,
                 });
             }
+        }
+        if !gone.is_empty() {
+            self.forget_threads(&gone);
         }
         let mut out_sites = Vec::new();
         for (s, acc) in site_acc.into_iter().enumerate() {
@@ -299,6 +307,21 @@ impl Flusher {
         self.emit(Frame::Interval(Box::new(interval)));
     }
 
+    /// Frees the places of threads that exited, now that their last polls are in an interval.
+    fn forget_threads(&mut self, gone: &[u32]) {
+        let mut threads = lock(&self.shared.threads);
+        threads.retain(|t| {
+            let keep = !gone.contains(&t.decl.id);
+            if !keep {
+                self.shared.cells.fetch_sub(t.cells_held(), Ordering::Relaxed);
+            }
+            keep
+        });
+        drop(threads);
+        self.prev.retain(|(worker, _), _| !gone.contains(worker));
+        self.prev_sched.retain(|worker, _| !gone.contains(worker));
+    }
+
     /// The CPU time and run-queue delay of a worker since the last interval (both 0 when the
     /// kernel does not say).
     fn sched_delta(&mut self, t: &crate::shared::ThreadSlot) -> (u64, u64) {
@@ -321,16 +344,30 @@ impl Flusher {
             self.emit(Frame::Sites(new));
         }
         let threads: Vec<_> = lock(&self.shared.threads).clone();
-        if threads.len() > self.workers_declared {
-            let new: Vec<_> = threads[self.workers_declared..].iter().map(|t| t.decl.clone()).collect();
-            self.workers_declared = threads.len();
-            for t in &threads[threads.len() - new.len()..] {
+        // Worker ids are handed out in order; the ones at or past the count declared are new.
+        let mut new: Vec<&Arc<crate::shared::ThreadSlot>> =
+            threads.iter().filter(|t| t.decl.id as usize >= self.workers_declared).collect();
+        if !new.is_empty() {
+            new.sort_by_key(|t| t.decl.id);
+            for t in &new {
                 // The baseline for the worker's first interval.
                 if let Some(now) = crate::kernel::schedstat(t.tid) {
                     self.prev_sched.insert(t.decl.id, now);
                 }
             }
-            self.emit(Frame::Workers(new));
+            // Ids taken by threads that exited before they were declared are declared too, so
+            // that ids stay dense.
+            let last = new.last().map_or(0, |t| t.decl.id as usize);
+            let decls: Vec<_> = (self.workers_declared..=last)
+                .map(|id| match new.iter().find(|t| t.decl.id as usize == id) {
+                    Some(t) => t.decl.clone(),
+                    None => {
+                        loopscope_core::model::WorkerDecl { id: id as u32, index: None, thread_name: "(exited)".into() }
+                    }
+                })
+                .collect();
+            self.workers_declared = last + 1;
+            self.emit(Frame::Workers(decls));
         }
         threads
     }

@@ -18,8 +18,18 @@ use tokio::runtime::{Handle, TaskMeta};
 
 use crate::hot::SiteCells;
 
-/// Most threads that can be recorded in one session; later threads are not recorded.
+/// Most threads recorded at once in one session; a thread's place is freed once it has exited
+/// and its last polls were flushed, so a program that starts threads without end (a
+/// `block_in_place`-heavy one, a blocking pool with a short keep-alive) keeps being recorded.
 pub(crate) const MAX_THREADS: usize = 1024;
+
+/// Most worker ids one session hands out (the readers' limit of declared workers).
+pub(crate) const MAX_WORKER_IDS: u32 = loopscope_core::validate::MAX_WORKERS as u32;
+
+/// Most (thread, spawn site) cells alive at once in one session, about 10 KB each in the hot
+/// path plus as much in the flusher: 2,048 bound them to about 40 MB whatever the program does.
+/// Polls of further pairs are not recorded (said once).
+pub(crate) const MAX_CELLS: usize = 2048;
 
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -68,6 +78,27 @@ thread_local! {
             }; RECENT],
         }
     };
+}
+
+/// Marks the thread's slot as exited when the thread ends (its thread-local storage is torn down).
+struct ExitGuard(Cell<Option<Arc<ThreadSlot>>>);
+
+impl ExitGuard {
+    fn replace(&self, slot: Option<Arc<ThreadSlot>>) -> Option<Arc<ThreadSlot>> {
+        self.0.replace(slot)
+    }
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.exited.store(true, Ordering::Release);
+        }
+    }
+}
+
+thread_local! {
+    static EXIT: ExitGuard = const { ExitGuard(Cell::new(None)) };
 }
 
 impl Local {
@@ -209,6 +240,8 @@ pub(crate) struct ThreadSlot {
     pub(crate) in_poll_since: AtomicU64,
     /// Site id of the task being polled.
     pub(crate) in_poll_site: AtomicU32,
+    /// Set when the thread has exited: the flusher takes its last polls and frees its place.
+    pub(crate) exited: AtomicBool,
     /// Start (raw clock) and duration of the last poll longer than the stall threshold, so the
     /// watchdog can close a stall with its exact duration; a sequence count (odd while the owner
     /// writes) lets it read the pair consistently.
@@ -252,17 +285,31 @@ impl ThreadSlot {
         unsafe { p.as_ref() }
     }
 
-    /// Only the owning thread calls this.
+    /// Only the owning thread calls this. Null once the session holds [`MAX_CELLS`] cells.
     #[inline]
-    fn cells_or_insert(&self, site: u32, poll_scale: u64) -> *const SiteCells {
+    fn cells_or_insert(&self, site: u32, poll_scale: u64, shared: &Shared) -> *const SiteCells {
         let Some(cell) = self.cells.get(site as usize) else { return std::ptr::null() };
         let p = cell.load(Ordering::Relaxed);
         if !p.is_null() {
             return p;
         }
+        if shared.cells.fetch_add(1, Ordering::Relaxed) >= MAX_CELLS {
+            shared.cells.fetch_sub(1, Ordering::Relaxed);
+            if !shared.cells_full.swap(true, Ordering::Relaxed) {
+                shared.report_error(format!(
+                    "more than {MAX_CELLS} (thread, spawn site) pairs at once: polls of further pairs are not recorded"
+                ));
+            }
+            return std::ptr::null();
+        }
         let fresh = Box::into_raw(Box::new(SiteCells::new(poll_scale)));
         cell.store(fresh, Ordering::Release);
         fresh
+    }
+
+    /// How many cells this thread holds.
+    pub(crate) fn cells_held(&self) -> usize {
+        self.cells.iter().filter(|c| !c.load(Ordering::Relaxed).is_null()).count()
     }
 }
 
@@ -368,6 +415,11 @@ pub(crate) struct Shared {
     pub(crate) threads: Mutex<Vec<Arc<ThreadSlot>>>,
     pub(crate) handle: Mutex<Option<Handle>>,
     threads_full: AtomicBool,
+    /// The next worker id to hand out.
+    next_worker: AtomicU32,
+    /// Cells alive, against [`MAX_CELLS`].
+    pub(crate) cells: AtomicUsize,
+    cells_full: AtomicBool,
     pub(crate) errors: Mutex<Vec<String>>,
     /// Ids of stalls, unique within the session (the watchdog and the panic hook both raise them).
     pub(crate) stall_ids: AtomicU64,
@@ -399,6 +451,9 @@ impl Shared {
             threads: Mutex::new(Vec::new()),
             handle: Mutex::new(None),
             threads_full: AtomicBool::new(false),
+            next_worker: AtomicU32::new(0),
+            cells: AtomicUsize::new(0),
+            cells_full: AtomicBool::new(false),
             errors: Mutex::new(Vec::new()),
             stall_ids: AtomicU64::new(0),
             lag: lag_probe.then(|| Mutex::new(loopscope_core::dist::DistAcc::new())),
@@ -543,7 +598,7 @@ impl Shared {
         }
         let key = loc as *const Location<'static> as usize;
         let site = self.sites.lookup(loc);
-        let cells = slot.cells_or_insert(site, self.clock.mult);
+        let cells = slot.cells_or_insert(site, self.clock.mult, self);
         let recent = l.recent_entry(key);
         recent.location.set(key);
         recent.site.set(site);
@@ -676,19 +731,23 @@ impl Shared {
             }
         }
         let mut threads = lock(&self.threads);
-        if threads.len() >= MAX_THREADS {
+        let full = threads.len() >= MAX_THREADS;
+        let id = if full { None } else { Some(self.next_worker.fetch_add(1, Ordering::Relaxed)) };
+        let Some(id) = id.filter(|id| *id < MAX_WORKER_IDS) else {
             if !self.threads_full.swap(true, Ordering::Relaxed) {
                 drop(threads);
-                self.report_error(format!(
-                    "more than {MAX_THREADS} threads polled tasks; later threads are not recorded"
-                ));
+                self.report_error(if full {
+                    format!("more than {MAX_THREADS} threads polled tasks at once; further threads are not recorded")
+                } else {
+                    format!("more than {MAX_WORKER_IDS} threads polled tasks; later threads are not recorded")
+                });
             }
             return std::ptr::null();
-        }
+        };
         let current = std::thread::current();
         let slot = Arc::new(ThreadSlot {
             decl: WorkerDecl {
-                id: threads.len() as u32,
+                id,
                 index: tokio::runtime::worker_index().and_then(|i| u32::try_from(i).ok()),
                 thread_name: current.name().unwrap_or("unnamed").to_string(),
             },
@@ -698,12 +757,19 @@ impl Shared {
             stack: crate::stack::current_stack(),
             in_poll_since: AtomicU64::new(0),
             in_poll_site: AtomicU32::new(0),
+            exited: AtomicBool::new(false),
             last_long_seq: AtomicU64::new(0),
             last_long_start: AtomicU64::new(0),
             last_long_ns: AtomicU64::new(0),
             cells: (0..=self.sites.max_sites).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
         });
         let ptr = Arc::as_ptr(&slot);
+        let _ = EXIT.try_with(|e| {
+            // A thread that moves to another session leaves its place in the last one.
+            if let Some(old) = e.replace(Some(Arc::clone(&slot))) {
+                old.exited.store(true, Ordering::Release);
+            }
+        });
         threads.push(slot);
         l.slot.set(ptr);
         ptr

@@ -128,3 +128,60 @@ fn a_million_tasks_from_twenty_sites_in_bounded_memory() {
     let growth = recorded[3] - recorded[0];
     assert!(growth < 4 * MIB, "live memory grew by {growth} bytes from 250k to 1M tasks");
 }
+
+/// A program whose threads come and go without end: concurrent `block_in_place` calls hand
+/// workers to new threads, and the blocking pool lets idle threads exit after a millisecond.
+#[test]
+fn threads_that_come_and_go_keep_being_recorded_in_bounded_memory() {
+    const ROUNDS: usize = 300;
+    const TASKS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("threads.loopscope");
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2).thread_keep_alive(Duration::from_millis(1)).enable_all();
+    let session = loopscope::Session::builder()
+        .record_to(&path)
+        .interval(Duration::from_millis(50))
+        .install(&mut builder)
+        .unwrap();
+    let rt = builder.build().unwrap();
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut samples = Vec::new();
+    rt.block_on(async {
+        for round in 0..ROUNDS {
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|_| {
+                    tokio::spawn(async {
+                        tokio::task::block_in_place(|| std::thread::sleep(Duration::from_micros(200)));
+                        tokio::task::yield_now().await;
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            // Long enough for idle threads to pass their keep-alive and exit.
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            if (round + 1) % (ROUNDS / 3) == 0 {
+                samples.push(LIVE.load(Ordering::Relaxed) - before);
+            }
+        }
+    });
+    drop(rt);
+    let report = session.finish().unwrap().unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let rec = loopscope::core::format::Recording::read(&path).unwrap();
+    eprintln!("{} threads polled tasks; recorder memory after each third: {samples:?}", rec.workers.len());
+    assert!(rec.workers.len() > MAX_THREADS, "the run had more threads than places: {}", rec.workers.len());
+    assert_eq!(report.runtime.tasks.spawned, (ROUNDS * TASKS) as u64);
+    assert!(
+        report.runtime.polls >= (2 * ROUNDS * TASKS) as u64,
+        "every task's polls recorded: {}",
+        report.runtime.polls
+    );
+    let growth = samples[2] - samples[0];
+    assert!(growth < 4 * MIB, "memory grew by {growth} bytes while threads came and went");
+}
+
+/// The recorder's number of places for threads recorded at once (`shared::MAX_THREADS`).
+const MAX_THREADS: usize = 1024;

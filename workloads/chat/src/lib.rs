@@ -431,8 +431,11 @@ mod tests {
 
     #[test]
     fn slow_readers_lose_messages_but_do_not_hold_up_the_others() {
-        // 20 clients x 400 messages of 1 KiB: far more than a slow reader's socket buffers hold.
-        let cfg = Config { clients: 20, rooms: 1, rate: 500.0, messages: 400, slow_clients: 2, size: 1024, queue: 128 };
+        // 20 clients x 400 messages of 1 KiB: 7.6 MB for each reader, far more than a slow reader's
+        // socket buffers and queue of 1,024 hold. A normal reader takes 1,900 messages a second,
+        // with half a second of queue to spare if the machine holds it up.
+        let cfg =
+            Config { clients: 20, rooms: 1, rate: 100.0, messages: 400, slow_clients: 2, size: 1024, queue: 1024 };
         let r = rt().block_on(run(&cfg, Duration::from_secs(30), 1)).unwrap();
         // The 18 normal readers each get every message from the 19 others.
         let expected = r.get_metric("expected_deliveries").unwrap();
