@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use loopscope::Report;
 use loopscope::core::format::{Completeness, Recording};
-use loopscope_tui::attach::FeedEvent;
+use loopscope::core::live::FeedEvent;
 use loopscope_tui::term::Feed;
 use loopscope_tui::{App, Source, Timeline};
 
@@ -33,7 +33,7 @@ pub fn tui_command(args: &TuiArgs) -> Result<(), Failure> {
     let terminal = |e: std::io::Error| Failure::Run(anyhow!("terminal: {e}"));
     if let Some(addr) = &args.attach {
         need_terminal("loopscope tui")?;
-        let events = loopscope_tui::attach::attach(addr.clone());
+        let events = loopscope::core::live::attach(addr.clone());
         return watch_feed(Source::Attached(addr.to_string()), events).map_err(terminal);
     }
     if let Some(url) = &args.console {

@@ -16,7 +16,7 @@
 //! are left out: they are meant to block.
 
 use std::collections::HashMap;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
 use loopscope_core::units::unix_now_ns;
@@ -27,10 +27,10 @@ use console_api::tasks::{Stats, TaskDetails, task_details};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
 use loopscope_core::dist::{DistAcc, highest_equivalent};
+pub use loopscope_core::live::FeedEvent;
 use loopscope_core::model::{
     Event, FORMAT_VERSION, Flavor, Frame, Gauges, Header, Interval, SiteDecl, SiteInterval, Stall,
 };
-pub use loopscope_tui::attach::FeedEvent;
 
 /// Tasks whose histograms are watched at once; the polls of others are not in the histograms.
 pub const MAX_WATCHED: usize = 256;
@@ -44,7 +44,7 @@ const SLOW_POLL_NS: u64 = 100_000;
 /// Starts reading the console at `url` (`http://127.0.0.1:6669`) on a thread of its own;
 /// reconnects every second after a failure, until the receiver is dropped.
 pub fn connect(url: String) -> std::sync::mpsc::Receiver<FeedEvent> {
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::sync_channel(loopscope_core::live::FEED_QUEUE);
     let _ = std::thread::Builder::new().name("loopscope-console".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
@@ -58,7 +58,7 @@ pub fn connect(url: String) -> std::sync::mpsc::Receiver<FeedEvent> {
     rx
 }
 
-async fn run(url: &str, tx: &Sender<FeedEvent>) {
+async fn run(url: &str, tx: &SyncSender<FeedEvent>) {
     loop {
         let why = match session(url, tx).await {
             Ok(()) => "the program ended".to_string(),
@@ -85,7 +85,7 @@ fn unix_ns(t: &prost_types::Timestamp) -> u64 {
 }
 
 /// One connection: the header, then one interval per console update.
-async fn session(url: &str, tx: &Sender<FeedEvent>) -> Result<(), Stop> {
+async fn session(url: &str, tx: &SyncSender<FeedEvent>) -> Result<(), Stop> {
     let mut client = InstrumentClient::connect(url.to_string())
         .await
         .map_err(|e| Failed(format!("cannot connect to {url}: {e}")))?;
@@ -94,12 +94,18 @@ async fn session(url: &str, tx: &Sender<FeedEvent>) -> Result<(), Stop> {
         .await
         .map_err(|e| Failed(format!("{url}: {}", e.message())))?
         .into_inner();
-    let send = |e: FeedEvent| tx.send(e).map_err(|_| Gone);
+    // Strings come from a server anyone could run: cleaned as a recording's are.
+    let send = |mut e: FeedEvent| {
+        if let FeedEvent::Frame(f) = &mut e {
+            loopscope_core::validate::clean_frame(f);
+        }
+        tx.send(e).map_err(|_| Gone)
+    };
     send(FeedEvent::Reset)?;
     send(FeedEvent::Status(None))?;
     let mut conv = Converter::new(unix_now_ns(), url);
     send(FeedEvent::Frame(Frame::Header(conv.header.clone())))?;
-    let (details_tx, mut details_rx) = tokio::sync::mpsc::unbounded_channel::<TaskDetails>();
+    let (details_tx, mut details_rx) = tokio::sync::mpsc::channel::<TaskDetails>(1024);
     loop {
         tokio::select! {
             update = updates.message() => {
@@ -149,7 +155,7 @@ async fn session(url: &str, tx: &Sender<FeedEvent>) -> Result<(), Stop> {
 fn watch_details(
     client: &mut InstrumentClient<tonic::transport::Channel>,
     id: u64,
-    tx: tokio::sync::mpsc::UnboundedSender<TaskDetails>,
+    tx: tokio::sync::mpsc::Sender<TaskDetails>,
 ) -> tokio::task::AbortHandle {
     let mut client = client.clone();
     tokio::spawn(async move {
@@ -157,7 +163,7 @@ fn watch_details(
         let Ok(response) = client.watch_task_details(request).await else { return };
         let mut stream = response.into_inner();
         while let Ok(Some(d)) = stream.message().await {
-            if tx.send(d).is_err() {
+            if tx.send(d).await.is_err() {
                 return;
             }
         }
@@ -415,7 +421,16 @@ fn is_blocking(task: &console_api::tasks::Task) -> bool {
         })
 }
 
+/// Decodes a histogram from the wire, refusing bounds that would make it large: console-subscriber
+/// keeps poll times at two significant digits up to seconds; anything wider is not its.
 fn decode(raw: &[u8]) -> Option<Histogram<u64>> {
+    let word = |at: usize, n: usize| raw.get(at..at + n).map(|b| b.iter().fold(0u64, |v, x| v << 8 | u64::from(*x)));
+    // The V2 header (big-endian): cookie, payload length, offset, digits, lowest, highest.
+    let (digits, lowest, highest) = (word(12, 4)?, word(16, 8)?, word(24, 8)?);
+    let plain_v2 = word(0, 4)? == 0x1c84_9313;
+    if !plain_v2 || digits > 3 || lowest == 0 || highest > 3_600_000_000_000 || lowest >= highest {
+        return None;
+    }
     Deserializer::new().deserialize(&mut &raw[..]).ok()
 }
 

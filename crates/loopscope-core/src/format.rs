@@ -40,8 +40,9 @@ pub const MAX_FRAME_LEN: u32 = 64 << 20;
 /// Largest payload a compressed frame may inflate to.
 pub const MAX_INFLATED_LEN: usize = 16 << 20;
 /// How many times its stored size a compressed payload may inflate to (beyond the first 64 KiB):
-/// recordings compress 3-10 times; a "zip bomb" is cut off long before it costs memory.
-pub const MAX_INFLATE_RATIO: usize = 64;
+/// recordings compress 2-3 times (measured on the workloads); a "zip bomb" is cut off long before
+/// it costs memory.
+pub const MAX_INFLATE_RATIO: usize = 16;
 /// Bit set in a frame's kind when its payload is zlib-compressed.
 pub const COMPRESSED: u8 = 0x80;
 
@@ -275,7 +276,8 @@ impl<R: Read> Reader<R> {
         };
         match r.read_raw() {
             Ok(Some((kind::HEADER, payload))) => {
-                let header: Header = r.decode(PREAMBLE_LEN, &payload)?;
+                let mut header: Header = r.decode(PREAMBLE_LEN, &payload)?;
+                crate::validate::clean_header(&mut header);
                 r.declared.header(&header).map_err(|e| r.corrupt(PREAMBLE_LEN, e))?;
                 r.header = header;
                 Ok(r)
@@ -328,9 +330,13 @@ impl<R: Read> Reader<R> {
             let frame = match k {
                 kind::HEADER => return Err(self.corrupt(at, "a second header frame".into())),
                 kind::RUNTIME if !v1 => Frame::Runtime(self.decode::<RuntimeDecl>(at, &payload)?),
-                kind::MODULES if !v1 => Frame::Modules(self.decode::<Vec<ModuleDecl>>(at, &payload)?),
-                kind::SITES => Frame::Sites(self.decode::<Vec<SiteDecl>>(at, &payload)?),
-                kind::WORKERS => Frame::Workers(self.decode::<Vec<WorkerDecl>>(at, &payload)?),
+                kind::MODULES if !v1 => {
+                    Frame::Modules(self.decode_list::<ModuleDecl>(at, &payload, self.declared.room().modules)?)
+                }
+                kind::SITES => Frame::Sites(self.decode_list::<SiteDecl>(at, &payload, self.declared.room().sites)?),
+                kind::WORKERS => {
+                    Frame::Workers(self.decode_list::<WorkerDecl>(at, &payload, self.declared.room().workers)?)
+                }
                 kind::INTERVAL if v1 => {
                     Frame::Interval(Box::new(self.decode::<crate::model_v1::Interval>(at, &payload)?.into()))
                 }
@@ -361,6 +367,8 @@ impl<R: Read> Reader<R> {
                 }
             };
             self.declared.check(&frame).map_err(|reason| self.corrupt(at, reason))?;
+            let mut frame = frame;
+            crate::validate::clean_frame(&mut frame);
             if let Frame::Runtime(r) = &frame {
                 self.header.apply_runtime(r);
             }
@@ -399,6 +407,23 @@ impl<R: Read> Reader<R> {
 
     fn decode<T: DeserializeOwned>(&self, at: u64, payload: &[u8]) -> Result<T, ReadError> {
         postcard::from_bytes(payload).map_err(|e| self.corrupt(at, format!("undecodable frame payload: {e}")))
+    }
+
+    /// Decodes a list of declarations one at a time, refusing more than `room` of them before
+    /// they are held (a few bytes each on disk, tens in memory).
+    fn decode_list<T: DeserializeOwned>(&self, at: u64, payload: &[u8], room: usize) -> Result<Vec<T>, ReadError> {
+        let bad = |e: postcard::Error| self.corrupt(at, format!("undecodable frame payload: {e}"));
+        let (len, mut rest) = postcard::take_from_bytes::<usize>(payload).map_err(bad)?;
+        if len > room {
+            return Err(self.corrupt(at, format!("declares {len} entries where at most {room} more are allowed")));
+        }
+        let mut out = Vec::new();
+        for _ in 0..len {
+            let (item, after) = postcard::take_from_bytes::<T>(rest).map_err(bad)?;
+            out.push(item);
+            rest = after;
+        }
+        Ok(out)
     }
 
     fn corrupt(&self, offset: u64, reason: String) -> ReadError {

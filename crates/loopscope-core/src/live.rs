@@ -1,9 +1,21 @@
 //! The live protocol between a serving session (`SessionBuilder::serve`) and
 //! `loopscope tui --attach`: the client sends [`HELLO`]; the server answers with the recording
 //! format itself (preamble, then frames: the session so far, then each frame as it is made).
+//!
+//! [`attach`] is the client: it reads the stream on a thread of its own through the same
+//! [`Reader`] (and so the same validation) as a file, and hands the viewer [`FeedEvent`]s on a
+//! bounded channel, reconnecting when the stream ends, breaks or stalls. Any source of live
+//! frames (the tokio-console bridge too) speaks `FeedEvent`.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::Duration;
+
+use crate::format::Reader;
+use crate::model::Frame;
 
 /// What a client sends first: the protocol and its version.
 pub const HELLO: &[u8; 16] = b"LSCOPE-ATTACH 1\n";
@@ -35,6 +47,113 @@ impl std::fmt::Display for ServeAddr {
         match self {
             ServeAddr::Unix(p) => write!(f, "unix:{}", p.display()),
             ServeAddr::Tcp(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// What a live source tells its viewer.
+#[derive(Debug)]
+pub enum FeedEvent {
+    /// A frame of the session.
+    Frame(Frame),
+    /// A new connection: the server resends the session so far; start over.
+    Reset,
+    /// The connection's state, for the status bar (`None`: connected).
+    Status(Option<String>),
+}
+
+/// Feed events queued for the viewer at most; a source faster than the viewer waits (a hostile
+/// server cannot make the viewer hold more).
+pub const FEED_QUEUE: usize = 4096;
+
+/// How long a server has to answer the hello.
+const SILENCE: Duration = Duration::from_secs(5);
+
+/// How long a session's stream may be silent before it is taken as stalled and the client
+/// reconnects: ten of its intervals (a session sends one frame at least every interval), at least
+/// five seconds, at most ten minutes.
+fn stalled_after(interval_ns: u64) -> Duration {
+    Duration::from_nanos(interval_ns.saturating_mul(10)).clamp(SILENCE, Duration::from_secs(600))
+}
+
+/// Starts attaching to `addr`; events arrive on the returned channel, until it is dropped.
+pub fn attach(addr: ServeAddr) -> Receiver<FeedEvent> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(FEED_QUEUE);
+    let _ = std::thread::Builder::new().name("loopscope-attach".into()).spawn(move || attach_loop(&addr, &tx));
+    rx
+}
+
+/// A connected stream's read deadline, set through a second handle on the same socket.
+trait Deadline: Send {
+    fn set_read_deadline(&self, d: Duration) -> std::io::Result<()>;
+}
+
+impl Deadline for TcpStream {
+    fn set_read_deadline(&self, d: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(d))
+    }
+}
+
+impl Deadline for UnixStream {
+    fn set_read_deadline(&self, d: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(d))
+    }
+}
+
+type Connection = (Box<dyn Read + Send>, Box<dyn Deadline>);
+
+fn connect(addr: &ServeAddr) -> std::io::Result<Connection> {
+    let timeout = Some(Duration::from_secs(5));
+    Ok(match addr {
+        ServeAddr::Tcp(a) => {
+            let mut s = TcpStream::connect_timeout(a, Duration::from_secs(5))?;
+            s.set_write_timeout(timeout)?;
+            s.set_read_timeout(Some(SILENCE))?;
+            s.write_all(HELLO)?;
+            (Box::new(s.try_clone()?), Box::new(s))
+        }
+        ServeAddr::Unix(p) => {
+            let mut s = UnixStream::connect(p)?;
+            s.set_write_timeout(timeout)?;
+            s.set_read_timeout(Some(SILENCE))?;
+            s.write_all(HELLO)?;
+            (Box::new(s.try_clone()?), Box::new(s))
+        }
+    })
+}
+
+fn attach_loop(addr: &ServeAddr, tx: &SyncSender<FeedEvent>) {
+    loop {
+        let why = match connect(addr) {
+            Err(e) => format!("cannot connect: {e}"),
+            Ok(conn) => match session(conn, addr, tx) {
+                None => return,
+                Some(why) => why,
+            },
+        };
+        if tx.send(FeedEvent::Status(Some(format!("reconnecting ({why})")))).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Reads one connection's stream into `tx`; `None` when the viewer is gone, else why it ended.
+fn session((stream, deadline): Connection, addr: &ServeAddr, tx: &SyncSender<FeedEvent>) -> Option<String> {
+    let mut reader = match Reader::new(stream, addr.to_string()) {
+        Err(e) => return Some(e.to_string()),
+        Ok(r) => r,
+    };
+    let _ = deadline.set_read_deadline(stalled_after(reader.header().interval_ns));
+    let send = |e: FeedEvent| tx.send(e).ok();
+    send(FeedEvent::Reset)?;
+    send(FeedEvent::Status(None))?;
+    send(FeedEvent::Frame(Frame::Header(reader.header().clone())))?;
+    loop {
+        match reader.next_frame() {
+            Ok(Some(f)) => send(FeedEvent::Frame(f))?,
+            Ok(None) => return Some("the session ended".to_string()),
+            Err(e) => return Some(format!("disconnected: {e}")),
         }
     }
 }

@@ -156,5 +156,7 @@ pub fn frames_at(address: u64, object: Option<String>, symbols: Vec<Symbol>) -> 
     for (i, f) in here.iter_mut().enumerate() {
         f.inlined = i + 1 < n;
     }
+    // Names come from a binary on disk, which anyone could have built.
+    crate::validate::clean_stack(&mut here);
     here
 }

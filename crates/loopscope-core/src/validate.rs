@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use crate::dist::Dist;
-use crate::model::{Event, Frame, Header, Interval, Stall, StallCategory};
+use crate::model::{Event, Frame, Header, Interval, StackFrame, Stall, StallCategory};
 
 /// Most spawn sites a recording may declare (the recorder's own cap is 100,000 plus `<other sites>`).
 pub const MAX_SITES: usize = 100_001;
@@ -60,7 +60,23 @@ fn unique(what: &str, ids: impl Iterator<Item = u32>, declared: usize) -> Result
     Ok(())
 }
 
+/// How many more declarations of each kind a recording may make.
+#[derive(Clone, Copy, Debug)]
+pub struct Room {
+    /// Spawn sites.
+    pub sites: usize,
+    /// Workers.
+    pub workers: usize,
+    /// Modules.
+    pub modules: usize,
+}
+
 impl Declared {
+    /// How many more of each declaration may come.
+    pub fn room(&self) -> Room {
+        Room { sites: MAX_SITES - self.sites, workers: MAX_WORKERS - self.workers, modules: MAX_MODULES - self.modules }
+    }
+
     /// Checks a header.
     pub fn header(&mut self, h: &Header) -> Result<(), String> {
         if h.workers as usize > MAX_WORKERS {
@@ -211,5 +227,82 @@ impl Declared {
                 Ok(())
             }
         }
+    }
+}
+
+/// Replaces control characters (terminal escape sequences among them) in a recorded string with
+/// visible escapes (`\x1b`), so that no reader ever prints one raw: a recording names files,
+/// threads, hosts and a command line that anyone could have chosen.
+pub fn clean(s: &mut String) {
+    if s.chars().any(char::is_control) {
+        *s = s.chars().map(|c| if c.is_control() { format!("\\x{:02x}", c as u32) } else { c.to_string() }).collect();
+    }
+}
+
+fn clean_opt(s: &mut Option<String>) {
+    if let Some(s) = s {
+        clean(s);
+    }
+}
+
+/// Cleans the symbolized frames of a stack.
+pub fn clean_stack(stack: &mut [StackFrame]) {
+    for f in stack {
+        clean(&mut f.function);
+        clean_opt(&mut f.file);
+        clean_opt(&mut f.object);
+    }
+}
+
+/// Cleans every string of a header.
+pub fn clean_header(h: &mut Header) {
+    clean(&mut h.loopscope_version);
+    clean(&mut h.host);
+    clean_opt(&mut h.workload);
+    h.command_line.iter_mut().for_each(clean);
+}
+
+fn clean_stall(s: &mut Stall) {
+    for t in [&mut s.syscall, &mut s.fd_target, &mut s.blocking_site, &mut s.blocking_function, &mut s.call] {
+        clean_opt(t);
+    }
+    clean_stack(&mut s.stack);
+}
+
+/// Cleans every string of a frame (see [`clean`]).
+pub fn clean_frame(frame: &mut Frame) {
+    match frame {
+        Frame::Header(h) => clean_header(h),
+        Frame::Modules(m) => m.iter_mut().for_each(|d| clean(&mut d.path)),
+        Frame::Sites(s) => s.iter_mut().for_each(|d| clean(&mut d.file)),
+        Frame::Workers(w) => w.iter_mut().for_each(|d| clean(&mut d.thread_name)),
+        Frame::Event(Event::StallBegin(s)) => clean_stall(s),
+        Frame::Event(Event::StallLook { stack, .. }) => clean_stack(stack),
+        Frame::Event(Event::RecorderError { message, .. }) => clean(message),
+        Frame::Workload(w) => {
+            clean(&mut w.name);
+            for m in &mut w.metrics {
+                clean(&mut m.name);
+                clean(&mut m.unit);
+            }
+            w.distributions.iter_mut().for_each(|d| clean(&mut d.name));
+        }
+        Frame::Footer(f) => f.errors.iter_mut().for_each(clean),
+        Frame::Runtime(_) | Frame::Interval(_) | Frame::Event(Event::StallEnd { .. }) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_are_made_visible() {
+        let mut esc = "a\u{1b}]0;pwned\u{7}b\n".to_string();
+        clean(&mut esc);
+        assert_eq!(esc, r"a\x1b]0;pwned\x07b\x0a");
+        let mut plain = "src/main.rs:10 — ok ünïcode".to_string();
+        clean(&mut plain);
+        assert_eq!(plain, "src/main.rs:10 — ok ünïcode");
     }
 }

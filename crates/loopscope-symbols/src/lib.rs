@@ -105,8 +105,14 @@ fn check(module: &ModuleDecl) -> Result<bool, Option<String>> {
     if module.path.starts_with('[') {
         return Err(None);
     }
-    let file = std::fs::File::open(&module.path)
-        .map_err(|e| Some(format!("{}: cannot open it ({e}); its frames are shown as addresses", module.path)))?;
+    // Only a regular file: a recording names paths, and opening a FIFO would block the reader.
+    let unusable = |why: String| Some(format!("{}: {why}; its frames are shown as addresses", module.path));
+    match std::fs::metadata(&module.path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(unusable("not a regular file".into())),
+        Err(e) => return Err(unusable(format!("cannot open it ({e})"))),
+    }
+    let file = std::fs::File::open(&module.path).map_err(|e| unusable(format!("cannot open it ({e})")))?;
     let cache = ReadCache::new(file);
     let parsed = object::File::parse(&cache).ok();
     let lines = parsed
@@ -165,5 +171,40 @@ impl Symbolize for Symbolizer {
 
     fn notes(&self) -> Vec<String> {
         self.notes.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(path: &str, build_id: Option<Vec<u8>>) -> ModuleDecl {
+        ModuleDecl { id: 0, path: path.into(), main: true, build_id, bias: 0, start: 0x1000, end: 0x2000 }
+    }
+
+    #[test]
+    fn only_the_recorded_build_of_a_regular_file_is_read() {
+        let dir = std::env::temp_dir().join(format!("loopscope-symbols-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: creates a FIFO at a path of our own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let mut s = Symbolizer::new();
+        // A FIFO (opening it would block), a directory, a missing file: addresses, and a note.
+        for path in [fifo.to_str().unwrap(), dir.to_str().unwrap(), "/nonexistent/program"] {
+            assert!(s.symbolize(&module(path, None), 0x10).is_empty(), "{path}");
+        }
+        // This test program with a wrong build id: refused, with both ids in the note.
+        let me = std::env::current_exe().unwrap();
+        assert!(s.symbolize(&module(me.to_str().unwrap(), Some(vec![1, 2, 3])), 0x10).is_empty());
+        let notes = s.notes();
+        assert_eq!(notes.len(), 4, "{notes:#?}");
+        assert!(
+            notes.iter().any(|n| n.contains("not the build that was recorded") && n.contains("010203")),
+            "{notes:#?}"
+        );
+        assert!(notes.iter().any(|n| n.contains("not a regular file")), "{notes:#?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,7 +5,6 @@
 //! [`term`] owns the terminal and the event loop.
 
 pub mod app;
-pub mod attach;
 pub mod stats;
 pub mod term;
 pub mod timeline;

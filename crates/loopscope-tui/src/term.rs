@@ -14,7 +14,7 @@ use loopscope_core::model::Frame;
 use ratatui::crossterm::event::{self, Event};
 
 use crate::app::{App, map_key};
-use crate::attach::FeedEvent;
+use loopscope_core::live::FeedEvent;
 
 /// Restores the terminal, and the signal dispositions, when dropped.
 struct Guard {
@@ -46,7 +46,7 @@ const FRAME: Duration = Duration::from_millis(100);
 pub enum Feed {
     /// Frames of a session in this process.
     Frames(Receiver<Frame>),
-    /// An attached session ([`crate::attach::attach`]).
+    /// An attached session (`loopscope_core::live::attach`) or any other source of feed events.
     Attached(Receiver<FeedEvent>),
 }
 

@@ -71,6 +71,8 @@ impl Timeline {
     pub const MAX_INTERVALS: usize = 3600;
     /// Stalls kept.
     pub const MAX_STALLS: usize = 10_000;
+    /// Distinct recorder errors kept.
+    pub const MAX_ERRORS: usize = 100;
 
     /// An empty timeline whose live frames' stacks are symbolized with `resolver`.
     pub fn with_resolver(resolver: Resolver) -> Self {
@@ -159,7 +161,11 @@ impl Timeline {
                     v.category = closed.category;
                 }
             }
-            Frame::Event(Event::RecorderError { message, .. }) => self.errors.push(message),
+            Frame::Event(Event::RecorderError { message, .. }) => {
+                if self.errors.len() < Self::MAX_ERRORS && !self.errors.contains(&message) {
+                    self.errors.push(message);
+                }
+            }
             Frame::Workload(_) => {}
             Frame::Footer(_) => self.finished = true,
         }
