@@ -12,12 +12,18 @@ pub fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("scratch")
 }
 
-/// `cargo` (the one running these tests) in `dir`, building into [`target_dir`], with every
-/// variable that could add rustflags or move the target directory removed: what the build sees
-/// is what the project's own files say.
+/// `cargo` (the one running these tests) in `dir`, with [`build_env`]: what the build sees is
+/// what the project's own files say.
 pub fn cargo(dir: &Path) -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(dir);
+    build_env(&mut cmd);
+    cmd
+}
+
+/// The environment of a command that runs cargo: builds into [`target_dir`], offline, with
+/// nothing from this environment that could add rustflags or move the target directory.
+pub fn build_env(cmd: &mut Command) {
     for var in [
         "RUSTFLAGS",
         "CARGO_ENCODED_RUSTFLAGS",
@@ -30,8 +36,7 @@ pub fn cargo(dir: &Path) -> Command {
     ] {
         cmd.env_remove(var);
     }
-    cmd.env("CARGO_TARGET_DIR", target_dir()).env("CARGO_TERM_COLOR", "never");
-    cmd
+    cmd.env("CARGO_TARGET_DIR", target_dir()).env("CARGO_TERM_COLOR", "never").env("CARGO_NET_OFFLINE", "true");
 }
 
 /// The lines a project's `.cargo/config.toml` needs for loopscope (as the README says).
@@ -50,7 +55,7 @@ pub fn project(name: &str, main_rs: &str, with_cfg: bool, extra_manifest: &str) 
     let loopscope = workspace_file("crates/loopscope").canonicalize().expect("crates/loopscope exists");
     let manifest = format!(
         "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\nloopscope = {{ path = \
-         {:?} }}\ntokio = {{ version = \"1.54\", features = [\"rt-multi-thread\", \"time\"] }}\n{extra_manifest}",
+         {:?} }}\ntokio = {{ version = \"1.54\", features = [\"full\"] }}\n{extra_manifest}",
         loopscope.display().to_string()
     );
     std::fs::write(dir.path().join("Cargo.toml"), manifest).unwrap();
