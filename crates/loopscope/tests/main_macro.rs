@@ -133,7 +133,19 @@ fn with_loopscope_record_the_program_writes_a_recording_of_its_own_tasks() {
     assert!(report.runtime.polls >= 20 * 50, "{}", report.runtime.polls);
     let this_file = report.sites.iter().filter(|s| s.location.contains("tests/main_macro.rs")).count();
     assert!(this_file >= 3, "the accept loop, connections and clients: {:?}", report.sites);
-    assert!(report.stalls.is_empty(), "{:?}", report.stalls);
+    // No poll of this program blocks. On a busy machine the host may still hold one past the
+    // threshold: such stalls are preempted, or raised late without a blocking line (the gate does
+    // not count them either).
+    let blocked: Vec<_> = report
+        .stalls
+        .iter()
+        .filter(|g| {
+            g.category != loopscope::core::model::StallCategory::Preempted
+                && g.late < g.count
+                && g.blocking_site.is_some()
+        })
+        .collect();
+    assert!(blocked.is_empty(), "{blocked:?}");
 }
 
 #[test]
