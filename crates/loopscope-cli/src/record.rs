@@ -85,7 +85,8 @@ pub fn record_command(args: &RecordArgs) -> Result<u8, Failure> {
             eprintln!(
                 "error: {} wrote no recording to {}: it does not embed loopscope.\n\
                  Replace #[tokio::main] with #[loopscope::main] (or install `loopscope::Session::from_env()` \
-                 on your runtime builder) and build with --cfg tokio_unstable; see the README's \"Embedding the recorder\".",
+                 on your runtime builder) and build with --cfg tokio_unstable; see the README's \"Use it on your program\", \
+                 and `loopscope doctor` in the program's project.",
                 program.to_string_lossy(),
                 out.display()
             );
