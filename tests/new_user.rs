@@ -199,7 +199,11 @@ fn doctor_says_what_to_change_in_a_project_that_is_not_set_up() {
         "inherited, but no line tables to split: {stdout}"
     );
 
-    // Bad input: no manifest there, and a manifest cargo cannot read.
+    // Bad input: a profile the project does not define, no manifest there, and a manifest cargo
+    // cannot read.
+    let out = doctor(&manifest, &["--profile", "fastest"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", all_output(&out));
+    assert!(text(&out.stderr).contains("--profile fastest: no such profile"), "{}", all_output(&out));
     let missing = dir.path().join("nowhere/Cargo.toml");
     let out = doctor(&missing, &[]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", all_output(&out));

@@ -78,6 +78,18 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<u8, Failure> {
     findings.push(check_cfg(&configs, &project_dir));
     let target_dir = PathBuf::from(meta["target_directory"].as_str().unwrap_or("target"));
     let binary = binaries(&meta).into_iter().next().unwrap_or_else(|| "<your binary>".into());
+    let defined = |t: &toml::Table| t.get("profile").and_then(|p| p.get(&args.profile)).is_some();
+    if !matches!(args.profile.as_str(), "dev" | "release" | "test" | "bench")
+        && !defined(&root_toml)
+        && !configs.files.iter().any(|(_, t)| defined(t))
+    {
+        return Err(Failure::Input(anyhow!(
+            "--profile {}: no such profile (expected dev, release, test, bench, or one defined by [profile.{}] in {})",
+            args.profile,
+            args.profile,
+            root_manifest.display()
+        )));
+    }
     let profile = Profile::resolve(&args.profile, &root_toml, &configs);
     findings.extend(profile.check(&root_manifest, &target_dir, &binary));
 
