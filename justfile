@@ -70,3 +70,8 @@ gate WORKLOAD RUNS="5" POLICY="" *ARGS:
 # The gate's self-test: TRIALS gates without a change and TRIALS with a 25% slowdown (docs/ci-gates.md).
 gate-selftest TRIALS="20" RUNS="3" RUN_TIME="2s":
     scripts/gate-selftest {{TRIALS}} {{RUNS}} {{RUN_TIME}}
+
+# The worked example of gating a server (docs/ci-gates.md): tiny-server under the recorder, driven
+# by tiny-load, base against a candidate started with --slow 2ms. Needs `loopscope` on the PATH.
+gate-server-example:
+    scripts/gate-server-example

@@ -9,6 +9,58 @@ mod support;
 
 use support::{loopscope, one_workload_at_a_time, run, text, workspace_file};
 
+/// Set in the environment of the re-run of this test binary that plays a program of the user's.
+const CHILD: &str = "LOOPSCOPE_GATE_TEST_CHILD";
+
+/// A program that is not one of loopscope's workloads: tasks that spin a little in each poll and
+/// sleep between polls.
+#[loopscope::main(worker_threads = 2)]
+async fn program() {
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            tokio::spawn(async {
+                for _ in 0..40 {
+                    let start = std::time::Instant::now();
+                    while start.elapsed() < std::time::Duration::from_micros(20) {
+                        std::hint::spin_loop();
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[test]
+#[ignore = "the program run by a test below, in a child process"]
+fn child_program() {
+    if std::env::var_os(CHILD).is_some() {
+        program();
+    }
+}
+
+/// Records this test binary run as a program under the file name `name` (a symbolic link to it
+/// in `dir`), as CI records a build of a server.
+fn record_program(dir: &Path, name: &str) -> PathBuf {
+    let link = dir.join(name);
+    std::os::unix::fs::symlink(std::env::current_exe().unwrap(), &link).unwrap();
+    let out_path = dir.join(format!("{name}.loopscope"));
+    let out = loopscope()
+        .args(["record", "--interval", "50ms", "--out", s(&out_path), "--"])
+        .arg(&link)
+        .args(["--ignored", "--exact", "child_program", "--test-threads=1"])
+        .env(CHILD, "1")
+        .env_remove("LOOPSCOPE_RECORD")
+        .env_remove("LOOPSCOPE_SERVE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    out_path
+}
+
 /// Recordings shared by the tests, made once: sleep-storm with a cost per poll (light enough to
 /// leave the workers mostly idle in a debug build), three runs as is and three with the work per
 /// poll doubled; and the blocking workload's sync-sleep fixed and not.
@@ -327,4 +379,58 @@ fn gate_runs_both_commands_interleaved_and_checks_them() {
     let out = run(&["gate", "--runs", "1", "--", "true", "true"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("no `---`"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn two_builds_with_different_file_names_are_compared_and_the_output_says_so() {
+    let recorded = {
+        let _turn = one_workload_at_a_time();
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = record_program(dir.path(), "server-v1");
+        let v2 = record_program(dir.path(), "server-v2");
+        (dir, v1, v2)
+    };
+    let (dir, v1, v2) = &recorded;
+    let summary = dir.path().join("summary.md");
+    let out = loopscope()
+        .args(["check", "--baseline", s(v1), "--candidate", s(v2)])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1 | 3)),
+        "a verdict, not an input error: {stdout}{}",
+        text(&out.stderr)
+    );
+    let note = "the programs differ: the baseline records \"server-v1\", the candidate \"server-v2\"";
+    assert!(stdout.contains(&format!("note: {note}")), "{stdout}");
+    assert!(stdout.contains("verdict: "), "{stdout}");
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(md.contains(note), "{md}");
+
+    let out = check(std::slice::from_ref(v1), std::slice::from_ref(v2), &["--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["programs_differ"], true, "{doc:#}");
+    assert_eq!(doc["baseline"]["programs"], serde_json::json!(["server-v1"]));
+    assert_eq!(doc["candidate"]["programs"], serde_json::json!(["server-v2"]));
+    assert_eq!(doc["baseline"]["workload"], serde_json::Value::Null);
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(workspace_file("docs/check.schema.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    // The same build on both sides: no note.
+    let out = check(std::slice::from_ref(v1), std::slice::from_ref(v1), &[]);
+    assert!(!text(&out.stdout).contains("programs differ"), "{}", text(&out.stdout));
+
+    // A workload and a program that is not one cannot be compared.
+    let out = check(&fixtures().base, std::slice::from_ref(v2), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    for needle in ["cannot be compared", "the workload sleep-storm", "\"server-v2\", which is not a workload"] {
+        assert!(err.contains(needle), "{needle:?} not in: {err}");
+    }
 }

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod scratch;
+
 /// Tests that run workloads take turns: run all at once on a 2-core machine they would measure
 /// each other rather than themselves.
 static WORKLOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -9,7 +9,7 @@ const AFTER_HELP: &str = "\
 Exit codes:
   0  success (check, gate: the candidate passed)
      record: the program's own exit code (128+N if signal N killed it); 1 if it wrote no recording
-  1  a workload or the recorder failed (check, gate: a regression)
+  1  a workload or the recorder failed (check, gate: a regression; doctor: something to fix)
   2  usage or input error (bad flag, missing, corrupt or foreign recording, malformed policy)
   3  check, gate: inconclusive (the confidence interval straddles a limit; see --inconclusive)
 
@@ -28,6 +28,7 @@ Examples:
   loopscope export mistake.loopscope --trace stalls.json   # open in ui.perfetto.dev
   loopscope check --baseline base/ --candidate new/ --junit gate.xml --svg gate.svg
   loopscope record -- ./target/release/my-server --port 8080   # any program using #[loopscope::main]
+  loopscope doctor --manifest-path ../my-server/Cargo.toml     # is a project set up for loopscope?
   loopscope gate --runs 5 -- loopscope run sleep-storm --for 3s --- loopscope run sleep-storm --for 3s --slowdown 25";
 
 /// Profile the tokio event loop: poll time and scheduling latency per spawn site and per worker.
@@ -57,6 +58,20 @@ pub enum Command {
     /// Run any program that embeds the recorder (`#[loopscope::main]`, `Session::from_env`) with
     /// recording switched on, then print its report. Leaves with the program's exit code.
     Record(RecordArgs),
+    /// Check a cargo project's set-up for loopscope and say what to change: tokio's version, the
+    /// `--cfg tokio_unstable` flag, the loopscope dependency, and the debug information stall
+    /// reports need.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The project's Cargo.toml (default: the nearest Cargo.toml from this directory up).
+    #[arg(long, value_name = "PATH")]
+    pub manifest_path: Option<PathBuf>,
+    /// The cargo profile the profiled program is built with.
+    #[arg(long, default_value = "release", value_name = "NAME")]
+    pub profile: String,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 mod catalogue;
 mod cli;
 mod demo;
+mod doctor;
 mod gate;
 mod progress;
 mod record;
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
         Command::Check(args) => gate::check_command(&args),
         Command::Gate(args) => gate::gate_command(&args),
         Command::Record(args) => record::record_command(&args),
+        Command::Doctor(args) => doctor::doctor_command(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -46,8 +46,12 @@ pub fn record_command(args: &RecordArgs) -> Result<u8, Failure> {
     } else {
         None
     };
+    // Signals are caught from before the program starts: one sent as soon as it has started (a
+    // script that saw its first line) waits for the forwarder instead of ending loopscope.
+    let signals = SignalForwarder::catch().map_err(|e| Failure::Run(anyhow!("signal handling: {e}")))?;
     let child = cmd.spawn().map_err(|e| Failure::Input(anyhow!("cannot run `{}`: {e}", program.to_string_lossy())))?;
-    let forwarder = SignalForwarder::start(child.id()).map_err(|e| Failure::Run(anyhow!("signal handling: {e}")))?;
+    let forwarder =
+        SignalForwarder::start(signals, child.id()).map_err(|e| Failure::Run(anyhow!("signal handling: {e}")))?;
     if let Some((_, socket, _)) = &live {
         watch(&child, socket.clone());
     }
@@ -80,7 +84,8 @@ pub fn record_command(args: &RecordArgs) -> Result<u8, Failure> {
             eprintln!(
                 "error: {} wrote no recording to {}: it does not embed loopscope.\n\
                  Replace #[tokio::main] with #[loopscope::main] (or install `loopscope::Session::from_env()` \
-                 on your runtime builder) and build with --cfg tokio_unstable; see the README's \"Embedding the recorder\".",
+                 on your runtime builder) and build with --cfg tokio_unstable; see the README's \"Use it on your program\", \
+                 and `loopscope doctor` in the program's project.",
                 program.to_string_lossy(),
                 out.display()
             );
@@ -174,13 +179,18 @@ struct SignalForwarder {
     thread: std::thread::JoinHandle<()>,
 }
 
+type Caught = signal_hook::iterator::SignalsInfo<signal_hook::iterator::exfiltrator::WithOrigin>;
+
 impl SignalForwarder {
-    fn start(pid: u32) -> std::io::Result<Self> {
+    /// Catches the signals to forward; they wait in the returned set until [`Self::start`].
+    fn catch() -> std::io::Result<Caught> {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-        use signal_hook::iterator::SignalsInfo;
-        use signal_hook::iterator::exfiltrator::WithOrigin;
+        Caught::new([SIGTERM, SIGHUP, SIGINT, SIGQUIT])
+    }
+
+    /// Forwards the signals caught, those already waiting first, to the process `pid`.
+    fn start(mut signals: Caught, pid: u32) -> std::io::Result<Self> {
         use signal_hook::low_level::siginfo::Cause;
-        let mut signals = SignalsInfo::<WithOrigin>::new([SIGTERM, SIGHUP, SIGINT, SIGQUIT])?;
         let handle = signals.handle();
         let thread = std::thread::Builder::new().name("loopscope-signals".into()).spawn(move || {
             for origin in signals.forever() {

@@ -7,7 +7,7 @@ use loopscope_core::model::StallCategory;
 use loopscope_core::report::StallGroup;
 use serde::Serialize;
 
-use crate::data::{InputError, Run, check_comparable};
+use crate::data::{InputError, Run, check_comparable, programs};
 use crate::policy::{Inconclusive, Limit, Metric, Policy, PolicyError, Rule};
 use crate::stats::{Block, Rng, Scale, Side, Stat, interval, replicates, statistic};
 
@@ -80,6 +80,8 @@ pub struct SideInfo {
     pub files: Vec<String>,
     /// The workload recorded, if it is one of loopscope's.
     pub workload: Option<String>,
+    /// The file names of the programs recorded (one, unless the side mixes builds).
+    pub programs: Vec<String>,
     /// Intervals used (after the warm-up) over all runs.
     pub intervals: usize,
 }
@@ -120,6 +122,9 @@ pub struct Outcome {
     pub baseline: SideInfo,
     /// The candidate.
     pub candidate: SideInfo,
+    /// Whether the two sides recorded programs of different names (a baseline and a candidate
+    /// build, say): they are compared all the same.
+    pub programs_differ: bool,
     /// One result per rule (a `site = "*"` rule gives one per site).
     pub rules: Vec<RuleResult>,
     /// Distributions for the plot.
@@ -128,6 +133,18 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A sentence saying that the two sides recorded different programs, when they did.
+    pub fn programs_note(&self) -> Option<String> {
+        let list = |p: &[String]| p.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ");
+        self.programs_differ.then(|| {
+            format!(
+                "the programs differ: the baseline records {}, the candidate {} (compared as builds of one program)",
+                list(&self.baseline.programs),
+                list(&self.candidate.programs)
+            )
+        })
+    }
+
     /// The process exit code: 0 pass, 1 regression, 3 inconclusive (or as the policy says).
     pub fn exit_code(&self, inconclusive: Inconclusive) -> u8 {
         match (self.verdict, inconclusive) {
@@ -184,6 +201,7 @@ pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Out
     let side = |runs: &[Run]| SideInfo {
         files: runs.iter().map(|r| r.path.display().to_string()).collect(),
         workload: runs.first().and_then(|r| r.header.workload.clone()),
+        programs: programs(runs),
         intervals: runs.iter().map(|r| r.intervals.iter().filter(|i| i.start_ns >= warmup).count()).sum(),
     };
     Ok(Outcome {
@@ -199,6 +217,7 @@ pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Out
         statistical_rules: instances.len(),
         resamples: policy.resamples,
         seed: policy.seed,
+        programs_differ: programs(baseline) != programs(candidate),
         baseline: side(baseline),
         candidate: side(candidate),
         rules: results,

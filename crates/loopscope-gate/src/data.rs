@@ -117,36 +117,42 @@ impl Run {
     }
 }
 
-/// Checks that every run records the same program: the same workload (or the same program name
-/// when it is not one of loopscope's workloads).
+/// Checks that every run can be compared with the others: they record the same workload, or all
+/// record programs that are not loopscope's workloads. Programs with different names are
+/// comparable (CI builds the baseline and the candidate as two binaries); [`programs`] lists them
+/// so that the verdict can say so.
 pub fn check_comparable(runs: &[&Run]) -> Result<(), InputError> {
     let Some(first) = runs.first() else { return Ok(()) };
     for r in &runs[1..] {
         if r.header.workload != first.header.workload {
-            let name = |h: &Header| h.workload.clone().unwrap_or_else(|| "a program that is not a workload".into());
+            let name = |h: &Header| match &h.workload {
+                Some(w) => format!("the workload {w}"),
+                None => format!("the program {:?}, which is not a workload", program(h)),
+            };
             return Err(InputError::Mismatch {
                 first: first.path.clone(),
                 second: r.path.clone(),
                 why: format!("one records {}, the other {}", name(&first.header), name(&r.header)),
             });
         }
-        if first.header.workload.is_none() && program(&r.header) != program(&first.header) {
-            return Err(InputError::Mismatch {
-                first: first.path.clone(),
-                second: r.path.clone(),
-                why: format!(
-                    "one records the program {:?}, the other {:?}",
-                    program(&first.header),
-                    program(&r.header)
-                ),
-            });
-        }
     }
     Ok(())
 }
 
+/// The distinct names of the programs the runs recorded, in the order first met.
+pub fn programs(runs: &[Run]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for r in runs {
+        let name = program(&r.header);
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
 /// The file name of the recorded program.
-fn program(h: &Header) -> String {
+pub fn program(h: &Header) -> String {
     h.command_line
         .first()
         .map(|p| Path::new(p).file_name().map_or_else(|| p.clone(), |f| f.to_string_lossy().into_owned()))

@@ -39,6 +39,9 @@ pub fn text(o: &Outcome) -> String {
         o.resamples,
         o.seed
     );
+    if let Some(note) = o.programs_note() {
+        let _ = writeln!(out, "note: {note}");
+    }
     let header = ["rule", "limit", "baseline", "candidate", "change", "interval", "verdict"];
     let rows: Vec<[String; 7]> = o
         .rules
@@ -194,6 +197,9 @@ pub fn markdown(o: &Outcome) -> String {
         o.candidate.files.len(),
         o.confidence * 100.0
     );
+    if let Some(note) = o.programs_note() {
+        let _ = writeln!(out, "Note: {note}.\n");
+    }
     out.push_str(
         "| rule | limit | baseline | candidate | change | interval | verdict |\n|---|---|---|---|---|---|---|\n",
     );

@@ -1,26 +1,62 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+// The recorder is built on tokio's unstable runtime hooks (`on_before_task_poll`, `TaskMeta`,
+// schedule latency), which exist only with `--cfg tokio_unstable`. Without it, this one error says
+// how to turn it on, instead of the dozen errors from tokio's missing items that would follow.
+#[cfg(all(not(tokio_unstable), not(doc)))]
+compile_error!(
+    "loopscope needs tokio's unstable runtime hooks, and this build lacks `--cfg tokio_unstable`. \
+     Add these lines to `.cargo/config.toml` in your project's root directory (beside Cargo.toml):
+
+    [build]
+    rustflags = [\"--cfg\", \"tokio_unstable\"]
+
+or build with RUSTFLAGS=\"--cfg tokio_unstable\" (a RUSTFLAGS variable in the environment replaces \
+the config's rustflags, so it must carry the cfg as well). `loopscope doctor` checks a project's set-up."
+);
+#[cfg(all(not(tokio_unstable), doc))]
+compile_error!(
+    "loopscope's documentation needs `--cfg tokio_unstable` for rustdoc as well: add \
+     `rustdocflags = [\"--cfg\", \"tokio_unstable\"]` under `[build]` in `.cargo/config.toml`, or set \
+     RUSTDOCFLAGS=\"--cfg tokio_unstable\"."
+);
+
+#[cfg(tokio_unstable)]
 mod exit;
+#[cfg(tokio_unstable)]
 mod fleet;
+#[cfg(tokio_unstable)]
 mod flusher;
+#[cfg(tokio_unstable)]
 mod hot;
+#[cfg(tokio_unstable)]
 mod kernel;
+#[cfg(tokio_unstable)]
 mod main_macro;
+#[cfg(tokio_unstable)]
 mod mistakes;
-#[cfg(feature = "otlp")]
+#[cfg(all(tokio_unstable, feature = "otlp"))]
 mod otlp;
+#[cfg(tokio_unstable)]
 mod probe;
+#[cfg(tokio_unstable)]
 pub mod prometheus;
+#[cfg(tokio_unstable)]
 pub mod serve;
+#[cfg(tokio_unstable)]
 mod session;
+#[cfg(tokio_unstable)]
 mod shared;
+#[cfg(tokio_unstable)]
 mod stack;
+#[cfg(tokio_unstable)]
 mod watchdog;
 
 pub use loopscope_core as core;
 pub use loopscope_core::report::Report;
 pub use loopscope_core::workload::WorkloadResult;
+#[cfg(tokio_unstable)]
 pub use session::{Error, Profile, Session, SessionBuilder};
 
 /// Runs an `async fn` on a tokio runtime with the recorder installed from the environment: a
@@ -38,12 +74,15 @@ pub use session::{Error, Profile, Session, SessionBuilder};
 /// `LOOPSCOPE_SERVE`, `LOOPSCOPE_PROFILE`, `LOOPSCOPE_STALL_THRESHOLD`, ...). Without
 /// `LOOPSCOPE_RECORD`, `LOOPSCOPE_SERVE`, `LOOPSCOPE_PROMETHEUS` or `LOOPSCOPE_OTLP` nothing is
 /// installed: no hook, no thread, no file. A bad
-/// variable is reported once on stderr and the program runs unprofiled. After the runtime shuts
-/// down the recording is finished and one line on stderr says where it is (`LOOPSCOPE_QUIET=1`
-/// silences it).
+/// variable is reported once on stderr and the program runs unprofiled. When the recorder is
+/// installed, one line on stderr says what it measures and where it goes (the file, the live
+/// socket, the Prometheus endpoint, the OTLP collector); after the runtime shuts down the
+/// recording is finished and one more line says where it is (`LOOPSCOPE_QUIET=1` silences both).
+#[cfg(tokio_unstable)]
 pub use loopscope_macros::main;
 
 #[doc(hidden)]
+#[cfg(tokio_unstable)]
 pub mod __private {
     pub use crate::main_macro::block_on;
     pub use tokio;

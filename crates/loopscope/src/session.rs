@@ -294,6 +294,22 @@ impl SessionBuilder {
         self.enabled
     }
 
+    /// What a session built from this builder measures, in words: e.g. "poll time and per-task
+    /// scheduling latency per spawn site and worker, and polls of 10ms or more (stalls)".
+    pub fn measures(&self) -> String {
+        let sched = if self.schedule_latency {
+            "poll time and per-task scheduling latency per spawn site and worker"
+        } else if self.lag_probe {
+            "poll time per spawn site and worker, and scheduling latency from a lag probe"
+        } else {
+            "poll time per spawn site and worker"
+        };
+        match self.stall_threshold {
+            Some(t) => format!("{sched}, and polls of {} or more (stalls)", humantime::format_duration(t)),
+            None => format!("{sched} (stall detector off)"),
+        }
+    }
+
     fn validate(&self) -> Result<(), Error> {
         if self.interval < Duration::from_millis(10) {
             return Err(Error::InvalidSetting {

@@ -13,6 +13,7 @@ const CHILD: &str = "LOOPSCOPE_MACRO_TEST_CHILD";
 /// The program: an echo server over loopback with 20 clients, and a few sleepers.
 #[loopscope::main(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_program(clients: usize) -> std::io::Result<usize> {
+    eprintln!("ECHO PROGRAM STARTED");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -84,6 +85,12 @@ fn child_program() {
 }
 
 fn run_child(dir: &Path, record: Option<&Path>) -> Output {
+    let vars: Vec<(&str, &std::ffi::OsStr)> = record.map(|p| ("LOOPSCOPE_RECORD", p.as_os_str())).into_iter().collect();
+    run_child_with(dir, &vars)
+}
+
+/// Runs the program with only these `LOOPSCOPE_*` variables set.
+fn run_child_with(dir: &Path, vars: &[(&str, &std::ffi::OsStr)]) -> Output {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["--ignored", "--exact", "child_program", "--nocapture", "--test-threads=1"])
         .env(CHILD, "1")
@@ -93,9 +100,7 @@ fn run_child(dir: &Path, record: Option<&Path>) -> Output {
             cmd.env_remove(var);
         }
     }
-    if let Some(path) = record {
-        cmd.env("LOOPSCOPE_RECORD", path);
-    }
+    cmd.envs(vars.iter().copied());
     let out = cmd.output().expect("the test binary runs");
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ECHOED 1000"), "{}", String::from_utf8_lossy(&out.stdout));
@@ -128,7 +133,19 @@ fn with_loopscope_record_the_program_writes_a_recording_of_its_own_tasks() {
     assert!(report.runtime.polls >= 20 * 50, "{}", report.runtime.polls);
     let this_file = report.sites.iter().filter(|s| s.location.contains("tests/main_macro.rs")).count();
     assert!(this_file >= 3, "the accept loop, connections and clients: {:?}", report.sites);
-    assert!(report.stalls.is_empty(), "{:?}", report.stalls);
+    // No poll of this program blocks. On a busy machine the host may still hold one past the
+    // threshold: such stalls are preempted, or raised late without a blocking line (the gate does
+    // not count them either).
+    let blocked: Vec<_> = report
+        .stalls
+        .iter()
+        .filter(|g| {
+            g.category != loopscope::core::model::StallCategory::Preempted
+                && g.late < g.count
+                && g.blocking_site.is_some()
+        })
+        .collect();
+    assert!(blocked.is_empty(), "{blocked:?}");
 }
 
 #[test]
@@ -159,4 +176,66 @@ fn a_bad_variable_is_reported_once_and_the_program_runs_unprofiled() {
     assert_eq!(stderr.matches("loopscope: not profiling").count(), 2, "{stderr}");
     assert!(stderr.contains("LOOPSCOPE_PROFILE") && stderr.contains("fastest"), "{stderr}");
     assert!(!path.exists());
+}
+
+/// The lines of stderr that loopscope wrote, and where the echo program's own first line is.
+fn loopscope_lines(out: &Output) -> (Vec<String>, usize) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let started = lines.iter().position(|l| *l == "ECHO PROGRAM STARTED").expect("the echo program ran");
+    let ours = lines.iter().filter(|l| l.starts_with("loopscope:")).map(|l| l.to_string()).collect();
+    (ours, started)
+}
+
+#[test]
+fn at_install_one_line_says_what_is_recorded_and_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.loopscope");
+    let out = run_child(dir.path(), Some(&path));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (lines, started) = loopscope_lines(&out);
+    // Two runtimes in the child: an opening and a closing line each.
+    let opening: Vec<&String> = lines.iter().filter(|l| l.starts_with("loopscope: profiling ")).collect();
+    assert_eq!(opening.len(), 2, "{stderr}");
+    for line in &opening {
+        assert!(line.contains("poll time and per-task scheduling latency"), "{line}");
+        assert!(line.contains("10ms or more (stalls)"), "{line}");
+        assert!(line.contains(&format!("recording to {}", path.display())), "{line}");
+        assert!(line.contains("loopscope report"), "{line}");
+    }
+    // The echo program's opening line comes before its own first line, at install, not at exit.
+    let all: Vec<&str> = stderr.lines().collect();
+    let echo_opening = all[..started].iter().rposition(|l| l.starts_with("loopscope: profiling ")).expect("{stderr}");
+    assert!(!all[echo_opening..started].iter().any(|l| l.contains("recorded to")), "{stderr}");
+    assert!(all[started..].iter().any(|l| l.contains("recorded to")), "{stderr}");
+}
+
+#[test]
+fn serving_alone_says_where_at_install_and_quiet_silences_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("live.sock");
+    let addr = format!("unix:{}", socket.display());
+    let lean: &std::ffi::OsStr = "lean".as_ref();
+    let out = run_child_with(
+        dir.path(),
+        &[
+            ("LOOPSCOPE_SERVE", addr.as_ref()),
+            ("LOOPSCOPE_PROFILE", lean),
+            ("LOOPSCOPE_STALL_THRESHOLD", "off".as_ref()),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (lines, _) = loopscope_lines(&out);
+    let opening: Vec<&String> = lines.iter().filter(|l| l.starts_with("loopscope: profiling ")).collect();
+    assert_eq!(opening.len(), 2, "{stderr}");
+    for line in &opening {
+        assert!(line.contains("scheduling latency from a lag probe"), "{line}");
+        assert!(line.contains("stall detector off"), "{line}");
+        assert!(line.contains(&format!("live data served at {addr} (`loopscope tui --attach {addr}`)")), "{line}");
+        assert!(!line.contains("recording to"), "{line}");
+    }
+
+    let out = run_child_with(dir.path(), &[("LOOPSCOPE_SERVE", addr.as_ref()), ("LOOPSCOPE_QUIET", "1".as_ref())]);
+    let (lines, _) = loopscope_lines(&out);
+    assert!(lines.is_empty(), "{lines:?}");
 }
