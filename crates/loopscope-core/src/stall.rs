@@ -187,18 +187,56 @@ pub fn attribute(s: &mut Stall) {
     s.category = refine(s.category, &s.stack);
 }
 
-/// Where a stall's cause lies, for keeping host noise apart from the program's faults.
+/// A function's name as a person reads it in a stack: generic arguments folded (`Vec<T>::push`
+/// → `Vec::push`), closures as `{closure}`, and an `async fn`'s state machine
+/// (`handler::{async_fn#0}`) shown as the function it belongs to.
+pub fn short_name(function: &str) -> String {
+    let mut out = String::with_capacity(function.len());
+    let mut depth = 0usize;
+    for c in function.chars() {
+        match c {
+            // Generic arguments follow a name or a `::` (turbofish); a `<` elsewhere opens a
+            // qualified path (`<T as Trait>::f`), which is kept.
+            '<' if depth > 0 || out.ends_with(|p: char| p.is_alphanumeric() || p == '_' || p == ':') => depth += 1,
+            '>' if depth > 0 => depth -= 1,
+            _ if depth > 0 => {}
+            _ => out.push(c),
+        }
+    }
+    let out = out.replace("::::", "::").replace("{{closure}}", "{closure}");
+    let mut parts: Vec<&str> = out.split("::").collect();
+    parts.retain(|p| !(p.starts_with("{async_fn") || p.starts_with("{async_block") || p.starts_with("{shim")));
+    parts.join("::").trim_end_matches("::").to_string()
+}
+
+/// The directory a program's source paths are relative to, found from one absolute path (as debug
+/// information gives blocking sites) and the relative paths spawn sites carry: the part of the
+/// absolute path before the first directory a relative site path starts with. Shows both kinds
+/// of path the same way.
+pub fn source_root<'a>(relative: impl IntoIterator<Item = &'a str>, absolute: &str) -> Option<String> {
+    if !absolute.starts_with('/') {
+        return None;
+    }
+    relative.into_iter().filter(|f| !f.starts_with('/') && !f.starts_with('<')).find_map(|f| {
+        let first = f.split('/').next().filter(|c| !c.is_empty() && *c != "." && *c != "..")?;
+        let at = absolute.find(&format!("/{first}/"))?;
+        Some(absolute[..=at].to_string())
+    })
+}
+
+/// Where a stall's cause lies, for keeping host noise apart from the program's faults (in this
+/// order in every list: the program's first, the host's last).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Origin {
     /// At a line of the program's own code: a fault to fix.
     Program,
-    /// The host held the worker up (it was runnable but not running), or the watchdog itself
-    /// could not run in time to look (a late stall with nothing captured): never a program fault.
-    Host,
     /// Blocked, but no line of the program could be named (every frame in the runtime or a
     /// library, or no stack).
     Unattributed,
+    /// The host held the worker up (it was runnable but not running), or the watchdog itself
+    /// could not run in time to look (a late stall with nothing captured): never a program fault.
+    Host,
 }
 
 impl Origin {
@@ -500,6 +538,29 @@ mod tests {
         }
         assert_eq!(t.open().len(), StallTracker::MAX_OPEN);
         assert_eq!(t.untracked(), 5);
+    }
+
+    #[test]
+    fn names_read_as_people_write_them() {
+        assert_eq!(short_name("alloc::vec::Vec<T,A>::push"), "alloc::vec::Vec::push");
+        assert_eq!(short_name("app::handler::{{closure}}"), "app::handler::{closure}");
+        assert_eq!(short_name("app::handler::{async_fn#0}"), "app::handler");
+        assert_eq!(short_name("<app::Db as core::ops::Drop>::drop"), "<app::Db as core::ops::Drop>::drop");
+        assert_eq!(
+            short_name("tokio::runtime::task::core::Core<T,S>::poll::{{closure}}"),
+            "tokio::runtime::task::core::Core::poll::{closure}"
+        );
+        assert_eq!(short_name("std::thread::sleep"), "std::thread::sleep");
+        assert_eq!(short_name("core::iter::Iterator::collect::<Vec<u8>>"), "core::iter::Iterator::collect");
+    }
+
+    #[test]
+    fn paths_are_shown_from_the_programs_root() {
+        let sites = ["workloads/blocking/src/lib.rs", "<other sites>"];
+        assert_eq!(source_root(sites, "/work/main/workloads/blocking/src/lib.rs").as_deref(), Some("/work/main/"));
+        assert_eq!(source_root(["src/main.rs"], "/home/me/app/src/db.rs").as_deref(), Some("/home/me/app/"));
+        assert_eq!(source_root(["src/main.rs"], "src/db.rs"), None);
+        assert_eq!(source_root(["/abs/x.rs"], "/home/me/app/src/db.rs"), None);
     }
 
     #[test]

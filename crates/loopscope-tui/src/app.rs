@@ -5,6 +5,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use loopscope_core::dist::DistAcc;
 
+use crate::stalls::{StallRow, StallSort};
 use crate::stats::{SiteRow, WindowAcc, WindowStats};
 use crate::timeline::Timeline;
 
@@ -187,6 +188,10 @@ pub enum Action {
     FilterCancel,
     /// Open the selected row.
     Open,
+    /// Stalls: grouped by line, or each one.
+    ToggleStallGroups,
+    /// Stall detail: every frame, or the library's folded.
+    ToggleFrames,
     /// Back out of a detail screen or overlay.
     Back,
     /// Show or hide the help overlay.
@@ -203,7 +208,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("← →  h l", "timeline: one interval back / forward"),
     ("Space", "pause / resume (live), play / stop (replay)"),
     ("w", "window: whole run, last 1 s, 10 s, 60 s"),
-    ("s  S", "sort by the next column / reverse the order"),
+    ("s  S", "sort by the next column / reverse the order (stalls: total, count, latest)"),
+    ("a", "stalls: grouped by line, or each stall"),
+    ("x", "stall: show every frame, or fold the library's"),
     ("/", "filter spawn sites (Enter keeps, Esc clears)"),
     ("Enter", "open the selected site or stall"),
     ("Esc  Backspace", "back"),
@@ -254,6 +261,8 @@ pub fn map_key(key: KeyEvent, typing_filter: bool, help: bool) -> Option<Action>
         KeyCode::Char(' ') => Action::TogglePause,
         KeyCode::Char('w') => Action::CycleSpan,
         KeyCode::Char('s') => Action::NextSort,
+        KeyCode::Char('a') => Action::ToggleStallGroups,
+        KeyCode::Char('x') => Action::ToggleFrames,
         KeyCode::Char('S') => Action::ReverseSort,
         KeyCode::Char('/') => Action::StartFilter,
         KeyCode::Enter => Action::Open,
@@ -313,8 +322,14 @@ pub struct App {
     pub typing_filter: bool,
     /// Selected row of the site table.
     pub site_sel: usize,
-    /// Selected stall (position in the stalls view, newest first).
+    /// Selected row of the stalls view.
     pub stall_sel: usize,
+    /// Stalls grouped by line (or each one).
+    pub stall_groups: bool,
+    /// The stalls view's order.
+    pub stall_sort: StallSort,
+    /// Stall detail: every frame shown, the library's not folded.
+    pub all_frames: bool,
     /// The site of the detail view.
     pub detail_site: Option<u32>,
     /// The stall of the stall detail view (its id).
@@ -347,6 +362,9 @@ impl App {
             typing_filter: false,
             site_sel: 0,
             stall_sel: 0,
+            stall_groups: true,
+            stall_sort: StallSort::Total,
+            all_frames: false,
             detail_site: None,
             detail_stall: None,
             detail_scroll: 0,
@@ -450,15 +468,17 @@ impl App {
         self.rows = rows;
     }
 
-    /// Stalls in the window, newest first (positions in the timeline's stall list); keeps the
+    /// The stalls view's rows over the window (grouped or each, the program's first); keeps the
     /// selection on a row that exists.
-    pub fn stall_rows(&mut self) -> Vec<usize> {
-        let rows = self.stall_rows_unclamped();
+    pub fn stall_rows(&mut self) -> Vec<StallRow> {
+        let (grouped, sort, console) = (self.stall_groups, self.stall_sort, self.from_console());
+        let rows = crate::stalls::rows(&self.timeline, &self.window_stalls(), grouped, sort, console);
         self.stall_sel = self.stall_sel.min(rows.len().saturating_sub(1));
         rows
     }
 
-    fn stall_rows_unclamped(&self) -> Vec<usize> {
+    /// Stalls raised in the window (positions in the timeline's stall list, newest first).
+    pub fn window_stalls(&self) -> Vec<usize> {
         let (start, end) = self.window_range();
         let t = &self.timeline;
         let (Some(a), Some(b)) = (t.intervals.get(start), end.checked_sub(1).and_then(|e| t.intervals.get(e))) else {
@@ -526,6 +546,15 @@ impl App {
                 let at = Span::CYCLE.iter().position(|s| *s == self.span).unwrap_or(0);
                 self.span = Span::CYCLE[(at + 1) % Span::CYCLE.len()];
             }
+            Action::NextSort if self.view == View::Stalls => {
+                let at = StallSort::CYCLE.iter().position(|c| *c == self.stall_sort).unwrap_or(0);
+                self.stall_sort = StallSort::CYCLE[(at + 1) % StallSort::CYCLE.len()];
+            }
+            Action::ToggleStallGroups => {
+                self.stall_groups = !self.stall_groups;
+                self.stall_sel = 0;
+            }
+            Action::ToggleFrames => self.all_frames = !self.all_frames,
             Action::NextSort => {
                 let at = Column::ALL.iter().position(|c| *c == self.sort).unwrap_or(0);
                 self.sort = Column::ALL[(at + 1) % Column::ALL.len()];
@@ -567,8 +596,8 @@ impl App {
                     }
                 }
                 View::Stalls => {
-                    if let Some(i) = self.stall_rows().get(self.stall_sel) {
-                        self.detail_stall = Some(self.timeline.stalls[*i].stall.id);
+                    if let Some(row) = self.stall_rows().get(self.stall_sel) {
+                        self.detail_stall = Some(self.timeline.stalls[row.latest].stall.id);
                         self.detail_scroll = 0;
                         self.view = View::StallDetail;
                     }
@@ -647,7 +676,7 @@ mod tests {
 
     #[test]
     fn every_key_in_the_help_is_mapped() {
-        for c in ['1', '2', '3', 'k', 'j', 'g', 'G', 'h', 'l', ' ', 'w', 's', 'S', '/', '?', 'q'] {
+        for c in ['1', '2', '3', 'k', 'j', 'g', 'G', 'h', 'l', ' ', 'w', 's', 'S', '/', '?', 'q', 'a', 'x'] {
             assert!(map_key(key(KeyCode::Char(c)), false, false).is_some(), "{c:?}");
         }
         for code in [KeyCode::Tab, KeyCode::BackTab, KeyCode::PageUp, KeyCode::Home, KeyCode::End, KeyCode::Enter] {

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use loopscope_core::model::{Event, Frame, Header, Interval, SiteDecl, Stall, StallCategory, WorkerDecl};
+use loopscope_core::model::{Event, Frame, Header, Interval, ModuleDecl, SiteDecl, Stall, StallCategory, WorkerDecl};
 use loopscope_core::resolve::Resolver;
 use loopscope_core::stall::StallTracker;
 
@@ -40,6 +40,11 @@ pub struct Timeline {
     pub errors: Vec<String>,
     /// Whether the session ended (footer seen).
     pub finished: bool,
+    /// The loaded modules stacks point into (the program first declared).
+    pub modules: Vec<ModuleDecl>,
+    /// The directory the program's source paths are relative to (see
+    /// `loopscope_core::stall::source_root`), once a stall has named an absolute one.
+    pub source_root: Option<String>,
     /// Symbolizes stall stacks as they arrive (live sessions); a recording read whole comes
     /// symbolized already.
     resolver: Option<Resolver>,
@@ -60,6 +65,8 @@ impl Clone for Timeline {
             stalls: self.stalls.clone(),
             errors: self.errors.clone(),
             finished: self.finished,
+            modules: self.modules.clone(),
+            source_root: self.source_root.clone(),
             resolver: None,
             tracker: self.tracker.clone(),
         }
@@ -132,7 +139,7 @@ impl Timeline {
                     h.apply_runtime(&r);
                 }
             }
-            Frame::Modules(_) => {}
+            Frame::Modules(m) => self.modules.extend(m),
             Frame::Sites(s) => self.sites.extend(s),
             Frame::Workers(w) => self.workers.extend(w),
             Frame::Interval(i) => {
@@ -147,6 +154,12 @@ impl Timeline {
             Frame::Event(Event::StallBegin(s)) => {
                 if !self.tracker.begin(&s) {
                     return;
+                }
+                if self.source_root.is_none()
+                    && let Some(site) = &s.blocking_site
+                {
+                    self.source_root =
+                        loopscope_core::stall::source_root(self.sites.iter().map(|d| d.file.as_str()), site);
                 }
                 if self.stalls.len() == Self::MAX_STALLS {
                     self.stalls.pop_front();
@@ -174,6 +187,14 @@ impl Timeline {
     /// Interval length in ns (1 s until the header is known).
     pub fn interval_ns(&self) -> u64 {
         self.header.as_ref().map_or(1_000_000_000, |h| h.interval_ns.max(1))
+    }
+
+    /// A source path as the program's spawn sites show them: relative to the program's root.
+    pub fn display_path<'a>(&self, path: &'a str) -> &'a str {
+        match &self.source_root {
+            Some(root) => path.strip_prefix(root.as_str()).unwrap_or(path),
+            None => path,
+        }
     }
 
     /// `file:line` of a site, or `site #N` for one not declared (yet).

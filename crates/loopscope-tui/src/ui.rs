@@ -333,11 +333,15 @@ fn detail(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     let peak = |v: &[u64]| d(Duration::from_micros(v.iter().copied().max().unwrap_or(0)));
     sparkline_titled(frame, l, &format!("poll p99 per interval, peak {}", peak(&p99_poll)), &p99_poll);
     sparkline_titled(frame, r, &format!("sched p99 per interval, peak {}", peak(&p99_sched)), &p99_sched);
-    let lines: Vec<Line<'_>> = t
+    // The program's stalls: what the host caused is counted, not listed.
+    let (host, mine): (Vec<_>, Vec<_>) = t
         .stalls
         .iter()
         .rev()
         .filter(|s| s.stall.site == Some(id))
+        .partition(|s| crate::stalls::origin(s) == loopscope_core::stall::Origin::Host);
+    let lines: Vec<Line<'_>> = mine
+        .iter()
         .take(3)
         .map(|s| {
             Line::from(format!(
@@ -348,51 +352,107 @@ fn detail(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
             ))
         })
         .collect();
-    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title("Its latest stalls")), stall_area);
+    let title = if host.is_empty() {
+        "Its latest stalls".to_string()
+    } else {
+        format!("Its latest stalls (and {} the host caused)", host.len())
+    };
+    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), stall_area);
 }
 
 fn stalls(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
+    use loopscope_core::stall::Origin;
     let rows = app.stall_rows();
     let sel = app.stall_sel.min(rows.len().saturating_sub(1));
     let t = &app.timeline;
-    let block = Block::bordered().title(format!("Stalls: {} in the window (Enter: stack and source)", rows.len()));
+    let count = |o: Origin| rows.iter().filter(|r| r.origin == o).map(|r| r.count).sum::<u64>();
+    let (program, unattributed, host) = (count(Origin::Program), count(Origin::Unattributed), count(Origin::Host));
+    let lines = rows.iter().filter(|r| r.origin == Origin::Program).count();
+    let mut parts = Vec::new();
+    if program > 0 {
+        parts.push(format!("{program} at {lines} line{}", if lines == 1 { "" } else { "s" }));
+    }
+    if unattributed > 0 {
+        parts.push(if app.from_console() {
+            format!("{unattributed} long polls")
+        } else {
+            format!("{unattributed} without a line")
+        });
+    }
+    if host > 0 {
+        parts.push(format!("{host} the host caused"));
+    }
+    let mut title =
+        format!("Stalls in the window: {}", if parts.is_empty() { "none".into() } else { parts.join(", ") });
+    title.push_str(&format!(
+        " — {} by {} (a: {}, s: sort, Enter: stack and source)",
+        if app.stall_groups { "grouped" } else { "each" },
+        app.stall_sort.label(),
+        if app.stall_groups { "each stall" } else { "group by line" },
+    ));
+    let block = Block::bordered().title(title);
     if rows.is_empty() {
         frame.render_widget(Paragraph::new("No poll blocked a worker in this window.").block(block), area);
         return;
     }
     let inner = block.inner(area);
     let (offset, visible) = scroll(sel, inner);
-    // time, worker, category, duration, then the two sites share the rest.
-    let site_w = (inner.width.saturating_sub(9 + 6 + 15 + 9 + 5) / 2).max(10) as usize;
-    let header =
-        Row::new(["time", "worker", "category", "duration", "blocking site", "spawn site"]).style(Style::new().bold());
+    // count or time, category, total or duration, max or worker, then the two sites share the rest.
+    let site_w = (inner.width.saturating_sub(9 + 15 + 9 + 9 + 5) / 2).max(10) as usize;
+    let header = if app.stall_groups {
+        ["count", "category", "total", "max", "blocking site", "spawn site"]
+    } else {
+        ["time", "category", "duration", "worker", "blocking site", "spawn site"]
+    };
     let body: Vec<Row<'_>> = rows
         .iter()
         .enumerate()
         .skip(offset)
         .take(visible)
-        .map(|(pos, i)| {
-            let s = &t.stalls[*i];
+        .map(|(pos, r)| {
+            let latest = &t.stalls[r.latest];
+            let (first, fourth) = if app.stall_groups {
+                (r.count.to_string(), d(Duration::from_nanos(r.max_ns)))
+            } else {
+                let worker = if app.from_console() { "-".to_string() } else { latest.stall.worker.to_string() };
+                (format!("{:.3}s", latest.stall.started_ns as f64 / 1e9), worker)
+            };
+            let total = if r.ongoing > 0 && r.count == r.ongoing {
+                "ongoing".to_string()
+            } else {
+                d(Duration::from_nanos(r.total_ns))
+            };
+            let blocking = r.blocking.as_deref().map(|b| t.display_path(b));
             let cells = [
-                format!("{:.3}s", s.stall.started_ns as f64 / 1e9),
-                if app.from_console() { "-".to_string() } else { s.stall.worker.to_string() },
-                category(app, s.category).to_string(),
-                s.duration_ns.map_or("ongoing".into(), |n| d(Duration::from_nanos(n))),
-                clip_left(&blocking_site(app, s.stall.blocking_site.as_deref(), "-"), site_w),
-                s.stall.site.map_or("-".into(), |id| clip_left(&t.site_name(id), site_w)),
+                first,
+                category(app, r.category).to_string(),
+                total,
+                fourth,
+                clip_left(&blocking_site(app, blocking, "-"), site_w),
+                r.site.map_or("-".into(), |id| clip_left(&t.site_name(id), site_w)),
             ];
-            Row::new(cells).style(if pos == sel { Style::new().reversed() } else { Style::new() })
+            let style = match (pos == sel, r.origin) {
+                (true, _) => Style::new().reversed(),
+                (false, Origin::Host) => Style::new().dim(),
+                (false, _) => Style::new(),
+            };
+            Row::new(cells).style(style)
         })
         .collect();
     let widths = [
         Constraint::Length(9),
-        Constraint::Length(6),
         Constraint::Length(15),
+        Constraint::Length(9),
         Constraint::Length(9),
         Constraint::Length(site_w as u16),
         Constraint::Length(site_w as u16),
     ];
-    frame.render_widget(Table::new(body, widths).header(header).block(block), area);
+    frame.render_widget(
+        Table::new(body, widths)
+            .header(header.map(Cell::from).into_iter().collect::<Row<'_>>().style(Style::new().bold()))
+            .block(block),
+        area,
+    );
 }
 
 /// A stall's category; tokio-console data only tells that a poll was long.
@@ -458,7 +518,10 @@ fn stall_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
                 }
             )),
         ]),
-        Line::from(format!("blocking site  {}", blocking_site(app, st.blocking_site.as_deref(), "-"))),
+        Line::from(format!(
+            "blocking site  {}",
+            blocking_site(app, st.blocking_site.as_deref().map(|b| app.timeline.display_path(b)), "-")
+        )),
     ];
     if console {
         lines.push(Line::from(format!("spawn site     {spawn_site}")));
@@ -477,6 +540,9 @@ fn stall_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
     {
         match source_lines(file, line, 3) {
             Some(src) => {
+                if let Some(note) = newer_than_the_program(&app.timeline, file) {
+                    lines.push(Line::from(note).style(Style::new().fg(Color::Yellow)));
+                }
                 for (n, text) in src {
                     let style = if n == line {
                         Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)
@@ -490,11 +556,14 @@ fn stall_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
         }
         lines.push(Line::from(""));
     }
-    lines.push(Line::from("Stack (innermost first):").bold());
-    for f in &st.stack {
-        let at = f.location().unwrap_or_else(|| f.object.clone().unwrap_or_default());
-        lines.push(Line::from(format!("  {}  {}", f.function, at)));
-    }
+    lines.push(
+        Line::from(format!(
+            "Stack (innermost first; ▶ the program's own code; x: {}):",
+            if app.all_frames { "fold the library's frames" } else { "every frame" }
+        ))
+        .bold(),
+    );
+    lines.extend(stack_lines(&app.timeline, &st.stack, app.all_frames));
     if st.stack.is_empty() {
         lines.push(Line::from(if app.from_console() {
             "  (tokio-console data has no stacks: the category, blocking line and stack need the loopscope recorder)"
@@ -507,6 +576,73 @@ fn stall_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
         .wrap(Wrap { trim: false })
         .scroll((app.detail_scroll as u16, 0));
     frame.render_widget(para, area);
+}
+
+/// A stack as a person reads it: short names, the program's frames marked, runs of library frames
+/// (std, tokio, ...) folded into one line unless `all` is asked for.
+fn stack_lines(t: &crate::Timeline, stack: &[loopscope_core::model::StackFrame], all: bool) -> Vec<Line<'static>> {
+    use loopscope_core::stall::{is_library, short_name};
+    let mut out = Vec::new();
+    let mut folded: Vec<&loopscope_core::model::StackFrame> = Vec::new();
+    let flush = |folded: &mut Vec<&loopscope_core::model::StackFrame>, out: &mut Vec<Line<'static>>| {
+        if folded.is_empty() {
+            return;
+        }
+        let mut crates: Vec<String> = Vec::new();
+        for f in folded.iter() {
+            let name = f.object.clone().unwrap_or_else(|| {
+                short_name(&f.function).trim_start_matches(['<', '&']).split("::").next().unwrap_or("").to_string()
+            });
+            if !crates.contains(&name) && crates.len() < 4 {
+                crates.push(name);
+            }
+        }
+        out.push(
+            Line::from(format!(
+                "    … {} frame{} in {}",
+                folded.len(),
+                if folded.len() == 1 { "" } else { "s" },
+                crates.join(", ")
+            ))
+            .dim(),
+        );
+        folded.clear();
+    };
+    for f in stack {
+        let at = f
+            .location()
+            .map(|l| t.display_path(&l).to_string())
+            .unwrap_or_else(|| f.object.clone().unwrap_or_default());
+        if is_library(f) {
+            if all {
+                out.push(Line::from(format!("    {}  {at}", short_name(&f.function))).dim());
+            } else {
+                folded.push(f);
+            }
+            continue;
+        }
+        flush(&mut folded, &mut out);
+        out.push(Line::from(format!("  ▶ {}  {at}", short_name(&f.function))).style(Style::new().bold()));
+    }
+    flush(&mut folded, &mut out);
+    out
+}
+
+/// Says so when a source file changed after the program was built (or, without the program's
+/// file, after the recording started): the line shown may have moved.
+fn newer_than_the_program(t: &crate::Timeline, file: &str) -> Option<String> {
+    let source = std::fs::metadata(file).ok()?.modified().ok()?;
+    let program = t.modules.iter().find(|m| m.main).and_then(|m| std::fs::metadata(&m.path).ok()?.modified().ok());
+    let reference = program.or_else(|| {
+        let start = t.header.as_ref()?.start_unix_ns;
+        Some(std::time::UNIX_EPOCH + Duration::from_nanos(start))
+    })?;
+    (source > reference).then(|| {
+        format!(
+            "(this source file changed after the program was {}: the line shown may have moved)",
+            if program.is_some() { "built" } else { "recorded" }
+        )
+    })
 }
 
 fn help(frame: &mut Frame<'_>, area: Rect) {

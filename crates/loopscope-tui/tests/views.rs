@@ -161,3 +161,32 @@ fn console_sourced_views_mark_what_needs_the_recorder() {
     let s = screen(&mut a, 160, 48);
     assert!(s.contains("on an unknown worker") && s.contains("tokio-console data has no stacks"), "{s}");
 }
+
+/// A source file edited after the program was recorded is flagged: its lines may have moved.
+#[test]
+fn a_source_newer_than_the_recording_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("sleep.rs");
+    std::fs::copy("tests/fixtures/sleep.rs", &src).unwrap();
+    let at = format!("{}:6", src.display());
+    let shown = |modified: std::time::SystemTime| {
+        std::fs::File::options().write(true).open(&src).unwrap().set_modified(modified).unwrap();
+        let rec = Recording::read("tests/fixtures/blocking.loopscope").unwrap();
+        let mut t = Timeline::from_recording(rec);
+        for s in &mut t.stalls {
+            s.stall.blocking_site = Some(at.clone());
+        }
+        let mut a = App::new(t, Source::Replay("x".into()));
+        a.apply(Action::Goto(View::Stalls));
+        a.apply(Action::Open);
+        screen(&mut a, 160, 48)
+    };
+    let recorded = std::time::UNIX_EPOCH
+        + std::time::Duration::from_nanos(
+            Recording::read("tests/fixtures/blocking.loopscope").unwrap().header.start_unix_ns,
+        );
+    let after = shown(recorded + std::time::Duration::from_secs(3600));
+    assert!(after.contains("changed after the program was recorded"), "{after}");
+    let before = shown(recorded - std::time::Duration::from_secs(3600));
+    assert!(!before.contains("changed after") && before.contains("std::thread::sleep"), "{before}");
+}
