@@ -1,9 +1,11 @@
 //! A session's figures folded from its frames for fleet exporters (Prometheus, OTLP): cumulative
 //! histograms and counters per spawn site with bounded labels, stall counters, worker busy ratios.
 //!
-//! Label cardinality is bounded: the first `max_labelled` spawn sites to be busy (the busiest of
-//! each interval first) get a `site` label of their own, from then on; every other site's figures
-//! go to `site="other"`. Each series only ever grows.
+//! Label cardinality is bounded: the first `max_labelled` spawn sites the session declares (in the
+//! order the recording declares them, which is the order they are first seen) get a `site` label
+//! of their own as soon as they are declared, and keep it; every other site's figures go to
+//! `site="other"`. A site's every figure (polls, scheduling latency, spawns, stalls) carries the
+//! same label, whichever figure reaches the exporter first. Each series only ever grows.
 
 use std::collections::BTreeMap;
 
@@ -60,8 +62,7 @@ pub(crate) struct State {
     pub(crate) max_labelled: usize,
     /// The session's header, once seen.
     pub(crate) header: Option<Header>,
-    pub(crate) declared: Vec<SiteDecl>,
-    /// Per declared site: its series (an index into `series`), once it has one of its own.
+    /// Per declared site (by id): its series (an index into `series`), or `None` for `other`.
     pub(crate) slot_of: Vec<Option<usize>>,
     /// Labelled series (label: the site's `file:line:col`, unescaped).
     pub(crate) series: Vec<(String, Series)>,
@@ -95,8 +96,8 @@ impl State {
             Frame::Header(h) => self.header = Some(h),
             Frame::Sites(sites) => {
                 for s in sites {
-                    self.slot_of.push(None);
-                    self.declared.push(s);
+                    let slot = self.label_slot(&s);
+                    self.slot_of.push(slot);
                 }
             }
             Frame::Workers(ws) => {
@@ -105,22 +106,6 @@ impl State {
                 }
             }
             Frame::Interval(i) => {
-                // Sites with no series yet take free slots, busiest first.
-                let mut new: Vec<(u64, u32)> = i
-                    .sites
-                    .iter()
-                    .filter(|s| self.slot_of.get(s.site as usize).is_some_and(|slot| slot.is_none()))
-                    .filter(|s| self.declared[s.site as usize].file != SiteDecl::OTHER_FILE)
-                    .map(|s| (s.poll.sum_ns, s.site))
-                    .collect();
-                new.sort_by(|a, b| b.cmp(a));
-                for (_, site) in new {
-                    if self.series.len() >= self.max_labelled {
-                        break;
-                    }
-                    self.slot_of[site as usize] = Some(self.series.len());
-                    self.series.push((self.declared[site as usize].location(), Series::default()));
-                }
                 for s in &i.sites {
                     let series = match self.slot_of.get(s.site as usize).copied().flatten() {
                         Some(k) => &mut self.series[k].1,
@@ -153,6 +138,25 @@ impl State {
             }
             _ => {}
         }
+    }
+
+    /// The series a newly declared site's figures go to: a labelled one of its own while fewer
+    /// than `max_labelled` exist (shared with an earlier site of the same `file:line:col`, so that
+    /// no two series carry one label), `None` (`other`) beyond that and for the recorder's own
+    /// `<other sites>`.
+    fn label_slot(&mut self, decl: &SiteDecl) -> Option<usize> {
+        if decl.file == SiteDecl::OTHER_FILE {
+            return None;
+        }
+        let label = decl.location();
+        if let Some(k) = self.series.iter().position(|(l, _)| *l == label) {
+            return Some(k);
+        }
+        if self.series.len() >= self.max_labelled {
+            return None;
+        }
+        self.series.push((label, Series::default()));
+        Some(self.series.len() - 1)
     }
 
     fn site_label(&self, site: Option<u32>) -> String {
