@@ -219,9 +219,16 @@ fn attach_waits_for_a_serving_program_shows_its_data_and_its_end() {
 fn a_terminal_that_hangs_up_ends_the_tui_instead_of_spinning() {
     // tmux gives the TUI a terminal whose other end can vanish at once (its server killed): no
     // signal need arrive, reads just return end-of-file.
+    let Some(tmux) = support::programs::program_or_skip(
+        "a_terminal_that_hangs_up_ends_the_tui_instead_of_spinning",
+        "tmux",
+        "`apt-get install tmux`, `dnf install tmux` or `brew install tmux`",
+    ) else {
+        return;
+    };
     let socket = format!("loopscope-test-{}", std::process::id());
     let tmux = |args: &[&str]| {
-        std::process::Command::new("tmux").arg("-L").arg(&socket).args(args).output().expect("tmux is installed")
+        std::process::Command::new(&tmux).arg("-L").arg(&socket).args(args).output().expect("tmux runs")
     };
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
     let cmd = format!("exec {} tui {}", env!("CARGO_BIN_EXE_loopscope"), fixture.display());

@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// Outside programs (tmux, promtool): found on `PATH`, or skipped with a `SKIPPED:` line.
+pub mod programs;
+
 /// Tests that run workloads take turns: run all at once on a 2-core machine they would measure
 /// each other rather than themselves.
 static WORKLOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
