@@ -454,7 +454,7 @@ fn serve(listener: &TcpListener, state: &Mutex<State>, stop: &AtomicBool) {
             revents: 0,
         });
         fds.extend(conns.iter().map(|c| libc::pollfd { fd: c.stream.as_raw_fd(), events: c.events(), revents: 0 }));
-        let wait = conns.iter().map(|c| c.deadline - now).chain([TICK]).min().unwrap_or(TICK);
+        let wait = conns.iter().map(|c| c.deadline.saturating_duration_since(now)).chain([TICK]).min().unwrap_or(TICK);
         let wait_ms = wait.as_millis().clamp(1, TICK.as_millis()) as libc::c_int;
         // SAFETY: `fds` holds `fds.len()` pollfds whose descriptors stay open during the call.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
