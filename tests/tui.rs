@@ -126,15 +126,15 @@ fn replay_views_keys_and_quit_restore_the_terminal() {
     t.send("/174\r");
     t.wait_for("Spawn sites: 1 of 2");
     t.send("3");
-    t.wait_for("Stalls: 6 in the window");
+    t.wait_for("Stalls in the window: 6 at 1 line");
     // Scrub back three intervals, then to the first, which holds the first two stalls.
     t.send("\x1b[D\x1b[D\x1b[D");
     t.wait_for("8/11");
     t.send("g");
     t.wait_for("1/11");
-    t.wait_for("Stalls: 2 in the window");
+    t.wait_for("Stalls in the window: 2 at 1 line");
     t.send("G\r");
-    t.wait_for("Stack (innermost first)");
+    t.wait_for("call           std::thread");
     t.send("?");
     t.wait_for("Keys (? or Esc closes)");
     t.send("?q");
@@ -219,9 +219,16 @@ fn attach_waits_for_a_serving_program_shows_its_data_and_its_end() {
 fn a_terminal_that_hangs_up_ends_the_tui_instead_of_spinning() {
     // tmux gives the TUI a terminal whose other end can vanish at once (its server killed): no
     // signal need arrive, reads just return end-of-file.
+    let Some(tmux) = support::programs::program_or_skip(
+        "a_terminal_that_hangs_up_ends_the_tui_instead_of_spinning",
+        "tmux",
+        "`apt-get install tmux`, `dnf install tmux` or `brew install tmux`",
+    ) else {
+        return;
+    };
     let socket = format!("loopscope-test-{}", std::process::id());
     let tmux = |args: &[&str]| {
-        std::process::Command::new("tmux").arg("-L").arg(&socket).args(args).output().expect("tmux is installed")
+        std::process::Command::new(&tmux).arg("-L").arg(&socket).args(args).output().expect("tmux runs")
     };
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
     let cmd = format!("exec {} tui {}", env!("CARGO_BIN_EXE_loopscope"), fixture.display());

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// Outside programs (tmux, promtool): found on `PATH`, or skipped with a `SKIPPED:` line.
+pub mod programs;
 pub mod scratch;
 
 /// Tests that run workloads take turns: run all at once on a 2-core machine they would measure

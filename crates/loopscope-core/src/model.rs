@@ -288,6 +288,20 @@ pub enum StallCategory {
 }
 
 impl StallCategory {
+    /// Every category, in declaration order (exporters create a counter for each up front).
+    pub const ALL: [StallCategory; 10] = [
+        StallCategory::SyncSleep,
+        StallCategory::FileIo,
+        StallCategory::NetworkIo,
+        StallCategory::Dns,
+        StallCategory::LockWait,
+        StallCategory::CpuBound,
+        StallCategory::NestedExecutor,
+        StallCategory::NestedRuntime,
+        StallCategory::Preempted,
+        StallCategory::Unknown,
+    ];
+
     /// The kebab-case name used in reports and JSON.
     pub fn name(self) -> &'static str {
         match self {
@@ -309,20 +323,6 @@ impl StallCategory {
     pub fn is_host(self) -> bool {
         self == StallCategory::Preempted
     }
-
-    /// Every category, in a fixed order.
-    pub const ALL: [StallCategory; 10] = [
-        StallCategory::SyncSleep,
-        StallCategory::FileIo,
-        StallCategory::NetworkIo,
-        StallCategory::Dns,
-        StallCategory::LockWait,
-        StallCategory::CpuBound,
-        StallCategory::NestedExecutor,
-        StallCategory::NestedRuntime,
-        StallCategory::Preempted,
-        StallCategory::Unknown,
-    ];
 }
 
 impl std::fmt::Display for StallCategory {

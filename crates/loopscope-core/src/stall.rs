@@ -355,6 +355,11 @@ impl StallTracker {
         self.open.contains_key(&id)
     }
 
+    /// How many stalls are followed and have not ended.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
     /// Stalls begun and not ended, in the order they were raised.
     pub fn open(&self) -> Vec<&Stall> {
         let mut v: Vec<&Stall> = self.open.values().map(|o| &o.stall).collect();

@@ -1,9 +1,11 @@
 //! A session's figures folded from its frames for fleet exporters (Prometheus, OTLP): cumulative
 //! histograms and counters per spawn site with bounded labels, stall counters, worker busy ratios.
 //!
-//! Label cardinality is bounded: the first `max_labelled` spawn sites to be busy (the busiest of
-//! each interval first) get a `site` label of their own, from then on; every other site's figures
-//! go to `site="other"`. Each series only ever grows.
+//! Label cardinality is bounded: the first `max_labelled` spawn sites the session declares (in the
+//! order the recording declares them, which is the order they are first seen) get a `site` label
+//! of their own as soon as they are declared, and keep it; every other site's figures go to
+//! `site="other"`. A site's every figure (polls, scheduling latency, spawns, stalls) carries the
+//! same label, whichever figure reaches the exporter first. Each series only ever grows.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,9 @@ pub const BUCKETS_S: [f64; 22] = [
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Worker labels kept (a series each); threads beyond are left out of the busy ratios.
+pub const MAX_WORKER_LABELS: usize = 256;
 
 /// The label of every site without a label of its own.
 pub const OTHER_SITE: &str = "other";
@@ -60,8 +65,7 @@ pub(crate) struct State {
     pub(crate) max_labelled: usize,
     /// The session's header, once seen.
     pub(crate) header: Option<Header>,
-    pub(crate) declared: Vec<SiteDecl>,
-    /// Per declared site: its series (an index into `series`), once it has one of its own.
+    /// Per declared site (by id): its series (an index into `series`), or `None` for `other`.
     pub(crate) slot_of: Vec<Option<usize>>,
     /// Labelled series (label: the site's `file:line:col`, unescaped).
     pub(crate) series: Vec<(String, Series)>,
@@ -69,10 +73,15 @@ pub(crate) struct State {
     pub(crate) lag: Hist,
     /// (site label, category) → (stalls, seconds stalled).
     pub(crate) stalls: BTreeMap<(String, StallCategory), (u64, f64)>,
-    /// Stalls begun and not yet ended: id → (site label, category when raised).
-    pub(crate) open_stalls: BTreeMap<u64, (String, StallCategory)>,
+    /// Pairs stalls' begins, looks and ends (core's one stall model).
+    pub(crate) tracker: loopscope_core::stall::StallTracker,
+    /// Per worker label (tokio's worker index, so a worker handed to another thread by
+    /// `block_in_place` keeps its series; a thread outside the workers: 1000 + its id): the
+    /// thread's name.
     pub(crate) workers: BTreeMap<u32, String>,
-    /// Per worker: busy time over the last interval's length.
+    /// Per declared worker id: its label, `None` past [`MAX_WORKER_LABELS`].
+    pub(crate) worker_label: Vec<Option<u32>>,
+    /// Per worker label: busy time over the last interval's length.
     pub(crate) busy: BTreeMap<u32, f64>,
     pub(crate) alive_tasks: u64,
     pub(crate) intervals: u64,
@@ -95,32 +104,22 @@ impl State {
             Frame::Header(h) => self.header = Some(h),
             Frame::Sites(sites) => {
                 for s in sites {
-                    self.slot_of.push(None);
-                    self.declared.push(s);
+                    let slot = self.label_slot(&s);
+                    self.slot_of.push(slot);
                 }
             }
             Frame::Workers(ws) => {
                 for w in ws {
-                    self.workers.insert(w.id, w.thread_name);
+                    let label = w.index.unwrap_or(1000 + w.id);
+                    let known = self.workers.contains_key(&label);
+                    let label = (known || self.workers.len() < MAX_WORKER_LABELS).then_some(label);
+                    if let Some(l) = label {
+                        self.workers.insert(l, w.thread_name);
+                    }
+                    self.worker_label.push(label);
                 }
             }
             Frame::Interval(i) => {
-                // Sites with no series yet take free slots, busiest first.
-                let mut new: Vec<(u64, u32)> = i
-                    .sites
-                    .iter()
-                    .filter(|s| self.slot_of.get(s.site as usize).is_some_and(|slot| slot.is_none()))
-                    .filter(|s| self.declared[s.site as usize].file != SiteDecl::OTHER_FILE)
-                    .map(|s| (s.poll.sum_ns, s.site))
-                    .collect();
-                new.sort_by(|a, b| b.cmp(a));
-                for (_, site) in new {
-                    if self.series.len() >= self.max_labelled {
-                        break;
-                    }
-                    self.slot_of[site as usize] = Some(self.series.len());
-                    self.series.push((self.declared[site as usize].location(), Series::default()));
-                }
                 for s in &i.sites {
                     let series = match self.slot_of.get(s.site as usize).copied().flatten() {
                         Some(k) => &mut self.series[k].1,
@@ -135,24 +134,51 @@ impl State {
                 // Every known worker: one that polled nothing in the interval was idle.
                 self.busy = self.workers.keys().map(|&w| (w, 0.0)).collect();
                 for w in &i.workers {
-                    self.busy.insert(w.worker, w.poll.sum_ns as f64 / length);
+                    if let Some(Some(label)) = self.worker_label.get(w.worker as usize) {
+                        *self.busy.entry(*label).or_default() += w.poll.sum_ns as f64 / length;
+                    }
+                }
+                // Stalls the recorder only counted, past its budget of stall events.
+                for t in &i.stall_tally {
+                    let e = self.stalls.entry((self.site_label(t.site), t.category)).or_default();
+                    e.0 += t.count;
+                    e.1 += t.total_ns as f64 / 1e9;
                 }
                 self.alive_tasks = i.gauges.alive_tasks;
                 self.intervals += 1;
             }
             Frame::Event(Event::StallBegin(s)) => {
-                let label = self.site_label(s.site);
-                self.open_stalls.insert(s.id, (label, s.category));
+                self.tracker.begin(&s);
             }
+            Frame::Event(Event::StallLook { id, category, stack, .. }) => self.tracker.look(id, category, &stack),
             Frame::Event(Event::StallEnd { id, duration_ns, category }) => {
-                let (label, raised) =
-                    self.open_stalls.remove(&id).unwrap_or_else(|| (OTHER_SITE.to_string(), StallCategory::Unknown));
-                let e = self.stalls.entry((label, category.unwrap_or(raised))).or_default();
-                e.0 += 1;
-                e.1 += duration_ns as f64 / 1e9;
+                if let Some(c) = self.tracker.end(id, duration_ns, category) {
+                    let e = self.stalls.entry((self.site_label(c.stall.site), c.category)).or_default();
+                    e.0 += 1;
+                    e.1 += c.duration_ns as f64 / 1e9;
+                }
             }
             _ => {}
         }
+    }
+
+    /// The series a newly declared site's figures go to: a labelled one of its own while fewer
+    /// than `max_labelled` exist (shared with an earlier site of the same `file:line:col`, so that
+    /// no two series carry one label), `None` (`other`) beyond that and for the recorder's own
+    /// `<other sites>`.
+    fn label_slot(&mut self, decl: &SiteDecl) -> Option<usize> {
+        if decl.file == SiteDecl::OTHER_FILE {
+            return None;
+        }
+        let label = decl.location();
+        if let Some(k) = self.series.iter().position(|(l, _)| *l == label) {
+            return Some(k);
+        }
+        if self.series.len() >= self.max_labelled {
+            return None;
+        }
+        self.series.push((label, Series::default()));
+        Some(self.series.len() - 1)
     }
 
     fn site_label(&self, site: Option<u32>) -> String {

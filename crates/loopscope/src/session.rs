@@ -153,7 +153,8 @@ impl Default for SessionBuilder {
 }
 
 impl SessionBuilder {
-    /// Serves the session's figures to Prometheus at `http://ADDR/metrics` (OpenMetrics text):
+    /// Serves the session's figures to Prometheus at `http://ADDR/metrics` (the text format 0.0.4,
+    /// or OpenMetrics text to clients that ask for it):
     /// poll-time and scheduling-latency histograms per spawn site, stall counters by spawn site and
     /// category, worker busy ratios. `ADDR` is `HOST:PORT` on loopback (port 0: any free port,
     /// see [`Session::prometheus_at`]); a public address needs [`SessionBuilder::prometheus_public`].
@@ -164,14 +165,14 @@ impl SessionBuilder {
     }
 
     /// Allows [`SessionBuilder::prometheus`] on a non-loopback address (anyone who reaches it can
-    /// read the figures and the program's source file names).
+    /// read the figures and the program's source file names; the endpoint says so once on stderr).
     pub fn prometheus_public(mut self, allow: bool) -> Self {
         self.prometheus_public = allow;
         self
     }
 
-    /// How many spawn sites get a `site` label of their own in the Prometheus figures (default
-    /// 20): the first to be busy; the others share `site="other"`.
+    /// How many spawn sites get a `site` label of their own in the Prometheus and OTLP figures
+    /// (default 20): the first the session sees, from then on; the others share `site="other"`.
     pub fn prometheus_sites(mut self, n: usize) -> Self {
         self.prometheus_sites = n;
         self

@@ -1,10 +1,32 @@
 //! The forgot-await mistake cannot be caught at run time by a profiler (nothing runs), but the
 //! compiler catches it: this test compiles the mistake with rustc and checks the warning.
 
+use std::path::PathBuf;
 use std::process::Command;
+
+#[path = "../../../tests/support/programs.rs"]
+mod programs;
+
+/// The compiler: `RUSTC` when set, else the `rustc` beside the `cargo` running the tests (every
+/// Rust toolchain has one), else one on `PATH`.
+fn rustc() -> Option<PathBuf> {
+    if let Some(rustc) = std::env::var_os("RUSTC").filter(|r| !r.is_empty()) {
+        return Some(rustc.into());
+    }
+    let beside_cargo = std::env::var_os("CARGO").map(|c| PathBuf::from(c).with_file_name("rustc"));
+    beside_cargo.filter(|r| r.is_file()).or_else(|| programs::on_path("rustc"))
+}
 
 #[test]
 fn rustc_warns_about_a_future_that_is_never_awaited() {
+    let Some(rustc) = programs::found_or_skip(
+        "rustc_warns_about_a_future_that_is_never_awaited",
+        "rustc",
+        "rustup, https://rustup.rs",
+        rustc(),
+    ) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("forgot.rs");
     std::fs::write(
@@ -14,7 +36,6 @@ fn rustc_warns_about_a_future_that_is_never_awaited() {
          fn main() { let _ = handler; }\n",
     )
     .unwrap();
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let out = Command::new(rustc)
         .args(["--edition", "2024", "--crate-type", "bin", "--emit", "metadata", "-o"])
         .arg(dir.path().join("forgot.rmeta"))
