@@ -22,36 +22,22 @@ compile_error!(
      RUSTDOCFLAGS=\"--cfg tokio_unstable\"."
 );
 
+/// The stall detector: watchdog, stack capture and unwinding, the kernel's view of a thread.
 #[cfg(tokio_unstable)]
-mod exit;
-#[cfg(tokio_unstable)]
-mod fleet;
-#[cfg(tokio_unstable)]
-mod flusher;
+mod detector;
+/// The per-poll path and what it writes: clock, spawn sites, per-thread cells; the lag probe.
 #[cfg(tokio_unstable)]
 mod hot;
+/// Where measurements go: the flusher (file, report, live frames), the live server, the fleet
+/// exporters.
 #[cfg(tokio_unstable)]
-mod kernel;
-#[cfg(tokio_unstable)]
-mod main_macro;
-#[cfg(tokio_unstable)]
-mod mistakes;
-#[cfg(all(tokio_unstable, feature = "otlp"))]
-mod otlp;
-#[cfg(tokio_unstable)]
-mod probe;
-#[cfg(tokio_unstable)]
-pub mod prometheus;
-#[cfg(tokio_unstable)]
-pub mod serve;
+mod outputs;
+/// The public API: `Session`, its builder, `#[loopscope::main]`'s runtime, the exit handler.
 #[cfg(tokio_unstable)]
 mod session;
+
 #[cfg(tokio_unstable)]
-mod shared;
-#[cfg(tokio_unstable)]
-mod stack;
-#[cfg(tokio_unstable)]
-mod watchdog;
+pub use outputs::{prometheus, serve};
 
 pub use loopscope_core as core;
 pub use loopscope_core::report::Report;
@@ -84,6 +70,6 @@ pub use loopscope_macros::main;
 #[doc(hidden)]
 #[cfg(tokio_unstable)]
 pub mod __private {
-    pub use crate::main_macro::block_on;
+    pub use crate::session::main_macro::block_on;
     pub use tokio;
 }

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
-use crate::flusher::Cmd;
+use crate::outputs::flusher::Cmd;
 
 /// Sessions running, by id, with their flusher's channel.
 static RUNNING: Mutex<Vec<(u64, Sender<Cmd>)>> = Mutex::new(Vec::new());
@@ -25,12 +25,12 @@ pub(crate) fn register(id: u64, flusher: Sender<Cmd>) {
         // SAFETY: registers a function with C linkage that never unwinds.
         unsafe { libc::atexit(at_exit) };
     });
-    crate::shared::lock(&RUNNING).push((id, flusher));
+    crate::hot::lock(&RUNNING).push((id, flusher));
 }
 
 /// Removes a session that finished.
 pub(crate) fn unregister(id: u64) {
-    crate::shared::lock(&RUNNING).retain(|(s, _)| *s != id);
+    crate::hot::lock(&RUNNING).retain(|(s, _)| *s != id);
 }
 
 extern "C" fn at_exit() {

@@ -38,10 +38,10 @@ use std::time::{Duration, Instant};
 
 use loopscope_core::model::{Frame, StallCategory};
 
-pub use crate::fleet::{BUCKETS_S, OTHER_SITE, bucket_of};
-use crate::fleet::{Hist, State};
+use crate::hot::lock;
+pub use crate::outputs::fleet::{BUCKETS_S, OTHER_SITE, bucket_of};
+use crate::outputs::fleet::{Hist, State};
 use crate::session::Error;
-use crate::shared::lock;
 
 /// The `le` label values of [`BUCKETS_S`], then `+Inf` (spelled as earlier versions spelled them,
 /// so that a series keeps its identity across versions).
@@ -212,7 +212,7 @@ fn label_value(s: &str) -> String {
 /// The session's figures in `format`.
 fn render(st: &State, format: Format) -> String {
     let mut e = Exposition { out: String::with_capacity(64 * 1024), format };
-    let sites: Vec<(&str, &crate::fleet::Series)> = st.all_series().collect();
+    let sites: Vec<(&str, &crate::outputs::fleet::Series)> = st.all_series().collect();
     let name = "loopscope_poll_duration_seconds";
     e.family(name, Kind::Histogram, "Task poll durations per spawn site");
     for (site, s) in &sites {

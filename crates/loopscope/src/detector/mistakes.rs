@@ -5,13 +5,12 @@
 //! user's `block_on` call: tokio passes its caller's location through) and lets the panic go on.
 
 use std::panic::PanicHookInfo;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Once, Weak};
 
 use loopscope_core::model::{Event, Stall, StallCategory};
 
-use crate::flusher::Cmd;
-use crate::shared::{Shared, lock};
+use crate::hot::{Shared, lock};
+use crate::outputs::flusher::Cmd;
 
 /// Sessions watching for the panic.
 static ACTIVE: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
@@ -48,9 +47,9 @@ fn on_panic(info: &PanicHookInfo<'_>) {
     let shared = lock(&ACTIVE).iter().filter_map(Weak::upgrade).find(|s| s.has_id(session));
     let Some(shared) = shared else { return };
     let Some((worker, site)) = shared.current_poll() else { return };
-    let Some(events) = lock(&shared.events).clone() else { return };
+    let Some(events) = shared.event_sink() else { return };
     let now = shared.now_ns();
-    let id = shared.stall_ids.fetch_add(1, Ordering::Relaxed);
+    let id = shared.next_stall_id();
     let stall = Stall {
         id,
         worker,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
-use crate::shared::{Shared, lock};
+use crate::hot::Shared;
 
 /// How often the probe samples.
 pub(crate) const PERIOD: Duration = Duration::from_millis(10);
@@ -39,11 +39,9 @@ async fn run(shared: Weak<Shared>) {
         tokio::task::yield_now().await;
         let lag = queued.elapsed();
         let Some(shared) = shared.upgrade() else { return };
-        if !shared.enabled.load(std::sync::atomic::Ordering::Relaxed) {
+        if !shared.is_recording() {
             return;
         }
-        if let Some(acc) = &shared.lag {
-            lock(acc).record(lag);
-        }
+        shared.record_lag(lag);
     }
 }

@@ -22,8 +22,8 @@ use loopscope_core::report::{Aggregator, Report};
 use loopscope_core::workload::WorkloadResult;
 use tokio::runtime::RuntimeFlavor;
 
-use crate::hot::PrevCells;
-use crate::shared::{Shared, lock};
+use crate::hot::Shared;
+use crate::hot::cells::PrevCells;
 
 /// Messages from the session to the flusher.
 pub(crate) enum Cmd {
@@ -165,7 +165,7 @@ impl Flusher {
         if self.runtime_declared {
             return;
         }
-        let Some(handle) = lock(&self.shared.handle).clone() else { return };
+        let Some(handle) = self.shared.runtime() else { return };
         let flavor = match handle.runtime_flavor() {
             RuntimeFlavor::CurrentThread => Flavor::CurrentThread,
             RuntimeFlavor::MultiThread => Flavor::MultiThread,
@@ -232,7 +232,7 @@ impl Flusher {
         let end_ns = self.shared.now_ns();
         let threads = self.declare_new();
         let shared = Arc::clone(&self.shared);
-        let sites = &shared.sites;
+        let sites = shared.sites();
 
         let n_sites = self.sites_declared;
         let mut site_acc: Vec<Option<(DistAcc, DistAcc, u64)>> = (0..n_sites).map(|_| None).collect();
@@ -273,8 +273,7 @@ impl Flusher {
         }
         let mut out_sites = Vec::new();
         for (s, acc) in site_acc.into_iter().enumerate() {
-            let spawned = sites.spawned.get(s).map_or(0, |c| c.load(Ordering::Relaxed));
-            let finished = sites.finished.get(s).map_or(0, |c| c.load(Ordering::Relaxed));
+            let (spawned, finished) = sites.task_counts(s);
             let dsp = spawned.wrapping_sub(self.prev_spawned[s]);
             let dfin = finished.wrapping_sub(self.prev_finished[s]);
             self.prev_spawned[s] = spawned;
@@ -299,7 +298,7 @@ impl Flusher {
             sites: out_sites,
             workers,
             gauges: self.gauges(),
-            lag: self.shared.lag.as_ref().map(|l| std::mem::take(&mut *lock(l)).to_dist()).unwrap_or_default(),
+            lag: self.shared.take_lag(),
             stall_tally: self.shared.take_tally(),
         };
         self.index += 1;
@@ -309,23 +308,15 @@ impl Flusher {
 
     /// Frees the places of threads that exited, now that their last polls are in an interval.
     fn forget_threads(&mut self, gone: &[u32]) {
-        let mut threads = lock(&self.shared.threads);
-        threads.retain(|t| {
-            let keep = !gone.contains(&t.decl.id);
-            if !keep {
-                self.shared.cells.fetch_sub(t.cells_held(), Ordering::Relaxed);
-            }
-            keep
-        });
-        drop(threads);
+        self.shared.forget_threads(gone);
         self.prev.retain(|(worker, _), _| !gone.contains(worker));
         self.prev_sched.retain(|worker, _| !gone.contains(worker));
     }
 
     /// The CPU time and run-queue delay of a worker since the last interval (both 0 when the
     /// kernel does not say).
-    fn sched_delta(&mut self, t: &crate::shared::ThreadSlot) -> (u64, u64) {
-        let Some(now) = crate::kernel::schedstat(t.tid) else { return (0, 0) };
+    fn sched_delta(&mut self, t: &crate::hot::ThreadSlot) -> (u64, u64) {
+        let Some(now) = crate::detector::kernel::schedstat(t.tid) else { return (0, 0) };
         match self.prev_sched.insert(t.decl.id, now) {
             Some(prev) => (now.0.saturating_sub(prev.0), now.1.saturating_sub(prev.1)),
             None => (0, 0),
@@ -333,25 +324,25 @@ impl Flusher {
     }
 
     /// Emits declarations of sites and worker threads seen since the last call; returns the threads.
-    fn declare_new(&mut self) -> Vec<Arc<crate::shared::ThreadSlot>> {
+    fn declare_new(&mut self) -> Vec<Arc<crate::hot::ThreadSlot>> {
         self.declare_runtime();
-        let declared = self.shared.sites.declared();
+        let declared = self.shared.sites().declared();
         if declared > self.sites_declared {
-            let new = self.shared.sites.decls_from(self.sites_declared);
+            let new = self.shared.sites().decls_from(self.sites_declared);
             self.sites_declared += new.len();
             self.prev_spawned.resize(self.sites_declared, 0);
             self.prev_finished.resize(self.sites_declared, 0);
             self.emit(Frame::Sites(new));
         }
-        let threads: Vec<_> = lock(&self.shared.threads).clone();
+        let threads = self.shared.threads();
         // Worker ids are handed out in order; the ones at or past the count declared are new.
-        let mut new: Vec<&Arc<crate::shared::ThreadSlot>> =
+        let mut new: Vec<&Arc<crate::hot::ThreadSlot>> =
             threads.iter().filter(|t| t.decl.id as usize >= self.workers_declared).collect();
         if !new.is_empty() {
             new.sort_by_key(|t| t.decl.id);
             for t in &new {
                 // The baseline for the worker's first interval.
-                if let Some(now) = crate::kernel::schedstat(t.tid) {
+                if let Some(now) = crate::detector::kernel::schedstat(t.tid) {
                     self.prev_sched.insert(t.decl.id, now);
                 }
             }
@@ -373,7 +364,7 @@ impl Flusher {
     }
 
     fn gauges(&self) -> Gauges {
-        let Some(handle) = lock(&self.shared.handle).clone() else { return Gauges::default() };
+        let Some(handle) = self.shared.runtime() else { return Gauges::default() };
         let m = handle.metrics();
         Gauges {
             alive_tasks: m.num_alive_tasks() as u64,
@@ -389,12 +380,11 @@ impl Flusher {
             return;
         }
         self.declare_runtime();
-        let footer =
-            Footer { end_ns: self.shared.now_ns(), intervals: self.index, errors: lock(&self.shared.errors).clone() };
+        let footer = Footer { end_ns: self.shared.now_ns(), intervals: self.index, errors: self.shared.errors() };
         self.emit(Frame::Footer(footer));
         self.finished = true;
         // The runtime handle would otherwise keep the runtime's internals alive through the hooks.
-        lock(&self.shared.handle).take();
+        self.shared.forget_runtime();
     }
 }
 
@@ -411,7 +401,7 @@ fn header(shared: &Shared, meta: &Meta) -> Header {
         command_line: meta.command_line.clone(),
         workload: meta.workload.clone(),
         interval_ns: meta.interval.as_nanos() as u64,
-        slow_poll_ns: shared.slow_ns,
+        slow_poll_ns: shared.slow_poll_ns(),
         schedule_latency: meta.schedule_latency,
         stall_threshold_ns: meta.stall_threshold.map(|t| t.as_nanos() as u64),
     }

@@ -26,8 +26,8 @@ use loopscope_core::format::{encode_frame, preamble};
 pub use loopscope_core::live::{HELLO, ServeAddr};
 use loopscope_core::model::Frame;
 
+use crate::hot::lock;
 use crate::session::Error;
-use crate::shared::lock;
 
 /// Frames queued for one client before it is dropped as too slow.
 pub const CLIENT_QUEUE: usize = 1024;
@@ -92,7 +92,7 @@ impl Server {
                 let l = TcpListener::bind(a).map_err(|e| bad(format!("an address that can be bound ({e})")))?;
                 let bound = ServeAddr::Tcp(l.local_addr().map_err(|e| bad(e.to_string()))?);
                 if !a.ip().is_loopback() {
-                    crate::shared::say(&format!(
+                    crate::hot::say(&format!(
                         "warning: serving live profile data (stacks, source paths, the command line) on {bound}, \
                          readable by anyone who can reach it"
                     ));

@@ -1,5 +1,8 @@
 //! The public entry point: [`Session`] and its [`SessionBuilder`].
 
+pub(crate) mod exit;
+pub(crate) mod main_macro;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
@@ -11,9 +14,9 @@ use loopscope_core::units::unix_now_ns;
 use loopscope_core::workload::WorkloadResult;
 use tokio::runtime::Builder;
 
-use crate::flusher::{Cmd, Flusher, Meta};
-use crate::shared::Shared;
-use crate::watchdog::Watchdog;
+use crate::detector::watchdog::Watchdog;
+use crate::hot::Shared;
+use crate::outputs::flusher::{Cmd, Flusher, Meta};
 
 /// Default length of one interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
@@ -358,7 +361,7 @@ impl SessionBuilder {
         self.validate()?;
         let serve_addr = match &self.serve {
             None => None,
-            Some(addr) => Some(crate::serve::ServeAddr::parse(addr).ok_or_else(|| Error::InvalidSetting {
+            Some(addr) => Some(crate::outputs::serve::ServeAddr::parse(addr).ok_or_else(|| Error::InvalidSetting {
                 key: "serve",
                 value: addr.clone(),
                 expected: "unix:PATH, a socket path, or HOST:PORT such as 127.0.0.1:6670",
@@ -366,8 +369,7 @@ impl SessionBuilder {
         };
         let slow_ns = u64::try_from(self.slow_poll.as_nanos()).unwrap_or(u64::MAX);
         let stall_ns = self.stall_threshold.map_or(u64::MAX, |t| t.as_nanos() as u64);
-        let shared = Arc::new(Shared::new(slow_ns, stall_ns, self.max_sites, self.lag_probe));
-        let _ = shared.this.set(Arc::downgrade(&shared));
+        let shared = Shared::new(slow_ns, stall_ns, self.max_sites, self.lag_probe);
         // The outputs are declared before the senders that feed them, so that on an early return
         // the senders are dropped first and each output's threads see the end of their input
         // before the output is stopped (waiting for them).
@@ -376,15 +378,19 @@ impl SessionBuilder {
         let mut otlp = None;
         let mut live: Vec<std::sync::mpsc::SyncSender<crate::core::model::Frame>> = self.live.into_iter().collect();
         if let Some(parsed) = &serve_addr {
-            let (frames, rx) = mpsc::sync_channel(crate::serve::CLIENT_QUEUE);
+            let (frames, rx) = mpsc::sync_channel(crate::outputs::serve::CLIENT_QUEUE);
             live.push(frames);
-            server = Some(crate::serve::Server::start(parsed, self.serve_public, rx)?);
+            server = Some(crate::outputs::serve::Server::start(parsed, self.serve_public, rx)?);
         }
         if let Some(addr) = &self.prometheus {
-            let (frames, rx) = mpsc::sync_channel(crate::serve::CLIENT_QUEUE);
+            let (frames, rx) = mpsc::sync_channel(crate::outputs::serve::CLIENT_QUEUE);
             live.push(frames);
-            prometheus =
-                Some(crate::prometheus::Exporter::start(addr, self.prometheus_public, self.prometheus_sites, rx)?);
+            prometheus = Some(crate::outputs::prometheus::Exporter::start(
+                addr,
+                self.prometheus_public,
+                self.prometheus_sites,
+                rx,
+            )?);
         }
         if let Some(endpoint) = &self.otlp {
             otlp = Some(start_otlp(endpoint, self.otlp_period, self.prometheus_sites, &mut live)?);
@@ -417,8 +423,8 @@ impl SessionBuilder {
                     .spawn(move || Watchdog::new(dog_shared, threshold, dog_tx, capture).run(stop_rx));
                 match spawned {
                     Ok(handle) => {
-                        *crate::shared::lock(&shared.events) = Some(tx.clone());
-                        crate::mistakes::watch(&shared);
+                        shared.set_event_sink(Some(tx.clone()));
+                        crate::detector::mistakes::watch(&shared);
                         Some((stop_tx, handle))
                     }
                     Err(e) => {
@@ -429,14 +435,14 @@ impl SessionBuilder {
                 }
             }
         };
-        crate::exit::register(shared.id(), tx.clone());
+        crate::session::exit::register(shared.id(), tx.clone());
         if self.schedule_latency {
             builder.track_task_schedule_latency();
         }
         // The poll hooks contain their own panics (only their cold paths can panic: a
         // `catch_unwind` around every poll costs about 4 ns, measured with `just bench-hooks`).
         // Each combination of clock and profile gets hooks compiled for it alone.
-        match (shared.clock.is_tsc(), self.schedule_latency) {
+        match (shared.reads_tsc(), self.schedule_latency) {
             (true, true) => install_poll_hooks::<true, true>(builder, &shared),
             (true, false) => install_poll_hooks::<true, false>(builder, &shared),
             (false, true) => install_poll_hooks::<false, true>(builder, &shared),
@@ -471,15 +477,15 @@ struct Active {
     tx: Sender<Cmd>,
     thread: Option<JoinHandle<Report>>,
     watchdog: Option<(Sender<()>, JoinHandle<()>)>,
-    server: Option<crate::serve::Server>,
-    prometheus: Option<crate::prometheus::Exporter>,
+    server: Option<crate::outputs::serve::Server>,
+    prometheus: Option<crate::outputs::prometheus::Exporter>,
     // Without the feature the field is always `None` (its type has no values).
     #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
     otlp: Option<Otlp>,
 }
 
 #[cfg(feature = "otlp")]
-type Otlp = crate::otlp::OtlpExporter;
+type Otlp = crate::outputs::otlp::OtlpExporter;
 #[cfg(not(feature = "otlp"))]
 type Otlp = std::convert::Infallible;
 
@@ -487,9 +493,9 @@ type Live = Vec<std::sync::mpsc::SyncSender<crate::core::model::Frame>>;
 
 #[cfg(feature = "otlp")]
 fn start_otlp(endpoint: &str, period: Duration, sites: usize, live: &mut Live) -> Result<Otlp, Error> {
-    let (frames, rx) = mpsc::sync_channel(crate::serve::CLIENT_QUEUE);
+    let (frames, rx) = mpsc::sync_channel(crate::outputs::serve::CLIENT_QUEUE);
     live.push(frames);
-    crate::otlp::OtlpExporter::start(endpoint, period, sites, rx)
+    crate::outputs::otlp::OtlpExporter::start(endpoint, period, sites, rx)
 }
 
 #[cfg(not(feature = "otlp"))]
@@ -616,7 +622,7 @@ impl Session {
 
     /// Errors the recorder has met so far (each is also printed once on stderr).
     pub fn errors(&self) -> Vec<String> {
-        self.active.as_ref().map(|a| crate::shared::lock(&a.shared.errors).clone()).unwrap_or_default()
+        self.active.as_ref().map(|a| a.shared.errors()).unwrap_or_default()
     }
 
     /// Flushes the last interval, writes the footer, stops the background thread and returns the
@@ -631,10 +637,10 @@ impl Session {
 
 impl Active {
     fn finish(mut self) -> Result<Report, Error> {
-        crate::exit::unregister(self.shared.id());
+        crate::session::exit::unregister(self.shared.id());
         // Polls from now on are not recorded, and no thread takes the runtime's handle again.
-        self.shared.enabled.store(false, std::sync::atomic::Ordering::Relaxed);
-        crate::shared::lock(&self.shared.events).take();
+        self.shared.stop_recording();
+        self.shared.set_event_sink(None);
         // The watchdog first: its last events reach the flusher before the finish message.
         if let Some((stop, handle)) = self.watchdog.take() {
             let _ = stop.send(());
@@ -644,7 +650,7 @@ impl Active {
         let thread = self.thread.take().ok_or_else(|| Error::Recorder("already finished".into()))?;
         let joined = thread.join();
         // Whatever the flusher did, the handle must not keep the runtime alive through the hooks.
-        crate::shared::lock(&self.shared.handle).take();
+        self.shared.forget_runtime();
         // The flusher's end closed the live stream; clients have been sent the footer.
         if let Some(mut server) = self.server.take() {
             server.stop();

@@ -24,7 +24,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-use crate::fleet::{BUCKETS_S, Hist, State};
+use crate::outputs::fleet::{BUCKETS_S, Hist, State};
 use crate::session::Error;
 
 /// A running exporter; ends after its last export when the session's frames end.
@@ -49,7 +49,7 @@ impl OtlpExporter {
             return Err(bad("the export period must be at least 10ms".into()));
         }
         if !loopback_host(&url) {
-            crate::shared::say(&format!(
+            crate::hot::say(&format!(
                 "warning: exporting figures (spawn sites' source paths, the program's name, host name) to {url} \
                  over plain HTTP, off this machine"
             ));
@@ -104,7 +104,7 @@ fn run(agent: &ureq::Agent, url: &str, period: Duration, max_labelled: usize, fr
             Ok(_) => failed = false,
             Err(e) if !failed => {
                 failed = true;
-                crate::shared::say(&format!("OTLP export to {url} failed: {e} (retried every {period:?}; said once)"));
+                crate::hot::say(&format!("OTLP export to {url} failed: {e} (retried every {period:?}; said once)"));
             }
             Err(_) => {}
         }
@@ -179,7 +179,7 @@ fn request(st: &State, now_ns: u64) -> Option<ExportMetricsServiceRequest> {
         ..Default::default()
     };
     // A histogram metric with one data point per spawn site.
-    let site_histogram = |name: &str, description: &str, pick: fn(&crate::fleet::Series) -> &Hist| {
+    let site_histogram = |name: &str, description: &str, pick: fn(&crate::outputs::fleet::Series) -> &Hist| {
         let data_points = st.all_series().map(|(label, s)| histogram(vec![text("site", label)], pick(s))).collect();
         metric(
             name,

@@ -25,10 +25,10 @@ use std::time::Duration;
 
 use loopscope_core::model::{Event, Stall, StallCategory};
 
-use crate::flusher::Cmd;
-use crate::kernel::{classify, cpu_share, running_category, thread_cpu_ns};
-use crate::shared::{Shared, ThreadSlot, lock};
-use crate::stack;
+use crate::detector::kernel::{classify, cpu_share, running_category, thread_cpu_ns};
+use crate::detector::stack;
+use crate::hot::{Shared, ThreadSlot};
+use crate::outputs::flusher::Cmd;
 
 /// A stall raised and not yet ended.
 #[derive(Clone, Copy)]
@@ -143,7 +143,7 @@ impl Watchdog {
         let period = Duration::from_nanos((self.threshold_ns / 2).max(500_000));
         let mut wait = period;
         while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {
-            if !self.shared.enabled.load(Ordering::Relaxed) {
+            if !self.shared.is_recording() {
                 wait = period;
                 continue;
             }
@@ -160,11 +160,11 @@ impl Watchdog {
 
     /// One pass over every thread; returns how long until the next poll could become a stall.
     fn scan(&mut self) -> Duration {
-        let threads: Vec<Arc<ThreadSlot>> = lock(&self.shared.threads).clone();
+        let threads = self.shared.threads();
         let mut watches = std::mem::take(&mut self.watches);
         watches.retain(|id, _| threads.iter().any(|t| t.decl.id == *id));
-        let now_raw = self.shared.clock.raw();
-        let now_ns = self.shared.clock.delta_as_nanos(self.shared.start_raw, now_raw);
+        let now_raw = self.shared.now_raw();
+        let now_ns = self.shared.session_ns(now_raw);
         let mut next = Duration::from_nanos(self.threshold_ns / 2);
         for t in &threads {
             let w = watches.entry(t.decl.id).or_default();
@@ -192,7 +192,7 @@ impl Watchdog {
         if since == 0 {
             return None;
         }
-        let elapsed = self.shared.clock.delta_as_nanos(since, now_raw);
+        let elapsed = self.shared.nanos_between(since, now_raw);
         if w.flagged {
             return self.look_again(t, w, since, elapsed, now_ns);
         }
@@ -230,14 +230,14 @@ impl Watchdog {
             // The poll ended while being looked at: what the thread does now is not the stall.
             (category, syscall, fd_target) = (StallCategory::Unknown, None, None);
         }
-        let id = self.shared.stall_ids.fetch_add(1, Ordering::Relaxed);
+        let id = self.shared.next_stall_id();
         let recorded = self.budget.take(now_ns);
         w.open = Some(OpenStall { id, live: category, site, recorded });
         if !recorded {
             return;
         }
         let raw = self.capture(t, since, MAX_QUEUED_STACKS);
-        let started_ns = self.shared.clock.delta_as_nanos(self.shared.start_raw, since);
+        let started_ns = self.shared.session_ns(since);
         let stall = Stall {
             category,
             syscall,
@@ -256,8 +256,7 @@ impl Watchdog {
     fn poll_ended(&mut self, t: &ThreadSlot, w: &Watch, now_raw: u64) {
         let Some(open) = w.open else { return };
         let (last_start, last_ns) = t.last_long();
-        let duration_ns =
-            if last_start == w.since { last_ns } else { self.shared.clock.delta_as_nanos(w.since, now_raw) };
+        let duration_ns = if last_start == w.since { last_ns } else { self.shared.nanos_between(w.since, now_raw) };
         // Computing vs. held up by the host, judged again over the whole stall.
         let whole = match (open.live, w.cpu_last) {
             (StallCategory::CpuBound | StallCategory::Preempted, Some(last)) => {
@@ -338,8 +337,8 @@ impl Watchdog {
             self.shared.tally_stall(None, StallCategory::Unknown, duration_ns);
             return;
         }
-        let id = self.shared.stall_ids.fetch_add(1, Ordering::Relaxed);
-        let started_ns = self.shared.clock.delta_as_nanos(self.shared.start_raw, start);
+        let id = self.shared.next_stall_id();
+        let started_ns = self.shared.session_ns(start);
         let stall = Stall::unknown(id, t.decl.id, None, started_ns, now_ns, true);
         let _ = self.events.send(Pending::Begin(Box::new(stall), None));
         let _ = self.events.send(Pending::Event(Event::StallEnd { id, duration_ns, category: None }));
@@ -421,7 +420,7 @@ fn handed_off(shared: &Shared, t: &ThreadSlot) -> bool {
     if t.decl.index.is_none() {
         return false;
     }
-    let Some(handle) = lock(&shared.handle).clone() else { return false };
+    let Some(handle) = shared.runtime() else { return false };
     let metrics = handle.metrics();
     let ids: Vec<_> = (0..metrics.num_workers()).map(|i| metrics.worker_thread_id(i)).collect();
     // Until every worker has started, the record is incomplete: do not conclude anything.
