@@ -218,6 +218,13 @@ impl DistAcc {
         self.buckets = out;
     }
 
+    /// Merges a stored distribution whose buckets were decoded already (`d.buckets()`), so that a
+    /// reader adding one stored distribution to several accumulators decodes it once.
+    pub fn add_decoded(&mut self, d: &Dist, buckets: &[(u64, u64)]) {
+        self.add_scalars(d.count, d.sum_ns, d.max_ns, d.outliers);
+        self.merge(buckets.iter().filter(|(_, n)| *n > 0).map(|&(v, n)| (bucket_index(v) as u32, n)));
+    }
+
     /// Merges a stored distribution into this one.
     pub fn add_dist(&mut self, d: &Dist) -> Result<(), DistError> {
         if d.count == 0 && d.hdr.is_empty() {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use loopscope_core::dist::{DistAcc, Summary, bucket_index, bucket_value, highest_equivalent};
+use loopscope_core::dist::{DistAcc, Summary};
 
 use crate::timeline::Timeline;
 
@@ -31,15 +31,17 @@ pub struct SiteRow {
     pub stalls: u64,
 }
 
-/// One worker over the window.
+/// One tokio worker (every thread that ran it), or a thread outside the workers, over the window.
 #[derive(Clone, Debug, Default)]
 pub struct WorkerRow {
-    /// Thread name and index.
+    /// `worker N`, or the thread's name.
     pub name: String,
     /// Share of the window spent polling (0..=1).
     pub busy: f64,
     /// Polls.
     pub polls: u64,
+    /// Share of the time its threads wanted a CPU that they waited for one (0..=1).
+    pub host_share: f64,
 }
 
 /// Everything the views show for the window `[start, end)` of the timeline's intervals.
@@ -73,97 +75,33 @@ pub struct WindowStats {
     pub blocking_threads: u64,
     /// Stalls raised in the window.
     pub stalls: u64,
-}
-
-/// A distribution as the counts of the range of buckets it uses: small for the narrow range a
-/// spawn site's polls usually span, and added to by index (a whole histogram is tens of
-/// kilobytes, too much for each of thousands of sites).
-#[derive(Clone, Default)]
-struct Sparse {
-    count: u64,
-    sum_ns: u64,
-    max_ns: u64,
-    /// Bucket index of `counts[0]`.
-    base: usize,
-    counts: Vec<u64>,
-}
-
-impl Sparse {
-    fn add(&mut self, d: &loopscope_core::dist::Dist, buckets: &[(u64, u64)]) {
-        self.count += d.count;
-        self.sum_ns = self.sum_ns.saturating_add(d.sum_ns);
-        self.max_ns = self.max_ns.max(d.max_ns);
-        let (Some(first), Some(last)) = (buckets.first(), buckets.last()) else { return };
-        let (lo, hi) = (bucket_index(first.0), bucket_index(last.0));
-        if self.counts.is_empty() {
-            self.base = lo;
-        }
-        if lo < self.base {
-            let grow = self.base - lo;
-            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
-            self.base = lo;
-        }
-        if hi - self.base >= self.counts.len() {
-            self.counts.resize(hi - self.base + 1, 0);
-        }
-        for (v, n) in buckets {
-            self.counts[bucket_index(*v) - self.base] += n;
-        }
-    }
-
-    fn summary(&self) -> Summary {
-        if self.count == 0 {
-            return Summary::default();
-        }
-        let total: u64 = self.counts.iter().sum();
-        let at = |q: f64| {
-            let rank = ((q * total as f64).ceil() as u64).clamp(1, total.max(1));
-            let mut seen = 0;
-            for (i, n) in self.counts.iter().enumerate() {
-                seen += n;
-                if seen >= rank {
-                    // As `loopscope report` shows it: the bucket's highest value, capped at the max.
-                    let v = highest_equivalent(bucket_value(self.base + i));
-                    return Duration::from_nanos(v.min(self.max_ns));
-                }
-            }
-            Duration::ZERO
-        };
-        Summary {
-            count: self.count,
-            mean: Duration::from_nanos(self.sum_ns / self.count),
-            p50: at(0.5),
-            p90: at(0.9),
-            p99: at(0.99),
-            p999: at(0.999),
-            max: Duration::from_nanos(self.max_ns),
-        }
-    }
-
-    fn add_to(&self, acc: &mut DistAcc) {
-        acc.add_scalars(self.count, self.sum_ns, self.max_ns, 0);
-        for (i, n) in self.counts.iter().enumerate().filter(|(_, n)| **n > 0) {
-            acc.record_bucket(bucket_value(self.base + i), *n);
-        }
-    }
+    /// CPU time the workers got in the window.
+    pub host_cpu: Duration,
+    /// Time the workers waited for a CPU (runnable, not running) in the window: what the host took.
+    pub host_delay: Duration,
 }
 
 /// The percentile summary of one stored distribution (empty when it is damaged), as the views
-/// show it, without building a whole histogram.
+/// show it.
 pub fn summary_of(d: &loopscope_core::dist::Dist) -> Summary {
-    let mut sparse = Sparse::default();
-    if let Ok(b) = d.buckets() {
-        sparse.add(d, &b);
-    }
-    sparse.summary()
+    d.decode().map(|acc| acc.summary()).unwrap_or_default()
 }
 
 /// Per-site accumulators.
 #[derive(Clone, Default)]
 struct SiteAcc {
-    poll: Sparse,
-    sched: Sparse,
+    poll: DistAcc,
+    sched: DistAcc,
     slow: u64,
+}
+
+/// Per-worker sums (a row per tokio worker, however many threads ran it).
+#[derive(Clone, Default)]
+struct WorkerAcc {
+    busy_ns: u64,
+    polls: u64,
+    cpu_ns: u64,
+    run_delay_ns: u64,
 }
 
 /// The running sums behind a window's figures; extended interval by interval, so a live window
@@ -176,11 +114,12 @@ pub struct WindowAcc {
     pub end: usize,
     span: Duration,
     lag: DistAcc,
-    poll: Sparse,
-    sched: Sparse,
+    poll: DistAcc,
+    sched: DistAcc,
     sites: Vec<SiteAcc>,
     spawned: Vec<(u64, u64)>,
-    worker_busy: Vec<(u64, u64)>,
+    /// By worker row: tokio's worker index, or past the runtime's workers for other threads.
+    workers: std::collections::BTreeMap<u32, WorkerAcc>,
     polls_per_s: Vec<u64>,
     tasks_alive: Vec<u64>,
     last_gauges: (u64, u64, u64),
@@ -225,21 +164,22 @@ impl WindowAcc {
                 acc.slow += s.slow_polls;
                 // A damaged histogram is left out; the rest of the window still shows.
                 if let Ok(b) = s.poll.buckets() {
-                    acc.poll.add(&s.poll, &b);
-                    self.poll.add(&s.poll, &b);
+                    acc.poll.add_decoded(&s.poll, &b);
+                    self.poll.add_decoded(&s.poll, &b);
                 }
                 if let Ok(b) = s.sched.buckets() {
-                    acc.sched.add(&s.sched, &b);
-                    self.sched.add(&s.sched, &b);
+                    acc.sched.add_decoded(&s.sched, &b);
+                    self.sched.add_decoded(&s.sched, &b);
                 }
             }
             for wk in &i.workers {
-                let id = wk.worker as usize;
-                if self.worker_busy.len() <= id {
-                    self.worker_busy.resize(id + 1, (0, 0));
-                }
-                self.worker_busy[id].0 += wk.poll.sum_ns;
-                self.worker_busy[id].1 += wk.poll.count;
+                let row =
+                    t.workers.get(wk.worker as usize).and_then(|d| d.index).unwrap_or(WORKER_ROWS_AFTER + wk.worker);
+                let acc = self.workers.entry(row).or_default();
+                acc.busy_ns += wk.poll.sum_ns;
+                acc.polls += wk.poll.count;
+                acc.cpu_ns += wk.cpu_ns;
+                acc.run_delay_ns += wk.run_delay_ns;
             }
             self.last_gauges = (
                 i.gauges.global_queue,
@@ -253,10 +193,7 @@ impl WindowAcc {
     /// One site's poll-time and scheduling-latency histograms over the window.
     pub fn site_dists(&self, id: u32) -> Option<(DistAcc, DistAcc)> {
         let acc = self.sites.get(id as usize)?;
-        let (mut poll, mut sched) = (DistAcc::new(), DistAcc::new());
-        acc.poll.add_to(&mut poll);
-        acc.sched.add_to(&mut sched);
-        Some((poll, sched))
+        Some((acc.poll.clone(), acc.sched.clone()))
     }
 
     /// The figures the views show.
@@ -287,12 +224,12 @@ impl WindowAcc {
                 *n += 1;
             }
         }
-        self.poll.add_to(&mut w.poll);
-        self.sched.add_to(&mut w.sched);
+        w.poll = self.poll.clone();
+        w.sched = self.sched.clone();
         let span_ns = w.span.as_nanos().max(1) as f64;
         for (id, acc) in self.sites.iter().enumerate() {
             let (sp, fin) = self.spawned.get(id).copied().unwrap_or_default();
-            if acc.poll.count == 0 && sp == 0 {
+            if acc.poll.count() == 0 && sp == 0 {
                 continue;
             }
             w.sites.push(SiteRow {
@@ -300,8 +237,8 @@ impl WindowAcc {
                 name: t.site_name(id as u32),
                 alive: sp.saturating_sub(fin),
                 total: sp,
-                polls: acc.poll.count,
-                busy_pct: acc.poll.sum_ns as f64 / span_ns * 100.0,
+                polls: acc.poll.count(),
+                busy_pct: acc.poll.sum().as_nanos() as f64 / span_ns * 100.0,
                 poll: acc.poll.summary(),
                 sched: acc.sched.summary(),
                 slow: acc.slow,
@@ -309,22 +246,40 @@ impl WindowAcc {
             });
         }
         w.workers = self
-            .worker_busy
+            .workers
             .iter()
-            .enumerate()
-            .map(|(id, (busy_ns, polls))| WorkerRow {
-                name: t.workers.get(id).map_or_else(
-                    || format!("worker #{id}"),
-                    |d| match d.index {
-                        Some(ix) => format!("worker {ix}"),
-                        None => d.thread_name.clone(),
-                    },
-                ),
-                busy: (*busy_ns as f64 / span_ns).min(1.0),
-                polls: *polls,
+            .map(|(&row, acc)| WorkerRow {
+                name: match row.checked_sub(WORKER_ROWS_AFTER) {
+                    None => format!("worker {row}"),
+                    Some(id) => {
+                        t.workers.get(id as usize).map_or_else(|| format!("thread #{id}"), |d| d.thread_name.clone())
+                    }
+                },
+                busy: (acc.busy_ns as f64 / span_ns).min(1.0),
+                polls: acc.polls,
+                host_share: share(acc.cpu_ns, acc.run_delay_ns),
             })
             .collect();
+        let (cpu, delay) = self.workers.values().fold((0u64, 0u64), |(c, d), a| (c + a.cpu_ns, d + a.run_delay_ns));
+        w.host_cpu = Duration::from_nanos(cpu);
+        w.host_delay = Duration::from_nanos(delay);
         w
+    }
+}
+
+/// Rows of threads that polled tasks outside a tokio worker are numbered from here.
+const WORKER_ROWS_AFTER: u32 = 1 << 20;
+
+/// The share of the time threads wanted a CPU that they waited for one.
+fn share(cpu_ns: u64, run_delay_ns: u64) -> f64 {
+    let wanted = cpu_ns.saturating_add(run_delay_ns);
+    if wanted == 0 { 0.0 } else { run_delay_ns as f64 / wanted as f64 }
+}
+
+impl WindowStats {
+    /// The share of the time the workers wanted a CPU that the host gave to something else.
+    pub fn host_share(&self) -> f64 {
+        share(self.host_cpu.as_nanos() as u64, self.host_delay.as_nanos() as u64)
     }
 }
 

@@ -157,7 +157,7 @@ fn overview(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     let from_console = app.from_console();
     let w = app.stats();
     let [hists, middle, spark] =
-        Layout::vertical([Constraint::Min(12), Constraint::Length(6), Constraint::Length(4)]).areas(area);
+        Layout::vertical([Constraint::Min(12), Constraint::Length(7), Constraint::Length(4)]).areas(area);
     let [left, right] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(hists);
     histogram(frame, left, "Poll time", &w.poll);
     let (sched_title, sched) = if w.sched.count() == 0 && w.lag.count() > 0 {
@@ -168,10 +168,15 @@ fn overview(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     histogram(frame, right, sched_title, sched);
 
     let [workers, facts] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(middle);
-    let block = Block::bordered().title("Workers busy");
+    let block = Block::bordered().title(if w.host_delay.is_zero() {
+        "Workers busy"
+    } else {
+        "Workers busy (w: waiting for a CPU)"
+    });
     let inner = block.inner(workers);
     frame.render_widget(block, workers);
-    let bar = inner.width.saturating_sub(20) as usize;
+    let waited = w.workers.iter().any(|wk| wk.host_share > 0.0);
+    let bar = inner.width.saturating_sub(if waited { 27 } else { 20 }) as usize;
     let lines: Vec<Line<'_>> = w
         .workers
         .iter()
@@ -182,6 +187,10 @@ fn overview(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
                 TextSpan::styled("▇".repeat(filled), Style::new().fg(Color::Green)),
                 TextSpan::styled("·".repeat(bar.saturating_sub(filled)), Style::new().dim()),
                 TextSpan::raw(format!(" {:>5.1}%", wk.busy * 100.0)),
+                TextSpan::styled(
+                    if wk.host_share > 0.0 { format!(" {:>4.0}%w", wk.host_share * 100.0) } else { String::new() },
+                    Style::new().fg(Color::Yellow),
+                ),
             ])
         })
         .collect();
@@ -192,13 +201,28 @@ fn overview(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         frame.render_widget(Paragraph::new(lines), inner);
     }
     let stalls_style = if w.stalls > 0 { Style::new().fg(Color::Red).bold() } else { Style::new() };
-    let facts_lines = vec![
+    let mut facts_lines = vec![
         Line::from(vec![TextSpan::raw("stalls        "), TextSpan::styled(w.stalls.to_string(), stalls_style)]),
         Line::from(format!("tasks alive   {}", compact(w.tasks_alive.last().copied().unwrap_or(0)))),
         Line::from(format!("global queue  {}   local max {}", w.global_queue, w.local_queue_max)),
         Line::from(format!("blocking pool {}   sites {}", w.blocking_threads, w.sites.len())),
     ];
-    frame.render_widget(Paragraph::new(facts_lines).block(Block::bordered().title("Runtime")), facts);
+    if !w.host_delay.is_zero() {
+        // The host's share beside scheduling latency: a wait for a CPU is not the program's.
+        facts_lines.insert(
+            1,
+            Line::from(format!(
+                "host          workers waited {} for a CPU ({:.0}% of their time)",
+                d(w.host_delay),
+                w.host_share() * 100.0
+            ))
+            .style(Style::new().fg(Color::Yellow)),
+        );
+    }
+    frame.render_widget(
+        Paragraph::new(facts_lines).wrap(Wrap { trim: true }).block(Block::bordered().title("Runtime")),
+        facts,
+    );
 
     let [polls, tasks] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(spark);
     sparkline(frame, polls, "Polls/s", &w.polls_per_s);

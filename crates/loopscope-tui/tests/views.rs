@@ -190,3 +190,22 @@ fn a_source_newer_than_the_recording_is_flagged() {
     let before = shown(recorded - std::time::Duration::from_secs(3600));
     assert!(!before.contains("changed after") && before.contains("std::thread::sleep"), "{before}");
 }
+
+/// What the host took from the workers is shown beside their busy time and in the runtime's
+/// figures, so that a high scheduling latency on a busy machine explains itself.
+#[test]
+fn time_the_workers_waited_for_a_cpu_is_shown() {
+    let rec = Recording::read("tests/fixtures/blocking.loopscope").unwrap();
+    let mut t = Timeline::from_recording(rec);
+    for i in &mut t.intervals {
+        for w in &mut i.workers {
+            w.cpu_ns = 30_000_000;
+            w.run_delay_ns = 10_000_000;
+        }
+    }
+    let mut a = App::new(t, Source::Replay("x".into()));
+    let s = screen(&mut a, 160, 48);
+    assert!(s.contains("workers waited") && s.contains("for a CPU (25% of their time)"), "{s}");
+    assert!(s.contains("25%w"), "per worker: {s}");
+    assert!((a.stats().host_share() - 0.25).abs() < 1e-9);
+}
