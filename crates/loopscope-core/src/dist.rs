@@ -100,21 +100,143 @@ impl Dist {
     }
 }
 
+/// Bucket counts: only the non-empty buckets while there are few (a few bytes for the typical
+/// distribution of one spawn site), a dense run of counts from the lowest bucket used to the
+/// highest once there are many (a window's total, merged thousands of times, adds in place).
+#[derive(Clone, Debug)]
+enum Counts {
+    /// (HdrHistogram counts index, count), by index, none zero.
+    Sparse(Vec<(u32, u64)>),
+    /// Counts of the buckets from index `base` on.
+    Dense { base: u32, counts: Vec<u64> },
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts::Sparse(Vec::new())
+    }
+}
+
+/// Non-empty buckets beyond which counts are kept dense.
+const SPARSE_MAX: usize = 48;
+
+impl Counts {
+    fn iter(&self) -> Box<dyn Iterator<Item = (u32, u64)> + '_> {
+        match self {
+            Counts::Sparse(v) => Box::new(v.iter().copied()),
+            Counts::Dense { base, counts } => {
+                Box::new(counts.iter().enumerate().filter(|(_, n)| **n > 0).map(move |(k, n)| (base + k as u32, *n)))
+            }
+        }
+    }
+
+    fn densify(&mut self) {
+        if let Counts::Sparse(v) = self
+            && v.len() > SPARSE_MAX
+        {
+            let (lo, hi) = (v[0].0, v[v.len() - 1].0);
+            let mut counts = vec![0u64; (hi - lo + 1) as usize];
+            for &(i, n) in v.iter() {
+                counts[(i - lo) as usize] = n;
+            }
+            *self = Counts::Dense { base: lo, counts };
+        }
+    }
+
+    fn add(&mut self, index: u32, n: u64) {
+        match self {
+            Counts::Sparse(v) => {
+                match v.last_mut() {
+                    Some((last, c)) if *last == index => *c = c.saturating_add(n),
+                    Some((last, _)) if *last < index => v.push((index, n)),
+                    None => v.push((index, n)),
+                    _ => match v.binary_search_by_key(&index, |(i, _)| *i) {
+                        Ok(at) => v[at].1 = v[at].1.saturating_add(n),
+                        Err(at) => v.insert(at, (index, n)),
+                    },
+                }
+                self.densify();
+            }
+            Counts::Dense { base, counts } => {
+                Self::reserve(base, counts, index, index.max(*base));
+                let at = (index - *base) as usize;
+                counts[at] = counts[at].saturating_add(n);
+            }
+        }
+    }
+
+    /// Makes room in a dense run for the buckets `lo..=hi`.
+    fn reserve(base: &mut u32, counts: &mut Vec<u64>, lo: u32, hi: u32) {
+        if counts.is_empty() {
+            *base = lo;
+        }
+        if lo < *base {
+            counts.splice(0..0, std::iter::repeat_n(0, (*base - lo) as usize));
+            *base = lo;
+        }
+        if (hi - *base) as usize >= counts.len() {
+            counts.resize((hi - *base) as usize + 1, 0);
+        }
+    }
+
+    /// Adds buckets given in increasing index order.
+    fn merge(&mut self, other: &[(u32, u64)]) {
+        let (Some(first), Some(last)) = (other.first(), other.last()) else { return };
+        if let Counts::Sparse(v) = self {
+            if v.len() + other.len() <= SPARSE_MAX {
+                let mut pos = 0;
+                for &(i, n) in other {
+                    pos += v[pos..].partition_point(|(j, _)| *j < i);
+                    match v.get_mut(pos) {
+                        Some((j, c)) if *j == i => *c = c.saturating_add(n),
+                        _ => v.insert(pos, (i, n)),
+                    }
+                    pos += 1;
+                }
+                return;
+            }
+            let mut counts = Vec::new();
+            let mut base = 0;
+            if let (Some(a), Some(b)) = (v.first(), v.last()) {
+                Self::reserve(&mut base, &mut counts, a.0, b.0);
+                for &(i, n) in v.iter() {
+                    counts[(i - base) as usize] = n;
+                }
+            }
+            *self = Counts::Dense { base, counts };
+        }
+        if let Counts::Dense { base, counts } = self {
+            Self::reserve(base, counts, first.0, last.0);
+            for &(i, n) in other {
+                let c = &mut counts[(i - *base) as usize];
+                *c = c.saturating_add(n);
+            }
+        }
+    }
+}
+
+impl PartialEq for Counts {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Counts {}
+
 /// A distribution being recorded or merged in memory.
 ///
-/// Only the buckets that hold values are kept (sorted by bucket), so a distribution costs memory
-/// in proportion to how spread its values are (a few dozen buckets for most spawn sites), never the
-/// ~30 KB of a whole HdrHistogram with loopscope's bounds: a reader or recorder holding one per
-/// spawn site and worker stays small. It behaves as an HdrHistogram with loopscope's bounds
-/// (same buckets, same quantiles) and encodes to the same bytes.
+/// Only the buckets that hold values are kept, so a distribution costs memory in proportion to
+/// how spread its values are (a few dozen buckets for most spawn sites), never the ~30 KB of a
+/// whole HdrHistogram with loopscope's bounds: a reader or recorder holding one per spawn site
+/// and worker stays small. It behaves as an HdrHistogram with loopscope's bounds (same buckets,
+/// same quantiles) and encodes to the same bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DistAcc {
     count: u64,
     sum_ns: u64,
     max_ns: u64,
     outliers: u64,
-    /// The non-empty buckets: (HdrHistogram counts index, count), by index.
-    buckets: Vec<(u32, u64)>,
+    buckets: Counts,
 }
 
 /// A new empty histogram with loopscope's bounds.
@@ -148,17 +270,7 @@ impl DistAcc {
     }
 
     fn add_to_bucket(&mut self, value_ns: u64, n: u64) {
-        let index = bucket_index(value_ns.clamp(LOWEST_NS, HIGHEST_NS)) as u32;
-        // Values usually arrive in increasing order (a drain, a merge) or fall in a known bucket.
-        match self.buckets.last_mut() {
-            Some((last, c)) if *last == index => *c = c.saturating_add(n),
-            Some((last, _)) if *last < index => self.buckets.push((index, n)),
-            None => self.buckets.push((index, n)),
-            _ => match self.buckets.binary_search_by_key(&index, |(i, _)| *i) {
-                Ok(at) => self.buckets[at].1 = self.buckets[at].1.saturating_add(n),
-                Err(at) => self.buckets.insert(at, (index, n)),
-            },
-        }
+        self.buckets.add(bucket_index(value_ns.clamp(LOWEST_NS, HIGHEST_NS)) as u32, n);
     }
 
     /// Adds pre-aggregated values: `n` values that went into one bucket whose lowest value is
@@ -180,49 +292,17 @@ impl DistAcc {
     /// Merges another distribution into this one.
     pub fn add(&mut self, other: &DistAcc) {
         self.add_scalars(other.count, other.sum_ns, other.max_ns, other.outliers);
-        self.merge(other.buckets.iter().copied());
-    }
-
-    /// Merges buckets given in increasing index order.
-    fn merge(&mut self, other: impl Iterator<Item = (u32, u64)>) {
-        let mine = std::mem::take(&mut self.buckets);
-        let mut out: Vec<(u32, u64)> = Vec::with_capacity(mine.len());
-        let mut a = mine.into_iter().peekable();
-        let mut b = other.peekable();
-        loop {
-            let next = match (a.peek().copied(), b.peek().copied()) {
-                (Some(x), Some(y)) if x.0 == y.0 => {
-                    a.next();
-                    b.next();
-                    (x.0, x.1.saturating_add(y.1))
-                }
-                (Some(x), Some(y)) if x.0 < y.0 => {
-                    a.next();
-                    x
-                }
-                (_, Some(y)) => {
-                    b.next();
-                    y
-                }
-                (Some(x), None) => {
-                    a.next();
-                    x
-                }
-                (None, None) => break,
-            };
-            match out.last_mut() {
-                Some((i, c)) if *i == next.0 => *c = c.saturating_add(next.1),
-                _ => out.push(next),
-            }
-        }
-        self.buckets = out;
+        let theirs: Vec<(u32, u64)> = other.buckets.iter().collect();
+        self.buckets.merge(&theirs);
     }
 
     /// Merges a stored distribution whose buckets were decoded already (`d.buckets()`), so that a
     /// reader adding one stored distribution to several accumulators decodes it once.
     pub fn add_decoded(&mut self, d: &Dist, buckets: &[(u64, u64)]) {
         self.add_scalars(d.count, d.sum_ns, d.max_ns, d.outliers);
-        self.merge(buckets.iter().filter(|(_, n)| *n > 0).map(|&(v, n)| (bucket_index(v) as u32, n)));
+        let indexed: Vec<(u32, u64)> =
+            buckets.iter().filter(|(_, n)| *n > 0).map(|&(v, n)| (bucket_index(v) as u32, n)).collect();
+        self.buckets.merge(&indexed);
     }
 
     /// Merges a stored distribution into this one.
@@ -233,14 +313,16 @@ impl DistAcc {
         // The non-zero buckets only: no whole histogram is built for each stored one.
         let buckets = d.buckets()?;
         self.add_scalars(d.count, d.sum_ns, d.max_ns, d.outliers);
-        self.merge(buckets.into_iter().filter(|(_, n)| *n > 0).map(|(v, n)| (bucket_index(v) as u32, n)));
+        let indexed: Vec<(u32, u64)> =
+            buckets.into_iter().filter(|(_, n)| *n > 0).map(|(v, n)| (bucket_index(v) as u32, n)).collect();
+        self.buckets.merge(&indexed);
         Ok(())
     }
 
     /// Encodes into the stored form (HdrHistogram V2: the same bytes as `hdrhistogram`'s own
     /// serializer writes for the same histogram).
     pub fn to_dist(&self) -> Dist {
-        let hdr = if self.count > 0 { encode_v2(&self.buckets) } else { Vec::new() };
+        let hdr = if self.count > 0 { encode_v2(self.buckets.iter()) } else { Vec::new() };
         Dist { count: self.count, sum_ns: self.sum_ns, max_ns: self.max_ns, outliers: self.outliers, hdr }
     }
 
@@ -266,7 +348,7 @@ impl DistAcc {
 
     /// The non-empty buckets as (lowest value of the bucket in ns, count), in increasing order.
     pub fn buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.buckets.iter().map(|&(i, n)| (value_from_index(u64::from(i)), n))
+        self.buckets.iter().map(|(i, n)| (value_from_index(u64::from(i)), n))
     }
 
     /// The values as a whole HdrHistogram (clamped to the ceiling), for tools that take one.
@@ -289,7 +371,7 @@ impl DistAcc {
         let target = ((q * total as f64).ceil() as u64).max(1);
         let mut seen = 0u64;
         let mut value = 0;
-        for &(i, n) in &self.buckets {
+        for (i, n) in self.buckets.iter() {
             seen += n;
             value = value_from_index(u64::from(i));
             if seen >= target {
@@ -313,15 +395,33 @@ impl DistAcc {
         self.buckets.iter().filter(|(i, _)| (lo..=hi).contains(i)).map(|(_, n)| n).sum()
     }
 
-    /// The standard percentile summary.
+    /// The standard percentile summary (one pass over the buckets for every percentile).
     pub fn summary(&self) -> Summary {
+        let qs = [0.50, 0.90, 0.99, 0.999];
+        let mut at = [Duration::ZERO; 4];
+        if self.count > 0 {
+            let total: u64 = self.buckets.iter().map(|(_, n)| n).sum();
+            let targets = qs.map(|q: f64| ((q * total as f64).ceil() as u64).max(1));
+            let (mut seen, mut next) = (0u64, 0usize);
+            for (i, n) in self.buckets.iter() {
+                seen += n;
+                while next < targets.len() && seen >= targets[next] {
+                    let v = highest_equivalent(value_from_index(u64::from(i)));
+                    at[next] = Duration::from_nanos(v.min(self.max_ns));
+                    next += 1;
+                }
+                if next == targets.len() {
+                    break;
+                }
+            }
+        }
         Summary {
             count: self.count,
             mean: Duration::from_nanos(self.sum_ns.checked_div(self.count).unwrap_or(0)),
-            p50: self.quantile(0.50),
-            p90: self.quantile(0.90),
-            p99: self.quantile(0.99),
-            p999: self.quantile(0.999),
+            p50: at[0],
+            p90: at[1],
+            p99: at[2],
+            p999: at[3],
             max: self.max(),
         }
     }
@@ -329,7 +429,7 @@ impl DistAcc {
 
 /// HdrHistogram's V2 encoding of sparse buckets: the header, then zig-zag LEB128 counts from index
 /// 0 to the last non-empty one, a run of more than one empty bucket written as its negated length.
-fn encode_v2(buckets: &[(u32, u64)]) -> Vec<u8> {
+fn encode_v2(buckets: impl Iterator<Item = (u32, u64)>) -> Vec<u8> {
     let mut payload = Vec::new();
     let mut put = |v: i64| {
         let mut x = ((v << 1) ^ (v >> 63)) as u64;
@@ -346,11 +446,10 @@ fn encode_v2(buckets: &[(u32, u64)]) -> Vec<u8> {
             }
         }
     };
-    if buckets.is_empty() {
-        put(0);
-    }
     let mut next = 0u32;
-    for &(i, n) in buckets {
+    let mut any = false;
+    for (i, n) in buckets {
+        any = true;
         match i - next {
             0 => {}
             1 => put(0),
@@ -358,6 +457,9 @@ fn encode_v2(buckets: &[(u32, u64)]) -> Vec<u8> {
         }
         put(i64::try_from(n).unwrap_or(i64::MAX));
         next = i + 1;
+    }
+    if !any {
+        put(0);
     }
     let mut out = Vec::with_capacity(40 + payload.len());
     out.extend_from_slice(&V2_COOKIE.to_be_bytes());
@@ -569,6 +671,11 @@ mod tests {
         for q in [0.0, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 1.0] {
             assert_eq!(d.quantile(q).as_nanos() as u64, h.value_at_quantile(q).min(d.max_ns), "q {q}");
         }
+        let s = d.summary();
+        assert_eq!(
+            (s.p50, s.p90, s.p99, s.p999),
+            (d.quantile(0.5), d.quantile(0.9), d.quantile(0.99), d.quantile(0.999))
+        );
         assert_eq!(d.count_between(0, 1_000_000), h.count_between(0, 1_000_000));
         let above: u64 =
             h.iter_recorded().filter(|v| v.value_iterated_to() > 3_000_000).map(|v| v.count_at_value()).sum();
