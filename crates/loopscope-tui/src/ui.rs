@@ -81,6 +81,9 @@ fn status(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     );
     if let Some(s) = &app.status {
         text = format!(" {s} │{text}");
+    } else if let Some(note) = app.timeline.notes().first() {
+        // What the symbolizer could not do (a binary missing or rebuilt, no line tables).
+        text = format!(" {note} │{text}");
     }
     if app.typing_filter {
         text = format!(" filter: {}▏  (Enter keeps, Esc clears)", app.filter);
