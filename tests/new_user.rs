@@ -213,3 +213,56 @@ fn doctor_says_what_to_change_in_a_project_that_is_not_set_up() {
     assert_eq!(out.status.code(), Some(2), "{}", all_output(&out));
     assert!(text(&out.stderr).contains("cargo metadata") && text(&out.stderr).contains(manifest.to_str().unwrap()));
 }
+
+/// A program that blocks in a function of its own, as servers do (a handler called by the task).
+const HANDLER_MAIN: &str = r#"use std::time::Duration;
+
+mod store {
+    /// Writes a value the slow way: a synchronous sleep stands for blocking I/O.
+    #[inline(never)]
+    pub fn save(value: u64) -> u64 {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        std::hint::black_box(value + 1)
+    }
+}
+
+#[loopscope::main(worker_threads = 2)]
+async fn main() {
+    let ticks = tokio::spawn(async {
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let saved = tokio::spawn(async { store::save(41) }).await.unwrap();
+    ticks.await.unwrap();
+    println!("saved {saved}");
+}
+"#;
+
+#[test]
+fn a_plain_release_build_gets_function_names_and_the_hint_for_lines() {
+    // No `debug` in the release profile: what `cargo build --release` gives by default.
+    let project = scratch::project("plain-server", HANDLER_MAIN, true, "");
+    let out = scratch::cargo(project.path()).args(["build", "--release", "--offline"]).output().expect("cargo runs");
+    assert!(out.status.success(), "{}", all_output(&out));
+    let binary = scratch::target_dir().join("release/plain-server");
+    let recording = project.path().join("plain.loopscope");
+    let out = loopscope()
+        .current_dir(project.path())
+        .args(["record", "--out"])
+        .arg(&recording)
+        .arg("--")
+        .arg(&binary)
+        .env_remove("LOOPSCOPE_RECORD")
+        .env_remove("LOOPSCOPE_SERVE")
+        .output()
+        .unwrap();
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(report.contains("saved 42"), "{}", all_output(&out));
+    assert!(report.contains("Stalls: 1 poll blocked a worker"), "{report}");
+    // Named by the function, from the symbol table, and the way to get lines said once.
+    assert!(report.contains("plain_server::store::save"), "the blocking function in:\n{report}");
+    assert!(report.contains("no line tables") && report.contains("debug = \"line-tables-only\""), "{report}");
+    assert_eq!(report.matches("no line tables").count(), 1, "said once: {report}");
+}

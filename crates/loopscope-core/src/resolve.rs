@@ -38,11 +38,17 @@ pub trait Symbolize: Send {
 /// Addresses resolved and kept, at most.
 const CACHE: usize = 1 << 16;
 
+/// How to get file and line in stall reports, for a program built without line tables.
+pub const LINE_TABLES_HINT: &str = "add `[profile.release] debug = \"line-tables-only\"` to the program's Cargo.toml \
+     (or build with CARGO_PROFILE_RELEASE_DEBUG=line-tables-only) for file and line";
+
 /// Resolves the stacks of a recording's frames, in the order they are read.
 pub struct Resolver {
     modules: Vec<ModuleDecl>,
     symbolizer: Option<Box<dyn Symbolize>>,
     cache: HashMap<u64, Vec<StackFrame>>,
+    /// A stall was named by a function only: the program's code has no line tables.
+    no_lines: Option<String>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -57,12 +63,12 @@ impl std::fmt::Debug for Resolver {
 impl Resolver {
     /// A resolver that symbolizes with `symbolizer`.
     pub fn new(symbolizer: Box<dyn Symbolize>) -> Resolver {
-        Resolver { modules: Vec::new(), symbolizer: Some(symbolizer), cache: HashMap::new() }
+        Resolver { modules: Vec::new(), symbolizer: Some(symbolizer), cache: HashMap::new(), no_lines: None }
     }
 
     /// A resolver that names frames by address and module only.
     pub fn addresses_only() -> Resolver {
-        Resolver { modules: Vec::new(), symbolizer: None, cache: HashMap::new() }
+        Resolver { modules: Vec::new(), symbolizer: None, cache: HashMap::new(), no_lines: None }
     }
 
     /// Forgets the modules declared so far (a new live connection declares them again).
@@ -71,9 +77,16 @@ impl Resolver {
         self.cache.clear();
     }
 
-    /// What the symbolizer wants the user to know.
+    /// What the user should know about the symbols: the symbolizer's notes (a binary missing or
+    /// rebuilt since the recording), and, once, that a stall was named by a function only.
     pub fn notes(&self) -> Vec<String> {
-        self.symbolizer.as_ref().map(|s| s.notes()).unwrap_or_default()
+        let mut notes = self.symbolizer.as_ref().map(|s| s.notes()).unwrap_or_default();
+        if let Some(note) = &self.no_lines
+            && !notes.iter().any(|n| n.contains("no line tables"))
+        {
+            notes.push(note.clone());
+        }
+        notes
     }
 
     /// The modules declared so far.
@@ -86,10 +99,22 @@ impl Resolver {
         match &mut frame {
             Frame::Modules(m) => self.modules.extend(m.iter().cloned()),
             Frame::Event(Event::StallBegin(s)) => {
-                if s.stack.is_empty() && !s.frames.is_empty() {
+                let resolved_here = s.stack.is_empty() && !s.frames.is_empty();
+                if resolved_here {
                     s.stack = self.stack(&s.frames);
                 }
                 crate::stall::attribute(s);
+                // Named by a function of the program's own, from the symbol table: no lines.
+                if resolved_here
+                    && self.no_lines.is_none()
+                    && let Some(f) = s.stack.iter().find(|f| !crate::stall::is_library(f))
+                    && f.file.is_none()
+                {
+                    let program = self.modules.iter().find(|m| m.main).map_or("the program", |m| m.file_name());
+                    self.no_lines = Some(format!(
+                        "{program} has no line tables: stalls are named by function; {LINE_TABLES_HINT}"
+                    ));
+                }
             }
             Frame::Event(Event::StallLook { frames, stack, .. }) if stack.is_empty() && !frames.is_empty() => {
                 *stack = self.stack(frames);

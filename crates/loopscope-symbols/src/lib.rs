@@ -22,8 +22,7 @@ use object::{Object, ReadCache};
 /// Files whose debug information is kept loaded at once.
 const MAX_LOADED: usize = 16;
 
-/// The fix for a binary without line tables, as the notes give it.
-pub const LINE_TABLES_HINT: &str = "add `[profile.release] debug = \"line-tables-only\"` to its Cargo.toml (or `CARGO_PROFILE_RELEASE_DEBUG=line-tables-only`) for file and line";
+pub use loopscope_core::resolve::LINE_TABLES_HINT;
 
 enum Loaded {
     Ready {
