@@ -265,4 +265,12 @@ fn a_plain_release_build_gets_function_names_and_the_hint_for_lines() {
     assert!(report.contains("plain_server::store::save"), "the blocking function in:\n{report}");
     assert!(report.contains("no line tables") && report.contains("debug = \"line-tables-only\""), "{report}");
     assert_eq!(report.matches("no line tables").count(), 1, "said once: {report}");
+    // And at install, when the program runs on its own with the recorder on.
+    let out = std::process::Command::new(&binary)
+        .env("LOOPSCOPE_RECORD", project.path().join("direct.loopscope"))
+        .env_remove("LOOPSCOPE_QUIET")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("this binary has no line tables") && stderr.contains("line-tables-only"), "{stderr}");
 }

@@ -111,9 +111,8 @@ impl Resolver {
                     && f.file.is_none()
                 {
                     let program = self.modules.iter().find(|m| m.main).map_or("the program", |m| m.file_name());
-                    self.no_lines = Some(format!(
-                        "{program} has no line tables: stalls are named by function; {LINE_TABLES_HINT}"
-                    ));
+                    self.no_lines =
+                        Some(format!("{program} has no line tables: stalls are named by function; {LINE_TABLES_HINT}"));
                 }
             }
             Frame::Event(Event::StallLook { frames, stack, .. }) if stack.is_empty() && !frames.is_empty() => {

@@ -557,6 +557,43 @@ unsafe fn object_of(info: &libc::dl_phdr_info, exe: &str) -> Option<Loaded> {
     Some(Loaded { path, main, bias, avma: bias + lo..bias + hi, text_svma, eh_frame_hdr, eh_frame, build_id })
 }
 
+/// Whether the program's file has line tables (`.debug_line`, or a `.gnu_debuglink` to a file
+/// that has them); `None` when it cannot be told. Reads only the ELF section headers and their
+/// names (a few kilobytes), never debug information.
+pub(crate) fn program_has_line_tables() -> Option<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(MAIN_PROGRAM).ok()?;
+    let mut eh = [0u8; 64];
+    f.read_exact(&mut eh).ok()?;
+    // ELF64, little-endian only (x86-64).
+    if &eh[..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
+        return None;
+    }
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or_default());
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default());
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(&eh, 0x28), u16_at(&eh, 0x3a), u16_at(&eh, 0x3c), u16_at(&eh, 0x3e));
+    if shentsize != 64 || shnum == 0 || shnum > 4096 || shstrndx >= shnum {
+        return None;
+    }
+    let mut headers = vec![0u8; 64 * shnum as usize];
+    f.seek(SeekFrom::Start(shoff)).ok()?;
+    f.read_exact(&mut headers).ok()?;
+    let strtab = &headers[64 * shstrndx as usize..][..64];
+    let (str_off, str_size) = (u64_at(strtab, 0x18), u64_at(strtab, 0x20).min(1 << 20));
+    let mut names = vec![0u8; str_size as usize];
+    f.seek(SeekFrom::Start(str_off)).ok()?;
+    f.read_exact(&mut names).ok()?;
+    let named = |want: &[u8]| {
+        headers.chunks_exact(64).any(|h| {
+            let at = u32_at(h, 0) as usize;
+            names.get(at..).is_some_and(|n| n.split(|c| *c == 0).next() == Some(want))
+        })
+    };
+    Some(named(b".debug_line") || named(b".gnu_debuglink"))
+}
+
 /// The file address of `.eh_frame`, from the `eh_frame_ptr` field of `.eh_frame_hdr` (at file
 /// address `hdr_svma`), for the pointer encodings linkers use.
 fn eh_frame_start(hdr: &[u8], hdr_svma: u64) -> Option<u64> {
@@ -624,6 +661,12 @@ mod tests {
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
         let in_file = file.windows(id.len()).any(|w| w == &id[..]);
         assert!(in_file, "build id {hex} not in {}", main.path);
+    }
+
+    #[test]
+    fn this_test_binary_has_line_tables() {
+        // The workspace's test profile has debug information.
+        assert_eq!(program_has_line_tables(), Some(true));
     }
 
     #[test]

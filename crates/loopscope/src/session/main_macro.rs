@@ -24,6 +24,12 @@ pub fn block_on<T, F: Future<Output = T>>(mut builder: tokio::runtime::Builder, 
                 Ok(session) if session.is_enabled() => {
                     if !quiet() {
                         say(&format!("loopscope: profiling {measures}: {}", destinations(&session)));
+                        if crate::detector::stack::program_has_line_tables() == Some(false) {
+                            say(&format!(
+                                "loopscope: this binary has no line tables, so stalls will be named by function: {}",
+                                loopscope_core::resolve::LINE_TABLES_HINT
+                            ));
+                        }
                     }
                     Some(session)
                 }
