@@ -56,6 +56,7 @@ mod kind {
     pub const FOOTER: u8 = 7;
     pub const RUNTIME: u8 = 8;
     pub const MODULES: u8 = 9;
+    pub const SAMPLES: u8 = 10;
 }
 
 /// Why writing a recording failed.
@@ -156,6 +157,7 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) -> Result<(), WriteError> 
         Frame::Header(h) => (kind::HEADER, encode(h)?),
         Frame::Runtime(r) => (kind::RUNTIME, encode(r)?),
         Frame::Modules(m) => (kind::MODULES, encode(m)?),
+        Frame::Samples(s) => (kind::SAMPLES | COMPRESSED, compress(&encode(s)?)?),
         Frame::Sites(s) => (kind::SITES, encode(s)?),
         Frame::Workers(w) => (kind::WORKERS, encode(w)?),
         Frame::Interval(i) => (kind::INTERVAL | COMPRESSED, compress(&encode(i)?)?),
@@ -333,6 +335,7 @@ impl<R: Read> Reader<R> {
                 kind::MODULES if !v1 => {
                     Frame::Modules(self.decode_list::<ModuleDecl>(at, &payload, self.declared.room().modules)?)
                 }
+                kind::SAMPLES if !v1 => Frame::Samples(Box::new(self.decode::<crate::model::Samples>(at, &payload)?)),
                 kind::SITES => Frame::Sites(self.decode_list::<SiteDecl>(at, &payload, self.declared.room().sites)?),
                 kind::WORKERS => {
                     Frame::Workers(self.decode_list::<WorkerDecl>(at, &payload, self.declared.room().workers)?)
@@ -540,6 +543,8 @@ pub struct Recording {
     pub workers: Vec<WorkerDecl>,
     /// Loaded modules that stacks point into, indexed by id.
     pub modules: Vec<ModuleDecl>,
+    /// Stacks sampled from slow polls, per interval.
+    pub samples: Vec<crate::model::Samples>,
     /// Intervals in order.
     pub intervals: Vec<Interval>,
     /// Events in order.
@@ -591,6 +596,7 @@ impl Recording {
             sites: Vec::new(),
             workers: Vec::new(),
             modules: Vec::new(),
+            samples: Vec::new(),
             intervals: Vec::new(),
             events: Vec::new(),
             workload: None,
@@ -606,6 +612,7 @@ impl Recording {
             Frame::Header(h) => self.header = h,
             Frame::Runtime(r) => self.header.apply_runtime(&r),
             Frame::Modules(m) => self.modules.extend(m),
+            Frame::Samples(s) => self.samples.push(*s),
             Frame::Sites(s) => self.sites.extend(s),
             Frame::Workers(w) => self.workers.extend(w),
             Frame::Interval(i) => self.intervals.push(*i),

@@ -456,6 +456,41 @@ pub enum Event {
     },
 }
 
+/// Stacks sampled, in one interval, from polls that ran longer than the sampling threshold but
+/// not as long as the stall threshold: where slow polls spend their time. Each sample stands for
+/// `period_ns` of poll time. Written just before the interval's own frame.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Samples {
+    /// The interval they belong to ([`Interval::index`]).
+    pub interval: u64,
+    /// A poll is sampled once it has run this long, in nanoseconds.
+    pub threshold_ns: u64,
+    /// The poll time one sample stands for (the time between two samples of one poll), in ns.
+    pub period_ns: u64,
+    /// The distinct stacks sampled, with how many samples each.
+    pub stacks: Vec<SampledStack>,
+    /// Samples whose stacks were not kept (past the recorder's cap of distinct stacks per
+    /// interval, or taken without a stack): counted per spawn site in `stacks` with no frames.
+    pub dropped: u64,
+    /// Samples that were due but not taken, past the budget of samples per second.
+    pub skipped: u64,
+}
+
+/// One stack sampled from slow polls, and how often.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SampledStack {
+    /// The [`SiteDecl::id`] of the polled tasks' spawn site.
+    pub site: Option<u32>,
+    /// What the kernel saw the thread doing at the sample (computing, or in a system call).
+    pub category: StallCategory,
+    /// Samples of this stack.
+    pub count: u64,
+    /// Instruction addresses, innermost first, as in [`Stall::frames`]; empty when not captured.
+    pub frames: Vec<u64>,
+    /// The symbolized stack, filled in by readers.
+    pub stack: Vec<StackFrame>,
+}
+
 /// Last frame of a complete recording.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Footer {
@@ -476,6 +511,8 @@ pub enum Frame {
     Runtime(RuntimeDecl),
     /// New loaded modules, before the first stack that points into them.
     Modules(Vec<ModuleDecl>),
+    /// Stacks sampled from slow polls in one interval.
+    Samples(Box<Samples>),
     /// New spawn sites.
     Sites(Vec<SiteDecl>),
     /// New worker threads.

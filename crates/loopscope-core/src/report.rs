@@ -87,6 +87,9 @@ pub struct Aggregator {
     footer: Option<Footer>,
     stalls: BTreeMap<StallKey, StallAcc>,
     tracker: StallTracker,
+    /// Slow-poll samples by (spawn site, program line, category).
+    hot: BTreeMap<HotKey, HotAcc>,
+    sampling: Sampling,
     detection_sum_ns: u64,
     detection_max_ns: u64,
     stall_count: u64,
@@ -94,6 +97,20 @@ pub struct Aggregator {
 
 /// Stalls are grouped by blocking site, category and spawn site.
 type StallKey = (Option<String>, StallCategory, Option<u32>);
+
+/// Slow-poll samples are grouped by spawn site, program line and category.
+type HotKey = (Option<u32>, Option<String>, StallCategory);
+
+#[derive(Clone, Debug, Default)]
+struct HotAcc {
+    samples: u64,
+    function: Option<String>,
+    call: Option<String>,
+}
+
+/// Distinct (site, line, category) groups of samples kept; further ones are counted as
+/// `<other lines>` of their site.
+pub const MAX_HOT_LINES: usize = 10_000;
 
 #[derive(Clone, Debug, Default)]
 struct StallAcc {
@@ -134,6 +151,8 @@ impl Aggregator {
             footer: None,
             stalls: BTreeMap::new(),
             tracker: StallTracker::default(),
+            hot: BTreeMap::new(),
+            sampling: Sampling::default(),
             detection_sum_ns: 0,
             detection_max_ns: 0,
             stall_count: 0,
@@ -203,6 +222,7 @@ impl Aggregator {
     pub fn push(&mut self, frame: &Frame) -> Result<(), AggregateError> {
         match frame {
             Frame::Header(_) | Frame::Modules(_) => {}
+            Frame::Samples(samples) => self.push_samples(samples),
             Frame::Runtime(r) => self.header.apply_runtime(r),
             Frame::Sites(s) => {
                 self.sites.extend(s.iter().cloned());
@@ -243,6 +263,34 @@ impl Aggregator {
             }
         }
         Ok(())
+    }
+
+    fn push_samples(&mut self, s: &crate::model::Samples) {
+        self.sampling.threshold_ns = s.threshold_ns;
+        self.sampling.period_ns = s.period_ns;
+        self.sampling.dropped += s.dropped;
+        self.sampling.skipped += s.skipped;
+        for st in &s.stacks {
+            self.sampling.samples += st.count;
+            if st.stack.is_empty() {
+                // No stack was taken (the thread did not answer in time, the unwinder was
+                // behind): counted, but it says nothing about where.
+                self.sampling.without_stack += st.count;
+                continue;
+            }
+            let at = crate::stall::program_line(&st.stack);
+            let category = crate::stall::refine(st.category, &st.stack);
+            let mut key = (st.site, at.line.clone(), category);
+            if !self.hot.contains_key(&key) && self.hot.len() >= MAX_HOT_LINES {
+                key = (st.site, Some("<other lines>".into()), category);
+            }
+            let acc = self.hot.entry(key).or_default();
+            acc.samples += st.count;
+            if acc.function.is_none() {
+                acc.function = at.function;
+                acc.call = at.call;
+            }
+        }
     }
 
     fn error(&mut self, message: &str) {
@@ -302,6 +350,38 @@ impl Aggregator {
         self.local_queue_max = self.local_queue_max.max(g.local_queues.iter().copied().max().unwrap_or(0));
         self.blocking_threads_max = self.blocking_threads_max.max(g.blocking_threads);
         Ok(())
+    }
+
+    /// Where sampled slow polls spent their time: per spawn site, its lines by samples (each
+    /// line's share of the site's sampled time), sites with the most sampled time first.
+    fn hot_lines(&self, site_name: &dyn Fn(Option<u32>) -> Option<String>) -> Vec<HotLine> {
+        let period = self.sampling.period_ns;
+        let mut per_site: BTreeMap<Option<u32>, u64> = BTreeMap::new();
+        for ((site, _, _), acc) in &self.hot {
+            *per_site.entry(*site).or_default() += acc.samples;
+        }
+        let mut lines: Vec<HotLine> = self
+            .hot
+            .iter()
+            .map(|((site, line, category), acc)| {
+                let site_samples = per_site[site].max(1);
+                HotLine {
+                    spawn_site: site_name(*site),
+                    line: line.clone(),
+                    function: acc.function.clone(),
+                    call: acc.call.clone(),
+                    category: *category,
+                    samples: acc.samples,
+                    time: Duration::from_nanos(acc.samples.saturating_mul(period)),
+                    share: acc.samples as f64 / site_samples as f64,
+                    site_samples: per_site[site],
+                }
+            })
+            .collect();
+        lines.sort_by(|a, b| {
+            b.site_samples.cmp(&a.site_samples).then(a.spawn_site.cmp(&b.spawn_site)).then(b.samples.cmp(&a.samples))
+        });
+        lines
     }
 
     /// The sites declared so far.
@@ -423,6 +503,7 @@ impl Aggregator {
                 }
             })
             .collect();
+        let hot_lines = self.hot_lines(&site_name);
         // The program's faults first, then what could not be tied to a line, then the host's.
         stalls.sort_by(|a, b| a.origin.cmp(&b.origin).then(b.total.cmp(&a.total)).then(b.count.cmp(&a.count)));
         let h = &self.header;
@@ -453,6 +534,8 @@ impl Aggregator {
             workers,
             sites,
             stalls,
+            sampling: self.sampling,
+            hot_lines,
             workload: self.workload.as_ref().map(WorkloadReport::from),
             errors,
             notes: Vec::new(),
@@ -790,6 +873,10 @@ pub struct Report {
     pub sites: Vec<SiteReport>,
     /// Stalls grouped by category and spawn site, most blocked time first.
     pub stalls: Vec<StallGroup>,
+    /// How slow polls were sampled.
+    pub sampling: Sampling,
+    /// Where sampled slow polls spent their time, per spawn site (busiest first) and line.
+    pub hot_lines: Vec<HotLine>,
     /// The workload's own figures.
     pub workload: Option<WorkloadReport>,
     /// Errors the recorder reported.
@@ -797,6 +884,51 @@ pub struct Report {
     /// What the reader could not do (a binary missing or changed since the recording, no line
     /// tables), for the user.
     pub notes: Vec<String>,
+}
+
+/// How slow polls were sampled, over the recording.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Sampling {
+    /// A poll was sampled once it had run this long (0: not sampled).
+    #[serde(rename = "threshold_ns")]
+    pub threshold_ns: u64,
+    /// The poll time one sample stands for.
+    #[serde(rename = "period_ns")]
+    pub period_ns: u64,
+    /// Samples taken.
+    pub samples: u64,
+    /// Samples taken whose stacks were not kept past the recorder's cap of distinct stacks.
+    pub dropped: u64,
+    /// Samples without a stack (not kept, or not taken in time): left out of the lines' shares.
+    pub without_stack: u64,
+    /// Samples that were due but not taken, past the budget of samples per second.
+    pub skipped: u64,
+}
+
+/// A line of the program where sampled slow polls of one spawn site spent their time.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HotLine {
+    /// The spawn site of the polled tasks.
+    pub spawn_site: Option<String>,
+    /// The innermost line of the program's own code in the sampled stacks (`file:line`, or the
+    /// function's name without line tables); `None` when every frame was a library's.
+    pub line: Option<String>,
+    /// The function at that line.
+    pub function: Option<String>,
+    /// What it was calling.
+    pub call: Option<String>,
+    /// What the kernel saw the thread doing (computing, or the call it was in), refined from
+    /// the stack as a stall's is.
+    pub category: StallCategory,
+    /// Samples at this line.
+    pub samples: u64,
+    /// The poll time they stand for (samples × the sampling period).
+    #[serde(rename = "time_ns", with = "duration_ns")]
+    pub time: Duration,
+    /// Share of the spawn site's sampled time (of its samples with a stack).
+    pub share: f64,
+    /// The spawn site's samples with a stack.
+    pub site_samples: u64,
 }
 
 /// A frame the aggregator cannot fold in (a histogram that does not decode).

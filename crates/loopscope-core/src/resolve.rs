@@ -118,6 +118,11 @@ impl Resolver {
             Frame::Event(Event::StallLook { frames, stack, .. }) if stack.is_empty() && !frames.is_empty() => {
                 *stack = self.stack(frames);
             }
+            Frame::Samples(samples) => {
+                for st in samples.stacks.iter_mut().filter(|st| st.stack.is_empty() && !st.frames.is_empty()) {
+                    st.stack = self.stack(&st.frames);
+                }
+            }
             _ => {}
         }
         frame

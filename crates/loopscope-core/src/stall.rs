@@ -172,6 +172,29 @@ pub fn evidence(c: StallCategory) -> u8 {
     }
 }
 
+/// The program's line in a stack: the innermost frame of the program's own code.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProgramLine {
+    /// `file:line`, or the function's name when the build has no line tables.
+    pub line: Option<String>,
+    /// The function there.
+    pub function: Option<String>,
+    /// What it called (the frame just inside it).
+    pub call: Option<String>,
+}
+
+/// The program's line in a symbolized stack (all `None` when every frame is a library's).
+pub fn program_line(stack: &[StackFrame]) -> ProgramLine {
+    match blocking_site(stack) {
+        None => ProgramLine::default(),
+        Some(i) => ProgramLine {
+            line: stack[i].location().or_else(|| Some(stack[i].function.clone())),
+            function: Some(stack[i].function.clone()),
+            call: i.checked_sub(1).map(|c| stack[c].function.clone()),
+        },
+    }
+}
+
 /// Names a stall's blocking site, function and call from its symbolized stack and refines its
 /// category. A stall that already names its site (recorded by a loopscope that symbolized in the
 /// program) is left as it is.
@@ -179,11 +202,10 @@ pub fn attribute(s: &mut Stall) {
     if s.stack.is_empty() || s.blocking_site.is_some() {
         return;
     }
-    if let Some(i) = blocking_site(&s.stack) {
-        s.blocking_site = s.stack[i].location().or_else(|| Some(s.stack[i].function.clone()));
-        s.blocking_function = Some(s.stack[i].function.clone());
-        s.call = i.checked_sub(1).map(|c| s.stack[c].function.clone());
-    }
+    let at = program_line(&s.stack);
+    s.blocking_site = at.line;
+    s.blocking_function = at.function;
+    s.call = at.call;
     s.category = refine(s.category, &s.stack);
 }
 

@@ -201,6 +201,21 @@ impl Declared {
                 Self::declare("worker", &mut self.workers, w.iter().map(|d| d.id), MAX_WORKERS)
             }
             Frame::Interval(i) => self.interval(i),
+            Frame::Samples(s) => {
+                list("sampled stacks", &s.stacks)?;
+                if s.period_ns == 0 {
+                    return Err("samples of a period of 0 ns".into());
+                }
+                for st in &s.stacks {
+                    if let Some(site) = st.site
+                        && site as usize >= self.sites
+                    {
+                        return Err(format!("a sampled stack refers to undeclared site {site}"));
+                    }
+                    self.stack(&st.frames, &st.stack)?;
+                }
+                Ok(())
+            }
             Frame::Event(Event::StallBegin(s)) => self.stall(s),
             Frame::Event(Event::StallLook { frames, stack, .. }) => self.stack(frames, stack),
             Frame::Event(Event::StallEnd { .. }) => Ok(()),
@@ -288,6 +303,7 @@ pub fn clean_frame(frame: &mut Frame) {
             w.distributions.iter_mut().for_each(|d| clean(&mut d.name));
         }
         Frame::Footer(f) => f.errors.iter_mut().for_each(clean),
+        Frame::Samples(s) => s.stacks.iter_mut().for_each(|st| clean_stack(&mut st.stack)),
         Frame::Runtime(_) | Frame::Interval(_) | Frame::Event(Event::StallEnd { .. }) => {}
     }
 }

@@ -32,6 +32,8 @@ pub struct Timeline {
     pub intervals: VecDeque<Interval>,
     /// Intervals dropped from the front to stay bounded.
     pub dropped_intervals: u64,
+    /// Stacks sampled from slow polls, per interval (the newest [`Timeline::MAX_INTERVALS`]).
+    pub samples: VecDeque<loopscope_core::model::Samples>,
     /// Per site: tasks spawned and finished in intervals dropped from the front.
     pub dropped_spawned: Vec<(u64, u64)>,
     /// Stalls, in the order raised (the newest [`Timeline::MAX_STALLS`]).
@@ -61,6 +63,7 @@ impl Clone for Timeline {
             workers: self.workers.clone(),
             intervals: self.intervals.clone(),
             dropped_intervals: self.dropped_intervals,
+            samples: self.samples.clone(),
             dropped_spawned: self.dropped_spawned.clone(),
             stalls: self.stalls.clone(),
             errors: self.errors.clone(),
@@ -114,6 +117,9 @@ impl Timeline {
         let mut t = Timeline::default();
         t.push(Frame::Header(rec.header));
         t.push(Frame::Modules(rec.modules));
+        for s in rec.samples {
+            t.push(Frame::Samples(Box::new(s)));
+        }
         t.push(Frame::Sites(rec.sites));
         t.push(Frame::Workers(rec.workers));
         for i in rec.intervals {
@@ -140,6 +146,12 @@ impl Timeline {
                 }
             }
             Frame::Modules(m) => self.modules.extend(m),
+            Frame::Samples(s) => {
+                if self.samples.len() == Self::MAX_INTERVALS {
+                    self.samples.pop_front();
+                }
+                self.samples.push_back(*s);
+            }
             Frame::Sites(s) => self.sites.extend(s),
             Frame::Workers(w) => self.workers.extend(w),
             Frame::Interval(i) => {

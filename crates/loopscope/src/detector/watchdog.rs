@@ -25,10 +25,37 @@ use std::time::Duration;
 
 use loopscope_core::model::{Event, Stall, StallCategory};
 
-use crate::detector::kernel::{classify, cpu_share, running_category, thread_cpu_ns};
+use crate::detector::kernel::{classify, cpu_share, running_category, schedstat, thread_cpu_ns};
+
+/// A thread's run-queue delay so far, in nanoseconds.
+fn run_delay(tid: i32) -> Option<u64> {
+    schedstat(tid).map(|(_, delay)| delay)
+}
 use crate::detector::stack;
 use crate::hot::{Shared, ThreadSlot};
 use crate::outputs::flusher::Cmd;
+
+/// How slow polls are sampled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sampling {
+    /// A poll is sampled once it has run this long.
+    pub(crate) threshold: Duration,
+    /// And again every this long while it runs (the poll time one sample stands for).
+    pub(crate) period: Duration,
+    /// Samples a second for the whole program, at most.
+    pub(crate) per_second: u32,
+}
+
+/// What the watchdog watches for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Config {
+    /// Polls this long are stalls (`None`: no stall detection).
+    pub(crate) stall_threshold: Option<Duration>,
+    /// Slow polls below the stall threshold are sampled.
+    pub(crate) sampling: Option<Sampling>,
+    /// Whether stacks are captured.
+    pub(crate) capture_stacks: bool,
+}
 
 /// A stall raised and not yet ended.
 #[derive(Clone, Copy)]
@@ -63,11 +90,17 @@ struct Watch {
     /// The latest CPU-time sample taken while the stall was open; the thread may be gone by the
     /// time the watchdog sees the poll end.
     cpu_last: Option<CpuSample>,
+    /// The thread's run-queue delay (time runnable but not running) when `cpu0` was taken, and
+    /// at the latest sample: what the host took from the poll in between.
+    delay0: Option<u64>,
+    delay_last: Option<u64>,
     /// Start of the last long poll already accounted for (raised, or recognised as the fix);
     /// kept across polls.
     consumed_long: u64,
     /// Further looks taken at the open stall (see [`EXTRA_LOOKS`]).
     looks: u32,
+    /// How long the poll had run at its last sample (0: none yet).
+    sampled_at: u64,
 }
 
 /// Stall events (with their stacks) recorded per second, sustained.
@@ -75,19 +108,25 @@ pub(crate) const BUDGET_PER_S: u64 = 10;
 /// Stall events that may be recorded in a burst.
 pub(crate) const BUDGET_BURST: u64 = 100;
 
-/// A token bucket of stall events.
+/// A token bucket: `per_s` a second, `burst` at once.
 struct Budget {
     tokens: u64,
+    per_s: u64,
+    burst: u64,
     /// Session time up to which tokens have been added.
     refilled_ns: u64,
 }
 
 impl Budget {
+    fn new(per_s: u64, burst: u64, now_ns: u64) -> Budget {
+        Budget { tokens: burst, per_s: per_s.max(1), burst, refilled_ns: now_ns }
+    }
+
     fn take(&mut self, now_ns: u64) -> bool {
-        let add = now_ns.saturating_sub(self.refilled_ns) * BUDGET_PER_S / 1_000_000_000;
+        let add = now_ns.saturating_sub(self.refilled_ns) * self.per_s / 1_000_000_000;
         if add > 0 {
-            self.tokens = (self.tokens + add).min(BUDGET_BURST);
-            self.refilled_ns += add * 1_000_000_000 / BUDGET_PER_S;
+            self.tokens = (self.tokens + add).min(self.burst);
+            self.refilled_ns += add * 1_000_000_000 / self.per_s;
         }
         if self.tokens == 0 {
             return false;
@@ -99,7 +138,11 @@ impl Budget {
 
 pub(crate) struct Watchdog {
     shared: Arc<Shared>,
+    /// The stall threshold (`u64::MAX`: no stall detection).
     threshold_ns: u64,
+    /// Slow-poll sampling: threshold and period in ns, and its budget.
+    sampling: Option<(u64, u64)>,
+    sample_budget: Budget,
     /// To the unwinder thread, which forwards everything in order to the flusher.
     events: SyncSender<Pending>,
     /// Raw stacks queued for the unwinder; past a few, stalls go without a stack.
@@ -114,7 +157,7 @@ pub(crate) struct Watchdog {
 }
 
 impl Watchdog {
-    pub(crate) fn new(shared: Arc<Shared>, threshold: Duration, flusher: Sender<Cmd>, capture_stacks: bool) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, config: Config, flusher: Sender<Cmd>) -> Self {
         let (events, pending) = std::sync::mpsc::sync_channel(256);
         let queued_stacks = Arc::new(AtomicUsize::new(0));
         let queued = Arc::clone(&queued_stacks);
@@ -124,15 +167,20 @@ impl Watchdog {
             .spawn(move || unwind_and_forward(pending, flusher, queued))
             .ok();
         let now_ns = shared.now_ns();
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let per_second = config.sampling.map_or(1, |s| u64::from(s.per_second));
         Watchdog {
             shared,
-            threshold_ns: threshold.as_nanos() as u64,
+            threshold_ns: config.stall_threshold.map_or(u64::MAX, ns),
+            sampling: config.sampling.map(|s| (ns(s.threshold), ns(s.period))),
+            // A second's worth in a burst.
+            sample_budget: Budget::new(per_second, per_second, now_ns),
             events,
             queued_stacks,
             unwinder,
             watches: HashMap::new(),
-            capture_stacks,
-            budget: Budget { tokens: BUDGET_BURST, refilled_ns: now_ns },
+            capture_stacks: config.capture_stacks,
+            budget: Budget::new(BUDGET_PER_S, BUDGET_BURST, now_ns),
             told_blocked: false,
         }
     }
@@ -140,7 +188,10 @@ impl Watchdog {
     /// Scans until told to stop (a message or a dropped sender), then scans once more so that
     /// stalls whose polls have returned are closed.
     pub(crate) fn run(mut self, stop: Receiver<()>) {
-        let period = Duration::from_nanos((self.threshold_ns / 2).max(500_000));
+        // Often enough to see a poll cross the stall threshold early, and to sample a slow one
+        // about once a period.
+        let every = self.sampling.map_or(u64::MAX, |(_, period)| period);
+        let period = Duration::from_nanos((self.threshold_ns / 2).min(every).max(200_000));
         let mut wait = period;
         while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {
             if !self.shared.is_recording() {
@@ -188,6 +239,7 @@ impl Watchdog {
             && let Some(cpu_ns) = thread_cpu_ns(t.tid)
         {
             w.cpu_last = Some(CpuSample { cpu_ns, at_ns: now_ns });
+            w.delay_last = run_delay(t.tid).or(w.delay_last);
         }
         if since == 0 {
             return None;
@@ -196,6 +248,7 @@ impl Watchdog {
         if w.flagged {
             return self.look_again(t, w, since, elapsed, now_ns);
         }
+        let sample_due = self.sample(t, w, since, elapsed, now_ns);
         // The thread's CPU time (a system call) is first read once a poll has lasted half the
         // threshold, which leaves half the threshold to measure its CPU share over: almost every
         // poll a scan sees ends long before, and reading it for each of them would cost the
@@ -203,11 +256,12 @@ impl Watchdog {
         let half = self.threshold_ns / 2;
         if w.cpu0.is_none() && elapsed >= half {
             w.cpu0 = thread_cpu_ns(t.tid);
+            w.delay0 = run_delay(t.tid);
             w.seen_ns = now_ns;
         }
         if elapsed < self.threshold_ns {
             let due = if w.cpu0.is_none() { half - elapsed } else { self.threshold_ns - elapsed };
-            return Some(Duration::from_nanos(due));
+            return Some(Duration::from_nanos(sample_due.map_or(due, |s| s.min(due))));
         }
         w.flagged = true;
         w.consumed_long = since;
@@ -218,6 +272,37 @@ impl Watchdog {
         None
     }
 
+    /// Samples a slow poll's stack (below the stall threshold): once it has run the sampling
+    /// threshold, then every period, within the budget. Returns how long until the next sample
+    /// is due.
+    fn sample(&mut self, t: &ThreadSlot, w: &mut Watch, since: u64, elapsed: u64, now_ns: u64) -> Option<u64> {
+        let (threshold, period) = self.sampling?;
+        if elapsed < threshold {
+            return Some(threshold - elapsed);
+        }
+        if w.sampled_at > 0 && elapsed - w.sampled_at < period {
+            return Some(period - (elapsed - w.sampled_at));
+        }
+        w.sampled_at = elapsed;
+        let site = t.in_poll_site.load(Ordering::Relaxed);
+        if !self.sample_budget.take(now_ns) {
+            self.shared.count_skipped_sample();
+            return Some(period);
+        }
+        // What the thread does at this instant: computing, or the call it is in.
+        let (category, _, _) = classify(t.tid, SAMPLE_CPU_PERCENT);
+        let raw = self.capture(t, since, MAX_QUEUED_STACKS / 2);
+        if raw.is_some() {
+            self.queued_stacks.fetch_add(1, Ordering::Relaxed);
+        }
+        // A sample never holds the watchdog up: one the unwinder has no room for is dropped.
+        let had_stack = raw.is_some();
+        if self.events.try_send(Pending::Sample { site, category, raw }).is_err() && had_stack {
+            self.queued_stacks.fetch_sub(1, Ordering::Relaxed);
+        }
+        Some(period)
+    }
+
     /// Raises a stall for the poll of `t` that started at `since` and is still running.
     fn raise(&mut self, t: &ThreadSlot, w: &mut Watch, since: u64, now_ns: u64) {
         // Read now: the poll may end while the watchdog looks closer.
@@ -225,6 +310,7 @@ impl Watchdog {
         let cpu_percent = cpu_percent(&self.shared, self.threshold_ns, t, w, now_ns);
         // Sample now: the thread may be gone by the time the watchdog sees the poll end.
         w.cpu_last = thread_cpu_ns(t.tid).map(|cpu_ns| CpuSample { cpu_ns, at_ns: self.shared.now_ns() });
+        w.delay_last = run_delay(t.tid);
         let (mut category, mut syscall, mut fd_target) = classify(t.tid, cpu_percent);
         if t.in_poll_since.load(Ordering::Acquire) != since {
             // The poll ended while being looked at: what the thread does now is not the stall.
@@ -257,9 +343,25 @@ impl Watchdog {
         let Some(open) = w.open else { return };
         let (last_start, last_ns) = t.last_long();
         let duration_ns = if last_start == w.since { last_ns } else { self.shared.nanos_between(w.since, now_raw) };
-        // Computing vs. held up by the host, judged again over the whole stall.
+        // A poll that is a stall only because the host kept its thread waiting for a CPU: without
+        // that wait it would have ended below the threshold. Not the program's fault.
+        // Two lower bounds of the wait inside the poll: up to the last look, and up to now less
+        // the time since the poll ended (a starved watchdog may not have looked since it rose).
+        let ended_ago = self.shared.session_ns(now_raw).saturating_sub(self.shared.session_ns(w.since) + duration_ns);
+        let host_took = match w.delay0 {
+            Some(a) => {
+                let to_last = w.delay_last.map_or(0, |b| b.saturating_sub(a));
+                let to_now = run_delay(t.tid).map_or(0, |b| b.saturating_sub(a).saturating_sub(ended_ago));
+                to_last.max(to_now)
+            }
+            None => 0,
+        };
+        let held_up = host_took > 0 && duration_ns.saturating_sub(host_took) < self.threshold_ns;
+        // Computing vs. held up by the host, judged again over the whole stall (also for a poll
+        // that ended while it was being looked at, which was raised as unknown).
         let whole = match (open.live, w.cpu_last) {
-            (StallCategory::CpuBound | StallCategory::Preempted, Some(last)) => {
+            _ if held_up => Some(StallCategory::Preempted).filter(|c| *c != open.live),
+            (StallCategory::CpuBound | StallCategory::Preempted | StallCategory::Unknown, Some(last)) => {
                 let share = cpu_share(w.cpu0, Some(last.cpu_ns), last.at_ns - w.seen_ns);
                 Some(running_category(share)).filter(|c| *c != open.live)
             }
@@ -357,6 +459,10 @@ fn cpu_percent(shared: &Shared, threshold_ns: u64, t: &ThreadSlot, w: &Watch, no
     cpu_share(w.cpu0, thread_cpu_ns(t.tid), shared.now_ns().saturating_sub(w.seen_ns))
 }
 
+/// The CPU share a sampled thread is judged by: a thread found running is computing (a sample is
+/// one instant), one in a system call is in that call.
+const SAMPLE_CPU_PERCENT: u32 = 50;
+
 /// The evidence of a category no further look can improve (see `loopscope_core::stall::evidence`).
 const TELLING: u8 = 4;
 
@@ -378,6 +484,8 @@ enum Pending {
     Look(u64, StallCategory, Option<stack::RawStack>),
     /// Any other event, kept in order behind the stalls before it.
     Event(Event),
+    /// A slow poll's stack sample.
+    Sample { site: u32, category: StallCategory, raw: Option<stack::RawStack> },
 }
 
 /// Unwinds stall stacks off the watchdog's thread and forwards every event to the flusher in the
@@ -402,6 +510,17 @@ fn unwind_and_forward(pending: Receiver<Pending>, flusher: Sender<Cmd>, queued: 
                 Event::StallLook { id, category, frames, stack: Vec::new() }
             }
             Pending::Event(e) => e,
+            Pending::Sample { site, category, raw } => {
+                let frames = unwind(&mut unwinder, raw);
+                let modules = unwinder.take_new_modules();
+                if !modules.is_empty() && flusher.send(Cmd::Modules(modules)).is_err() {
+                    return;
+                }
+                if flusher.send(Cmd::Sample { site, category, frames }).is_err() {
+                    return;
+                }
+                continue;
+            }
         };
         let modules = unwinder.take_new_modules();
         if !modules.is_empty() && flusher.send(Cmd::Modules(modules)).is_err() {
@@ -433,7 +552,7 @@ mod tests {
 
     #[test]
     fn the_budget_allows_a_burst_then_a_steady_rate() {
-        let mut b = Budget { tokens: BUDGET_BURST, refilled_ns: 0 };
+        let mut b = Budget::new(BUDGET_PER_S, BUDGET_BURST, 0);
         let burst = (0..1000).filter(|_| b.take(0)).count() as u64;
         assert_eq!(burst, BUDGET_BURST);
         // Ten seconds later: ten seconds' worth, no more.

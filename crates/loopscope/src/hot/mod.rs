@@ -117,6 +117,9 @@ pub(crate) struct Shared {
     events: Mutex<Option<std::sync::mpsc::Sender<crate::outputs::flusher::Cmd>>>,
     /// Stalls counted past the budget of stall events, since the flusher last took them.
     tally: Mutex<Vec<StallTally>>,
+    /// Slow-poll samples that were due but not taken (past their budget), since the flusher
+    /// last took the count.
+    skipped_samples: AtomicU64,
 }
 
 impl Shared {
@@ -145,6 +148,7 @@ impl Shared {
             this: this.clone(),
             events: Mutex::new(None),
             tally: Mutex::new(Vec::new()),
+            skipped_samples: AtomicU64::new(0),
         })
     }
 
@@ -262,6 +266,16 @@ impl Shared {
         t.count += 1;
         t.total_ns = t.total_ns.saturating_add(duration_ns);
         t.max_ns = t.max_ns.max(duration_ns);
+    }
+
+    /// Counts a slow-poll sample that was due but not taken (past the budget).
+    pub(crate) fn count_skipped_sample(&self) {
+        self.skipped_samples.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Samples skipped since the last call.
+    pub(crate) fn take_skipped_samples(&self) -> u64 {
+        self.skipped_samples.swap(0, Ordering::Relaxed)
     }
 
     /// The stalls counted since the last call.

@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 use loopscope_core::dist::DistAcc;
 use loopscope_core::format::{Completeness, Writer};
 use loopscope_core::model::{
-    Event, FORMAT_VERSION, Flavor, Footer, Frame, Gauges, Header, Interval, ModuleDecl, RuntimeDecl, SiteInterval,
-    WorkerInterval,
+    Event, FORMAT_VERSION, Flavor, Footer, Frame, Gauges, Header, Interval, ModuleDecl, RuntimeDecl, SampledStack,
+    Samples, SiteInterval, StallCategory, WorkerInterval,
 };
+
+/// Distinct sampled stacks kept per interval; further samples are counted at their site.
+const MAX_SAMPLED_STACKS: usize = 1000;
 use loopscope_core::report::{Aggregator, Report};
 use loopscope_core::workload::WorkloadResult;
 use tokio::runtime::RuntimeFlavor;
@@ -32,6 +35,12 @@ pub(crate) enum Cmd {
     Event(Box<Event>),
     /// Loaded modules the next stacks point into.
     Modules(Vec<ModuleDecl>),
+    /// A slow poll's stack sample (empty frames: taken without a stack).
+    Sample {
+        site: u32,
+        category: StallCategory,
+        frames: Vec<u64>,
+    },
     /// The process is exiting (`std::process::exit`): write what was measured and the footer
     /// now, then say so. Threads are not joined: the process ends right after.
     Exit(SyncSender<()>),
@@ -49,6 +58,8 @@ pub(crate) struct Meta {
     pub(crate) start_unix_ns: u64,
     /// Where every frame also goes as it is made (the TUI's live mode, the attach server).
     pub(crate) live: Vec<SyncSender<Frame>>,
+    /// Slow-poll sampling's threshold and period, in ns, when it is on.
+    pub(crate) sampling: Option<(u64, u64)>,
 }
 
 enum Sink {
@@ -68,6 +79,10 @@ pub(crate) struct Flusher {
     prev: HashMap<(u32, u32), PrevCells>,
     /// Per worker: its CPU time and run-queue delay at the last interval.
     prev_sched: HashMap<u32, (u64, u64)>,
+    /// This interval's slow-poll samples: (site, category, frames) → count; samples past the cap
+    /// of distinct stacks are counted at their site without frames.
+    samples: HashMap<(u32, StallCategory, Vec<u64>), u64>,
+    samples_dropped: u64,
     prev_spawned: Vec<u64>,
     prev_finished: Vec<u64>,
     sites_declared: usize,
@@ -103,6 +118,8 @@ impl Flusher {
             finished: false,
             prev: HashMap::new(),
             prev_sched: HashMap::new(),
+            samples: HashMap::new(),
+            samples_dropped: 0,
             prev_spawned: Vec::new(),
             prev_finished: Vec::new(),
             sites_declared: 0,
@@ -122,6 +139,7 @@ impl Flusher {
             match rx.recv_timeout(timeout) {
                 Ok(Cmd::Workload(w)) => self.guarded(|f| f.emit(Frame::Workload(w))),
                 Ok(Cmd::Modules(m)) => self.guarded(|f| f.emit(Frame::Modules(m))),
+                Ok(Cmd::Sample { site, category, frames }) => self.take_sample(site, category, frames),
                 Ok(Cmd::Event(e)) => self.guarded(|f| {
                     // Declare the sites and workers it names first, so readers can resolve them.
                     f.declare_new();
@@ -158,6 +176,53 @@ impl Flusher {
             self.shared.fail("internal error in the recorder's flusher".into());
             self.sink = Sink::None;
         }
+    }
+
+    /// Counts a slow-poll sample into this interval's stacks, within the cap of distinct stacks.
+    fn take_sample(&mut self, site: u32, category: StallCategory, frames: Vec<u64>) {
+        let key = (site, category, frames);
+        if let Some(n) = self.samples.get_mut(&key) {
+            *n += 1;
+            return;
+        }
+        if self.samples.len() >= MAX_SAMPLED_STACKS || key.2.is_empty() {
+            if !key.2.is_empty() {
+                self.samples_dropped += 1;
+            }
+            *self.samples.entry((key.0, key.1, Vec::new())).or_default() += 1;
+            return;
+        }
+        self.samples.insert(key, 1);
+    }
+
+    /// This interval's samples as a frame (`None` when sampling is off).
+    fn samples_frame(&mut self) -> Option<Frame> {
+        let (threshold_ns, period_ns) = self.meta.sampling?;
+        let mut stacks: Vec<SampledStack> = self
+            .samples
+            .drain()
+            .map(|((site, category, frames), count)| SampledStack {
+                site: Some(site),
+                category,
+                count,
+                frames,
+                stack: Vec::new(),
+            })
+            .collect();
+        stacks.sort_by(|a, b| b.count.cmp(&a.count));
+        let (dropped, skipped) = (std::mem::take(&mut self.samples_dropped), self.shared.take_skipped_samples());
+        // An interval without a slow poll costs no frame.
+        if stacks.is_empty() && skipped == 0 {
+            return None;
+        }
+        Some(Frame::Samples(Box::new(Samples {
+            interval: self.index,
+            threshold_ns,
+            period_ns,
+            stacks,
+            dropped,
+            skipped,
+        })))
     }
 
     /// Declares the runtime once its first task has been polled (the handle is known then).
@@ -301,6 +366,10 @@ impl Flusher {
             lag: self.shared.take_lag(),
             stall_tally: self.shared.take_tally(),
         };
+        // Site declarations first (in `declare_new` above), then the samples, then the interval.
+        if let Some(samples) = self.samples_frame() {
+            self.emit(samples);
+        }
         self.index += 1;
         self.interval_start_ns = end_ns;
         self.emit(Frame::Interval(Box::new(interval)));

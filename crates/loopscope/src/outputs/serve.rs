@@ -166,7 +166,7 @@ fn broadcast(frames: Receiver<Frame>, hub: &Mutex<Hub>) {
             Frame::Runtime(_) | Frame::Modules(_) | Frame::Sites(_) | Frame::Workers(_) => {
                 h.declarations.push(Arc::clone(&bytes))
             }
-            Frame::Interval(_) => {
+            Frame::Interval(_) | Frame::Samples(_) => {
                 if h.intervals.len() == HISTORY_INTERVALS {
                     h.intervals.pop_front();
                 }

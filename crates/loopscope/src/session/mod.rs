@@ -24,6 +24,12 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_SLOW_POLL: Duration = Duration::from_micros(100);
 /// Default stall threshold: a poll this long is a stall.
 pub const DEFAULT_STALL_THRESHOLD: Duration = Duration::from_millis(10);
+/// Default sampling threshold: a poll still running after this long has its stack sampled.
+pub const DEFAULT_SAMPLE_THRESHOLD: Duration = Duration::from_millis(1);
+/// Default sampling period: a slow poll is sampled again every this long while it runs.
+pub const DEFAULT_SAMPLE_PERIOD: Duration = Duration::from_millis(1);
+/// Default budget of slow-poll samples for the whole program, per second.
+pub const DEFAULT_SAMPLES_PER_SECOND: u32 = 100;
 /// Default limit on distinct spawn sites; further sites are merged into one "other" site.
 pub const DEFAULT_MAX_SITES: u32 = 1000;
 /// How often [`SessionBuilder::otlp`] exports, by default.
@@ -117,6 +123,7 @@ pub struct SessionBuilder {
     schedule_latency: bool,
     lag_probe: bool,
     stall_threshold: Option<Duration>,
+    sampling: Option<crate::detector::watchdog::Sampling>,
     capture_stacks: bool,
     max_sites: u32,
     workload: Option<String>,
@@ -140,6 +147,11 @@ impl Default for SessionBuilder {
             schedule_latency: true,
             lag_probe: false,
             stall_threshold: Some(DEFAULT_STALL_THRESHOLD),
+            sampling: Some(crate::detector::watchdog::Sampling {
+                threshold: DEFAULT_SAMPLE_THRESHOLD,
+                period: DEFAULT_SAMPLE_PERIOD,
+                per_second: DEFAULT_SAMPLES_PER_SECOND,
+            }),
             capture_stacks: true,
             max_sites: DEFAULT_MAX_SITES,
             workload: None,
@@ -272,6 +284,29 @@ impl SessionBuilder {
         self
     }
 
+    /// Samples the stacks of polls that run longer than `threshold` (default 1 ms) but not as
+    /// long as the stall threshold, again every `period` (default 1 ms) while they run, at most
+    /// `per_second` samples a second for the whole program (default 100): where slow polls spend
+    /// their time, per line of code, at a cost bounded by the budget. See docs/detector.md.
+    pub fn sampling(mut self, threshold: Duration, period: Duration, per_second: u32) -> Self {
+        self.sampling = Some(crate::detector::watchdog::Sampling { threshold, period, per_second });
+        self
+    }
+
+    /// Turns slow-poll sampling on (with the current or default settings) or off.
+    pub fn slow_poll_sampling(mut self, on: bool) -> Self {
+        self.sampling = if on {
+            self.sampling.or(Some(crate::detector::watchdog::Sampling {
+                threshold: DEFAULT_SAMPLE_THRESHOLD,
+                period: DEFAULT_SAMPLE_PERIOD,
+                per_second: DEFAULT_SAMPLES_PER_SECOND,
+            }))
+        } else {
+            None
+        };
+        self
+    }
+
     /// Whether a stall captures the stuck thread's stack to name the blocking line (default on).
     /// Capture interrupts the thread once per stall with a real-time signal (`SIGRTMIN+7`); see
     /// `docs/detector.md`.
@@ -308,9 +343,13 @@ impl SessionBuilder {
         } else {
             "poll time per spawn site and worker"
         };
+        let sampled = match &self.sampling {
+            Some(sm) => format!(", stacks of polls over {} sampled", humantime::format_duration(sm.threshold)),
+            None => String::new(),
+        };
         match self.stall_threshold {
-            Some(t) => format!("{sched}, and polls of {} or more (stalls)", humantime::format_duration(t)),
-            None => format!("{sched} (stall detector off)"),
+            Some(t) => format!("{sched}{sampled}, and polls of {} or more (stalls)", humantime::format_duration(t)),
+            None => format!("{sched}{sampled} (stall detector off)"),
         }
     }
 
@@ -337,6 +376,22 @@ impl SessionBuilder {
                 value: format!("{t:?}"),
                 expected: "at least 1ms",
             });
+        }
+        if let Some(sm) = &self.sampling {
+            if sm.threshold < Duration::from_micros(100) || sm.period < Duration::from_micros(100) {
+                return Err(Error::InvalidSetting {
+                    key: "sampling",
+                    value: format!("threshold {:?}, period {:?}", sm.threshold, sm.period),
+                    expected: "a threshold and a period of at least 100us",
+                });
+            }
+            if sm.per_second == 0 || sm.per_second > 10_000 {
+                return Err(Error::InvalidSetting {
+                    key: "sampling",
+                    value: format!("{} samples per second", sm.per_second),
+                    expected: "1 to 10000 samples per second",
+                });
+            }
         }
         if self.max_sites == 0 || self.max_sites > 100_000 {
             return Err(Error::InvalidSetting {
@@ -404,6 +459,10 @@ impl SessionBuilder {
             command_line: std::env::args().collect(),
             start_unix_ns: unix_now_ns(),
             live,
+            sampling: self
+                .sampling
+                .filter(|sm| self.stall_threshold.is_none_or(|t| sm.threshold < t))
+                .map(|sm| (sm.threshold.as_nanos() as u64, sm.period.as_nanos() as u64)),
         };
         let (tx, rx) = mpsc::channel();
         let flusher = Flusher::new(Arc::clone(&shared), meta);
@@ -411,16 +470,21 @@ impl SessionBuilder {
             .name("loopscope-flusher".into())
             .spawn(move || flusher.run(rx))
             .map_err(|e| Error::Recorder(format!("cannot start the flusher thread: {e}")))?;
-        let watchdog = match self.stall_threshold {
-            None => None,
-            Some(threshold) => {
+        // The watchdog also samples slow polls; it runs if either is asked for.
+        let watch = crate::detector::watchdog::Config {
+            stall_threshold: self.stall_threshold,
+            sampling: self.sampling.filter(|s| self.stall_threshold.is_none_or(|t| s.threshold < t)),
+            capture_stacks: self.capture_stacks,
+        };
+        let watchdog = match watch.stall_threshold.is_some() || watch.sampling.is_some() {
+            false => None,
+            true => {
                 let (stop_tx, stop_rx) = mpsc::channel();
-                let capture = self.capture_stacks;
                 let dog_shared = Arc::clone(&shared);
                 let dog_tx = tx.clone();
                 let spawned = std::thread::Builder::new()
                     .name("loopscope-watchdog".into())
-                    .spawn(move || Watchdog::new(dog_shared, threshold, dog_tx, capture).run(stop_rx));
+                    .spawn(move || Watchdog::new(dog_shared, watch, dog_tx).run(stop_rx));
                 match spawned {
                     Ok(handle) => {
                         shared.set_event_sink(Some(tx.clone()));
@@ -525,6 +589,8 @@ impl Session {
     /// | `LOOPSCOPE_PROFILE` | `full` (default) or `lean` |
     /// | `LOOPSCOPE_SCHEDULE_LATENCY` | `0` to turn per-task scheduling latency off |
     /// | `LOOPSCOPE_STALL_THRESHOLD` | stall threshold, e.g. `10ms`; `off` turns the detector off |
+    /// | `LOOPSCOPE_SAMPLE_THRESHOLD` | slow-poll sampling threshold, e.g. `1ms`; `off` turns sampling off |
+    /// | `LOOPSCOPE_SAMPLES_PER_SECOND` | the budget of slow-poll samples a second (default 100) |
     /// | `LOOPSCOPE_SERVE` | serve live data for `loopscope tui --attach`: `unix:PATH` or `127.0.0.1:PORT` |
     /// | `LOOPSCOPE_SERVE_PUBLIC` | `1` allows a non-loopback `LOOPSCOPE_SERVE` address |
     /// | `LOOPSCOPE_PROMETHEUS` | serve Prometheus figures at `http://HOST:PORT/metrics` (loopback) |
@@ -564,6 +630,26 @@ impl Session {
                     b.stall_threshold = Some(d);
                 }
             }
+        }
+        match std::env::var("LOOPSCOPE_SAMPLE_THRESHOLD") {
+            Ok(v) if v == "off" || v == "0" => b.sampling = None,
+            _ => {
+                if let Some(d) = env_duration("LOOPSCOPE_SAMPLE_THRESHOLD")?
+                    && let Some(sm) = &mut b.sampling
+                {
+                    sm.threshold = d;
+                }
+            }
+        }
+        if let Ok(v) = std::env::var("LOOPSCOPE_SAMPLES_PER_SECOND")
+            && !v.is_empty()
+            && let Some(sm) = &mut b.sampling
+        {
+            sm.per_second = v.parse().map_err(|_| Error::Env {
+                var: "LOOPSCOPE_SAMPLES_PER_SECOND",
+                value: v,
+                expected: "a number of samples per second, 1 to 10000",
+            })?;
         }
         if let Ok(v) = std::env::var("LOOPSCOPE_SERVE")
             && !v.is_empty()
