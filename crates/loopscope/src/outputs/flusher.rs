@@ -209,7 +209,7 @@ impl Flusher {
                 stack: Vec::new(),
             })
             .collect();
-        stacks.sort_by(|a, b| b.count.cmp(&a.count));
+        stacks.sort_by_key(|s| std::cmp::Reverse(s.count));
         let (dropped, skipped) = (std::mem::take(&mut self.samples_dropped), self.shared.take_skipped_samples());
         // An interval without a slow poll costs no frame.
         if stacks.is_empty() && skipped == 0 {
