@@ -374,3 +374,75 @@ fn export_writes_stalls_as_a_chrome_trace() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("--hlog") && text(&out.stderr).contains("--trace"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn slow_polls_are_sampled_and_exported_as_folded_stacks_and_a_flame_graph() {
+    let _turn = one_workload_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("burst.loopscope");
+    // 40 sleepers, each doing about 3 ms of CPU work per wake-up: slow polls, no stall.
+    let out = run(&[
+        "run",
+        "sleep-storm",
+        "--tasks",
+        "40",
+        "--work",
+        "3000000",
+        "--for",
+        "2s",
+        "--json",
+        "--record",
+        rec.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let samples = report["sampling"]["samples"].as_u64().unwrap();
+    assert!(samples >= 20, "{}", report["sampling"]);
+    let top = &report["hot_lines"][0];
+    assert_eq!(top["function"], "sleep_storm::work", "{:#}", report["hot_lines"]);
+    assert!(top["line"].as_str().unwrap().contains("workloads/sleep-storm/src/lib.rs:"), "{top:#}");
+
+    let folded = dir.path().join("burst.folded");
+    let svg = dir.path().join("burst.svg");
+    let out = run(&[
+        "export",
+        rec.to_str().unwrap(),
+        "--folded",
+        folded.to_str().unwrap(),
+        "--flamegraph",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Folded: `frame;frame;... count`, from the spawn site in; the counts add up to the samples
+    // that have a stack.
+    let folded = std::fs::read_to_string(&folded).unwrap();
+    let mut total = 0u64;
+    for line in folded.lines() {
+        let (stack, count) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not folded: {line}"));
+        assert!(stack.starts_with("spawn:workloads/sleep-storm/src/lib.rs:"), "{line}");
+        total += count.parse::<u64>().unwrap();
+    }
+    let with_stack = samples - report["sampling"]["without_stack"].as_u64().unwrap();
+    assert_eq!(total, with_stack);
+    assert!(folded.contains(";sleep_storm::work "), "{folded}");
+    // It round-trips through inferno, as any folded-stack tool reads it.
+    let mut again = Vec::new();
+    inferno::flamegraph::from_lines(&mut inferno::flamegraph::Options::default(), folded.lines(), &mut again).unwrap();
+    assert!(String::from_utf8_lossy(&again).contains("sleep_storm::work"));
+    // The flame graph is well-formed SVG naming the hot function.
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    // inferno writes a DOCTYPE line.
+    let options = roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() };
+    let doc = roxmltree::Document::parse_with_options(&svg, options).expect("the flame graph parses as XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    assert!(doc.descendants().any(|n| n.text().is_some_and(|t| t.contains("sleep_storm::work"))), "{svg:.300}");
+    // Stalls as folded stacks too, weighted by microseconds (a loaded host may have made some
+    // polls stalls; none is said on stderr).
+    let out = run(&["export", rec.to_str().unwrap(), "--folded", "-", "--of", "stalls"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stalls = text(&out.stdout);
+    assert!(!stalls.is_empty() || text(&out.stderr).contains("no stalls"), "{}", text(&out.stderr));
+    for line in stalls.lines() {
+        assert!(line.starts_with("spawn:") && line.rsplit_once(' ').unwrap().1.parse::<u64>().is_ok(), "{line}");
+    }
+}

@@ -188,7 +188,7 @@ pub struct GateArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("format").required(true).multiple(true).args(["hlog", "trace"])))]
+#[command(group(clap::ArgGroup::new("format").required(true).multiple(true).args(["hlog", "trace", "folded", "flamegraph"])))]
 pub struct ExportArgs {
     /// The recording.
     pub file: PathBuf,
@@ -199,6 +199,28 @@ pub struct ExportArgs {
     /// chrome://tracing) to OUT (`-`: standard output): one slice per stall on its worker's track.
     #[arg(long, value_name = "OUT")]
     pub trace: Option<PathBuf>,
+    /// Write slow-poll samples (or, with `--of stalls`, stalls) as folded stacks to OUT (`-`:
+    /// standard output), for inferno, flamegraph.pl or speedscope: one line per stack, from the
+    /// task's spawn site in to the innermost frame, with its samples (stalls: microseconds
+    /// blocked).
+    #[arg(long, value_name = "OUT")]
+    pub folded: Option<PathBuf>,
+    /// Draw the same as a flame graph (SVG) to OUT.
+    #[arg(long, value_name = "OUT.svg")]
+    pub flamegraph: Option<PathBuf>,
+    /// What `--folded` and `--flamegraph` show: where slow polls spend their time (`samples`), or
+    /// where stalls blocked (`stalls`).
+    #[arg(long, value_name = "WHAT", default_value = "samples")]
+    pub of: FoldedOf,
+}
+
+/// What folded stacks and flame graphs show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FoldedOf {
+    /// Slow-poll samples.
+    Samples,
+    /// Stalls.
+    Stalls,
 }
 
 #[derive(Debug, Args)]
@@ -243,9 +265,17 @@ pub struct RunOpts {
     /// Polls at least this long are stalls, flagged live by the watchdog.
     #[arg(long, global = true, default_value = "10ms", value_parser = parse_stall_threshold, value_name = "DURATION")]
     pub stall_threshold: Duration,
-    /// Turn the stall detector (the watchdog thread) off.
+    /// Turn the stall detector off (the watchdog keeps sampling slow polls unless that is off
+    /// too).
     #[arg(long, global = true)]
     pub no_stall_detector: bool,
+    /// Sample the stacks of polls that run longer than this (below the stall threshold), again
+    /// every millisecond while they run: where slow polls spend their time. `off` turns it off.
+    #[arg(long, global = true, default_value = "1ms", value_parser = parse_sample_threshold, value_name = "DURATION|off")]
+    pub sample_threshold: SampleThreshold,
+    /// The budget of slow-poll samples a second, for the whole program.
+    #[arg(long, global = true, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "N")]
+    pub samples_per_second: u32,
     /// What to measure: `full` (per-task scheduling latency) or `lean` (a lag probe for the
     /// runtime's scheduling latency instead; cheaper per poll).
     #[arg(long, global = true, value_enum, default_value_t = ProfileArg::Full)]
@@ -373,6 +403,22 @@ fn parse_run_time(s: &str) -> Result<Duration, String> {
 fn parse_stall_threshold(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_millis(1) { Err("must be at least 1ms".into()) } else { Ok(d) }
+}
+
+/// `--sample-threshold`: a duration, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleThreshold(pub Option<Duration>);
+
+fn parse_sample_threshold(s: &str) -> Result<SampleThreshold, String> {
+    if s == "off" {
+        return Ok(SampleThreshold(None));
+    }
+    let d = parse_duration(s)?;
+    if d < Duration::from_micros(100) {
+        Err("must be at least 100us, or off".into())
+    } else {
+        Ok(SampleThreshold(Some(d)))
+    }
 }
 
 fn parse_serve_addr(s: &str) -> Result<loopscope::core::live::ServeAddr, String> {

@@ -24,6 +24,8 @@ pub fn demo_command(args: &DemoArgs) -> Result<(), Failure> {
         profile: crate::cli::ProfileArg::Full,
         stall_threshold: std::time::Duration::from_millis(10),
         no_stall_detector: false,
+        sample_threshold: crate::cli::SampleThreshold(Some(loopscope::DEFAULT_SAMPLE_THRESHOLD)),
+        samples_per_second: loopscope::DEFAULT_SAMPLES_PER_SECOND,
         console: None,
         json: false,
         tui: false,

@@ -4,6 +4,7 @@ mod catalogue;
 mod cli;
 mod demo;
 mod doctor;
+mod flame;
 mod gate;
 mod progress;
 mod record;

@@ -51,6 +51,10 @@ pub fn run_workload_with(opts: &RunOpts, workload: &WorkloadCmd, live: Option<Li
         .schedule_latency(profile == loopscope::Profile::Full && !opts.no_schedule_latency)
         .stall_threshold(opts.stall_threshold)
         .stall_detector(!opts.no_stall_detector);
+    session = match opts.sample_threshold.0 {
+        Some(t) => session.sampling(t, loopscope::DEFAULT_SAMPLE_PERIOD, opts.samples_per_second),
+        None => session.slow_poll_sampling(false),
+    };
     // The report is read back from the recording, where stall stacks are symbolized (the
     // recorder stores addresses only): without --record, a private temporary file.
     let scratch = match &opts.record {
@@ -228,6 +232,36 @@ pub fn export_command(args: &ExportArgs) -> Result<(), Failure> {
                 stats.intervals,
                 path.display()
             );
+        }
+    }
+    if args.folded.is_some() || args.flamegraph.is_some() {
+        let what = match args.of {
+            crate::cli::FoldedOf::Samples => export::Folded::Samples,
+            crate::cli::FoldedOf::Stalls => export::Folded::Stalls,
+        };
+        let mut lines = Vec::new();
+        let stats = export::write_folded(open()?, &mut crate::resolver(), what, &mut lines).map_err(failed)?;
+        if stats.truncated {
+            eprintln!("warning: {} was cut short; everything before the cut was exported", args.file.display());
+        }
+        let (unit, none) = match what {
+            export::Folded::Samples => ("samples", "no slow-poll samples (is sampling on? `--sample-threshold`)"),
+            export::Folded::Stalls => ("stalls", "no stalls with a stack"),
+        };
+        if stats.stacks == 0 {
+            eprintln!("note: {} has {none}", args.file.display());
+        }
+        if let Some(path) = &args.folded {
+            write_export(path, "--folded", |out| out.write_all(&lines).map_err(|e| Failure::Run(e.into())))?;
+            if !is_stdout(path) {
+                eprintln!("{} stacks of {} {unit} written to {}", stats.stacks, stats.events, path.display());
+            }
+        }
+        if let Some(path) = &args.flamegraph {
+            write_export(path, "--flamegraph", |out| crate::flame::draw(&lines, what, &args.file, out))?;
+            if !is_stdout(path) {
+                eprintln!("flame graph of {} {unit} written to {}", stats.events, path.display());
+            }
         }
     }
     if let Some(path) = &args.trace {

@@ -264,3 +264,90 @@ pub fn write_trace<R: Read>(
     stats.truncated = completeness != crate::format::Completeness::Complete;
     Ok(stats)
 }
+
+/// What a folded-stack export holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Folded {
+    /// Slow-poll samples: each line's count is its samples.
+    Samples,
+    /// Stalls: each line's count is the time they blocked, in microseconds.
+    Stalls,
+}
+
+/// What a folded-stack export wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FoldedStats {
+    /// Distinct stacks written.
+    pub stacks: u64,
+    /// Samples (or stalls) they hold.
+    pub events: u64,
+    /// Whether the recording was cut short.
+    pub truncated: bool,
+}
+
+/// Writes a recording's slow-poll samples or stalls as folded stacks (Brendan Gregg's format,
+/// read by `flamegraph.pl`, inferno and speedscope): one line per distinct stack, frames from
+/// the outermost to the innermost joined by `;`, then a space and its count. Each stack starts
+/// at its task's spawn site (`spawn:file:line`) and holds the task's frames (from tokio's task
+/// harness in), with short names ([`crate::stall::short_name`]).
+pub fn write_folded<R: Read>(
+    mut reader: Reader<R>,
+    resolver: &mut Resolver,
+    what: Folded,
+    out: &mut impl Write,
+) -> Result<FoldedStats, ExportError> {
+    use std::collections::BTreeMap;
+    let mut sites: Vec<SiteDecl> = Vec::new();
+    let mut folded: BTreeMap<String, u64> = BTreeMap::new();
+    let mut stats = FoldedStats::default();
+    let mut tracker = StallTracker::default();
+    let line = |sites: &[SiteDecl], site: Option<u32>, stack: &[crate::model::StackFrame]| {
+        let root = site
+            .and_then(|id| sites.get(id as usize))
+            .map_or("spawn:?".to_string(), |d| format!("spawn:{}", d.location()));
+        let frames = crate::stall::task_frames(stack);
+        let mut parts = vec![root.replace([';', ' '], "_")];
+        parts.extend(frames.iter().rev().map(|f| {
+            let name = match &f.object {
+                // A shared library without symbols for the address: its file name.
+                Some(object) if f.function.starts_with("0x") => {
+                    format!("[{}]", object.rsplit('/').next().unwrap_or(object))
+                }
+                _ => crate::stall::short_name(&f.function),
+            };
+            name.replace([';', ' '], "_")
+        }));
+        parts.join(";")
+    };
+    let completeness = reader.read_rest(|_, frame| -> Result<(), ExportError> {
+        match resolver.frame(frame) {
+            Frame::Sites(s) => sites.extend(s),
+            Frame::Samples(s) if what == Folded::Samples => {
+                for st in s.stacks.iter().filter(|st| !st.stack.is_empty()) {
+                    *folded.entry(line(&sites, st.site, &st.stack)).or_default() += st.count;
+                    stats.events += st.count;
+                }
+            }
+            Frame::Event(Event::StallBegin(s)) if what == Folded::Stalls => {
+                tracker.begin(&s);
+            }
+            Frame::Event(Event::StallEnd { id, duration_ns, category }) if what == Folded::Stalls => {
+                if let Some(c) = tracker.end(id, duration_ns, category)
+                    && !c.stall.stack.is_empty()
+                {
+                    *folded.entry(line(&sites, c.stall.site, &c.stall.stack)).or_default() +=
+                        c.duration_ns.div_ceil(1000);
+                    stats.events += 1;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    for (stack, count) in &folded {
+        writeln!(out, "{stack} {count}").map_err(|e| ExportError::Write(e.to_string()))?;
+    }
+    stats.stacks = folded.len() as u64;
+    stats.truncated = completeness != crate::format::Completeness::Complete;
+    Ok(stats)
+}

@@ -164,7 +164,9 @@ pub fn frames_at(address: u64, object: Option<String>, symbols: Vec<Symbol>) -> 
         .into_iter()
         .map(|s| StackFrame {
             address,
-            function: s.function.unwrap_or_else(|| format!("{address:#x}")),
+            function: s
+                .function
+                .map_or_else(|| format!("{address:#x}"), |f| crate::stall::qualify(f, s.file.as_deref())),
             file: s.file,
             line: s.line,
             inlined: false,

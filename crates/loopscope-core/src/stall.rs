@@ -112,6 +112,75 @@ pub fn is_library(f: &StackFrame) -> bool {
     }
 }
 
+/// The module path of a library source file: `core::ops::function` for
+/// `/rustc/<hash>/library/core/src/ops/function.rs`, `tokio::runtime::task::harness` for
+/// `.../registry/src/<index>/tokio-1.54.0/src/runtime/task/harness.rs`. `None` for the program's
+/// files and paths it cannot read a crate from.
+pub fn library_module(file: &str) -> Option<String> {
+    let (krate, rest) = if let Some(at) =
+        file.find("/library/").filter(|_| file.contains("/rustc/") || file.contains("/rustlib/"))
+    {
+        file[at + "/library/".len()..].split_once("/src/")?
+    } else {
+        let at = ["/registry/src/", "/rust/deps/"].iter().find_map(|p| file.find(p).map(|i| i + p.len()))?;
+        let mut tail = &file[at..];
+        if file[..at].ends_with("/registry/src/") {
+            // Past the index directory (`index.crates.io-<hash>/`).
+            tail = tail.split_once('/')?.1;
+        }
+        let (dir, rest) = tail.split_once("/src/")?;
+        // `tokio-1.54.0`: the name is what comes before the version.
+        let name =
+            dir.rsplit_once('-').filter(|(_, v)| v.starts_with(|c: char| c.is_ascii_digit())).map_or(dir, |(n, _)| n);
+        (name, rest)
+    };
+    module_path(krate, rest)
+}
+
+/// The module path of one of the program's source files, read from a Cargo layout: the
+/// package's directory names the crate (`app/src/handlers/api.rs` is `app::handlers::api`, a
+/// binary's `app/src/bin/tool.rs` is `tool`). `None` outside a `src` directory.
+pub fn program_module(file: &str) -> Option<String> {
+    let at = file.rfind("/src/")?;
+    let package = file[..at].rsplit('/').next()?;
+    match file[at + "/src/".len()..].split_once('/') {
+        Some(("bin", bin)) => match bin.split_once('/') {
+            Some((name, rest)) => module_path(name, rest),
+            None => module_path(bin.strip_suffix(".rs")?, "main.rs"),
+        },
+        _ => module_path(package, &file[at + "/src/".len()..]),
+    }
+}
+
+/// `krate::a::b` for `a/b.rs`, `a/b/mod.rs`; the crate alone for `lib.rs` or `main.rs`.
+fn module_path(krate: &str, rest: &str) -> Option<String> {
+    if krate.is_empty() || krate.contains('/') {
+        return None;
+    }
+    let mut path = vec![krate.replace('-', "_")];
+    let mut parts: Vec<&str> = rest.strip_suffix(".rs")?.split('/').collect();
+    if matches!(parts.last(), Some(&("lib" | "mod" | "main"))) {
+        parts.pop();
+    }
+    path.extend(parts.iter().filter(|p| !p.is_empty()).map(|p| p.replace('-', "_")));
+    Some(path.join("::"))
+}
+
+/// A function's name as debug information gives an inlined call: often bare (`poll`,
+/// `{closure#0}`), as the line tables name only the function. Prefixed with its file's module
+/// ([`library_module`], [`program_module`]), so that a stack reads `tokio::runtime::task::harness::poll_future`
+/// rather than `poll_future`, and the checks that look for a library by name find it.
+pub fn qualify(function: String, file: Option<&str>) -> String {
+    let bare = !short_name(&function).contains("::") && !function.starts_with('<');
+    let module = |file: &str| {
+        if LIBRARY_PATHS.iter().any(|p| file.contains(p)) { library_module(file) } else { program_module(file) }
+    };
+    match file.filter(|_| bare).and_then(module) {
+        Some(module) => format!("{module}::{function}"),
+        None => function,
+    }
+}
+
 /// Index of the innermost frame in the program's own code.
 pub fn blocking_site(stack: &[StackFrame]) -> Option<usize> {
     stack.iter().position(|f| !is_library(f))
@@ -219,15 +288,22 @@ pub fn short_name(function: &str) -> String {
         match c {
             // Generic arguments follow a name or a `::` (turbofish); a `<` elsewhere opens a
             // qualified path (`<T as Trait>::f`), which is kept.
-            '<' if depth > 0 || out.ends_with(|p: char| p.is_alphanumeric() || p == '_' || p == ':') => depth += 1,
+            '<' if depth > 0 || out.ends_with(|p: char| p.is_alphanumeric() || matches!(p, '_' | ':' | '}')) => {
+                depth += 1
+            }
             '>' if depth > 0 => depth -= 1,
             _ if depth > 0 => {}
             _ => out.push(c),
         }
     }
     let out = out.replace("::::", "::").replace("{{closure}}", "{closure}");
-    let mut parts: Vec<&str> = out.split("::").collect();
+    let all: Vec<&str> = out.split("::").collect();
+    let mut parts = all.clone();
     parts.retain(|p| !(p.starts_with("{async_fn") || p.starts_with("{async_block") || p.starts_with("{shim")));
+    if parts.iter().all(|p| p.is_empty()) {
+        // A bare `{async_fn#0}` (an inlined async fn's body): nothing better to call it.
+        return all.last().unwrap_or(&"").to_string();
+    }
     parts.join("::").trim_end_matches("::").to_string()
 }
 
@@ -440,6 +516,46 @@ pub fn pair(events: &[Event]) -> Vec<Paired> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_library_names_from_inlined_calls_get_their_module() {
+        let rustc = "/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/core/src/ops/function.rs";
+        assert_eq!(library_module(rustc).as_deref(), Some("core::ops::function"));
+        let tokio =
+            "/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.54.0/src/runtime/task/harness.rs";
+        assert_eq!(library_module(tokio).as_deref(), Some("tokio::runtime::task::harness"));
+        let lib = "/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-util-0.7.1/src/lib.rs";
+        assert_eq!(library_module(lib).as_deref(), Some("tokio_util"));
+        let std_mod = "/rustc/abc/library/std/src/sys/pal/unix/mod.rs";
+        assert_eq!(library_module(std_mod).as_deref(), Some("std::sys::pal::unix"));
+        // The program's own files, and paths without a crate, stay as they are.
+        assert_eq!(library_module("/work/app/src/main.rs"), None);
+        assert_eq!(library_module("/rustc/abc/library/weird.rs"), None);
+
+        assert_eq!(qualify("poll_future".into(), Some(tokio)), "tokio::runtime::task::harness::poll_future");
+        assert_eq!(qualify("{closure#0}<T>".into(), Some(rustc)), "core::ops::function::{closure#0}<T>");
+        // Already qualified, a qualified path, or the program's: unchanged.
+        assert_eq!(qualify("tokio::spawn".into(), Some(tokio)), "tokio::spawn");
+        assert_eq!(qualify("<T as Future>::poll".into(), Some(tokio)), "<T as Future>::poll");
+        assert_eq!(qualify("handle".into(), None), "handle");
+        // The program's files, read from a Cargo layout.
+        assert_eq!(qualify("handle".into(), Some("/work/app/src/main.rs")), "app::handle");
+        assert_eq!(program_module("workloads/sleep-storm/src/lib.rs").as_deref(), Some("sleep_storm"));
+        assert_eq!(program_module("/w/app/src/http/mod.rs").as_deref(), Some("app::http"));
+        assert_eq!(program_module("src/http/api.rs"), None);
+        assert_eq!(program_module("/w/app/src/bin/tool.rs").as_deref(), Some("tool"));
+        assert_eq!(program_module("/w/app/src/bin/tool/cmd.rs").as_deref(), Some("tool::cmd"));
+        assert_eq!(program_module("/w/app/build.rs"), None);
+        // Qualified, the frame is found where name checks look for it.
+        let f = frame(&qualify("poll_future".into(), Some(tokio)), Some(tokio), 1);
+        assert!(task_frames(std::slice::from_ref(&f)).is_empty());
+    }
+
+    #[test]
+    fn a_bare_async_body_keeps_a_name() {
+        assert_eq!(short_name("{async_fn#0}"), "{async_fn#0}");
+        assert_eq!(short_name("app::handle::{async_fn#0}"), "app::handle");
+    }
 
     fn frame(function: &str, file: Option<&str>, line: u32) -> StackFrame {
         StackFrame {

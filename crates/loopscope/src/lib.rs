@@ -43,7 +43,10 @@ pub use loopscope_core as core;
 pub use loopscope_core::report::Report;
 pub use loopscope_core::workload::WorkloadResult;
 #[cfg(tokio_unstable)]
-pub use session::{Error, Profile, Session, SessionBuilder};
+pub use session::{
+    DEFAULT_SAMPLE_PERIOD, DEFAULT_SAMPLE_THRESHOLD, DEFAULT_SAMPLES_PER_SECOND, Error, Profile, Session,
+    SessionBuilder,
+};
 
 /// Runs an `async fn` on a tokio runtime with the recorder installed from the environment: a
 /// drop-in for `#[tokio::main]`, with the same arguments (`flavor`, `worker_threads`,
