@@ -392,6 +392,7 @@ impl Converter {
             gauges: Gauges { alive_tasks: alive, ..Gauges::default() },
             lag: Default::default(),
             stall_tally: Vec::new(),
+            spans: Vec::new(),
         })));
         // A task dropped an interval ago has sent its last details: stop watching and forget it.
         let index = self.index;

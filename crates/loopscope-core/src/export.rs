@@ -288,7 +288,8 @@ pub struct FoldedStats {
 /// Writes a recording's slow-poll samples or stalls as folded stacks (Brendan Gregg's format,
 /// read by `flamegraph.pl`, inferno and speedscope): one line per distinct stack, frames from
 /// the outermost to the innermost joined by `;`, then a space and its count. Each stack starts
-/// at its task's spawn site (`spawn:file:line`) and holds the task's frames (from tokio's task
+/// at its task's spawn site (`spawn:file:line`), then the `tracing` spans the poll was in
+/// (`span:target::name`, with the layer), and holds the task's frames (from tokio's task
 /// harness in), with short names ([`crate::stall::short_name`]).
 pub fn write_folded<R: Read>(
     mut reader: Reader<R>,
@@ -298,15 +299,27 @@ pub fn write_folded<R: Read>(
 ) -> Result<FoldedStats, ExportError> {
     use std::collections::BTreeMap;
     let mut sites: Vec<SiteDecl> = Vec::new();
+    let mut spans: Vec<crate::model::SpanDecl> = Vec::new();
     let mut folded: BTreeMap<String, u64> = BTreeMap::new();
     let mut stats = FoldedStats::default();
     let mut tracker = StallTracker::default();
-    let line = |sites: &[SiteDecl], site: Option<u32>, stack: &[crate::model::StackFrame]| {
+    let line = |sites: &[SiteDecl],
+                spans: &[crate::model::SpanDecl],
+                site: Option<u32>,
+                in_spans: &[u32],
+                stack: &[crate::model::StackFrame]| {
         let root = site
             .and_then(|id| sites.get(id as usize))
             .map_or("spawn:?".to_string(), |d| format!("spawn:{}", d.location()));
         let frames = crate::stall::task_frames(stack);
         let mut parts = vec![root.replace([';', ' '], "_")];
+        // The spans the poll was in, outermost first, between the spawn site and the frames.
+        parts.extend(
+            in_spans
+                .iter()
+                .filter_map(|s| spans.get(*s as usize))
+                .map(|d| format!("span:{}", d.path()).replace([';', ' '], "_")),
+        );
         parts.extend(frames.iter().rev().map(|f| {
             let name = match &f.object {
                 // A shared library without symbols for the address: its file name.
@@ -322,9 +335,10 @@ pub fn write_folded<R: Read>(
     let completeness = reader.read_rest(|_, frame| -> Result<(), ExportError> {
         match resolver.frame(frame) {
             Frame::Sites(s) => sites.extend(s),
+            Frame::Spans(d) => spans.extend(d),
             Frame::Samples(s) if what == Folded::Samples => {
                 for st in s.stacks.iter().filter(|st| !st.stack.is_empty()) {
-                    *folded.entry(line(&sites, st.site, &st.stack)).or_default() += st.count;
+                    *folded.entry(line(&sites, &spans, st.site, &st.spans, &st.stack)).or_default() += st.count;
                     stats.events += st.count;
                 }
             }
@@ -335,7 +349,7 @@ pub fn write_folded<R: Read>(
                 if let Some(c) = tracker.end(id, duration_ns, category)
                     && !c.stall.stack.is_empty()
                 {
-                    *folded.entry(line(&sites, c.stall.site, &c.stall.stack)).or_default() +=
+                    *folded.entry(line(&sites, &spans, c.stall.site, &c.stall.spans, &c.stall.stack)).or_default() +=
                         c.duration_ns.div_ceil(1000);
                     stats.events += 1;
                 }

@@ -57,6 +57,7 @@ mod kind {
     pub const RUNTIME: u8 = 8;
     pub const MODULES: u8 = 9;
     pub const SAMPLES: u8 = 10;
+    pub const SPANS: u8 = 11;
 }
 
 /// Why writing a recording failed.
@@ -157,6 +158,7 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) -> Result<(), WriteError> 
         Frame::Header(h) => (kind::HEADER, encode(h)?),
         Frame::Runtime(r) => (kind::RUNTIME, encode(r)?),
         Frame::Modules(m) => (kind::MODULES, encode(m)?),
+        Frame::Spans(d) => (kind::SPANS, encode(d)?),
         Frame::Samples(s) => (kind::SAMPLES | COMPRESSED, compress(&encode(s)?)?),
         Frame::Sites(s) => (kind::SITES, encode(s)?),
         Frame::Workers(w) => (kind::WORKERS, encode(w)?),
@@ -336,6 +338,11 @@ impl<R: Read> Reader<R> {
                     Frame::Modules(self.decode_list::<ModuleDecl>(at, &payload, self.declared.room().modules)?)
                 }
                 kind::SAMPLES if !v1 => Frame::Samples(Box::new(self.decode::<crate::model::Samples>(at, &payload)?)),
+                kind::SPANS if !v1 => Frame::Spans(self.decode_list::<crate::model::SpanDecl>(
+                    at,
+                    &payload,
+                    self.declared.room().spans,
+                )?),
                 kind::SITES => Frame::Sites(self.decode_list::<SiteDecl>(at, &payload, self.declared.room().sites)?),
                 kind::WORKERS => {
                     Frame::Workers(self.decode_list::<WorkerDecl>(at, &payload, self.declared.room().workers)?)
@@ -543,6 +550,8 @@ pub struct Recording {
     pub workers: Vec<WorkerDecl>,
     /// Loaded modules that stacks point into, indexed by id.
     pub modules: Vec<ModuleDecl>,
+    /// `tracing` span callsites, indexed by id.
+    pub spans: Vec<crate::model::SpanDecl>,
     /// Stacks sampled from slow polls, per interval.
     pub samples: Vec<crate::model::Samples>,
     /// Intervals in order.
@@ -596,6 +605,7 @@ impl Recording {
             sites: Vec::new(),
             workers: Vec::new(),
             modules: Vec::new(),
+            spans: Vec::new(),
             samples: Vec::new(),
             intervals: Vec::new(),
             events: Vec::new(),
@@ -612,6 +622,7 @@ impl Recording {
             Frame::Header(h) => self.header = h,
             Frame::Runtime(r) => self.header.apply_runtime(&r),
             Frame::Modules(m) => self.modules.extend(m),
+            Frame::Spans(d) => self.spans.extend(d),
             Frame::Samples(s) => self.samples.push(*s),
             Frame::Sites(s) => self.sites.extend(s),
             Frame::Workers(w) => self.workers.extend(w),

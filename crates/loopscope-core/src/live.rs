@@ -52,6 +52,9 @@ impl std::fmt::Display for ServeAddr {
 }
 
 /// What a live source tells its viewer.
+// Frames are the common case, and the queue of them is bounded (FEED_QUEUE): boxing each would
+// cost an allocation per frame to save the few bytes of the rare variants.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum FeedEvent {
     /// A frame of the session.

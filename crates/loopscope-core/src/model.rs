@@ -160,6 +160,29 @@ impl SiteDecl {
     }
 }
 
+/// A `tracing` span's callsite, as the recorder's layer (`loopscope::tracing_layer`) met it: every
+/// span created at one place in the code shares one declaration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpanDecl {
+    /// Identifier used by stalls, samples and intervals; dense from 0.
+    pub id: u32,
+    /// The span's name (`get`, `request`).
+    pub name: String,
+    /// Its target, usually the module path (`mini_redis::cmd::get`).
+    pub target: String,
+    /// Where it is created, when the callsite says.
+    pub file: Option<String>,
+    /// Its line.
+    pub line: Option<u32>,
+}
+
+impl SpanDecl {
+    /// `target::name`, as tracing's own output names a span.
+    pub fn path(&self) -> String {
+        if self.target.is_empty() { self.name.clone() } else { format!("{}::{}", self.target, self.name) }
+    }
+}
+
 /// A thread that polled tasks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerDecl {
@@ -186,6 +209,19 @@ pub struct SiteInterval {
     pub poll: Dist,
     /// Scheduling latencies (wake to poll).
     pub sched: Dist,
+}
+
+/// One interval's poll time under one span, for one spawn site: the time between entering the
+/// span and leaving it again within a poll (an instrumented future's span is entered for each of
+/// its polls), so a site whose tasks run several request paths is broken down by path.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpanInterval {
+    /// The [`SiteDecl::id`] of the polled tasks.
+    pub site: u32,
+    /// The [`SpanDecl::id`].
+    pub span: u32,
+    /// Poll time spent inside the span.
+    pub poll: Dist,
 }
 
 /// One interval's figures for one worker thread.
@@ -258,6 +294,8 @@ pub struct Interval {
     pub lag: Dist,
     /// Stalls that ended in this interval and were only counted (see [`StallTally`]).
     pub stall_tally: Vec<StallTally>,
+    /// Poll time per (spawn site, span), when the program's `tracing` spans are recorded.
+    pub spans: Vec<SpanInterval>,
 }
 
 /// What a stalled worker was doing, from the kernel's view of the stuck thread.
@@ -393,6 +431,9 @@ pub struct Stall {
     /// Raised after the poll had already returned: the watchdog did not get to run during it (an
     /// overloaded host). Its duration is exact; what it was doing is unknown.
     pub late: bool,
+    /// The `tracing` spans the poll was in ([`SpanDecl::id`]), outermost first; empty without
+    /// the layer.
+    pub spans: Vec<u32>,
 }
 
 impl Stall {
@@ -415,6 +456,7 @@ impl Stall {
             call: None,
             stack: Vec::new(),
             late,
+            spans: Vec::new(),
         }
     }
 }
@@ -489,6 +531,8 @@ pub struct SampledStack {
     pub frames: Vec<u64>,
     /// The symbolized stack, filled in by readers.
     pub stack: Vec<StackFrame>,
+    /// The `tracing` spans the sampled polls were in, outermost first, as in [`Stall::spans`].
+    pub spans: Vec<u32>,
 }
 
 /// Last frame of a complete recording.
@@ -515,6 +559,8 @@ pub enum Frame {
     Samples(Box<Samples>),
     /// New spawn sites.
     Sites(Vec<SiteDecl>),
+    /// New `tracing` span callsites, before the first frame that refers to them.
+    Spans(Vec<SpanDecl>),
     /// New worker threads.
     Workers(Vec<WorkerDecl>),
     /// One interval.

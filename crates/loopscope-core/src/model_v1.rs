@@ -51,6 +51,7 @@ impl From<Interval> for model::Interval {
             gauges: i.gauges,
             lag: i.lag,
             stall_tally: Vec::new(),
+            spans: Vec::new(),
         }
     }
 }
@@ -103,6 +104,7 @@ impl From<Event> for model::Event {
                 call: s.call,
                 stack: s.stack,
                 late: s.late,
+                spans: Vec::new(),
             }),
         }
     }

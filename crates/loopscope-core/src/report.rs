@@ -14,7 +14,9 @@ use serde::Serialize;
 
 use crate::dist::{DistAcc, Summary};
 use crate::format::{Completeness, ReadError, Reader};
-use crate::model::{Event, Flavor, Footer, Frame, Header, Interval, SiteDecl, Stall, StallCategory, WorkerDecl};
+use crate::model::{
+    Event, Flavor, Footer, Frame, Header, Interval, SiteDecl, SpanDecl, Stall, StallCategory, WorkerDecl,
+};
 use crate::resolve::Resolver;
 use crate::stall::{Closed, Origin, StallTracker};
 use crate::units::{duration_ns, fmt_duration, opt_duration_ns};
@@ -87,8 +89,12 @@ pub struct Aggregator {
     footer: Option<Footer>,
     stalls: BTreeMap<StallKey, StallAcc>,
     tracker: StallTracker,
-    /// Slow-poll samples by (spawn site, program line, category).
+    /// Slow-poll samples by (spawn site, span, program line, category).
     hot: BTreeMap<HotKey, HotAcc>,
+    /// `tracing` span callsites, by id.
+    span_decls: Vec<SpanDecl>,
+    /// Poll time per (spawn site, span).
+    span_acc: BTreeMap<(u32, u32), DistAcc>,
     sampling: Sampling,
     detection_sum_ns: u64,
     detection_max_ns: u64,
@@ -98,8 +104,8 @@ pub struct Aggregator {
 /// Stalls are grouped by blocking site, category and spawn site.
 type StallKey = (Option<String>, StallCategory, Option<u32>);
 
-/// Slow-poll samples are grouped by spawn site, program line and category.
-type HotKey = (Option<u32>, Option<String>, StallCategory);
+/// Slow-poll samples are grouped by spawn site, innermost span, program line and category.
+type HotKey = (Option<u32>, Option<u32>, Option<String>, StallCategory);
 
 #[derive(Clone, Debug, Default)]
 struct HotAcc {
@@ -111,6 +117,10 @@ struct HotAcc {
 /// Distinct (site, line, category) groups of samples kept; further ones are counted as
 /// `<other lines>` of their site.
 pub const MAX_HOT_LINES: usize = 10_000;
+
+/// Distinct (site, span) pairs whose poll times are kept; further ones are left out (said in
+/// the notes).
+pub const MAX_SPAN_ROWS: usize = 10_000;
 
 #[derive(Clone, Debug, Default)]
 struct StallAcc {
@@ -125,6 +135,8 @@ struct StallAcc {
     fd_target: Option<String>,
     call: Option<String>,
     blocking_function: Option<String>,
+    /// The innermost span of the latest stall.
+    span: Option<u32>,
 }
 
 impl Aggregator {
@@ -152,6 +164,8 @@ impl Aggregator {
             stalls: BTreeMap::new(),
             tracker: StallTracker::default(),
             hot: BTreeMap::new(),
+            span_decls: Vec::new(),
+            span_acc: BTreeMap::new(),
             sampling: Sampling::default(),
             detection_sum_ns: 0,
             detection_max_ns: 0,
@@ -175,6 +189,7 @@ impl Aggregator {
         acc.fd_target.clone_from(&s.fd_target);
         acc.call.clone_from(&s.call);
         acc.blocking_function.clone_from(&s.blocking_function);
+        acc.span = s.spans.last().copied();
         // A stall lasts at least until it was detected; the end event gives the full duration.
         acc.max_ns = acc.max_ns.max(s.detected_ns.saturating_sub(s.started_ns));
         self.stall_count += 1;
@@ -222,6 +237,7 @@ impl Aggregator {
     pub fn push(&mut self, frame: &Frame) -> Result<(), AggregateError> {
         match frame {
             Frame::Header(_) | Frame::Modules(_) => {}
+            Frame::Spans(d) => self.span_decls.extend(d.iter().cloned()),
             Frame::Samples(samples) => self.push_samples(samples),
             Frame::Runtime(r) => self.header.apply_runtime(r),
             Frame::Sites(s) => {
@@ -280,9 +296,10 @@ impl Aggregator {
             }
             let at = crate::stall::program_line(&st.stack);
             let category = crate::stall::refine(st.category, &st.stack);
-            let mut key = (st.site, at.line.clone(), category);
+            let span = st.spans.last().copied();
+            let mut key = (st.site, span, at.line.clone(), category);
             if !self.hot.contains_key(&key) && self.hot.len() >= MAX_HOT_LINES {
-                key = (st.site, Some("<other lines>".into()), category);
+                key = (st.site, span, Some("<other lines>".into()), category);
             }
             let acc = self.hot.entry(key).or_default();
             acc.samples += st.count;
@@ -329,6 +346,14 @@ impl Aggregator {
             self.runtime.run_delay_ns = self.runtime.run_delay_ns.saturating_add(w.run_delay_ns);
         }
         self.lag.add_dist(&i.lag).map_err(|e| ctx(format!("lag probe histogram: {e}")))?;
+        for s in &i.spans {
+            let key = (s.site, s.span);
+            if !self.span_acc.contains_key(&key) && self.span_acc.len() >= MAX_SPAN_ROWS {
+                continue;
+            }
+            let acc = self.span_acc.entry(key).or_default();
+            acc.add_dist(&s.poll).map_err(|e| ctx(format!("span poll histogram: {e}")))?;
+        }
         for t in &i.stall_tally {
             if let Some(acc) = t.site.and_then(|s| self.site_acc.get_mut(s as usize)) {
                 acc.stalls += t.count;
@@ -357,16 +382,17 @@ impl Aggregator {
     fn hot_lines(&self, site_name: &dyn Fn(Option<u32>) -> Option<String>) -> Vec<HotLine> {
         let period = self.sampling.period_ns;
         let mut per_site: BTreeMap<Option<u32>, u64> = BTreeMap::new();
-        for ((site, _, _), acc) in &self.hot {
+        for ((site, _, _, _), acc) in &self.hot {
             *per_site.entry(*site).or_default() += acc.samples;
         }
         let mut lines: Vec<HotLine> = self
             .hot
             .iter()
-            .map(|((site, line, category), acc)| {
+            .map(|((site, span, line, category), acc)| {
                 let site_samples = per_site[site].max(1);
                 HotLine {
                     spawn_site: site_name(*site),
+                    span: self.span_name(*span),
                     line: line.clone(),
                     function: acc.function.clone(),
                     call: acc.call.clone(),
@@ -382,6 +408,36 @@ impl Aggregator {
             b.site_samples.cmp(&a.site_samples).then(a.spawn_site.cmp(&b.spawn_site)).then(b.samples.cmp(&a.samples))
         });
         lines
+    }
+
+    /// A span's `target::name`, if it was declared.
+    fn span_name(&self, span: Option<u32>) -> Option<String> {
+        span.and_then(|s| self.span_decls.get(s as usize)).map(SpanDecl::path)
+    }
+
+    /// Poll time per spawn site and span, the sites with the most polls first and each site's
+    /// spans by busy time.
+    fn span_rows(&self, site_name: &dyn Fn(Option<u32>) -> Option<String>) -> Vec<SpanReport> {
+        let site_busy = |site: u32| self.site_acc.get(site as usize).map_or(Duration::ZERO, |a| a.poll.sum());
+        let mut rows: Vec<SpanReport> = self
+            .span_acc
+            .iter()
+            .filter_map(|(&(site, span), acc)| {
+                let decl = self.span_decls.get(span as usize)?;
+                let busy = site_busy(site);
+                Some(SpanReport {
+                    spawn_site: site_name(Some(site)),
+                    span: decl.path(),
+                    defined_at: decl.file.as_ref().map(|f| format!("{f}:{}", decl.line.unwrap_or(0))),
+                    polls: acc.count(),
+                    busy: acc.sum(),
+                    site_share: if busy.is_zero() { 0.0 } else { acc.sum().as_secs_f64() / busy.as_secs_f64() },
+                    poll: acc.summary(),
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| a.spawn_site.cmp(&b.spawn_site).then(b.busy.cmp(&a.busy)).then(a.span.cmp(&b.span)));
+        rows
     }
 
     /// The sites declared so far.
@@ -500,10 +556,12 @@ impl Aggregator {
                     max: Duration::from_nanos(acc.max_ns),
                     syscall: acc.syscall.clone(),
                     fd_target: acc.fd_target.clone(),
+                    span: self.span_name(acc.span),
                 }
             })
             .collect();
         let hot_lines = self.hot_lines(&site_name);
+        let spans = self.span_rows(&site_name);
         // The program's faults first, then what could not be tied to a line, then the host's.
         stalls.sort_by(|a, b| a.origin.cmp(&b.origin).then(b.total.cmp(&a.total)).then(b.count.cmp(&a.count)));
         let h = &self.header;
@@ -536,6 +594,7 @@ impl Aggregator {
             stalls,
             sampling: self.sampling,
             hot_lines,
+            spans,
             workload: self.workload.as_ref().map(WorkloadReport::from),
             errors,
             notes: Vec::new(),
@@ -650,6 +709,8 @@ pub struct StallGroup {
     pub syscall: Option<String>,
     /// What that call's file descriptor referred to.
     pub fd_target: Option<String>,
+    /// The innermost `tracing` span of the latest stall, with the layer.
+    pub span: Option<String>,
 }
 
 /// The whole runtime.
@@ -877,6 +938,8 @@ pub struct Report {
     pub sampling: Sampling,
     /// Where sampled slow polls spent their time, per spawn site (busiest first) and line.
     pub hot_lines: Vec<HotLine>,
+    /// Poll time per spawn site and `tracing` span (with the layer, `loopscope::tracing_layer`).
+    pub spans: Vec<SpanReport>,
     /// The workload's own figures.
     pub workload: Option<WorkloadReport>,
     /// Errors the recorder reported.
@@ -905,11 +968,33 @@ pub struct Sampling {
     pub skipped: u64,
 }
 
+/// Poll time spent inside one `tracing` span, for the tasks of one spawn site.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SpanReport {
+    /// The spawn site of the polled tasks.
+    pub spawn_site: Option<String>,
+    /// The span, `target::name`.
+    pub span: String,
+    /// Where the span is created (`file:line`), when its callsite says.
+    pub defined_at: Option<String>,
+    /// Times the span was entered and left within a poll.
+    pub polls: u64,
+    /// Total poll time inside the span.
+    #[serde(rename = "busy_ns", with = "duration_ns")]
+    pub busy: Duration,
+    /// Share of the spawn site's poll time spent inside the span.
+    pub site_share: f64,
+    /// Poll time inside the span, per poll.
+    pub poll: Summary,
+}
+
 /// A line of the program where sampled slow polls of one spawn site spent their time.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HotLine {
     /// The spawn site of the polled tasks.
     pub spawn_site: Option<String>,
+    /// The innermost `tracing` span the sampled polls were in, with the layer.
+    pub span: Option<String>,
     /// The innermost line of the program's own code in the sampled stacks (`file:line`, or the
     /// function's name without line tables); `None` when every frame was a library's.
     pub line: Option<String>,

@@ -15,6 +15,10 @@ use crate::model::{Event, Frame, Header, Interval, StackFrame, Stall, StallCateg
 pub const MAX_SITES: usize = 100_001;
 /// Most worker threads a recording may declare.
 pub const MAX_WORKERS: usize = 65_536;
+/// Most `tracing` span callsites a recording may declare (the recorder's cap is 1,024).
+pub const MAX_SPANS: usize = 4_096;
+/// Most spans one stall or sampled stack is in.
+pub const MAX_SPAN_DEPTH: usize = 64;
 /// Most loaded modules a recording may declare.
 pub const MAX_MODULES: usize = 4_096;
 /// Most frames in one captured stack, raw or symbolized.
@@ -30,6 +34,7 @@ pub struct Declared {
     sites: usize,
     workers: usize,
     modules: usize,
+    spans: usize,
     runtime: bool,
 }
 
@@ -69,12 +74,19 @@ pub struct Room {
     pub workers: usize,
     /// Modules.
     pub modules: usize,
+    /// Span callsites.
+    pub spans: usize,
 }
 
 impl Declared {
     /// How many more of each declaration may come.
     pub fn room(&self) -> Room {
-        Room { sites: MAX_SITES - self.sites, workers: MAX_WORKERS - self.workers, modules: MAX_MODULES - self.modules }
+        Room {
+            sites: MAX_SITES - self.sites,
+            workers: MAX_WORKERS - self.workers,
+            modules: MAX_MODULES - self.modules,
+            spans: MAX_SPANS - self.spans,
+        }
     }
 
     /// Checks a header.
@@ -120,6 +132,7 @@ impl Declared {
             return Err(format!("stall {} refers to undeclared site {site}", s.id));
         }
         self.stack(&s.frames, &s.stack)?;
+        self.span_stack(&s.spans).map_err(|e| format!("stall {}: {e}", s.id))?;
         for t in [&s.syscall, &s.fd_target, &s.blocking_site, &s.blocking_function, &s.call].into_iter().flatten() {
             string("a stall's text", t)?;
         }
@@ -139,6 +152,16 @@ impl Declared {
         Ok(())
     }
 
+    fn span_stack(&self, spans: &[u32]) -> Result<(), String> {
+        if spans.len() > MAX_SPAN_DEPTH {
+            return Err(format!("in {} spans (at most {MAX_SPAN_DEPTH})", spans.len()));
+        }
+        match spans.iter().find(|s| **s as usize >= self.spans) {
+            Some(s) => Err(format!("refers to undeclared span {s}")),
+            None => Ok(()),
+        }
+    }
+
     fn interval(&self, i: &Interval) -> Result<(), String> {
         let ctx = |e: String| format!("interval {}: {e}", i.index);
         unique("site", i.sites.iter().map(|s| s.site), self.sites).map_err(ctx)?;
@@ -151,6 +174,19 @@ impl Declared {
         }
         if let Some(t) = i.stall_tally.iter().find(|t| t.site.is_some_and(|s| s as usize >= self.sites)) {
             return Err(ctx(format!("a stall tally refers to undeclared site {:?}", t.site)));
+        }
+        if i.spans.len() > self.sites.saturating_mul(self.spans).min(MAX_SPANS * 16) {
+            return Err(ctx(format!("{} span histograms", i.spans.len())));
+        }
+        let mut pairs = HashSet::new();
+        for s in &i.spans {
+            if s.site as usize >= self.sites || s.span as usize >= self.spans {
+                return Err(ctx(format!("a span histogram refers to undeclared site {} or span {}", s.site, s.span)));
+            }
+            if !pairs.insert((s.site, s.span)) {
+                return Err(ctx(format!("lists site {} and span {} twice", s.site, s.span)));
+            }
+            dist("span poll histogram", &s.poll).map_err(ctx)?;
         }
         for s in &i.sites {
             dist("site poll histogram", &s.poll).map_err(ctx)?;
@@ -194,6 +230,16 @@ impl Declared {
                 }
                 Self::declare("site", &mut self.sites, s.iter().map(|d| d.id), MAX_SITES)
             }
+            Frame::Spans(d) => {
+                for d in d {
+                    string("a span's name", &d.name)?;
+                    string("a span's target", &d.target)?;
+                    if let Some(f) = &d.file {
+                        string("a span's file", f)?;
+                    }
+                }
+                Self::declare("span", &mut self.spans, d.iter().map(|d| d.id), MAX_SPANS)
+            }
             Frame::Workers(w) => {
                 for d in w {
                     string("a thread name", &d.thread_name)?;
@@ -213,6 +259,7 @@ impl Declared {
                         return Err(format!("a sampled stack refers to undeclared site {site}"));
                     }
                     self.stack(&st.frames, &st.stack)?;
+                    self.span_stack(&st.spans).map_err(|e| format!("a sampled stack: {e}"))?;
                 }
                 Ok(())
             }
@@ -291,6 +338,11 @@ pub fn clean_frame(frame: &mut Frame) {
         Frame::Modules(m) => m.iter_mut().for_each(|d| clean(&mut d.path)),
         Frame::Sites(s) => s.iter_mut().for_each(|d| clean(&mut d.file)),
         Frame::Workers(w) => w.iter_mut().for_each(|d| clean(&mut d.thread_name)),
+        Frame::Spans(d) => d.iter_mut().for_each(|d| {
+            clean(&mut d.name);
+            clean(&mut d.target);
+            clean_opt(&mut d.file);
+        }),
         Frame::Event(Event::StallBegin(s)) => clean_stall(s),
         Frame::Event(Event::StallLook { stack, .. }) => clean_stack(stack),
         Frame::Event(Event::RecorderError { message, .. }) => clean(message),

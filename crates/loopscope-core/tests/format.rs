@@ -77,6 +77,7 @@ fn frames() -> Vec<Frame> {
             gauges: Gauges { alive_tasks: 3, global_queue: i, local_queues: vec![1, 2], ..Gauges::default() },
             lag: dist(700, 5),
             stall_tally: vec![],
+            spans: Vec::new(),
         })));
     }
     v.push(Frame::Event(Event::RecorderError { at_ns: 5, message: "a test error".into() }));
@@ -288,6 +289,7 @@ fn the_trace_export_draws_ended_and_unfinished_stalls_on_their_workers() {
         call: None,
         stack: vec![],
         late: false,
+        spans: Vec::new(),
     };
     let mut w = Writer::new(Vec::new(), &header()).unwrap();
     let mut frames = frames();

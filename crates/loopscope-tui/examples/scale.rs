@@ -68,6 +68,7 @@ fn main() {
             gauges: Gauges { alive_tasks: 100_000, ..Gauges::default() },
             lag: DistAcc::new().to_dist(),
             stall_tally: vec![],
+            spans: Vec::new(),
         })));
     }
     let mut app = App::new(t, Source::Replay("scale".into()));

@@ -28,6 +28,8 @@ pub struct Timeline {
     pub sites: Vec<SiteDecl>,
     /// Worker threads, by id.
     pub workers: Vec<WorkerDecl>,
+    /// `tracing` span callsites, by id.
+    pub spans: Vec<loopscope_core::model::SpanDecl>,
     /// Intervals in order (the newest [`Timeline::MAX_INTERVALS`]).
     pub intervals: VecDeque<Interval>,
     /// Intervals dropped from the front to stay bounded.
@@ -61,6 +63,7 @@ impl Clone for Timeline {
             header: self.header.clone(),
             sites: self.sites.clone(),
             workers: self.workers.clone(),
+            spans: self.spans.clone(),
             intervals: self.intervals.clone(),
             dropped_intervals: self.dropped_intervals,
             samples: self.samples.clone(),
@@ -121,6 +124,7 @@ impl Timeline {
             t.push(Frame::Samples(Box::new(s)));
         }
         t.push(Frame::Sites(rec.sites));
+        t.push(Frame::Spans(rec.spans));
         t.push(Frame::Workers(rec.workers));
         for i in rec.intervals {
             t.push(Frame::Interval(Box::new(i)));
@@ -153,6 +157,7 @@ impl Timeline {
                 self.samples.push_back(*s);
             }
             Frame::Sites(s) => self.sites.extend(s),
+            Frame::Spans(d) => self.spans.extend(d),
             Frame::Workers(w) => self.workers.extend(w),
             Frame::Interval(i) => {
                 if self.intervals.len() == Self::MAX_INTERVALS

@@ -36,8 +36,14 @@ mod outputs;
 #[cfg(tokio_unstable)]
 mod session;
 
+/// The `tracing` layer that records which spans each poll runs in (the `tracing` feature).
+#[cfg(all(tokio_unstable, feature = "tracing"))]
+pub mod tracing_layer;
+
 #[cfg(tokio_unstable)]
 pub use outputs::{prometheus, serve};
+#[cfg(all(tokio_unstable, feature = "tracing"))]
+pub use tracing_layer::{SpanLayer, tracing_layer};
 
 pub use loopscope_core as core;
 pub use loopscope_core::report::Report;

@@ -66,6 +66,7 @@ fn on_panic(info: &PanicHookInfo<'_>) {
         call: Some("block_on (tokio panicked: a runtime inside a runtime)".into()),
         stack: Vec::new(),
         late: false,
+        spans: crate::hot::spans::current(),
     };
     let _ = events.send(Cmd::Event(Box::new(Event::StallBegin(stall))));
     let _ = events.send(Cmd::Event(Box::new(Event::StallEnd { id, duration_ns: 0, category: None })));

@@ -154,6 +154,10 @@ pub(crate) struct Watchdog {
     budget: Budget,
     /// Whether a thread that blocks the capture signal has been reported.
     told_blocked: bool,
+    /// Per worker: since when (session ns) and how many times in a row its capture signal was
+    /// found blocked. A thread blocks it for a moment on its own (while the handler of the last
+    /// capture returns, while it creates a thread): only a mask that stays is reported.
+    blocked_streak: HashMap<u32, (u64, u32)>,
 }
 
 impl Watchdog {
@@ -182,6 +186,7 @@ impl Watchdog {
             capture_stacks: config.capture_stacks,
             budget: Budget::new(BUDGET_PER_S, BUDGET_BURST, now_ns),
             told_blocked: false,
+            blocked_streak: HashMap::new(),
         }
     }
 
@@ -214,6 +219,7 @@ impl Watchdog {
         let threads = self.shared.threads();
         let mut watches = std::mem::take(&mut self.watches);
         watches.retain(|id, _| threads.iter().any(|t| t.decl.id == *id));
+        self.blocked_streak.retain(|id, _| threads.iter().any(|t| t.decl.id == *id));
         let now_raw = self.shared.now_raw();
         let now_ns = self.shared.session_ns(now_raw);
         let mut next = Duration::from_nanos(self.threshold_ns / 2);
@@ -297,7 +303,8 @@ impl Watchdog {
         }
         // A sample never holds the watchdog up: one the unwinder has no room for is dropped.
         let had_stack = raw.is_some();
-        if self.events.try_send(Pending::Sample { site, category, raw }).is_err() && had_stack {
+        let spans = t.spans.snapshot();
+        if self.events.try_send(Pending::Sample { site, category, raw, spans }).is_err() && had_stack {
             self.queued_stacks.fetch_sub(1, Ordering::Relaxed);
         }
         Some(period)
@@ -329,6 +336,7 @@ impl Watchdog {
             syscall,
             fd_target,
             cpu_percent,
+            spans: t.spans.snapshot(),
             ..Stall::unknown(id, t.decl.id, Some(site), started_ns, now_ns, false)
         };
         if raw.is_some() {
@@ -410,11 +418,19 @@ impl Watchdog {
         if self.queued_stacks.load(Ordering::Relaxed) >= max_queued {
             return None;
         }
-        match stack::interrupt(t.tid, range, CAPTURE_WAIT) {
+        let result = stack::interrupt(t.tid, range, CAPTURE_WAIT);
+        if !matches!(result, Err(stack::Unreachable::Blocked)) {
+            self.blocked_streak.remove(&t.decl.id);
+        }
+        match result {
             // A stack taken after the poll returned would name the wrong code.
             Ok(raw) => Some(raw).filter(|_| t.in_poll_since.load(Ordering::Acquire) == since),
             Err(stack::Unreachable::Blocked) => {
-                if !std::mem::replace(&mut self.told_blocked, true) {
+                let now = self.shared.now_ns();
+                let (first, times) = self.blocked_streak.entry(t.decl.id).or_insert((now, 0));
+                *times += 1;
+                let lasting = *times >= BLOCKED_TIMES && now.saturating_sub(*first) >= BLOCKED_FOR.as_nanos() as u64;
+                if lasting && !std::mem::replace(&mut self.told_blocked, true) {
                     self.shared.report_error(format!(
                         "thread {} blocks signal SIGRTMIN+7: its stalls are counted and classified, without stacks",
                         t.decl.thread_name
@@ -485,8 +501,13 @@ enum Pending {
     /// Any other event, kept in order behind the stalls before it.
     Event(Event),
     /// A slow poll's stack sample.
-    Sample { site: u32, category: StallCategory, raw: Option<stack::RawStack> },
+    Sample { site: u32, category: StallCategory, raw: Option<stack::RawStack>, spans: Vec<u32> },
 }
+
+/// A worker whose capture signal is found blocked this many times in a row, over at least
+/// [`BLOCKED_FOR`], blocks it for good (the program masked it): said once.
+const BLOCKED_TIMES: u32 = 3;
+const BLOCKED_FOR: Duration = Duration::from_millis(50);
 
 /// Unwinds stall stacks off the watchdog's thread and forwards every event to the flusher in the
 /// order the watchdog raised them, each preceded by the declarations of modules its stack is the
@@ -510,13 +531,13 @@ fn unwind_and_forward(pending: Receiver<Pending>, flusher: Sender<Cmd>, queued: 
                 Event::StallLook { id, category, frames, stack: Vec::new() }
             }
             Pending::Event(e) => e,
-            Pending::Sample { site, category, raw } => {
+            Pending::Sample { site, category, raw, spans } => {
                 let frames = unwind(&mut unwinder, raw);
                 let modules = unwinder.take_new_modules();
                 if !modules.is_empty() && flusher.send(Cmd::Modules(modules)).is_err() {
                     return;
                 }
-                if flusher.send(Cmd::Sample { site, category, frames }).is_err() {
+                if flusher.send(Cmd::Sample { site, category, frames, spans }).is_err() {
                     return;
                 }
                 continue;

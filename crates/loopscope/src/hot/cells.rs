@@ -79,7 +79,7 @@ pub(crate) struct Prev {
 
 impl HotHist {
     /// A histogram of values in units of `scale` nanoseconds per 2^32 units.
-    fn new(scale: u64) -> Self {
+    pub(crate) fn new(scale: u64) -> Self {
         let ceiling = ns_to_scale(HIGHEST_NS, scale);
         HotHist {
             buckets: (0..=index(ceiling)).map(|_| AtomicU32::new(0)).collect(),
@@ -146,7 +146,7 @@ impl HotHist {
 
 impl Prev {
     /// A previous snapshot of nothing recorded in `h`.
-    fn new(h: &HotHist) -> Self {
+    pub(crate) fn new(h: &HotHist) -> Self {
         Prev { buckets: vec![0; h.buckets.len()].into_boxed_slice(), sum: 0, outliers: 0 }
     }
 }

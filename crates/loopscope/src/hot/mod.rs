@@ -21,6 +21,7 @@ pub(crate) mod cells;
 mod clock;
 pub(crate) mod probe;
 mod sites;
+pub(crate) mod spans;
 mod threads;
 
 pub(crate) use clock::HotClock;

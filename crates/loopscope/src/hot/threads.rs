@@ -94,6 +94,8 @@ pub(crate) struct ThreadSlot {
     last_long_start: AtomicU64,
     last_long_ns: AtomicU64,
     cells: Box<[AtomicPtr<SiteCells>]>,
+    /// The `tracing` spans the thread is in, and its poll time per span.
+    pub(crate) spans: crate::hot::spans::SpanStack,
 }
 
 impl ThreadSlot {
@@ -145,6 +147,7 @@ impl ThreadSlot {
             last_long_start: AtomicU64::new(0),
             last_long_ns: AtomicU64::new(0),
             cells: (0..=max_sites).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
+            spans: crate::hot::spans::SpanStack::new(),
         }
     }
 

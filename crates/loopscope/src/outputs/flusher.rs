@@ -16,17 +16,20 @@ use loopscope_core::dist::DistAcc;
 use loopscope_core::format::{Completeness, Writer};
 use loopscope_core::model::{
     Event, FORMAT_VERSION, Flavor, Footer, Frame, Gauges, Header, Interval, ModuleDecl, RuntimeDecl, SampledStack,
-    Samples, SiteInterval, StallCategory, WorkerInterval,
+    Samples, SiteInterval, SpanInterval, StallCategory, WorkerInterval,
 };
 
 /// Distinct sampled stacks kept per interval; further samples are counted at their site.
 const MAX_SAMPLED_STACKS: usize = 1000;
+
+/// What tells sampled stacks apart: site, category, frames and spans.
+type SampleKey = (u32, StallCategory, Vec<u64>, Vec<u32>);
 use loopscope_core::report::{Aggregator, Report};
 use loopscope_core::workload::WorkloadResult;
 use tokio::runtime::RuntimeFlavor;
 
 use crate::hot::Shared;
-use crate::hot::cells::PrevCells;
+use crate::hot::cells::{Prev, PrevCells};
 
 /// Messages from the session to the flusher.
 pub(crate) enum Cmd {
@@ -35,11 +38,12 @@ pub(crate) enum Cmd {
     Event(Box<Event>),
     /// Loaded modules the next stacks point into.
     Modules(Vec<ModuleDecl>),
-    /// A slow poll's stack sample (empty frames: taken without a stack).
+    /// A slow poll's stack sample (empty frames: taken without a stack) and the spans it was in.
     Sample {
         site: u32,
         category: StallCategory,
         frames: Vec<u64>,
+        spans: Vec<u32>,
     },
     /// The process is exiting (`std::process::exit`): write what was measured and the footer
     /// now, then say so. Threads are not joined: the process ends right after.
@@ -79,9 +83,18 @@ pub(crate) struct Flusher {
     prev: HashMap<(u32, u32), PrevCells>,
     /// Per worker: its CPU time and run-queue delay at the last interval.
     prev_sched: HashMap<u32, (u64, u64)>,
-    /// This interval's slow-poll samples: (site, category, frames) → count; samples past the cap
-    /// of distinct stacks are counted at their site without frames.
-    samples: HashMap<(u32, StallCategory, Vec<u64>), u64>,
+    /// This interval's slow-poll samples: (site, category, frames, spans) → count; samples past
+    /// the cap of distinct stacks are counted at their site without frames.
+    samples: HashMap<SampleKey, u64>,
+    /// Previous snapshots of the threads' (site, span) histograms, by (worker, site, span).
+    prev_spans: HashMap<(u32, u32, u32), Prev>,
+    /// Span callsites declared so far.
+    spans_declared: usize,
+    /// Stalls waiting for their end, to be logged as `tracing` events.
+    #[cfg(feature = "tracing")]
+    stall_log: crate::outputs::stall_log::StallLog,
+    #[cfg(feature = "tracing")]
+    span_decls: Vec<loopscope_core::model::SpanDecl>,
     samples_dropped: u64,
     prev_spawned: Vec<u64>,
     prev_finished: Vec<u64>,
@@ -119,6 +132,12 @@ impl Flusher {
             prev: HashMap::new(),
             prev_sched: HashMap::new(),
             samples: HashMap::new(),
+            prev_spans: HashMap::new(),
+            spans_declared: 0,
+            #[cfg(feature = "tracing")]
+            stall_log: Default::default(),
+            #[cfg(feature = "tracing")]
+            span_decls: Vec::new(),
             samples_dropped: 0,
             prev_spawned: Vec::new(),
             prev_finished: Vec::new(),
@@ -138,11 +157,17 @@ impl Flusher {
             let timeout = next.saturating_duration_since(Instant::now());
             match rx.recv_timeout(timeout) {
                 Ok(Cmd::Workload(w)) => self.guarded(|f| f.emit(Frame::Workload(w))),
-                Ok(Cmd::Modules(m)) => self.guarded(|f| f.emit(Frame::Modules(m))),
-                Ok(Cmd::Sample { site, category, frames }) => self.take_sample(site, category, frames),
+                Ok(Cmd::Modules(m)) => self.guarded(|f| {
+                    #[cfg(feature = "tracing")]
+                    f.stall_log.modules(&m);
+                    f.emit(Frame::Modules(m));
+                }),
+                Ok(Cmd::Sample { site, category, frames, spans }) => self.take_sample((site, category, frames, spans)),
                 Ok(Cmd::Event(e)) => self.guarded(|f| {
                     // Declare the sites and workers it names first, so readers can resolve them.
                     f.declare_new();
+                    #[cfg(feature = "tracing")]
+                    f.log_stall(&e);
                     f.emit(Frame::Event(*e));
                 }),
                 Ok(Cmd::Exit(done)) => {
@@ -178,9 +203,18 @@ impl Flusher {
         }
     }
 
+    /// Hands a stall's beginning or end to the `tracing` log.
+    #[cfg(feature = "tracing")]
+    fn log_stall(&mut self, e: &Event) {
+        match e {
+            Event::StallBegin(s) => self.stall_log.begin(s, self.agg.sites(), &self.span_decls),
+            Event::StallEnd { id, duration_ns, category } => self.stall_log.end(*id, *duration_ns, *category),
+            _ => {}
+        }
+    }
+
     /// Counts a slow-poll sample into this interval's stacks, within the cap of distinct stacks.
-    fn take_sample(&mut self, site: u32, category: StallCategory, frames: Vec<u64>) {
-        let key = (site, category, frames);
+    fn take_sample(&mut self, key: SampleKey) {
         if let Some(n) = self.samples.get_mut(&key) {
             *n += 1;
             return;
@@ -189,7 +223,7 @@ impl Flusher {
             if !key.2.is_empty() {
                 self.samples_dropped += 1;
             }
-            *self.samples.entry((key.0, key.1, Vec::new())).or_default() += 1;
+            *self.samples.entry((key.0, key.1, Vec::new(), Vec::new())).or_default() += 1;
             return;
         }
         self.samples.insert(key, 1);
@@ -201,12 +235,13 @@ impl Flusher {
         let mut stacks: Vec<SampledStack> = self
             .samples
             .drain()
-            .map(|((site, category, frames), count)| SampledStack {
+            .map(|((site, category, frames, spans), count)| SampledStack {
                 site: Some(site),
                 category,
                 count,
                 frames,
                 stack: Vec::new(),
+                spans,
             })
             .collect();
         stacks.sort_by_key(|s| std::cmp::Reverse(s.count));
@@ -275,6 +310,7 @@ impl Flusher {
                 | Frame::Runtime(_)
                 | Frame::Modules(_)
                 | Frame::Sites(_)
+                | Frame::Spans(_)
                 | Frame::Workers(_)
                 | Frame::Footer(_)
         );
@@ -303,6 +339,7 @@ impl Flusher {
         let mut site_acc: Vec<Option<(DistAcc, DistAcc, u64)>> = (0..n_sites).map(|_| None).collect();
         let mut workers = Vec::new();
         let mut gone = Vec::new();
+        let mut span_acc: std::collections::BTreeMap<(u32, u32), DistAcc> = std::collections::BTreeMap::new();
         for t in &threads {
             // Read before draining: a thread marked exited has made its last poll.
             if t.exited.load(Ordering::Acquire) {
@@ -320,6 +357,15 @@ impl Flusher {
                 prev.slow = slow;
                 acc.2 += dslow;
                 wslow += dslow;
+            }
+            for (site, span, hist) in t.spans.cells() {
+                // Only sites and spans already declared: a newer one is taken next interval.
+                if site as usize >= self.sites_declared || span as usize >= self.spans_declared {
+                    continue;
+                }
+                let prev = self.prev_spans.entry((t.decl.id, site, span)).or_insert_with(|| Prev::new(hist));
+                let acc = span_acc.entry((site, span)).or_default();
+                hist.drain_into(prev, &mut [acc]);
             }
             let (cpu_ns, run_delay_ns) = self.sched_delta(t);
             if wpoll.count() > 0 || wsched.count() > 0 || run_delay_ns > 0 {
@@ -365,6 +411,11 @@ impl Flusher {
             gauges: self.gauges(),
             lag: self.shared.take_lag(),
             stall_tally: self.shared.take_tally(),
+            spans: span_acc
+                .into_iter()
+                .filter(|(_, acc)| acc.count() > 0)
+                .map(|((site, span), acc)| SpanInterval { site, span, poll: acc.to_dist() })
+                .collect(),
         };
         // Site declarations first (in `declare_new` above), then the samples, then the interval.
         if let Some(samples) = self.samples_frame() {
@@ -379,6 +430,7 @@ impl Flusher {
     fn forget_threads(&mut self, gone: &[u32]) {
         self.shared.forget_threads(gone);
         self.prev.retain(|(worker, _), _| !gone.contains(worker));
+        self.prev_spans.retain(|(worker, _, _), _| !gone.contains(worker));
         self.prev_sched.retain(|worker, _| !gone.contains(worker));
     }
 
@@ -402,6 +454,13 @@ impl Flusher {
             self.prev_spawned.resize(self.sites_declared, 0);
             self.prev_finished.resize(self.sites_declared, 0);
             self.emit(Frame::Sites(new));
+        }
+        let spans = crate::hot::spans::decls_from(self.spans_declared);
+        if !spans.is_empty() {
+            self.spans_declared += spans.len();
+            #[cfg(feature = "tracing")]
+            self.span_decls.extend(spans.iter().cloned());
+            self.emit(Frame::Spans(spans));
         }
         let threads = self.shared.threads();
         // Worker ids are handed out in order; the ones at or past the count declared are new.

@@ -8,3 +8,5 @@ pub(crate) mod flusher;
 pub(crate) mod otlp;
 pub mod prometheus;
 pub mod serve;
+#[cfg(feature = "tracing")]
+pub(crate) mod stall_log;

@@ -163,7 +163,7 @@ fn broadcast(frames: Receiver<Frame>, hub: &Mutex<Hub>) {
         let mut h = lock(hub);
         match frame {
             Frame::Header(_) => h.header = Some(Arc::clone(&bytes)),
-            Frame::Runtime(_) | Frame::Modules(_) | Frame::Sites(_) | Frame::Workers(_) => {
+            Frame::Runtime(_) | Frame::Modules(_) | Frame::Sites(_) | Frame::Spans(_) | Frame::Workers(_) => {
                 h.declarations.push(Arc::clone(&bytes))
             }
             Frame::Interval(_) | Frame::Samples(_) => {
