@@ -74,7 +74,7 @@ pub fn findings(report: &Report) -> String {
     let _ = writeln!(
         o,
         "  - {} polls took {} in total: the workers were busy {:.1}% of the time.",
-        loopscope::core::report::group(rt.polls),
+        loopscope::core::text::group(rt.polls),
         fmt_duration(rt.busy),
         rt.busy_ratio * 100.0
     );
@@ -84,7 +84,7 @@ pub fn findings(report: &Report) -> String {
             "  - The busiest spawn site is {} ({:.0}% of busy time, {} tasks); its polls take {} at p99.",
             top.location,
             top.busy_share * 100.0,
-            loopscope::core::report::group(top.tasks.spawned),
+            loopscope::core::text::group(top.tasks.spawned),
             fmt_duration(top.poll.p99)
         );
     }
@@ -128,7 +128,7 @@ pub fn findings(report: &Report) -> String {
     let _ = writeln!(
         o,
         "  - {} poll{} took longer than {}; a poll that long holds up every task queued behind it.",
-        loopscope::core::report::group(rt.slow_polls),
+        loopscope::core::text::group(rt.slow_polls),
         if rt.slow_polls == 1 { "" } else { "s" },
         fmt_duration(report.recording.slow_poll_threshold)
     );
