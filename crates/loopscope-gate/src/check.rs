@@ -475,7 +475,10 @@ fn judge(policy: &Policy, inst: &Instance<'_>, level: f64) -> RuleResult {
             (result.verdict, result.detail) = if base_point == Some(0.0) {
                 (Verdict::Inconclusive, "the baseline's figure is zero: no relative change can be taken".into())
             } else if delta < rule.min_effect_ns as f64 {
-                (Verdict::Pass, format!("changed by less than the minimum effect of {}", ns(rule.min_effect_ns as f64)))
+                (
+                    Verdict::Pass,
+                    format!("changed by less than the minimum effect of {}", fmt_nanos(rule.min_effect_ns as f64)),
+                )
             } else if thin {
                 (Verdict::Inconclusive, THIN.into())
             } else {
@@ -492,7 +495,7 @@ fn judge(policy: &Policy, inst: &Instance<'_>, level: f64) -> RuleResult {
         }
         Limit::Budget(budget) => {
             result.kind = "budget";
-            result.limit = ns(budget as f64);
+            result.limit = fmt_nanos(budget as f64);
             let mut c = c;
             result.interval = interval(&mut c, level).map(|(lo, hi)| [lo, hi]);
             let budget = budget as f64;
@@ -600,8 +603,8 @@ fn blocking_site_matches(site: &str, pattern: &str) -> bool {
     [site, file].iter().any(|s| ends_at_path_boundary(s, pattern))
 }
 
-/// Nanoseconds in a readable unit.
-pub fn ns(v: f64) -> String {
+/// A figure in nanoseconds (as the outcome holds them) in a readable unit: `1.23µs`, `20.1ms`.
+pub fn fmt_nanos(v: f64) -> String {
     loopscope_core::units::fmt_duration(std::time::Duration::from_nanos(v.max(0.0) as u64))
 }
 
