@@ -172,7 +172,8 @@ struct Instance<'p> {
 pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Outcome, InputError> {
     let all: Vec<&Run> = baseline.iter().chain(candidate).collect();
     check_comparable(&all)?;
-    let warmup = policy.warmup.as_nanos() as u64;
+    // Recordings count nanoseconds in a u64; a longer warm-up leaves every interval out.
+    let warmup = u64::try_from(policy.warmup.as_nanos()).unwrap_or(u64::MAX);
     let mut instances = Vec::new();
     for rule in &policy.rules {
         instances.extend(instances_of(policy, rule, baseline, candidate, warmup)?);
@@ -474,10 +475,10 @@ fn judge(policy: &Policy, inst: &Instance<'_>, level: f64) -> RuleResult {
             result.interval = interval(&mut ratios, level).map(|(lo, hi)| [lo, hi]);
             (result.verdict, result.detail) = if base_point == Some(0.0) {
                 (Verdict::Inconclusive, "the baseline's figure is zero: no relative change can be taken".into())
-            } else if delta < rule.min_effect_ns as f64 {
+            } else if delta < nanos(rule.min_effect) {
                 (
                     Verdict::Pass,
-                    format!("changed by less than the minimum effect of {}", fmt_nanos(rule.min_effect_ns as f64)),
+                    format!("changed by less than the minimum effect of {}", fmt_nanos(nanos(rule.min_effect))),
                 )
             } else if thin {
                 (Verdict::Inconclusive, THIN.into())
@@ -495,10 +496,10 @@ fn judge(policy: &Policy, inst: &Instance<'_>, level: f64) -> RuleResult {
         }
         Limit::Budget(budget) => {
             result.kind = "budget";
-            result.limit = fmt_nanos(budget as f64);
+            result.limit = fmt_nanos(nanos(budget));
             let mut c = c;
             result.interval = interval(&mut c, level).map(|(lo, hi)| [lo, hi]);
-            let budget = budget as f64;
+            let budget = nanos(budget);
             (result.verdict, result.detail) = match result.interval {
                 _ if thin => (Verdict::Inconclusive, THIN.into()),
                 Some([lo, _]) if lo > budget => (Verdict::Regression, format!("over the budget of {}", result.limit)),
@@ -601,6 +602,11 @@ fn stall_rules(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Vec<Rule
 fn blocking_site_matches(site: &str, pattern: &str) -> bool {
     let file = site.rsplit_once(':').map_or(site, |(f, _)| f);
     [site, file].iter().any(|s| ends_at_path_boundary(s, pattern))
+}
+
+/// A duration as the outcome's figures hold it: nanoseconds, as a float.
+fn nanos(d: std::time::Duration) -> f64 {
+    d.as_nanos() as f64
 }
 
 /// A figure in nanoseconds (as the outcome holds them) in a readable unit: `1.23µs`, `20.1ms`.
