@@ -434,3 +434,59 @@ fn two_builds_with_different_file_names_are_compared_and_the_output_says_so() {
         assert!(err.contains(needle), "{needle:?} not in: {err}");
     }
 }
+
+/// `n` rules over the runtime's and the sleepers' poll time and scheduling latency at as many
+/// percentiles, `resamples` resamples each.
+fn many_rules(n: usize, resamples: u32) -> String {
+    let mut policy = format!("[gate]\nresamples = {resamples}\n");
+    for i in 0..n {
+        let metric = ["poll", "sched"][i % 2];
+        let site = if i % 4 < 2 { "" } else { "site = \"workloads/sleep-storm/src/lib.rs\"\n" };
+        let pct = 10.0 + (i / 4) as f64 * 0.5;
+        policy.push_str(&format!("[[rule]]\nmetric = \"{metric}\"\n{site}stat = \"p{pct}\"\nmax_increase = \"10%\"\n"));
+    }
+    policy
+}
+
+/// CPU time of the calling thread: the work it did, however busy the machine is.
+fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec, which `ts` is.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[test]
+fn the_check_costs_in_proportion_to_its_rules() {
+    let f = fixtures();
+    let mut resolver = loopscope_core::resolve::Resolver::addresses_only();
+    let base = loopscope_gate::Run::read_all(&f.base, &mut resolver).unwrap();
+    let cand = loopscope_gate::Run::read_all(&f.slow, &mut resolver).unwrap();
+    let policy = |n| loopscope_gate::Policy::parse(&many_rules(n, 200), "many-rules.toml").unwrap();
+    let (few, many) = (policy(20), policy(200));
+    // The check's CPU time (it runs on one thread) and its wall time.
+    let time = |p: &loopscope_gate::Policy, base: &[loopscope_gate::Run], cand: &[loopscope_gate::Run]| {
+        let (cpu, wall) = (thread_cpu_time(), std::time::Instant::now());
+        let outcome = loopscope_gate::check(p, base, cand).unwrap();
+        (thread_cpu_time() - cpu, wall.elapsed(), outcome.statistical_rules)
+    };
+    let runs: Vec<_> = (0..3).map(|_| time(&few, &base, &cand)).collect();
+    assert!(runs.iter().all(|r| r.2 == 20));
+    let cpu20 = runs.iter().map(|r| r.0).min().unwrap();
+    let wall20 = runs.iter().map(|r| r.1).min().unwrap();
+    // Ten times the rules: ten times the work when the cost is linear, a hundred times when the
+    // resamples per rule grow with the rule count (as they did). Up to 20 passes. The wall clock
+    // only bounds the wait, generously, so that a quadratic check fails without running for long.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(time(&many, &base, &cand));
+    });
+    let Ok((cpu200, wall200, rules)) = rx.recv_timeout(wall20 * 60) else {
+        panic!("200 rules ran for more than 60 times as long as 20 rules ({wall20:?})");
+    };
+    assert_eq!(rules, 200);
+    let ratio = cpu200.as_secs_f64() / cpu20.as_secs_f64();
+    eprintln!("CPU time: 20 rules {cpu20:?}, 200 rules {cpu200:?} ({ratio:.1}×); wall {wall20:?}, {wall200:?}");
+    assert!(ratio < 20.0, "200 rules took {ratio:.1} times the CPU time of 20 ({cpu200:?} against {cpu20:?})");
+}

@@ -315,6 +315,7 @@ mod tests {
             change,
             interval: change.map(|c| if kind == "budget" { [1_500.0, 2_500.0] } else { [c - 0.05, c + 0.05] }),
             confidence: Some(0.99),
+            interval_method: change.map(|_| crate::stats::Method::Percentile),
             verdict,
             detail: format!("{} because", verdict.name()),
         }
