@@ -382,6 +382,70 @@ fn gate_runs_both_commands_interleaved_and_checks_them() {
 }
 
 #[test]
+fn gate_never_writes_through_links_planted_at_its_old_temporary_names() {
+    use std::io::Write as _;
+    let _turn = one_workload_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    // `sh` waits for a line, then becomes `loopscope gate` under the same pid: the gate's
+    // directory name used to be $TMPDIR/loopscope-gate-PID, known before it runs.
+    let bin = env!("CARGO_BIN_EXE_loopscope");
+    let storm = [bin, "run", "sleep-storm", "--for", "200ms", "--tasks", "50"];
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "read -r go && exec \"$0\" \"$@\"", bin, "gate", "--runs", "1", "--"])
+        .args(storm)
+        .arg("---")
+        .args(storm)
+        .env("TMPDIR", tmp.path())
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let planted = tmp.path().join(format!("loopscope-gate-{}", child.id()));
+    std::fs::create_dir(&planted).unwrap();
+    let names = ["baseline-01.log", "candidate-01.log", "baseline-01.loopscope", "candidate-01.loopscope"];
+    for name in names {
+        std::os::unix::fs::symlink(&victim, planted.join(name)).unwrap();
+    }
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "the victim was written through a link");
+    let mut left: Vec<String> =
+        std::fs::read_dir(&planted).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert_eq!(left, ["baseline-01.log", "baseline-01.loopscope", "candidate-01.log", "candidate-01.loopscope"]);
+    assert!(names.iter().all(|n| planted.join(n).is_symlink()), "the planted links are left alone");
+    // The gate's own directory: private, and removed after a pass.
+    use std::os::unix::fs::PermissionsExt as _;
+    let own: Vec<PathBuf> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("loopscope-gate-") && *p != planted)
+        .collect();
+    match out.status.code() {
+        Some(0) => assert!(own.is_empty(), "{own:?}"),
+        _ => {
+            assert_eq!(own.len(), 1, "{own:?}");
+            assert_eq!(std::fs::metadata(&own[0]).unwrap().permissions().mode() & 0o777, 0o700);
+        }
+    }
+
+    // In an --out directory, a link at a log's name is refused, not followed.
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::os::unix::fs::symlink(&victim, out_dir.join("baseline-01.log")).unwrap();
+    let out = run(&["gate", "--runs", "1", "--out", s(&out_dir), "--", "true", "---", "true"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("baseline-01.log"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+}
+
+#[test]
 fn two_builds_with_different_file_names_are_compared_and_the_output_says_so() {
     let recorded = {
         let _turn = one_workload_at_a_time();

@@ -11,7 +11,10 @@ use crate::cli::{DemoArgs, Flavor, RunOpts, WorkloadCmd};
 use crate::run::{print_report, run_workload};
 
 pub fn demo_command(args: &DemoArgs) -> Result<(), Failure> {
-    let path = std::env::temp_dir().join(format!("loopscope-demo-{}.loopscope", std::process::id()));
+    // A fresh private directory (mode 0700, an unpredictable name), kept for the user to read
+    // the recording again: no file or link of someone else's can be waiting at its path.
+    let dir = crate::private_temp_dir("loopscope-demo-").map_err(Failure::Run)?.keep();
+    let path = dir.join("demo.loopscope");
     let opts = RunOpts {
         run_for: args.run_for,
         record: Some(path.clone()),
