@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 
 use loopscope::Report;
+use loopscope::core::report::StallGroup;
+use loopscope::core::stall::Origin;
 use loopscope::core::units::fmt_duration;
 
 use crate::Failure;
@@ -110,13 +112,18 @@ pub fn findings(report: &Report) -> String {
             fmt_duration(late.summary.p99)
         );
     }
-    match report.stalls.first() {
+    // The host's stalls (a preempted worker) are not the program's: said apart.
+    let ours: Vec<&StallGroup> = report.stalls.iter().filter(|g| g.origin != Origin::Host).collect();
+    let host: u64 = report.stalls.iter().filter(|g| g.origin == Origin::Host).map(|g| g.count).sum();
+    let count: u64 = ours.iter().map(|g| g.count).sum();
+    let by_host = if host > 0 { format!(" ({host} more held up by the host, not the program)") } else { String::new() };
+    match ours.first() {
         Some(g) => {
             let _ = writeln!(
                 o,
-                "  - {} stall{} blocked a worker; the worst group: {} × {} at {} (up to {}).",
-                rt.stalls.count,
-                if rt.stalls.count == 1 { "" } else { "s" },
+                "  - {} stall{} blocked a worker{by_host}; the worst group: {} × {} at {} (up to {}).",
+                count,
+                if count == 1 { "" } else { "s" },
                 g.count,
                 g.category,
                 g.spawn_site.as_deref().unwrap_or("an unknown site"),
@@ -124,7 +131,7 @@ pub fn findings(report: &Report) -> String {
             );
         }
         None if report.recording.stall_threshold.is_some() => {
-            let _ = writeln!(o, "  - No poll blocked a worker: the stall detector raised nothing.");
+            let _ = writeln!(o, "  - No poll of the program blocked a worker{by_host}.");
         }
         None => {}
     }
