@@ -176,7 +176,12 @@ fn demo_without_a_terminal_prints_the_report_and_its_findings() {
     let path = path.split(';').next().unwrap();
     let rec = Recording::read(path).unwrap();
     assert!(rec.is_complete());
+    // In a private directory of its own, not at a name known in advance.
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::path::Path::new(path).parent().unwrap();
+    assert_eq!(std::fs::metadata(dir).unwrap().permissions().mode() & 0o777, 0o700, "{}", dir.display());
     std::fs::remove_file(path).unwrap();
+    std::fs::remove_dir(dir).unwrap();
 }
 
 #[test]

@@ -239,7 +239,7 @@ fn every_reader(bytes: &[u8], scratch: &std::path::Path) -> isize {
 
 /// The text report, as `loopscope report` prints it.
 fn loopscope_cli_text(report: &Report) -> String {
-    report.to_text(10)
+    loopscope_cli::report_text::render(report, 10)
 }
 
 #[test]

@@ -382,6 +382,70 @@ fn gate_runs_both_commands_interleaved_and_checks_them() {
 }
 
 #[test]
+fn gate_never_writes_through_links_planted_at_its_old_temporary_names() {
+    use std::io::Write as _;
+    let _turn = one_workload_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    // `sh` waits for a line, then becomes `loopscope gate` under the same pid: the gate's
+    // directory name used to be $TMPDIR/loopscope-gate-PID, known before it runs.
+    let bin = env!("CARGO_BIN_EXE_loopscope");
+    let storm = [bin, "run", "sleep-storm", "--for", "200ms", "--tasks", "50"];
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "read -r go && exec \"$0\" \"$@\"", bin, "gate", "--runs", "1", "--"])
+        .args(storm)
+        .arg("---")
+        .args(storm)
+        .env("TMPDIR", tmp.path())
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let planted = tmp.path().join(format!("loopscope-gate-{}", child.id()));
+    std::fs::create_dir(&planted).unwrap();
+    let names = ["baseline-01.log", "candidate-01.log", "baseline-01.loopscope", "candidate-01.loopscope"];
+    for name in names {
+        std::os::unix::fs::symlink(&victim, planted.join(name)).unwrap();
+    }
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "the victim was written through a link");
+    let mut left: Vec<String> =
+        std::fs::read_dir(&planted).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert_eq!(left, ["baseline-01.log", "baseline-01.loopscope", "candidate-01.log", "candidate-01.loopscope"]);
+    assert!(names.iter().all(|n| planted.join(n).is_symlink()), "the planted links are left alone");
+    // The gate's own directory: private, and removed after a pass.
+    use std::os::unix::fs::PermissionsExt as _;
+    let own: Vec<PathBuf> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("loopscope-gate-") && *p != planted)
+        .collect();
+    match out.status.code() {
+        Some(0) => assert!(own.is_empty(), "{own:?}"),
+        _ => {
+            assert_eq!(own.len(), 1, "{own:?}");
+            assert_eq!(std::fs::metadata(&own[0]).unwrap().permissions().mode() & 0o777, 0o700);
+        }
+    }
+
+    // In an --out directory, a link at a log's name is refused, not followed.
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::os::unix::fs::symlink(&victim, out_dir.join("baseline-01.log")).unwrap();
+    let out = run(&["gate", "--runs", "1", "--out", s(&out_dir), "--", "true", "---", "true"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("baseline-01.log"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+}
+
+#[test]
 fn two_builds_with_different_file_names_are_compared_and_the_output_says_so() {
     let recorded = {
         let _turn = one_workload_at_a_time();
@@ -433,4 +497,60 @@ fn two_builds_with_different_file_names_are_compared_and_the_output_says_so() {
     for needle in ["cannot be compared", "the workload sleep-storm", "\"server-v2\", which is not a workload"] {
         assert!(err.contains(needle), "{needle:?} not in: {err}");
     }
+}
+
+/// `n` rules over the runtime's and the sleepers' poll time and scheduling latency at as many
+/// percentiles, `resamples` resamples each.
+fn many_rules(n: usize, resamples: u32) -> String {
+    let mut policy = format!("[gate]\nresamples = {resamples}\n");
+    for i in 0..n {
+        let metric = ["poll", "sched"][i % 2];
+        let site = if i % 4 < 2 { "" } else { "site = \"workloads/sleep-storm/src/lib.rs\"\n" };
+        let pct = 10.0 + (i / 4) as f64 * 0.5;
+        policy.push_str(&format!("[[rule]]\nmetric = \"{metric}\"\n{site}stat = \"p{pct}\"\nmax_increase = \"10%\"\n"));
+    }
+    policy
+}
+
+/// CPU time of the calling thread: the work it did, however busy the machine is.
+fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec, which `ts` is.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[test]
+fn the_check_costs_in_proportion_to_its_rules() {
+    let f = fixtures();
+    let mut resolver = loopscope_core::resolve::Resolver::addresses_only();
+    let base = loopscope_gate::Run::read_all(&f.base, &mut resolver).unwrap();
+    let cand = loopscope_gate::Run::read_all(&f.slow, &mut resolver).unwrap();
+    let policy = |n| loopscope_gate::Policy::parse(&many_rules(n, 200), "many-rules.toml").unwrap();
+    let (few, many) = (policy(20), policy(200));
+    // The check's CPU time (it runs on one thread) and its wall time.
+    let time = |p: &loopscope_gate::Policy, base: &[loopscope_gate::Run], cand: &[loopscope_gate::Run]| {
+        let (cpu, wall) = (thread_cpu_time(), std::time::Instant::now());
+        let outcome = loopscope_gate::check(p, base, cand).unwrap();
+        (thread_cpu_time() - cpu, wall.elapsed(), outcome.statistical_rules)
+    };
+    let runs: Vec<_> = (0..3).map(|_| time(&few, &base, &cand)).collect();
+    assert!(runs.iter().all(|r| r.2 == 20));
+    let cpu20 = runs.iter().map(|r| r.0).min().unwrap();
+    let wall20 = runs.iter().map(|r| r.1).min().unwrap();
+    // Ten times the rules: ten times the work when the cost is linear, a hundred times when the
+    // resamples per rule grow with the rule count (as they did). Up to 20 passes. The wall clock
+    // only bounds the wait, generously, so that a quadratic check fails without running for long.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(time(&many, &base, &cand));
+    });
+    let Ok((cpu200, wall200, rules)) = rx.recv_timeout(wall20 * 60) else {
+        panic!("200 rules ran for more than 60 times as long as 20 rules ({wall20:?})");
+    };
+    assert_eq!(rules, 200);
+    let ratio = cpu200.as_secs_f64() / cpu20.as_secs_f64();
+    eprintln!("CPU time: 20 rules {cpu20:?}, 200 rules {cpu200:?} ({ratio:.1}×); wall {wall20:?}, {wall200:?}");
+    assert!(ratio < 20.0, "200 rules took {ratio:.1} times the CPU time of 20 ({cpu200:?} against {cpu20:?})");
 }

@@ -1,13 +1,12 @@
 //! `loopscope run blocking` with every scenario: each mistake and its fix under the recorder, one
 //! session each, summed up in one table.
 
-use std::fmt::Write as _;
-
 use blocking::{Scenario, Which};
 use loopscope::Report;
 use loopscope::core::model::StallCategory;
-use loopscope::core::report::{clip_left, display_path};
+use loopscope::core::text::{Column, Table};
 use loopscope::core::units::fmt_duration;
+use loopscope_cli::report_text::display_path;
 use serde::Serialize;
 
 use crate::Failure;
@@ -83,30 +82,24 @@ pub fn run_catalogue(opts: &RunOpts, repeat: u32) -> Result<Vec<Row>, Failure> {
 
 /// The rows as a table.
 pub fn table(rows: &[Row]) -> String {
-    let mut o = String::new();
-    let host: u64 = rows.iter().map(|r| r.host_stalls).sum();
-    let _ = writeln!(
-        o,
-        "{:<18} {:<8} {:>6}  {:<16} {:<40} {:>12}  verdict",
-        "scenario", "variant", "stalls", "category", "blocking site", "ticker late"
-    );
-    for r in rows {
-        let _ = writeln!(
-            o,
-            "{:<18} {:<8} {:>6}  {:<16} {:<40} {:>12}  {}",
-            r.scenario,
-            r.variant,
-            if r.host_stalls > 0 { format!("{} +{}h", r.stalls, r.host_stalls) } else { r.stalls.to_string() },
-            r.category.as_deref().unwrap_or("-"),
-            clip_left(r.blocking_site.as_deref().unwrap_or("-"), 40),
-            fmt_duration(std::time::Duration::from_secs_f64(r.worst_ticker_lateness_ms / 1e3)),
-            r.verdict
-        );
-    }
-    if host > 0 {
-        let _ = writeln!(
-            o,
-            "(+Nh: stalls not at a line of the program: the host held the worker up, or it blocked inside the runtime)"
+    let table = Table::new(vec![
+        Column::left("scenario", |r: &Row| r.scenario.to_string()),
+        Column::left("variant", |r: &Row| r.variant.to_string()),
+        Column::right("stalls", |r: &Row| {
+            if r.host_stalls > 0 { format!("{} +{}h", r.stalls, r.host_stalls) } else { r.stalls.to_string() }
+        }),
+        Column::left("category", |r: &Row| r.category.as_deref().unwrap_or("-").to_string()),
+        Column::left("blocking site", |r: &Row| r.blocking_site.as_deref().unwrap_or("-").to_string()).clip(40),
+        Column::right("ticker late", |r: &Row| {
+            std::time::Duration::try_from_secs_f64(r.worst_ticker_lateness_ms / 1e3).map_or("-".into(), fmt_duration)
+        }),
+        Column::left("verdict", |r: &Row| r.verdict.to_string()),
+    ])
+    .gap(2);
+    let mut o = table.render(rows);
+    if rows.iter().any(|r| r.host_stalls > 0) {
+        o.push_str(
+            "(+Nh: stalls not at a line of the program: the host held the worker up, or it blocked inside the runtime)\n",
         );
     }
     o
@@ -144,4 +137,42 @@ pub fn quiet_nested_runtime_panics() {
             previous(info);
         }
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(scenario: &'static str, variant: &'static str, stalls: u64, host_stalls: u64, site: Option<&str>) -> Row {
+        Row {
+            scenario,
+            variant,
+            stalls,
+            host_stalls,
+            category: site.map(|_| "sync-sleep".to_string()),
+            blocking_site: site.map(str::to_string),
+            worst_ticker_lateness_ms: if stalls > 0 { 61.5 } else { 1.2 },
+            lost_work: 0,
+            verdict: if variant == "fix" { "clean" } else { "caught" },
+            ok: true,
+        }
+    }
+
+    #[test]
+    fn the_catalogue_table_has_one_heading_per_column() {
+        let rows = [
+            row("sync-sleep", "mistake", 3, 0, Some("workloads/blocking/src/lib.rs:120")),
+            row("sync-sleep", "fix", 0, 1, None),
+            row("std-mutex", "mistake", 12, 0, Some("/a/checkout/somewhere/deep/workloads/blocking/src/lib.rs:201")),
+        ];
+        let text = table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        // The last column (left-aligned) starts under its heading on every row, whatever the
+        // widths of the cells before it.
+        let verdict_at = lines[0].chars().count() - "verdict".len();
+        for (line, row) in lines[1..].iter().zip(&rows) {
+            assert_eq!(line.chars().count() - row.verdict.len(), verdict_at, "{text}");
+        }
+        insta::assert_snapshot!(text);
+    }
 }

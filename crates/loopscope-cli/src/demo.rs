@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 
 use loopscope::Report;
+use loopscope::core::report::StallGroup;
+use loopscope::core::stall::Origin;
 use loopscope::core::units::fmt_duration;
 
 use crate::Failure;
@@ -11,7 +13,10 @@ use crate::cli::{DemoArgs, Flavor, RunOpts, WorkloadCmd};
 use crate::run::{print_report, run_workload};
 
 pub fn demo_command(args: &DemoArgs) -> Result<(), Failure> {
-    let path = std::env::temp_dir().join(format!("loopscope-demo-{}.loopscope", std::process::id()));
+    // A fresh private directory (mode 0700, an unpredictable name), kept for the user to read
+    // the recording again: no file or link of someone else's can be waiting at its path.
+    let dir = crate::private_temp_dir("loopscope-demo-").map_err(Failure::Run)?.keep();
+    let path = dir.join("demo.loopscope");
     let opts = RunOpts {
         run_for: args.run_for,
         record: Some(path.clone()),
@@ -76,7 +81,7 @@ pub fn findings(report: &Report) -> String {
     let _ = writeln!(
         o,
         "  - {} polls took {} in total: the workers were busy {:.1}% of the time.",
-        loopscope::core::report::group(rt.polls),
+        loopscope::core::text::group(rt.polls),
         fmt_duration(rt.busy),
         rt.busy_ratio * 100.0
     );
@@ -86,7 +91,7 @@ pub fn findings(report: &Report) -> String {
             "  - The busiest spawn site is {} ({:.0}% of busy time, {} tasks); its polls take {} at p99.",
             top.location,
             top.busy_share * 100.0,
-            loopscope::core::report::group(top.tasks.spawned),
+            loopscope::core::text::group(top.tasks.spawned),
             fmt_duration(top.poll.p99)
         );
     }
@@ -109,13 +114,18 @@ pub fn findings(report: &Report) -> String {
             fmt_duration(late.summary.p99)
         );
     }
-    match report.stalls.first() {
+    // The host's stalls (a preempted worker) are not the program's: said apart.
+    let ours: Vec<&StallGroup> = report.stalls.iter().filter(|g| g.origin != Origin::Host).collect();
+    let host: u64 = report.stalls.iter().filter(|g| g.origin == Origin::Host).map(|g| g.count).sum();
+    let count: u64 = ours.iter().map(|g| g.count).sum();
+    let by_host = if host > 0 { format!(" ({host} more held up by the host, not the program)") } else { String::new() };
+    match ours.first() {
         Some(g) => {
             let _ = writeln!(
                 o,
-                "  - {} stall{} blocked a worker; the worst group: {} × {} at {} (up to {}).",
-                rt.stalls.count,
-                if rt.stalls.count == 1 { "" } else { "s" },
+                "  - {} stall{} blocked a worker{by_host}; the worst group: {} × {} at {} (up to {}).",
+                count,
+                if count == 1 { "" } else { "s" },
                 g.count,
                 g.category,
                 g.spawn_site.as_deref().unwrap_or("an unknown site"),
@@ -123,14 +133,14 @@ pub fn findings(report: &Report) -> String {
             );
         }
         None if report.recording.stall_threshold.is_some() => {
-            let _ = writeln!(o, "  - No poll blocked a worker: the stall detector raised nothing.");
+            let _ = writeln!(o, "  - No poll of the program blocked a worker{by_host}.");
         }
         None => {}
     }
     let _ = writeln!(
         o,
         "  - {} poll{} took longer than {}; a poll that long holds up every task queued behind it.",
-        loopscope::core::report::group(rt.slow_polls),
+        loopscope::core::text::group(rt.slow_polls),
         if rt.slow_polls == 1 { "" } else { "s" },
         fmt_duration(report.recording.slow_poll_threshold)
     );

@@ -1,5 +1,6 @@
 //! `loopscope check` and `loopscope gate`: the CI latency gate over recordings.
 
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -90,21 +91,36 @@ pub fn gate_command(args: &GateArgs) -> Result<u8, Failure> {
     if base_cmd.is_empty() || new_cmd.is_empty() {
         return Err(usage("a command is empty"));
     }
+    // Without --out, a fresh private directory (mode 0700, an unpredictable name): nothing can
+    // be planted in it beforehand, such as a link at a log's name to a file of the user's.
     let (dir, temporary) = match &args.out {
         Some(d) => {
             std::fs::create_dir_all(d)
                 .with_context(|| format!("cannot create --out directory {}", d.display()))
                 .map_err(Failure::Input)?;
-            (d.clone(), false)
+            (d.clone(), None)
         }
         None => {
-            let d = std::env::temp_dir().join(format!("loopscope-gate-{}", std::process::id()));
-            std::fs::create_dir_all(&d)
-                .with_context(|| format!("cannot create {}", d.display()))
-                .map_err(Failure::Input)?;
-            (d, true)
+            let t = crate::private_temp_dir("loopscope-gate-").map_err(Failure::Input)?;
+            (t.path().to_path_buf(), Some(t))
         }
     };
+    let result = run_and_judge(args, base_cmd, new_cmd, &dir);
+    match (temporary, &result) {
+        // A pass leaves nothing behind; anything else keeps what explains it.
+        (Some(t), Ok(code)) if *code == crate::EXIT_OK => drop(t),
+        (t, _) => {
+            if let Some(t) = t {
+                let _ = t.keep();
+            }
+            eprintln!("gate: recordings and command output kept in {}", dir.display());
+        }
+    }
+    result
+}
+
+/// Runs both commands `args.runs` times, interleaved, recording into `dir`, then judges.
+fn run_and_judge(args: &GateArgs, base_cmd: &[String], new_cmd: &[String], dir: &Path) -> Result<u8, Failure> {
     let (mut base, mut cand) = (Vec::new(), Vec::new());
     for i in 1..=args.runs {
         for (label, cmd, files) in [("baseline", base_cmd, &mut base), ("candidate", new_cmd, &mut cand)] {
@@ -113,20 +129,20 @@ pub fn gate_command(args: &GateArgs) -> Result<u8, Failure> {
             files.push(file);
         }
     }
-    let code = judge(&args.gate, &base, &cand)?;
-    if temporary && code == crate::EXIT_OK {
-        let _ = std::fs::remove_dir_all(&dir);
-    } else {
-        eprintln!("gate: recordings and command output kept in {}", dir.display());
-    }
-    Ok(code)
+    judge(&args.gate, &base, &cand)
 }
 
 /// Runs one command with `LOOPSCOPE_RECORD=file`; its output goes to `file` with `.log`.
 fn record_one(label: &str, cmd: &[String], file: &Path, args: &GateArgs, i: u32) -> Result<(), Failure> {
     let log_path = file.with_extension("log");
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("cannot create {}", log_path.display()))
+    // Never through a symbolic link at the log's name (in an --out directory others can write).
+    let log = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&log_path)
+        .with_context(|| format!("cannot create {} (a symbolic link is refused)", log_path.display()))
         .map_err(Failure::Input)?;
     let err_log = log.try_clone().map_err(|e| Failure::Input(e.into()))?;
     let _ = std::fs::remove_file(file);

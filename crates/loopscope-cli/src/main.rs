@@ -30,6 +30,17 @@ pub fn resolver() -> loopscope::core::resolve::Resolver {
     loopscope::core::resolve::Resolver::new(loopscope_symbols::Symbolizer::boxed())
 }
 
+/// A fresh directory in the temporary directory, `prefix` and a random name, that only this user
+/// can enter (0700): nothing can be waiting at its paths, and others cannot read what goes in.
+pub fn private_temp_dir(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt as _;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .map_err(|e| anyhow::anyhow!("cannot create a directory in {}: {e}", std::env::temp_dir().display()))
+}
+
 /// An error with the exit code it maps to.
 pub enum Failure {
     /// Bad input: exit 2.

@@ -199,7 +199,7 @@ pub fn print_report(report: &Report, json: bool, top: usize) {
     if json {
         println!("{}", report.to_json());
     } else {
-        print!("{}", report.to_text(top));
+        print!("{}", loopscope_cli::report_text::render(report, top));
     }
 }
 

@@ -11,8 +11,10 @@
 //! - [`validate`]: what a recording may contain, checked by the reader for every reader.
 //! - [`resolve`]: symbolizing stacks on the reader's side ([`resolve::Symbolize`]).
 //! - [`stall`]: the one stall model: blocking sites, categories from stacks, begin/look/end pairing.
-//! - [`report`]: aggregation of a recording into the per-runtime / per-site report and its JSON.
+//! - [`report`]: aggregation of a recording into the per-runtime / per-site report and its JSON
+//!   (its text rendering is the command's: `loopscope-cli`'s `report_text`).
 //! - [`workload`]: the end-to-end figures a workload reports beside the recorder's.
+//! - [`text`]: plain-text tables built from one column spec (no I/O), for every reader's tables.
 #![warn(missing_docs)]
 
 pub mod dist;
@@ -24,6 +26,7 @@ mod model_v1;
 pub mod report;
 pub mod resolve;
 pub mod stall;
+pub mod text;
 pub mod units;
 pub mod validate;
 pub mod workload;

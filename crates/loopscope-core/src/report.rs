@@ -2,10 +2,10 @@
 //!
 //! [`Aggregator`] consumes frames one at a time (from a file or live from the recorder), so its
 //! memory depends on the number of spawn sites and workers, never on the length of the run.
-//! [`Report`] is its result, printed as a table ([`Report::to_text`]) or as JSON with a stable,
-//! documented schema ([`SCHEMA_VERSION`], `docs/report.schema.json`).
+//! [`Report`] is its result: data, serialized as JSON with a stable, documented schema
+//! ([`SCHEMA_VERSION`], `docs/report.schema.json`). Displaying it is the reader's concern (the
+//! `loopscope` command's text report is built on [`crate::text`]).
 
-use std::fmt::Write as _;
 use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use crate::model::{
 };
 use crate::resolve::Resolver;
 use crate::stall::{Closed, Origin, StallTracker};
-use crate::units::{duration_ns, fmt_duration, opt_duration_ns};
+use crate::units::{duration_ns, opt_duration_ns};
 use crate::workload::{Metric, WorkloadResult};
 use std::collections::BTreeMap;
 
@@ -563,7 +563,14 @@ impl Aggregator {
         let hot_lines = self.hot_lines(&site_name);
         let spans = self.span_rows(&site_name);
         // The program's faults first, then what could not be tied to a line, then the host's.
-        stalls.sort_by(|a, b| a.origin.cmp(&b.origin).then(b.total.cmp(&a.total)).then(b.count.cmp(&a.count)));
+        let rank = |o: Origin| match o {
+            Origin::Program => 0,
+            Origin::Unattributed => 1,
+            Origin::Host => 2,
+        };
+        stalls.sort_by(|a, b| {
+            rank(a.origin).cmp(&rank(b.origin)).then(b.total.cmp(&a.total)).then(b.count.cmp(&a.count))
+        });
         let h = &self.header;
         Report {
             schema_version: SCHEMA_VERSION,
@@ -882,6 +889,19 @@ pub struct RecordingInfo {
     pub events_dropped: u64,
 }
 
+impl RecordingInfo {
+    /// What was recorded, by name: the workload, or the file name of the program (the first word
+    /// of its command line; `program` when unknown).
+    pub fn subject(&self) -> &str {
+        if let Some(w) = &self.workload {
+            return w;
+        }
+        let first = self.command_line.first().map_or("", String::as_str);
+        let name = first.rsplit('/').next().unwrap_or(first);
+        if name.is_empty() { "program" } else { name }
+    }
+}
+
 /// A workload's own figures.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WorkloadReport {
@@ -932,7 +952,8 @@ pub struct Report {
     pub workers: Vec<WorkerReport>,
     /// Per spawn site, by busy time, largest first.
     pub sites: Vec<SiteReport>,
-    /// Stalls grouped by category and spawn site, most blocked time first.
+    /// Stalls grouped by blocking site, category and spawn site: the program's first, then the
+    /// unattributed, then the host's ([`Origin`]); most blocked time first within each.
     pub stalls: Vec<StallGroup>,
     /// How slow polls were sampled.
     pub sampling: Sampling,
@@ -1033,293 +1054,7 @@ impl Report {
             s.location.ends_with(location_suffix) || format!("{}:{}", s.file, s.line).ends_with(location_suffix)
         })
     }
-
-    /// The report as a human-readable table; `max_sites` limits the spawn-site rows.
-    pub fn to_text(&self, max_sites: usize) -> String {
-        let mut o = String::new();
-        let r = &self.recording;
-        let state = match &r.completeness {
-            Completeness::Complete => "complete".to_string(),
-            Completeness::Truncated { at_byte, reason } => format!("CUT SHORT at byte {at_byte}: {reason}"),
-        };
-        let _ = writeln!(
-            o,
-            "loopscope report — {} — {} runtime, {} worker{} — {} over {} interval{} — {}",
-            r.workload.as_deref().unwrap_or("program"),
-            r.flavor,
-            r.workers,
-            plural(u64::from(r.workers)),
-            fmt_duration(r.duration),
-            r.intervals,
-            plural(r.intervals),
-            state
-        );
-        let rt = &self.runtime;
-        let _ = writeln!(
-            o,
-            "\nRuntime: {} polls, busy {} ({:.1}% of {} worker{}), {} slow poll{} (> {}), {} outlier{}",
-            group(rt.polls),
-            fmt_duration(rt.busy),
-            rt.busy_ratio * 100.0,
-            r.workers,
-            plural(u64::from(r.workers)),
-            group(rt.slow_polls),
-            plural(rt.slow_polls),
-            fmt_duration(r.slow_poll_threshold),
-            group(rt.poll_outliers + rt.sched_outliers),
-            plural(rt.poll_outliers + rt.sched_outliers),
-        );
-        let _ = writeln!(
-            o,
-            "  {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            "", "p50", "p90", "p99", "p99.9", "max", "mean"
-        );
-        let mut rows = vec![("poll", &rt.poll), ("sched", &rt.sched)];
-        if rt.lag.count > 0 {
-            rows.push(("lag probe", &rt.lag));
-        }
-        for (name, s) in rows {
-            let _ = writeln!(
-                o,
-                "  {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-                name,
-                dur(s, s.p50),
-                dur(s, s.p90),
-                dur(s, s.p99),
-                dur(s, s.p999),
-                dur(s, s.max),
-                dur(s, s.mean)
-            );
-        }
-        if !r.schedule_latency_tracked {
-            let _ = writeln!(
-                o,
-                "  (per-task scheduling latency was not tracked in this recording{})",
-                if rt.lag.count > 0 { "; the lag probe measures it for the runtime as a whole" } else { "" }
-            );
-        }
-        let t = &rt.tasks;
-        let q = &rt.queues;
-        let _ = writeln!(
-            o,
-            "  tasks: {} spawned, {} finished, {} alive · global queue max {} (mean {:.1}) · local queue max {} · blocking threads max {}",
-            group(t.spawned),
-            group(t.finished),
-            group(t.alive),
-            q.global_max,
-            q.global_mean,
-            q.local_max,
-            q.blocking_threads_max
-        );
-
-        if !self.workers.is_empty() {
-            let _ = writeln!(
-                o,
-                "\nWorkers\n  {:<28} {:>10} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6}",
-                "thread", "polls", "busy", "busy%", "poll p50", "poll p99", "poll max", "sched p99", "slow"
-            );
-            for w in &self.workers {
-                let name = match w.index {
-                    Some(i) => format!("#{i} {}", w.thread_name),
-                    None => w.thread_name.clone(),
-                };
-                let _ = writeln!(
-                    o,
-                    "  {:<28} {:>10} {:>8} {:>5.1}% {:>8} {:>8} {:>8} {:>8} {:>6}",
-                    clip_left(&name, 28),
-                    group(w.polls),
-                    fmt_duration(w.busy),
-                    w.busy_ratio * 100.0,
-                    dur(&w.poll, w.poll.p50),
-                    dur(&w.poll, w.poll.p99),
-                    dur(&w.poll, w.poll.max),
-                    dur(&w.sched, w.sched.p99),
-                    group(w.slow_polls)
-                );
-            }
-        }
-
-        let _ = writeln!(
-            o,
-            "\nSpawn sites ({} by busy time){}",
-            self.sites.len(),
-            if self.sites.len() > max_sites { format!(", top {max_sites}") } else { String::new() }
-        );
-        let _ = writeln!(
-            o,
-            "  {:<36} {:>7} {:>9} {:>8} │ {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>5} {:>4}",
-            "site",
-            "tasks",
-            "polls",
-            "busy",
-            "poll50",
-            "p90",
-            "p99",
-            "p99.9",
-            "max",
-            "sched50",
-            "p90",
-            "p99",
-            "p99.9",
-            "max",
-            "slow",
-            "outl"
-        );
-        for s in self.sites.iter().take(max_sites) {
-            let p = &s.poll;
-            let l = &s.sched;
-            let _ = writeln!(
-                o,
-                "  {:<36} {:>7} {:>9} {:>8} │ {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>7} {:>7} {:>7} {:>7} {:>7} │ {:>5} {:>6} {:>4}",
-                clip_left(&s.location, 36),
-                group(s.tasks.spawned),
-                group(s.polls),
-                fmt_duration(s.busy),
-                dur(p, p.p50),
-                dur(p, p.p90),
-                dur(p, p.p99),
-                dur(p, p.p999),
-                dur(p, p.max),
-                dur(l, l.p50),
-                dur(l, l.p90),
-                dur(l, l.p99),
-                dur(l, l.p999),
-                dur(l, l.max),
-                group(s.slow_polls),
-                group(s.stalls),
-                group(s.poll_outliers + s.sched_outliers)
-            );
-        }
-        match r.stall_threshold {
-            None => {
-                let _ = writeln!(o, "\nStalls: detector off");
-            }
-            Some(t) if self.stalls.is_empty() => {
-                let _ = writeln!(o, "\nStalls: none (no poll blocked a worker for more than {})", fmt_duration(t));
-            }
-            Some(t) => {
-                let st = &rt.stalls;
-                let _ = writeln!(
-                    o,
-                    "\nStalls: {} poll{} blocked a worker for more than {} (detected {} after the threshold on average, {} at most)",
-                    group(st.count),
-                    plural(st.count),
-                    fmt_duration(t),
-                    fmt_duration(st.detection_latency_mean),
-                    fmt_duration(st.detection_latency_max)
-                );
-                let _ = writeln!(
-                    o,
-                    "  {:<15} {:>5} {:>8} {:>8}  {:<40} {:<32} in",
-                    "category", "count", "total", "max", "blocking site", "spawn site"
-                );
-                for g in &self.stalls {
-                    let within = match (&g.call, &g.syscall, &g.fd_target) {
-                        (Some(c), Some(s), Some(fd)) => format!("{c} ({s} on {fd})"),
-                        (Some(c), Some(s), None) => format!("{c} ({s})"),
-                        (Some(c), None, _) => c.clone(),
-                        (None, Some(s), Some(fd)) => format!("{s} on {fd}"),
-                        (None, Some(s), None) => s.clone(),
-                        (None, None, _) => String::new(),
-                    };
-                    let blocking = g.blocking_site.as_deref().map_or_else(|| "-".to_string(), display_path);
-                    let _ = writeln!(
-                        o,
-                        "  {:<15} {:>5} {:>8} {:>8}  {:<40} {:<32} {}",
-                        g.category.name(),
-                        group(g.count),
-                        fmt_duration(g.total),
-                        fmt_duration(g.max),
-                        clip_left(&blocking, 40),
-                        clip_left(g.spawn_site.as_deref().unwrap_or("-"), 32),
-                        within
-                    );
-                }
-            }
-        }
-        if let Some(w) = &self.workload {
-            let _ = writeln!(o, "\nWorkload {} (its own measurements)", w.name);
-            for m in &w.metrics {
-                let _ = writeln!(o, "  {:<28} {:>12} {}", m.name, fmt_value(m.value), m.unit);
-            }
-            for d in &w.distributions {
-                let s = &d.summary;
-                let _ = writeln!(
-                    o,
-                    "  {:<28} n={} p50 {} p90 {} p99 {} p99.9 {} max {}",
-                    d.name,
-                    group(s.count),
-                    dur(s, s.p50),
-                    dur(s, s.p90),
-                    dur(s, s.p99),
-                    dur(s, s.p999),
-                    dur(s, s.max)
-                );
-            }
-        }
-        if !self.errors.is_empty() {
-            let _ = writeln!(o, "\nRecorder errors");
-            for e in &self.errors {
-                let _ = writeln!(o, "  {e}");
-            }
-        }
-        o
-    }
 }
 
-fn dur(s: &Summary, d: Duration) -> String {
-    if s.count == 0 { "-".into() } else { fmt_duration(d) }
-}
-
-fn plural(n: u64) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
-fn fmt_value(v: f64) -> String {
-    if v.abs() >= 100.0 || v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.2}") }
-}
-
-/// A source path as people read it: relative to the current directory when it is below it.
-pub fn display_path(path: &str) -> String {
-    std::env::current_dir()
-        .ok()
-        .and_then(|cwd| std::path::Path::new(path).strip_prefix(cwd).ok().map(|p| p.display().to_string()))
-        .unwrap_or_else(|| path.to_string())
-}
-
-/// `1234567` as `1,234,567`.
-pub fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Keeps the right end of a long string (the file name and line matter most).
-pub fn clip_left(s: &str, width: usize) -> String {
-    let n = s.chars().count();
-    if n <= width {
-        return s.to_string();
-    }
-    let tail: String = s.chars().skip(n - width + 1).collect();
-    format!("…{tail}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grouping_and_clipping() {
-        assert_eq!(group(0), "0");
-        assert_eq!(group(1234567), "1,234,567");
-        assert_eq!(group(100), "100");
-        assert_eq!(clip_left("src/very/long/path.rs:10:5", 13), "…path.rs:10:5");
-        assert_eq!(clip_left("short", 12), "short");
-    }
-}
+/// Kept for the readers that clip with it from here; the table helpers live in [`crate::text`].
+pub use crate::text::clip_left;

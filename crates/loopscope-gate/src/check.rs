@@ -1,6 +1,7 @@
 //! Judging a candidate against a baseline under a policy.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 
 use loopscope_core::dist::{Dist, highest_equivalent};
 use loopscope_core::model::StallCategory;
@@ -9,7 +10,7 @@ use serde::Serialize;
 
 use crate::data::{InputError, Run, check_comparable, programs};
 use crate::policy::{Inconclusive, Limit, Metric, Policy, PolicyError, Rule};
-use crate::stats::{Block, Rng, Scale, Side, Stat, interval, replicates, statistic};
+use crate::stats::{Block, Method, Rng, Scale, Side, Stat, interval_at, replicates, statistic};
 
 /// Version of the JSON document `loopscope check --json` prints (`docs/check.schema.json`).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -67,6 +68,9 @@ pub struct RuleResult {
     pub interval: Option<[f64; 2]>,
     /// Confidence level of that interval (after the correction for several rules).
     pub confidence: Option<f64>,
+    /// How the interval was taken from the bootstrap replicates: `percentile`, or `normal` for a
+    /// level too extreme for the resamples to resolve (many rules).
+    pub interval_method: Option<Method>,
     /// The verdict.
     pub verdict: Verdict,
     /// Why, in a sentence.
@@ -158,30 +162,41 @@ impl Outcome {
 /// One run's blocks before they are put on a shared scale: (bucket value in ns, count) pairs.
 type RawRun = Vec<Vec<(u64, u64)>>;
 
+/// Both sides' blocks of one distribution (a metric in one scope) on a shared scale.
+struct Data {
+    base: Side,
+    cand: Side,
+    scale: Scale,
+    /// The side that holds no data, if one does not.
+    empty: Option<&'static str>,
+}
+
+/// Each distribution's data, extracted from the recordings once however many rules read it
+/// (rules on one distribution differ only in their statistic and limit). A failed extraction
+/// keeps its message for each rule to report or, if optional, skip.
+type Extracted = HashMap<(Metric, Option<String>), Result<Rc<Data>, String>>;
+
 /// One distribution rule applied to one scope.
 struct Instance<'p> {
     rule: &'p Rule,
     /// `None`: runtime-wide; else the site pattern (or, for `*`, the site's location).
     site: Option<String>,
-    base: Side,
-    cand: Side,
-    scale: Scale,
+    data: Rc<Data>,
 }
 
 /// Compares `candidate` with `baseline` under `policy`.
 pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Outcome, InputError> {
     let all: Vec<&Run> = baseline.iter().chain(candidate).collect();
     check_comparable(&all)?;
-    let warmup = policy.warmup.as_nanos() as u64;
+    // Recordings count nanoseconds in a u64; a longer warm-up leaves every interval out.
+    let warmup = u64::try_from(policy.warmup.as_nanos()).unwrap_or(u64::MAX);
     let mut instances = Vec::new();
+    let mut extracted = Extracted::new();
     for rule in &policy.rules {
-        instances.extend(instances_of(policy, rule, baseline, candidate, warmup)?);
+        instances.extend(instances_of(policy, rule, baseline, candidate, warmup, &mut extracted)?);
     }
     let m = instances.len().max(1);
     let level = 1.0 - (1.0 - policy.confidence) / m as f64;
-    // Each tail of the interval needs enough replicates to be more than the extreme ones.
-    let resamples = policy.resamples.max(resamples_for(level));
-    let policy = &Policy { resamples, ..policy.clone() };
     let mut results = Vec::new();
     let mut curves: BTreeMap<String, Curve> = BTreeMap::new();
     for inst in &instances {
@@ -190,8 +205,8 @@ pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Out
         let curve = curves.entry(name.clone()).or_insert_with(|| Curve {
             name,
             verdict: Verdict::Pass,
-            baseline: percentile_curve(&inst.base.pooled(&inst.scale), &inst.scale),
-            candidate: percentile_curve(&inst.cand.pooled(&inst.scale), &inst.scale),
+            baseline: percentile_curve(&inst.data.base.pooled(&inst.data.scale), &inst.data.scale),
+            candidate: percentile_curve(&inst.data.cand.pooled(&inst.data.scale), &inst.data.scale),
         });
         curve.verdict = curve.verdict.max(r.verdict);
         results.push(r);
@@ -225,12 +240,6 @@ pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Out
     })
 }
 
-/// Resamples that put at least 10 replicates in each tail of an interval at `level` (many
-/// rules corrected for each other need many more than the policy's default).
-fn resamples_for(level: f64) -> usize {
-    (20.0 / (1.0 - level)).ceil().min(1e7) as usize
-}
-
 /// `poll (runtime)`, `sched at src/main.rs:10`.
 fn scope_name(metric: &Metric, site: Option<&str>) -> String {
     match site {
@@ -260,6 +269,7 @@ fn instances_of<'p>(
     baseline: &[Run],
     candidate: &[Run],
     warmup: u64,
+    extracted: &mut Extracted,
 ) -> Result<Vec<Instance<'p>>, InputError> {
     let fail = |key: &str, message: String| {
         InputError::Policy(PolicyError {
@@ -311,26 +321,21 @@ fn instances_of<'p>(
     };
     let mut out = Vec::new();
     for site in sites {
-        let collect = |runs: &[Run]| -> Result<Vec<RawRun>, String> {
-            runs.iter().map(|r| blocks_of(r, &rule.metric, site.as_deref(), warmup)).collect()
+        let data = extracted
+            .entry((rule.metric.clone(), site.clone()))
+            .or_insert_with(|| extract(&rule.metric, site.as_deref(), baseline, candidate, warmup))
+            .clone();
+        let data = match data {
+            Ok(data) => data,
+            Err(_) if rule.optional => continue,
+            Err(e) => return Err(fail("metric", e)),
         };
-        let (b, c) = match (collect(baseline), collect(candidate)) {
-            (Ok(b), Ok(c)) => (b, c),
-            (Err(e), _) | (_, Err(e)) => {
-                if rule.optional {
-                    continue;
-                }
-                return Err(fail("metric", e));
-            }
-        };
-        let empty = |side: &Vec<RawRun>| side.iter().flatten().flatten().all(|(_, n)| *n == 0);
-        if empty(&b) || empty(&c) {
+        if let Some(which) = data.empty {
             // `*` covers the sites that have data on both sides (one that only ran during the
             // warm-up has none).
             if rule.optional || rule.site.as_deref() == Some("*") {
                 continue;
             }
-            let which = if empty(&b) { "baseline" } else { "candidate" };
             return Err(fail(
                 "metric",
                 format!(
@@ -341,23 +346,45 @@ fn instances_of<'p>(
                 ),
             ));
         }
-        let scale = Scale::new(b.iter().chain(&c).flatten().flatten().map(|(v, _)| *v).collect());
-        let index = |raw: Vec<RawRun>| Side {
-            runs: raw
-                .into_iter()
-                .map(|run| {
-                    run.into_iter()
-                        .map(|block| {
-                            block.into_iter().filter_map(|(v, n)| Some((scale.index(v)?, n))).collect::<Block>()
-                        })
-                        .collect()
-                })
-                .collect(),
-        };
-        let (base, cand) = (index(b), index(c));
-        out.push(Instance { rule, site, base, cand, scale });
+        out.push(Instance { rule, site, data });
     }
     Ok(out)
+}
+
+/// Both sides' blocks of `metric` in one scope (runtime-wide, or the sites matching `site`),
+/// on a scale shared by the two.
+fn extract(
+    metric: &Metric,
+    site: Option<&str>,
+    baseline: &[Run],
+    candidate: &[Run],
+    warmup: u64,
+) -> Result<Rc<Data>, String> {
+    let collect = |runs: &[Run]| -> Result<Vec<RawRun>, String> {
+        runs.iter().map(|r| blocks_of(r, metric, site, warmup)).collect()
+    };
+    let (b, c) = (collect(baseline)?, collect(candidate)?);
+    let empty = |side: &Vec<RawRun>| side.iter().flatten().flatten().all(|(_, n)| *n == 0);
+    let empty = if empty(&b) {
+        Some("baseline")
+    } else if empty(&c) {
+        Some("candidate")
+    } else {
+        None
+    };
+    let scale = Scale::new(b.iter().chain(&c).flatten().flatten().map(|(v, _)| *v).collect());
+    let index = |raw: Vec<RawRun>| Side {
+        runs: raw
+            .into_iter()
+            .map(|run| {
+                run.into_iter()
+                    .map(|block| block.into_iter().filter_map(|(v, n)| Some((scale.index(v)?, n))).collect::<Block>())
+                    .collect()
+            })
+            .collect(),
+    };
+    let (base, cand) = (index(b), index(c));
+    Ok(Rc::new(Data { base, cand, scale, empty }))
 }
 
 /// The blocks of one run for a metric: one per interval (after the warm-up), or the workload's
@@ -438,11 +465,12 @@ fn instance_seed(seed: u64, name: &str) -> u64 {
 fn judge(policy: &Policy, inst: &Instance<'_>, level: f64) -> RuleResult {
     let rule = inst.rule;
     let name = format!("{} {}", scope_name(&rule.metric, inst.site.as_deref()), rule.stat.name());
-    let base_point = statistic(&inst.base.pooled(&inst.scale), &inst.scale, rule.stat).map(|v| v as f64);
-    let cand_point = statistic(&inst.cand.pooled(&inst.scale), &inst.scale, rule.stat).map(|v| v as f64);
+    let Data { base, cand, scale, .. } = &*inst.data;
+    let base_point = statistic(&base.pooled(scale), scale, rule.stat).map(|v| v as f64);
+    let cand_point = statistic(&cand.pooled(scale), scale, rule.stat).map(|v| v as f64);
     let mut rng = Rng::new(instance_seed(policy.seed, &name));
-    let b = replicates(&inst.base, &inst.scale, &[rule.stat], policy.resamples, &mut rng).remove(0);
-    let c = replicates(&inst.cand, &inst.scale, &[rule.stat], policy.resamples, &mut rng).remove(0);
+    let b = replicates(base, scale, &[rule.stat], policy.resamples, &mut rng).remove(0);
+    let c = replicates(cand, scale, &[rule.stat], policy.resamples, &mut rng).remove(0);
     let change = base_point.zip(cand_point).map(|(b, c)| c / b - 1.0);
     let mut result = RuleResult {
         name,
@@ -458,24 +486,28 @@ fn judge(policy: &Policy, inst: &Instance<'_>, level: f64) -> RuleResult {
         change,
         interval: None,
         confidence: Some(level),
+        interval_method: None,
         verdict: Verdict::Inconclusive,
         detail: String::new(),
     };
     // A budget is judged on the candidate alone; a relative rule needs both sides.
     let thin = match rule.limit {
-        Limit::Budget(_) => !inst.cand.resamplable(),
-        Limit::MaxIncrease(_) => !inst.base.resamplable() || !inst.cand.resamplable(),
+        Limit::Budget(_) => !cand.resamplable(),
+        Limit::MaxIncrease(_) => !base.resamplable() || !cand.resamplable(),
     };
     let delta = base_point.zip(cand_point).map_or(0.0, |(b, c)| c - b);
     match rule.limit {
         Limit::MaxIncrease(limit) => {
             result.limit = format!("+{}%", trim(limit * 100.0));
             let mut ratios: Vec<f64> = b.iter().zip(&c).map(|(b, c)| c / b - 1.0).collect();
-            result.interval = interval(&mut ratios, level).map(|(lo, hi)| [lo, hi]);
+            (result.interval, result.interval_method) = split(change.and_then(|p| interval_at(&mut ratios, p, level)));
             (result.verdict, result.detail) = if base_point == Some(0.0) {
                 (Verdict::Inconclusive, "the baseline's figure is zero: no relative change can be taken".into())
-            } else if delta < rule.min_effect_ns as f64 {
-                (Verdict::Pass, format!("changed by less than the minimum effect of {}", ns(rule.min_effect_ns as f64)))
+            } else if delta < nanos(rule.min_effect) {
+                (
+                    Verdict::Pass,
+                    format!("changed by less than the minimum effect of {}", fmt_nanos(nanos(rule.min_effect))),
+                )
             } else if thin {
                 (Verdict::Inconclusive, THIN.into())
             } else {
@@ -492,10 +524,10 @@ fn judge(policy: &Policy, inst: &Instance<'_>, level: f64) -> RuleResult {
         }
         Limit::Budget(budget) => {
             result.kind = "budget";
-            result.limit = ns(budget as f64);
+            result.limit = fmt_nanos(nanos(budget));
             let mut c = c;
-            result.interval = interval(&mut c, level).map(|(lo, hi)| [lo, hi]);
-            let budget = budget as f64;
+            (result.interval, result.interval_method) = split(cand_point.and_then(|p| interval_at(&mut c, p, level)));
+            let budget = nanos(budget);
             (result.verdict, result.detail) = match result.interval {
                 _ if thin => (Verdict::Inconclusive, THIN.into()),
                 Some([lo, _]) if lo > budget => (Verdict::Regression, format!("over the budget of {}", result.limit)),
@@ -506,6 +538,11 @@ fn judge(policy: &Policy, inst: &Instance<'_>, level: f64) -> RuleResult {
         }
     }
     result
+}
+
+/// An interval and its method, as a rule's result holds them.
+fn split(interval: Option<(f64, f64, Method)>) -> (Option<[f64; 2]>, Option<Method>) {
+    interval.map_or((None, None), |(lo, hi, m)| (Some([lo, hi]), Some(m)))
 }
 
 const THIN: &str = "one block of data per side: record several runs (`loopscope gate --runs N`) or shorter intervals";
@@ -539,6 +576,7 @@ fn stall_rules(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Vec<Rule
         change: None,
         interval: None,
         confidence: None,
+        interval_method: None,
         verdict,
         detail,
     };
@@ -600,8 +638,13 @@ fn blocking_site_matches(site: &str, pattern: &str) -> bool {
     [site, file].iter().any(|s| ends_at_path_boundary(s, pattern))
 }
 
-/// Nanoseconds in a readable unit.
-pub fn ns(v: f64) -> String {
+/// A duration as the outcome's figures hold it: nanoseconds, as a float.
+fn nanos(d: std::time::Duration) -> f64 {
+    d.as_nanos() as f64
+}
+
+/// A figure in nanoseconds (as the outcome holds them) in a readable unit: `1.23µs`, `20.1ms`.
+pub fn fmt_nanos(v: f64) -> String {
     loopscope_core::units::fmt_duration(std::time::Duration::from_nanos(v.max(0.0) as u64))
 }
 

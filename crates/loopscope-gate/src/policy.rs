@@ -104,8 +104,8 @@ impl Metric {
 pub enum Limit {
     /// The candidate may exceed the baseline by at most this fraction (0.1 = 10%).
     MaxIncrease(f64),
-    /// The candidate must stay under this many nanoseconds.
-    Budget(u64),
+    /// The candidate must stay under this.
+    Budget(Duration),
 }
 
 /// One rule on a distribution.
@@ -123,8 +123,8 @@ pub struct Rule {
     pub stat: Stat,
     /// The limit.
     pub limit: Limit,
-    /// Changes smaller than this (nanoseconds) never count as a regression.
-    pub min_effect_ns: u64,
+    /// Changes smaller than this never count as a regression.
+    pub min_effect: Duration,
     /// Skip the rule when the recordings lack the metric.
     pub optional: bool,
 }
@@ -193,9 +193,9 @@ struct RawStalls {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
-    metric: Spanned<String>,
+    metric: Option<Spanned<String>>,
     site: Option<Spanned<String>>,
-    stat: Spanned<String>,
+    stat: Option<Spanned<String>>,
     max_increase: Option<Spanned<String>>,
     budget: Option<Spanned<String>>,
     min_effect: Option<Spanned<String>>,
@@ -203,7 +203,14 @@ struct RawRule {
 }
 
 /// Default of `min_effect`.
-const DEFAULT_MIN_EFFECT_NS: u64 = 1_000;
+const DEFAULT_MIN_EFFECT: Duration = Duration::from_micros(1);
+
+/// The longest duration a policy may give: what a recording measures, 2^64 - 1 nanoseconds
+/// (about 584 years). Longer ones would wrap when compared with recorded nanoseconds.
+pub const MAX_DURATION: Duration = Duration::from_nanos(u64::MAX);
+
+/// A duration in a policy: humantime's syntax (`2ms`, `500us`, `1.5s`).
+const DURATION_SYNTAX: &str = "a duration such as \"2ms\" or \"500us\"";
 
 impl Policy {
     /// The built-in default policy.
@@ -225,179 +232,207 @@ impl Policy {
 
     /// Parses policy text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
-        let at = |span: std::ops::Range<usize>, key: String, message: String| PolicyError {
-            file: file.into(),
-            line: Some(line_of(text, span.start)),
-            key: Some(key),
-            message,
-        };
         let raw: RawPolicy = toml::from_str(text).map_err(|e| PolicyError {
             file: file.into(),
             line: e.span().map(|s| line_of(text, s.start)),
             key: None,
             message: e.message().to_string(),
         })?;
-        let g = &raw.gate;
-        let confidence = match &g.confidence {
-            None => 0.95,
-            Some(c) if (0.5..1.0).contains(c.get_ref()) => *c.get_ref(),
-            Some(c) => {
-                return Err(at(
-                    c.span(),
-                    "gate.confidence".into(),
-                    format!("expected a number from 0.5 up to (not including) 1, found {}", c.get_ref()),
-                ));
-            }
-        };
-        let resamples = match &g.resamples {
-            None => 2000,
-            Some(r) if (100..=1_000_000).contains(r.get_ref()) => *r.get_ref() as usize,
-            Some(r) => {
-                return Err(at(
-                    r.span(),
-                    "gate.resamples".into(),
-                    format!("expected a whole number from 100 to 1000000, found {}", r.get_ref()),
-                ));
-            }
-        };
-        let seed = match &g.seed {
-            None => 1,
-            Some(s) if *s.get_ref() >= 0 => *s.get_ref() as u64,
-            Some(s) => {
-                return Err(at(
-                    s.span(),
-                    "gate.seed".into(),
-                    format!("expected a whole number ≥ 0, found {}", s.get_ref()),
-                ));
-            }
-        };
-        let warmup = match &g.warmup {
-            None => Duration::ZERO,
-            Some(w) => parse_duration(w.get_ref()).map_err(|m| at(w.span(), "gate.warmup".into(), m))?,
-        };
-        let inconclusive = match &g.inconclusive {
-            None => Inconclusive::Exit3,
-            Some(i) => Inconclusive::parse(i.get_ref()).ok_or_else(|| {
-                at(
-                    i.span(),
-                    "gate.inconclusive".into(),
-                    format!("expected \"exit3\", \"pass\" or \"fail\", found {:?}", i.get_ref()),
-                )
-            })?,
-        };
-        let max_per_run = match &raw.stalls.max_per_run {
-            None => None,
-            Some(m) if *m.get_ref() >= 0 => Some(*m.get_ref() as u64),
-            Some(m) => {
-                return Err(at(
-                    m.span(),
-                    "stalls.max_per_run".into(),
-                    format!("expected a whole number ≥ 0, found {}", m.get_ref()),
-                ));
-            }
-        };
+        let v = Values { text, file };
+        let (g, st) = (&raw.gate, &raw.stalls);
+        let confidence = v.fraction("gate.confidence", &g.confidence, 0.5, 1.0)?.unwrap_or(0.95);
+        let resamples = v.whole("gate.resamples", &g.resamples, 100, 1_000_000)?.unwrap_or(2_000) as usize;
+        let seed = v.whole("gate.seed", &g.seed, 0, u64::MAX)?.unwrap_or(1);
+        let warmup = v.duration("gate.warmup", &g.warmup, Duration::ZERO)?.unwrap_or_default();
+        let inconclusive = v
+            .choice("gate.inconclusive", &g.inconclusive, Inconclusive::parse, INCONCLUSIVE)?
+            .unwrap_or(Inconclusive::Exit3);
         let stalls = StallRules {
-            forbid_new: raw.stalls.forbid_new.unwrap_or(true),
-            max_per_run,
-            forbid_at: raw.stalls.forbid_at.clone().unwrap_or_default(),
+            forbid_new: st.forbid_new.unwrap_or(true),
+            max_per_run: v.whole("stalls.max_per_run", &st.max_per_run, 0, u64::MAX)?,
+            forbid_at: st.forbid_at.clone().unwrap_or_default(),
         };
-        let mut rules = Vec::new();
-        for (i, spanned) in raw.rule.iter().enumerate() {
-            let number = i + 1;
-            let r = spanned.get_ref();
-            let key = |k: &str| format!("rule[{number}].{k}");
-            let metric = Metric::parse(r.metric.get_ref()).ok_or_else(|| {
-                at(
-                    r.metric.span(),
-                    key("metric"),
-                    format!(
-                        "expected \"poll\", \"sched\", \"lag\" or \"workload.NAME\", found {:?}",
-                        r.metric.get_ref()
-                    ),
-                )
-            })?;
-            let stat = Stat::parse(r.stat.get_ref()).ok_or_else(|| {
-                at(
-                    r.stat.span(),
-                    key("stat"),
-                    format!(
-                        "expected \"p50\", \"p90\", \"p99\", \"p99.9\" (any pN) or \"max\", found {:?}",
-                        r.stat.get_ref()
-                    ),
-                )
-            })?;
-            let limit = match (&r.max_increase, &r.budget) {
-                (Some(m), None) => Limit::MaxIncrease(
-                    parse_percent(m.get_ref()).map_err(|msg| at(m.span(), key("max_increase"), msg))?,
-                ),
-                (None, Some(b)) => {
-                    let d = parse_duration(b.get_ref()).map_err(|msg| at(b.span(), key("budget"), msg))?;
-                    if d.is_zero() {
-                        return Err(at(b.span(), key("budget"), "expected a duration above zero".into()));
-                    }
-                    Limit::Budget(d.as_nanos() as u64)
-                }
-                (Some(m), Some(_)) => {
-                    return Err(at(
-                        m.span(),
-                        key("max_increase"),
-                        "give either max_increase or budget, not both".into(),
-                    ));
-                }
-                (None, None) => {
-                    return Err(at(
-                        spanned.span(),
-                        format!("rule[{number}]"),
-                        "expected a limit: max_increase (e.g. \"10%\") or budget (e.g. \"2ms\")".into(),
-                    ));
-                }
-            };
-            let min_effect_ns = match &r.min_effect {
-                None => DEFAULT_MIN_EFFECT_NS,
-                Some(m) => {
-                    parse_duration(m.get_ref()).map_err(|msg| at(m.span(), key("min_effect"), msg))?.as_nanos() as u64
-                }
-            };
-            let site = match &r.site {
-                Some(s) if s.get_ref().trim().is_empty() => {
-                    return Err(at(
-                        s.span(),
-                        key("site"),
-                        "expected a spawn site such as \"src/main.rs:42\" or \"*\"".into(),
-                    ));
-                }
-                s => s.as_ref().map(|s| s.get_ref().clone()),
-            };
-            rules.push(Rule {
-                line: line_of(text, spanned.span().start),
-                number,
-                metric,
-                site,
-                stat,
-                limit,
-                min_effect_ns,
-                optional: r.optional.unwrap_or(false),
-            });
-        }
+        let rules = raw.rule.iter().enumerate().map(|(i, r)| v.rule(i + 1, r)).collect::<Result<_, _>>()?;
         Ok(Policy { source: file.into(), confidence, resamples, seed, warmup, inconclusive, rules, stalls })
+    }
+}
+
+const INCONCLUSIVE: &str = "\"exit3\", \"pass\" or \"fail\"";
+const METRICS: &str = "\"poll\", \"sched\", \"lag\" or \"workload.NAME\"";
+const STATS: &str = "\"p50\", \"p90\", \"p99\", \"p99.9\" (any pN) or \"max\"";
+
+/// Checks the values of a policy's text, one helper per kind of value; every error names the
+/// file, the line of the value and its key.
+struct Values<'t> {
+    text: &'t str,
+    file: &'t str,
+}
+
+impl Values<'_> {
+    fn error(&self, span: std::ops::Range<usize>, key: &str, message: String) -> PolicyError {
+        PolicyError {
+            file: self.file.into(),
+            line: Some(line_of(self.text, span.start)),
+            key: Some(key.into()),
+            message,
+        }
+    }
+
+    /// A number from `low` up to (not including) `high`.
+    fn fraction(&self, key: &str, v: &Option<Spanned<f64>>, low: f64, high: f64) -> Result<Option<f64>, PolicyError> {
+        v.as_ref()
+            .map(|v| match *v.get_ref() {
+                x if (low..high).contains(&x) => Ok(x),
+                x => Err(self.error(
+                    v.span(),
+                    key,
+                    format!("expected a number from {low} up to (not including) {high}, found {x}"),
+                )),
+            })
+            .transpose()
+    }
+
+    /// A whole number from `low` to `high` (TOML integers are signed 64-bit).
+    fn whole(&self, key: &str, v: &Option<Spanned<i64>>, low: u64, high: u64) -> Result<Option<u64>, PolicyError> {
+        v.as_ref()
+            .map(|v| match u64::try_from(*v.get_ref()) {
+                Ok(x) if (low..=high).contains(&x) => Ok(x),
+                _ if high == u64::MAX => {
+                    Err(self.error(v.span(), key, format!("expected a whole number ≥ {low}, found {}", v.get_ref())))
+                }
+                _ => Err(self.error(
+                    v.span(),
+                    key,
+                    format!("expected a whole number from {low} to {high}, found {}", v.get_ref()),
+                )),
+            })
+            .transpose()
+    }
+
+    /// A duration of at least `low` and at most [`MAX_DURATION`].
+    fn duration(&self, key: &str, v: &Option<Spanned<String>>, low: Duration) -> Result<Option<Duration>, PolicyError> {
+        v.as_ref()
+            .map(|v| {
+                let s = v.get_ref();
+                let fail = |m: String| self.error(v.span(), key, m);
+                let d = humantime::parse_duration(s)
+                    .map_err(|e| fail(format!("expected {DURATION_SYNTAX}, found {s:?} ({e})")))?;
+                if d > MAX_DURATION {
+                    Err(fail(format!(
+                        "expected a duration of at most {}.{:09}s (2^64 - 1 nanoseconds, the longest a recording \
+                         measures), found {s:?}",
+                        MAX_DURATION.as_secs(),
+                        MAX_DURATION.subsec_nanos()
+                    )))
+                } else if d < low && low == Duration::from_nanos(1) {
+                    Err(fail(format!("expected a duration above zero, found {s:?}")))
+                } else if d < low {
+                    Err(fail(format!(
+                        "expected a duration of at least {}, found {s:?}",
+                        humantime::format_duration(low)
+                    )))
+                } else {
+                    Ok(d)
+                }
+            })
+            .transpose()
+    }
+
+    /// A percentage above zero (`"10%"` → 0.1).
+    fn percent(&self, key: &str, v: &Option<Spanned<String>>) -> Result<Option<f64>, PolicyError> {
+        v.as_ref()
+            .map(|v| {
+                let s = v.get_ref();
+                let pct = s.trim().strip_suffix('%').and_then(|p| p.trim().parse::<f64>().ok());
+                match pct {
+                    Some(p) if p > 0.0 && p.is_finite() => Ok(p / 100.0),
+                    _ => Err(self.error(
+                        v.span(),
+                        key,
+                        format!("expected a percentage above 0 such as \"10%\", found {s:?}"),
+                    )),
+                }
+            })
+            .transpose()
+    }
+
+    /// One of the names `parse` knows (`expected` lists them).
+    fn choice<T>(
+        &self,
+        key: &str,
+        v: &Option<Spanned<String>>,
+        parse: impl Fn(&str) -> Option<T>,
+        expected: &str,
+    ) -> Result<Option<T>, PolicyError> {
+        v.as_ref()
+            .map(|v| {
+                parse(v.get_ref())
+                    .ok_or_else(|| self.error(v.span(), key, format!("expected {expected}, found {:?}", v.get_ref())))
+            })
+            .transpose()
+    }
+
+    /// A value the rule must have.
+    fn required<T>(&self, rule: &Spanned<RawRule>, key: &str, v: Option<T>, expected: &str) -> Result<T, PolicyError> {
+        v.ok_or_else(|| self.error(rule.span(), key, format!("missing; expected {expected}")))
+    }
+
+    /// The `number`th `[[rule]]`.
+    fn rule(&self, number: usize, spanned: &Spanned<RawRule>) -> Result<Rule, PolicyError> {
+        let r = spanned.get_ref();
+        let key = |k: &str| format!("rule[{number}].{k}");
+        let metric = self.choice(&key("metric"), &r.metric, Metric::parse, METRICS)?;
+        let metric = self.required(spanned, &key("metric"), metric, METRICS)?;
+        let stat = self.choice(&key("stat"), &r.stat, Stat::parse, STATS)?;
+        let stat = self.required(spanned, &key("stat"), stat, STATS)?;
+        let max_increase = self.percent(&key("max_increase"), &r.max_increase)?;
+        let budget = self.duration(&key("budget"), &r.budget, Duration::from_nanos(1))?;
+        let limit = match (max_increase, budget) {
+            (Some(m), None) => Limit::MaxIncrease(m),
+            (None, Some(b)) => Limit::Budget(b),
+            (Some(_), Some(_)) => {
+                let span = r.max_increase.as_ref().map_or(spanned.span(), Spanned::span);
+                return Err(self.error(
+                    span,
+                    &key("max_increase"),
+                    "give either max_increase or budget, not both".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(self.error(
+                    spanned.span(),
+                    &format!("rule[{number}]"),
+                    "expected a limit: max_increase (e.g. \"10%\") or budget (e.g. \"2ms\")".into(),
+                ));
+            }
+        };
+        let min_effect = self.duration(&key("min_effect"), &r.min_effect, Duration::ZERO)?;
+        let site = match &r.site {
+            Some(s) if s.get_ref().trim().is_empty() => {
+                return Err(self.error(
+                    s.span(),
+                    &key("site"),
+                    "expected a spawn site such as \"src/main.rs:42\" or \"*\"".into(),
+                ));
+            }
+            s => s.as_ref().map(|s| s.get_ref().clone()),
+        };
+        Ok(Rule {
+            line: line_of(self.text, spanned.span().start),
+            number,
+            metric,
+            site,
+            stat,
+            limit,
+            min_effect: min_effect.unwrap_or(DEFAULT_MIN_EFFECT),
+            optional: r.optional.unwrap_or(false),
+        })
     }
 }
 
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("expected a duration such as \"2ms\" or \"500us\", found {s:?} ({e})"))
-}
-
-/// `"10%"` → 0.1.
-fn parse_percent(s: &str) -> Result<f64, String> {
-    let expected = || format!("expected a percentage above 0 such as \"10%\", found {s:?}");
-    let pct: f64 = s.trim().strip_suffix('%').ok_or_else(expected)?.trim().parse().map_err(|_| expected())?;
-    if pct > 0.0 && pct.is_finite() { Ok(pct / 100.0) } else { Err(expected()) }
 }
 
 #[cfg(test)]
@@ -415,7 +450,7 @@ mod tests {
         assert_eq!(p.rules.len(), 3);
         assert_eq!(p.rules[0].metric, Metric::Poll);
         assert_eq!(p.rules[0].limit, Limit::MaxIncrease(0.25));
-        assert_eq!(p.rules[0].min_effect_ns, 5_000);
+        assert_eq!(p.rules[0].min_effect, Duration::from_micros(5));
         assert_eq!(p.inconclusive, Inconclusive::Exit3);
     }
 
@@ -460,10 +495,10 @@ min_effect = "50us"
         assert_eq!(p.rules[0].line, 14, "the line of its [[rule]] header");
         assert_eq!(p.rules[0].site.as_deref(), Some("src/main.rs:10"));
         assert_eq!(p.rules[0].stat.name(), "p99.9");
-        assert_eq!(p.rules[0].limit, Limit::Budget(2_000_000));
+        assert_eq!(p.rules[0].limit, Limit::Budget(Duration::from_millis(2)));
         assert_eq!(p.rules[1].metric, Metric::Workload("timer_lateness".into()));
         assert_eq!(p.rules[1].limit, Limit::MaxIncrease(0.125));
-        assert_eq!(p.rules[1].min_effect_ns, 50_000);
+        assert_eq!(p.rules[1].min_effect, Duration::from_micros(50));
     }
 
     #[test]
@@ -492,6 +527,51 @@ min_effect = "50us"
 
         let e = err("[[rule]]\nmetric = \"poll\"\nstat = \"p99\"\nbudget = \"fast\"\n");
         assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("rule[1].budget")));
+    }
+
+    #[test]
+    fn durations_past_what_a_recording_measures_are_errors_not_wrapped() {
+        // 18446744074 s is past 2^64 ns; it used to wrap to 290 ms.
+        let e = err("[[rule]]\nmetric = \"poll\"\nstat = \"p99\"\nbudget = \"18446744074s\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("rule[1].budget")), "{e}");
+        assert!(e.message.contains("at most") && e.message.contains("\"18446744074s\""), "{e}");
+        let e =
+            err("[[rule]]\nmetric = \"poll\"\nstat = \"p99\"\nmax_increase = \"10%\"\nmin_effect = \"18446744074s\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(5), Some("rule[1].min_effect")), "{e}");
+        let e = err("[gate]\nseed = 3\nwarmup = \"18446744074s\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("gate.warmup")), "{e}");
+        assert!(e.to_string().starts_with("gate.toml:3: key `gate.warmup`: expected a duration of at most"), "{e}");
+        // Too large for humantime itself.
+        let e = err("[gate]\nwarmup = \"99999999999999999999999s\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("gate.warmup")), "{e}");
+
+        // The longest that fits is taken as it is.
+        let p = Policy::parse(
+            "[gate]\nwarmup = \"18446744073s\"\n[[rule]]\nmetric = \"poll\"\nstat = \"max\"\nbudget = \"18446744073s\"\n",
+            "gate.toml",
+        )
+        .unwrap();
+        assert_eq!(p.warmup, Duration::from_secs(18_446_744_073));
+        assert_eq!(p.rules[0].limit, Limit::Budget(Duration::from_secs(18_446_744_073)));
+    }
+
+    #[test]
+    fn whole_numbers_and_fractions_out_of_range_name_their_key() {
+        for (text, line, key) in [
+            ("[gate]\nresamples = 99\n", 2, "gate.resamples"),
+            ("[gate]\nresamples = 1000001\n", 2, "gate.resamples"),
+            ("[gate]\n\nseed = -1\n", 3, "gate.seed"),
+            ("[stalls]\nmax_per_run = -2\n", 2, "stalls.max_per_run"),
+            ("[gate]\nconfidence = 0.4\n", 2, "gate.confidence"),
+            ("[gate]\nconfidence = nan\n", 2, "gate.confidence"),
+            ("[[rule]]\nmetric = \"poll\"\nstat = \"p99\"\nbudget = \"0s\"\n", 4, "rule[1].budget"),
+            ("[[rule]]\nmetric = \"poll\"\nstat = \"p99\"\nmax_increase = \"inf%\"\n", 4, "rule[1].max_increase"),
+            ("[[rule]]\nmetric = \"poll\"\nbudget = \"1ms\"\n", 1, "rule[1].stat"),
+            ("[[rule]]\nstat = \"p99\"\nbudget = \"1ms\"\n", 1, "rule[1].metric"),
+        ] {
+            let e = err(text);
+            assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{text:?}: {e}");
+        }
     }
 
     #[test]

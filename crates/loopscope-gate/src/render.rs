@@ -3,18 +3,20 @@
 
 use std::fmt::Write as _;
 
-use crate::check::{Outcome, RuleResult, Verdict, ns};
+use loopscope_core::text::{Column, Table};
+
+use crate::check::{Outcome, RuleResult, Verdict, fmt_nanos};
 
 /// Figures of a rule for a table: baseline, candidate, change, interval.
 fn figures(r: &RuleResult) -> [String; 4] {
     let value = |v: Option<f64>| match (v, r.unit) {
         (None, _) => "-".to_string(),
-        (Some(v), "ns") => ns(v),
+        (Some(v), "ns") => fmt_nanos(v),
         (Some(v), _) => format!("{v}"),
     };
     let pct = |x: f64| format!("{:+.1}%", x * 100.0);
     let interval = match (r.interval, r.kind) {
-        (Some([lo, hi]), "budget") => format!("[{}, {}]", ns(lo), ns(hi)),
+        (Some([lo, hi]), "budget") => format!("[{}, {}]", fmt_nanos(lo), fmt_nanos(hi)),
         (Some([lo, hi]), _) => format!("[{}, {}]", pct(lo), pct(hi)),
         (None, _) => "-".into(),
     };
@@ -42,38 +44,19 @@ pub fn text(o: &Outcome) -> String {
     if let Some(note) = o.programs_note() {
         let _ = writeln!(out, "note: {note}");
     }
-    let header = ["rule", "limit", "baseline", "candidate", "change", "interval", "verdict"];
-    let rows: Vec<[String; 7]> = o
-        .rules
-        .iter()
-        .map(|r| {
-            let [b, c, ch, iv] = figures(r);
-            [r.name.clone(), r.limit.clone(), b, c, ch, iv, r.verdict.name().to_uppercase()]
-        })
-        .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[&str]| {
-        let mut l = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-            let pad = w.saturating_sub(c.chars().count());
-            if i == 0 {
-                let _ = write!(l, "{c}{}", " ".repeat(pad));
-            } else {
-                let _ = write!(l, "  {}{c}", " ".repeat(pad));
-            }
-        }
-        l.trim_end().to_string()
-    };
-    let _ = writeln!(out, "\n{}", line(&header));
-    for row in &rows {
-        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-        let _ = writeln!(out, "{}", line(&cells));
-    }
+    let rows: Vec<(&RuleResult, [String; 4])> = o.rules.iter().map(|r| (r, figures(r))).collect();
+    type Row<'r> = (&'r RuleResult, [String; 4]);
+    let table = Table::new(vec![
+        Column::left("rule", |(r, _): &Row| r.name.clone()),
+        Column::right("limit", |(r, _): &Row| r.limit.clone()),
+        Column::right("baseline", |(_, f): &Row| f[0].clone()),
+        Column::right("candidate", |(_, f): &Row| f[1].clone()),
+        Column::right("change", |(_, f): &Row| f[2].clone()),
+        Column::right("interval", |(_, f): &Row| f[3].clone()),
+        Column::right("verdict", |(r, _): &Row| r.verdict.name().to_uppercase()),
+    ])
+    .gap(2);
+    let _ = write!(out, "\n{}", table.render(&rows));
     let _ = writeln!(out);
     for r in o.rules.iter().filter(|r| r.verdict != Verdict::Pass) {
         let _ = writeln!(out, "{}: {}: {}", r.verdict.name(), r.name, r.detail);
@@ -277,7 +260,7 @@ pub fn svg(o: &Outcome) -> String {
                 LEFT + pw,
                 LEFT - 6.0,
                 gy + 4.0,
-                xml(&ns(v))
+                xml(&fmt_nanos(v))
             );
         }
         let _ = writeln!(
@@ -309,4 +292,78 @@ pub fn svg(o: &Outcome) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{SCHEMA_VERSION, SideInfo};
+
+    fn rule(name: &str, kind: &'static str, limit: &str, figures: [Option<f64>; 3], verdict: Verdict) -> RuleResult {
+        let [baseline, candidate, change] = figures;
+        RuleResult {
+            name: name.into(),
+            kind,
+            policy_line: Some(7),
+            metric: "poll".into(),
+            site: None,
+            stat: Some("p99".into()),
+            limit: limit.into(),
+            unit: if kind.starts_with("stalls") { "stalls" } else { "ns" },
+            baseline,
+            candidate,
+            change,
+            interval: change.map(|c| if kind == "budget" { [1_500.0, 2_500.0] } else { [c - 0.05, c + 0.05] }),
+            confidence: Some(0.99),
+            interval_method: change.map(|_| crate::stats::Method::Percentile),
+            verdict,
+            detail: format!("{} because", verdict.name()),
+        }
+    }
+
+    fn outcome() -> Outcome {
+        let side = |name: &str| SideInfo {
+            files: vec![format!("{name}-1.loopscope"), format!("{name}-2.loopscope")],
+            workload: None,
+            programs: vec!["my-server".into()],
+            intervals: 40,
+        };
+        Outcome {
+            schema_version: SCHEMA_VERSION,
+            verdict: Verdict::Regression,
+            inconclusive_as: "exit3",
+            policy: "gate.toml".into(),
+            confidence: 0.95,
+            statistical_rules: 2,
+            resamples: 2000,
+            seed: 1,
+            baseline: side("base"),
+            candidate: side("cand"),
+            programs_differ: false,
+            rules: vec![
+                rule(
+                    "poll at src/very/long/path/to/the/server.rs:88 p99",
+                    "max-increase",
+                    "+10%",
+                    [Some(12_300.0), Some(24_800.0), Some(1.016)],
+                    Verdict::Regression,
+                ),
+                rule("sched (runtime) p99", "budget", "2.00ms", [Some(1_800.0), Some(1_900.0), None], Verdict::Pass),
+                rule("stalls: new blocking calls", "stalls-new", "0", [Some(0.0), Some(0.0), None], Verdict::Pass),
+            ],
+            curves: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_table_lays_headings_and_figures_out_together() {
+        let text = text(&outcome());
+        let lines: Vec<&str> = text.lines().collect();
+        let heading = lines.iter().position(|l| l.starts_with("rule ")).unwrap();
+        // Right-aligned columns: every row ends where the heading does.
+        for row in &lines[heading + 1..heading + 4] {
+            assert_eq!(row.chars().count(), lines[heading].chars().count(), "{text}");
+        }
+        insta::assert_snapshot!(text);
+    }
 }

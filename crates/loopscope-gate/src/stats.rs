@@ -6,6 +6,8 @@
 //! intervals, not single polls; with several runs it first resamples runs, then intervals inside
 //! each chosen run (a two-level bootstrap), so the spread between runs on a noisy machine is in
 //! the interval too. The generator is seeded: the same inputs and seed give the same verdict.
+//! Intervals are percentile intervals, or standard normal ones for levels whose tails the
+//! resamples cannot resolve ([`interval_at`]).
 
 /// A small deterministic generator (SplitMix64): the same seed gives the same resamples on every
 /// build and platform, which a library generator does not promise across versions.
@@ -194,6 +196,102 @@ pub fn replicates(side: &Side, scale: &Scale, stats: &[Stat], resamples: usize, 
     out
 }
 
+/// How a confidence interval was taken from bootstrap replicates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// The percentile interval: the central share of the replicates (Efron & Tibshirani, *An
+    /// Introduction to the Bootstrap*, 1993, ch. 13), when each tail holds at least
+    /// [`TAIL_REPLICATES`] of them.
+    Percentile,
+    /// The standard normal interval: the point estimate ± z × the replicates' standard deviation
+    /// (the bootstrap estimate of its standard error; Efron & Tibshirani 1993, ch. 12-13), for a
+    /// level whose tails the replicates are too few to resolve.
+    Normal,
+}
+
+/// Replicates a tail of a percentile interval must hold for its end to be more than the most
+/// extreme replicate or two.
+pub const TAIL_REPLICATES: f64 = 10.0;
+
+/// Whether `n` replicates resolve both tails of an interval at `level`.
+pub fn percentile_resolves(n: usize, level: f64) -> bool {
+    (1.0 - level) / 2.0 * n as f64 >= TAIL_REPLICATES
+}
+
+/// The interval at `level` from replicates `xs` (sorted in place) of a statistic whose estimate
+/// is `point`: the percentile interval when the replicates resolve its tails, the standard normal
+/// interval otherwise. Many rules corrected for each other (Bonferroni) ask for levels such as
+/// 1 - 0.05 / 200, whose percentile tails would need tens of thousands of resamples per rule, so
+/// that the cost of a check would grow with the square of its rules; the normal interval needs
+/// only the standard deviation, which the usual few thousand resamples estimate well.
+/// `None` without replicates.
+pub fn interval_at(xs: &mut [f64], point: f64, level: f64) -> Option<(f64, f64, Method)> {
+    if percentile_resolves(xs.len(), level) {
+        return interval(xs, level).map(|(lo, hi)| (lo, hi, Method::Percentile));
+    }
+    if xs.is_empty() {
+        return None;
+    }
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let sd = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+    let z = normal_quantile(1.0 - (1.0 - level) / 2.0);
+    Some((point - z * sd, point + z * sd, Method::Normal))
+}
+
+/// The standard normal distribution's quantile function (its inverse CDF) at `p` in (0, 1).
+///
+/// Acklam's rational approximation (P. J. Acklam, "An algorithm for computing the inverse normal
+/// cumulative distribution function", 2003): relative error below 1.15e-9 over the whole range,
+/// far finer than an interval of bootstrap replicates needs.
+pub fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] =
+        [7.784_695_709_041_462e-3, 3.224_671_290_700_398e-1, 2.445_134_137_142_996, 3.754_408_661_907_416];
+    const LOW: f64 = 0.024_25;
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p <= 0.0 {
+        f64::NEG_INFINITY
+    } else if p >= 1.0 {
+        f64::INFINITY
+    } else if p < LOW {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - LOW {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
 /// The central `level` share of sorted-in-place `xs` (a percentile interval); `None` if empty.
 pub fn interval(xs: &mut [f64], level: f64) -> Option<(f64, f64)> {
     if xs.is_empty() {
@@ -341,6 +439,41 @@ mod tests {
         let scale = Scale::new(base.iter().chain(&cand).flatten().flatten().copied().collect());
         let (lo, hi) = ratio_interval(&to_side(&base, &scale), &to_side(&cand, &scale), &scale, Stat::Quantile(0.5), 9);
         assert!(hi - lo > 0.1, "a run-to-run spread must widen the interval: [{lo}, {hi}]");
+    }
+
+    #[test]
+    fn the_normal_quantile_matches_reference_values() {
+        // Python's statistics.NormalDist().inv_cdf (Wichura's AS241).
+        for (p, z) in [
+            (0.5, 0.0),
+            (0.975, 1.959_963_984_540_053_6),
+            (0.995, 2.575_829_303_548_9),
+            (0.9999, 3.719_016_485_455_708_4),
+            (0.999_999, 4.753_424_308_817_089),
+            (1e-9, -5.997_807_015_007_686_5),
+            (0.02, -2.053_748_910_631_822_5),
+            (0.3, -0.524_400_512_708_040_7),
+        ] {
+            let got = normal_quantile(p);
+            assert!((got - z).abs() <= 1e-8 * z.abs().max(1.0), "p {p}: {got} against {z}");
+        }
+    }
+
+    #[test]
+    fn levels_the_replicates_cannot_resolve_take_the_normal_interval() {
+        let mut rng = Rng::new(5);
+        // Replicates spread uniformly over [0, 1): standard deviation 1/sqrt(12).
+        let mut xs: Vec<f64> = (0..2000).map(|_| rng.below(1_000_000) as f64 / 1e6).collect();
+        let (lo, hi, m) = interval_at(&mut xs, 0.5, 0.95).unwrap();
+        assert_eq!(m, Method::Percentile);
+        assert!((lo - 0.025).abs() < 0.01 && (hi - 0.975).abs() < 0.01, "[{lo}, {hi}]");
+        // 1 - 0.05 / 200: 0.000125 in each tail, a quarter of one replicate of 2000.
+        let (lo, hi, m) = interval_at(&mut xs, 0.5, 1.0 - 0.05 / 200.0).unwrap();
+        assert_eq!(m, Method::Normal);
+        let half = normal_quantile(1.0 - 0.05 / 400.0) / 12f64.sqrt();
+        assert!((lo - (0.5 - half)).abs() < 0.02 && (hi - (0.5 + half)).abs() < 0.02, "[{lo}, {hi}]");
+        assert!(!percentile_resolves(2000, 1.0 - 0.05 / 200.0) && percentile_resolves(80_001, 1.0 - 0.05 / 200.0));
+        assert_eq!(interval_at(&mut [], 0.0, 0.999_99), None);
     }
 
     #[test]

@@ -352,7 +352,6 @@ fn the_detector_can_be_switched_off() {
     assert_eq!(report.runtime.stalls.count, 0);
     assert!(report.stalls.is_empty());
     assert_eq!(report.recording.stall_threshold, None);
-    assert!(report.to_text(5).contains("Stalls: detector off"));
 }
 
 #[test]
@@ -379,8 +378,7 @@ fn the_report_groups_stalls_by_category_and_site() {
     assert_eq!(g.unfinished, 0);
     assert!(g.spawn_site.as_deref().unwrap().contains(&here(line)), "{g:#?}");
     assert!(g.total >= Duration::from_millis(60) && g.max >= Duration::from_millis(20));
-    let text = report.to_text(5);
-    assert!(text.contains("sync-sleep") && text.contains("clock_nanosleep"), "{text}");
+    assert_eq!(g.syscall.as_deref(), Some("clock_nanosleep"), "{g:#?}");
 }
 
 #[test]
