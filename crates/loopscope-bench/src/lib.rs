@@ -62,6 +62,9 @@ pub enum Instrument {
     Full,
     /// loopscope `full` without the stall detector.
     FullNoDetector,
+    /// loopscope `full` with the stall detector but without slow-poll sampling (what sampling
+    /// costs is `full` against this).
+    FullNoSampling,
     /// Reference, not a profiler: two hooks reading the TSC into a thread-local histogram, the
     /// least a poll timer costs (`lean`'s floor).
     Floor,
@@ -80,12 +83,13 @@ pub enum Instrument {
 
 impl Instrument {
     /// Every instrumentation, in table order.
-    pub const ALL: [Instrument; 11] = [
+    pub const ALL: [Instrument; 12] = [
         Instrument::Plain,
         Instrument::Lean,
         Instrument::LeanNoDetector,
         Instrument::Full,
         Instrument::FullNoDetector,
+        Instrument::FullNoSampling,
         Instrument::Floor,
         Instrument::FloorSchedLatency,
         Instrument::PollHistogram,
@@ -102,6 +106,7 @@ impl Instrument {
             Instrument::LeanNoDetector => "lean-no-detector",
             Instrument::Full => "full",
             Instrument::FullNoDetector => "full-no-detector",
+            Instrument::FullNoSampling => "full-no-sampling",
             Instrument::Floor => "floor",
             Instrument::FloorSchedLatency => "floor-sched-latency",
             Instrument::PollHistogram => "poll-histogram",
@@ -223,14 +228,21 @@ pub fn run_once(workload: Workload, instrument: Instrument, reps: u32, run_for: 
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(2).enable_all();
     let session = match instrument {
-        Instrument::Lean | Instrument::LeanNoDetector | Instrument::Full | Instrument::FullNoDetector => {
+        Instrument::Lean
+        | Instrument::LeanNoDetector
+        | Instrument::Full
+        | Instrument::FullNoDetector
+        | Instrument::FullNoSampling => {
             let profile = if matches!(instrument, Instrument::Lean | Instrument::LeanNoDetector) {
                 loopscope::Profile::Lean
             } else {
                 loopscope::Profile::Full
             };
-            let detector = matches!(instrument, Instrument::Lean | Instrument::Full);
-            let session = loopscope::Session::builder().profile(profile).stall_detector(detector);
+            let detector = matches!(instrument, Instrument::Lean | Instrument::Full | Instrument::FullNoSampling);
+            let session = loopscope::Session::builder()
+                .profile(profile)
+                .stall_detector(detector)
+                .slow_poll_sampling(instrument != Instrument::FullNoSampling);
             Some(session.install(&mut builder)?)
         }
         _ => None,

@@ -201,28 +201,33 @@ impl Aggregator {
 
     fn push_stall_end(&mut self, closed: Closed) {
         let s = &closed.stall;
-        let mut key = (s.blocking_site.clone(), closed.raised, s.site);
-        if closed.category != closed.raised {
-            // Reclassified by a later look or over its whole duration: move it to its group.
-            if let Some(old) = self.stalls.get_mut(&key) {
-                old.count -= 1;
-                old.late -= u64::from(s.late);
-                let details = old.clone();
-                if old.count == 0 {
-                    self.stalls.remove(&key);
-                }
-                key.1 = closed.category;
-                let new = self.stalls.entry(key.clone()).or_insert_with(|| StallAcc {
-                    count: 0,
-                    closed: 0,
-                    late: 0,
-                    unrecorded: 0,
-                    total_ns: 0,
-                    max_ns: 0,
-                    ..details
-                });
-                new.count += 1;
-                new.late += u64::from(s.late);
+        let begun = (closed.begun_site.clone(), closed.raised, s.site);
+        let key = (s.blocking_site.clone(), closed.category, s.site);
+        if key != begun {
+            // Reclassified by a later look or over its whole duration, or named by a look when
+            // it was raised without a stack: move it to its group.
+            let details = self.stalls.get_mut(&begun).map(|old| {
+                old.count = old.count.saturating_sub(1);
+                old.late = old.late.saturating_sub(u64::from(s.late));
+                old.clone()
+            });
+            if self.stalls.get(&begun).is_some_and(|old| old.count == 0) {
+                self.stalls.remove(&begun);
+            }
+            let new = self.stalls.entry(key.clone()).or_insert_with(|| StallAcc {
+                count: 0,
+                closed: 0,
+                late: 0,
+                unrecorded: 0,
+                total_ns: 0,
+                max_ns: 0,
+                ..details.unwrap_or_default()
+            });
+            new.count += 1;
+            new.late += u64::from(s.late);
+            if s.blocking_site != closed.begun_site {
+                new.call.clone_from(&s.call);
+                new.blocking_function.clone_from(&s.blocking_function);
             }
         }
         if let Some(acc) = self.stalls.get_mut(&key) {
@@ -549,7 +554,7 @@ impl Aggregator {
                     category: *category,
                     spawn_site: site_name(*site),
                     count: acc.count,
-                    unfinished: acc.count - acc.closed,
+                    unfinished: acc.count.saturating_sub(acc.closed),
                     late: acc.late,
                     unrecorded: acc.unrecorded,
                     total: Duration::from_nanos(acc.total_ns + open_ns),

@@ -362,8 +362,11 @@ impl Origin {
 /// A stall that ended, with what all its looks and its end said.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Closed {
-    /// As raised (attributed).
+    /// As raised (attributed), or with the stack of a later look when it was raised without
+    /// one (a thread inside a system call gives its stack when the call returns).
     pub stall: Stall,
+    /// Its blocking site when it was raised (what it was grouped under until it ended).
+    pub begun_site: Option<String>,
     /// The category it was raised with.
     pub raised: StallCategory,
     /// Its final category: the most telling look, or the category over the whole stall.
@@ -374,6 +377,9 @@ pub struct Closed {
 
 struct Open {
     stall: Stall,
+    /// Its blocking site and category when it was raised.
+    begun_site: Option<String>,
+    raised: StallCategory,
     /// The most telling category seen so far (raised, or a look's).
     best: StallCategory,
 }
@@ -397,7 +403,21 @@ impl std::fmt::Debug for StallTracker {
 impl Clone for StallTracker {
     fn clone(&self) -> Self {
         StallTracker {
-            open: self.open.iter().map(|(k, o)| (*k, Open { stall: o.stall.clone(), best: o.best })).collect(),
+            open: self
+                .open
+                .iter()
+                .map(|(k, o)| {
+                    (
+                        *k,
+                        Open {
+                            stall: o.stall.clone(),
+                            begun_site: o.begun_site.clone(),
+                            raised: o.raised,
+                            best: o.best,
+                        },
+                    )
+                })
+                .collect(),
             ignored: self.ignored.clone(),
             untracked: self.untracked,
         }
@@ -418,16 +438,26 @@ impl StallTracker {
             return false;
         }
         if self.open.len() < Self::MAX_OPEN {
-            self.open.insert(s.id, Open { stall: s.clone(), best: s.category });
+            self.open.insert(
+                s.id,
+                Open { stall: s.clone(), begun_site: s.blocking_site.clone(), raised: s.category, best: s.category },
+            );
         } else {
             self.untracked += 1;
         }
         true
     }
 
-    /// Takes in another look at an open stall (its kernel view and symbolized stack).
+    /// Takes in another look at an open stall (its kernel view and symbolized stack). A stall
+    /// raised without a line of the program takes the look's, if it names one.
     pub fn look(&mut self, id: u64, category: StallCategory, stack: &[StackFrame]) {
         if let Some(o) = self.open.get_mut(&id) {
+            if o.stall.blocking_site.is_none() && blocking_site(stack).is_some() {
+                o.stall.stack = stack.to_vec();
+                // The line, function and call from this stack; its category is this look's.
+                attribute(&mut o.stall);
+                o.stall.category = o.raised;
+            }
             let seen = refine(category, stack);
             if evidence(seen) > evidence(o.best) {
                 o.best = seen;
@@ -443,9 +473,9 @@ impl StallTracker {
             return None;
         }
         let o = self.open.remove(&id)?;
-        let raised = o.stall.category;
+        let raised = o.raised;
         let category = if o.best != raised { o.best } else { category.map_or(raised, |c| refine(c, &o.stall.stack)) };
-        Some(Closed { stall: o.stall, raised, category, duration_ns })
+        Some(Closed { stall: o.stall, begun_site: o.begun_site, raised, category, duration_ns })
     }
 
     /// Whether a stall is followed and has not ended.
@@ -505,6 +535,7 @@ pub fn pair(events: &[Event]) -> Vec<Paired> {
                 if let (Some(c), Some(&i)) = (tracker.end(*id, *duration_ns, *category), at.get(id)) {
                     out[i].category = c.category;
                     out[i].duration_ns = Some(c.duration_ns);
+                    out[i].stall = c.stall;
                 }
             }
             Event::RecorderError { .. } => {}
@@ -650,6 +681,26 @@ mod tests {
         assert_eq!(t.end(3, 1, None).unwrap().category, StallCategory::SyncSleep);
         assert!(t.end(3, 1, None).is_none(), "ended once");
         assert!(t.open().is_empty());
+    }
+
+    #[test]
+    fn a_stall_raised_inside_a_system_call_is_named_by_the_look_that_got_its_stack() {
+        let mut t = StallTracker::default();
+        // Raised while the thread was inside `write`: no stack then.
+        assert!(t.begin(&stall(1, StallCategory::CpuBound, vec![])));
+        // A look without a program frame changes nothing.
+        let mut libc_write = frame("write", None, 0);
+        libc_write.object = Some("libc.so.6".into());
+        t.look(1, StallCategory::CpuBound, std::slice::from_ref(&libc_write));
+        // The stack taken when `write` returned names the line.
+        let std_write = frame("std::fs::write", Some("/rustc/abc/library/std/src/fs.rs"), 300);
+        t.look(1, StallCategory::CpuBound, &[libc_write, std_write, frame("app::save", Some("src/store.rs"), 7)]);
+        let c = t.end(1, 200_000_000, None).unwrap();
+        assert_eq!(c.begun_site, None);
+        assert_eq!(c.stall.blocking_site.as_deref(), Some("src/store.rs:7"));
+        assert_eq!(c.stall.blocking_function.as_deref(), Some("app::save"));
+        // Raised as the kernel saw it; ended as the stack says.
+        assert_eq!((c.raised, c.category), (StallCategory::CpuBound, StallCategory::FileIo));
     }
 
     #[test]

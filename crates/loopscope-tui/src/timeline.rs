@@ -189,6 +189,10 @@ impl Timeline {
                 if let Some(v) = self.stalls.iter_mut().rev().find(|v| v.stall.id == id) {
                     v.duration_ns = Some(closed.duration_ns);
                     v.category = closed.category;
+                    // Named by a later look (raised inside a system call, without a stack).
+                    if v.stall.blocking_site.is_none() {
+                        v.stall = closed.stall;
+                    }
                 }
             }
             Frame::Event(Event::RecorderError { message, .. }) => {

@@ -16,8 +16,12 @@
 //! first): it would only wait in the queue, against the user's limit of pending signals, and the
 //! capture would time out.
 //!
-//! One capture runs at a time in the process. The handler checks that it runs on the thread that
-//! was asked for and that a capture is armed; anything else returns at once. The signal is
+//! A few captures can be armed at once, one per thread, each in a slot of its own with its own
+//! buffer. The handler looks for the slot armed for its own thread; without one it returns at
+//! once. A thread inside a long system call (a 64 MiB `write`, an `fsync`) takes the signal only
+//! when the call returns to user space: its capture is then left armed ([`Unreachable::Deferred`])
+//! and the handler copies the stack at that moment, which is still the call's caller, the line
+//! that blocked. The watchdog collects it later ([`collect`]). The signal is
 //! installed with `SA_RESTART`; a thread stuck in `nanosleep`, `poll` or `futex` still sees
 //! `EINTR`, which std's sleep and locks retry. If another handler already owns the signal,
 //! capture is off and stalls are reported without stacks.
@@ -46,6 +50,8 @@ const DONE: u8 = 3;
 /// What the handler and the watchdog share: only atomics and a pointer to a buffer allocated
 /// before any signal is sent.
 struct Slot {
+    /// Counts the captures armed in this slot, so a deferred one is collected only by its owner.
+    generation: AtomicU64,
     state: AtomicU8,
     tid: AtomicI32,
     stack_lo: AtomicU64,
@@ -57,19 +63,25 @@ struct Slot {
     len: AtomicUsize,
 }
 
-static SLOT: Slot = Slot {
-    state: AtomicU8::new(IDLE),
-    tid: AtomicI32::new(0),
-    stack_lo: AtomicU64::new(0),
-    stack_top: AtomicU64::new(0),
-    buf: AtomicPtr::new(ptr::null_mut()),
-    ip: AtomicU64::new(0),
-    sp: AtomicU64::new(0),
-    bp: AtomicU64::new(0),
-    len: AtomicUsize::new(0),
-};
+/// Captures armed at once (each holds [`STACK_COPY`] bytes for the process's lifetime).
+const SLOTS: usize = 4;
 
-/// Serializes captures between sessions (the handler never takes it).
+static SLOT_LIST: [Slot; SLOTS] = [const {
+    Slot {
+        generation: AtomicU64::new(0),
+        state: AtomicU8::new(IDLE),
+        tid: AtomicI32::new(0),
+        stack_lo: AtomicU64::new(0),
+        stack_top: AtomicU64::new(0),
+        buf: AtomicPtr::new(ptr::null_mut()),
+        ip: AtomicU64::new(0),
+        sp: AtomicU64::new(0),
+        bp: AtomicU64::new(0),
+        len: AtomicUsize::new(0),
+    }
+}; SLOTS];
+
+/// Serializes the arming of captures (the handler never takes it).
 static CAPTURE_LOCK: Mutex<()> = Mutex::new(());
 /// Whether the handler is installed: `Some(signal)`, or `None` when capture is unavailable.
 static INSTALLED: OnceLock<Option<c_int>> = OnceLock::new();
@@ -81,15 +93,29 @@ pub(crate) fn capture_signal() -> c_int {
 }
 
 extern "C" fn on_signal(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut c_void) {
-    let s = &SLOT;
-    if s.state.compare_exchange(ARMED, BUSY, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+    if ctx.is_null() {
         return;
     }
     // SAFETY: gettid is async-signal-safe (a plain system call).
-    if unsafe { libc::gettid() } != s.tid.load(Ordering::Relaxed) || ctx.is_null() {
-        s.state.store(ARMED, Ordering::Release);
+    let me = unsafe { libc::gettid() };
+    // The slot armed for this thread: the tid is stored before the slot is armed (Release), so
+    // an armed slot's tid is its thread's.
+    let Some(s) = SLOT_LIST.iter().find(|s| {
+        if s.state.load(Ordering::Acquire) != ARMED || s.tid.load(Ordering::Relaxed) != me {
+            return false;
+        }
+        if s.state.compare_exchange(ARMED, BUSY, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        // Re-armed for another thread between the two reads: leave it to that thread.
+        if s.tid.load(Ordering::Relaxed) != me {
+            s.state.store(ARMED, Ordering::Release);
+            return false;
+        }
+        true
+    }) else {
         return;
-    }
+    };
     // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
     let gregs = unsafe { &(*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs };
     let (ip, sp, bp) = (
@@ -137,9 +163,11 @@ fn install() -> Option<c_int> {
                 return None;
             }
         }
-        // The buffer lives for the rest of the process: a late handler may still write to it.
-        let buf: &'static mut [u8] = Box::leak(vec![0u8; STACK_COPY].into_boxed_slice());
-        SLOT.buf.store(buf.as_mut_ptr(), Ordering::Release);
+        // The buffers live for the rest of the process: a late handler may still write to them.
+        for s in &SLOT_LIST {
+            let buf: &'static mut [u8] = Box::leak(vec![0u8; STACK_COPY].into_boxed_slice());
+            s.buf.store(buf.as_mut_ptr(), Ordering::Release);
+        }
         Some(sig)
     })
 }
@@ -190,6 +218,19 @@ pub(crate) enum Unreachable {
     Pending,
     /// The thread did not answer in time, or has exited.
     NoAnswer,
+    /// The signal is pending: the thread is inside a system call, and its stack will be copied
+    /// when the call returns. [`collect`] takes it then.
+    Deferred(Deferred),
+    /// A capture of this thread is already waiting for it to return from a system call.
+    Waiting,
+}
+
+/// A capture left armed for a thread inside a system call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Deferred {
+    slot: usize,
+    generation: u64,
+    tid: i32,
 }
 
 /// Whether `tid` blocks `sig` or already has it pending (`/proc/self/task/TID/status`: the
@@ -216,52 +257,101 @@ fn unreachable(tid: i32, sig: c_int) -> Option<Unreachable> {
 }
 
 /// Interrupts thread `tid` (whose stack spans `stack`) and copies its stack; an error if capture
-/// is unavailable, the thread blocks the signal, or it did not answer within `wait`.
+/// is unavailable, the thread blocks the signal, or it did not answer within `wait` (a thread in
+/// a system call answers when the call returns: [`Unreachable::Deferred`]).
 pub(crate) fn interrupt(tid: i32, stack: Range<u64>, wait: Duration) -> Result<RawStack, Unreachable> {
     let sig = install().ok_or(Unreachable::Unavailable)?;
     if !still_ours(sig) {
         // The program installed its own handler for the signal since: never send it ours.
         return Err(Unreachable::Unavailable);
     }
+    if SLOT_LIST.iter().any(|s| s.state.load(Ordering::Acquire) != IDLE && s.tid.load(Ordering::Relaxed) == tid) {
+        return Err(Unreachable::Waiting);
+    }
     if let Some(why) = unreachable(tid, sig) {
         return Err(why);
     }
-    let _one_at_a_time = CAPTURE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let s = &SLOT;
-    s.tid.store(tid, Ordering::Relaxed);
-    s.stack_lo.store(stack.start, Ordering::Relaxed);
-    s.stack_top.store(stack.end, Ordering::Relaxed);
-    s.state.store(ARMED, Ordering::Release);
+    let (index, s) = {
+        let _arming = CAPTURE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((index, s)) = SLOT_LIST.iter().enumerate().find(|(_, s)| s.state.load(Ordering::Acquire) == IDLE)
+        else {
+            // Every slot waits for a thread in a system call.
+            return Err(Unreachable::NoAnswer);
+        };
+        s.tid.store(tid, Ordering::Relaxed);
+        s.stack_lo.store(stack.start, Ordering::Relaxed);
+        s.stack_top.store(stack.end, Ordering::Relaxed);
+        s.generation.fetch_add(1, Ordering::Relaxed);
+        s.state.store(ARMED, Ordering::Release);
+        (index, s)
+    };
     // SAFETY: tgkill to a thread of our own process; a thread that has exited gives ESRCH.
     let rc = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig) };
-    let deadline = Instant::now() + wait;
-    let answered = rc == 0
-        && loop {
-            match s.state.load(Ordering::Acquire) {
-                DONE => break true,
-                ARMED if Instant::now() >= deadline => {
-                    if s.state.compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                        break false;
-                    }
-                }
-                _ => std::thread::sleep(Duration::from_micros(20)),
-            }
-        };
-    if !answered {
-        // Disarm; a handler that began copying finishes quickly, wait for it before the buffer and
-        // the stack bounds are reused.
-        loop {
-            match s.state.compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Acquire) {
-                Err(BUSY) => std::hint::spin_loop(),
-                Err(DONE) => {
-                    s.state.store(IDLE, Ordering::Release);
-                    break;
-                }
-                _ => break,
-            }
-        }
+    if rc != 0 {
+        disarm(s);
         return Err(Unreachable::NoAnswer);
     }
+    let deadline = Instant::now() + wait;
+    loop {
+        match s.state.load(Ordering::Acquire) {
+            DONE => return Ok(take(s)),
+            ARMED if Instant::now() >= deadline => break,
+            _ => std::thread::sleep(Duration::from_micros(20)),
+        }
+    }
+    // Not answered in time. A signal still pending means the thread is in a system call: the
+    // handler runs when it returns, and the capture stays armed for it.
+    if matches!(unreachable(tid, sig), Some(Unreachable::Pending)) {
+        return Err(Unreachable::Deferred(Deferred {
+            slot: index,
+            generation: s.generation.load(Ordering::Relaxed),
+            tid,
+        }));
+    }
+    disarm(s);
+    Err(Unreachable::NoAnswer)
+}
+
+/// The stack of a deferred capture, once its thread has returned from the system call and the
+/// handler has run (`Ok(None)`: not yet). `Err` when the capture is gone (collected, or given up).
+pub(crate) fn collect(d: Deferred) -> Result<Option<RawStack>, ()> {
+    let s = &SLOT_LIST[d.slot];
+    if s.generation.load(Ordering::Acquire) != d.generation || s.tid.load(Ordering::Relaxed) != d.tid {
+        return Err(());
+    }
+    match s.state.load(Ordering::Acquire) {
+        DONE => Ok(Some(take(s))),
+        ARMED | BUSY => Ok(None),
+        _ => Err(()),
+    }
+}
+
+/// Gives a deferred capture up (its poll ended without the handler running, or its thread
+/// exited).
+pub(crate) fn abandon(d: Deferred) {
+    let s = &SLOT_LIST[d.slot];
+    if s.generation.load(Ordering::Acquire) == d.generation && s.tid.load(Ordering::Relaxed) == d.tid {
+        disarm(s);
+    }
+}
+
+/// Disarms a slot; a handler that began copying finishes quickly, so wait for it before the
+/// buffer and the stack bounds are reused.
+fn disarm(s: &Slot) {
+    loop {
+        match s.state.compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Acquire) {
+            Err(BUSY) => std::hint::spin_loop(),
+            Err(DONE) => {
+                s.state.store(IDLE, Ordering::Release);
+                break;
+            }
+            _ => break,
+        }
+    }
+}
+
+/// The registers and stack copy of a slot whose handler is done; frees the slot.
+fn take(s: &Slot) -> RawStack {
     let len = s.len.load(Ordering::Relaxed);
     let buf = s.buf.load(Ordering::Acquire);
     // SAFETY: the handler wrote `len` <= STACK_COPY bytes to `buf` before publishing DONE.
@@ -273,7 +363,7 @@ pub(crate) fn interrupt(tid: i32, stack: Range<u64>, wait: Duration) -> Result<R
         bytes,
     };
     s.state.store(IDLE, Ordering::Release);
-    Ok(raw)
+    raw
 }
 
 /// Module memory the unwinder reads in place: a section of a loaded object, as the loader mapped

@@ -101,7 +101,13 @@ struct Watch {
     looks: u32,
     /// How long the poll had run at its last sample (0: none yet).
     sampled_at: u64,
+    /// A capture waiting for the thread to return from a system call, and the sample it was
+    /// taken for (site, category, spans), if it was one.
+    deferred: Option<(stack::Deferred, Option<HeldSample>)>,
 }
+
+/// A slow-poll sample waiting for its stack: site, category, spans.
+type HeldSample = (u32, StallCategory, Vec<u32>);
 
 /// Stall events (with their stacks) recorded per second, sustained.
 pub(crate) const BUDGET_PER_S: u64 = 10;
@@ -236,6 +242,9 @@ impl Watchdog {
     /// Looks at one thread; returns how long until its poll is due another look.
     fn watch(&mut self, t: &ThreadSlot, w: &mut Watch, now_raw: u64, now_ns: u64) -> Option<Duration> {
         let since = t.in_poll_since.load(Ordering::Acquire);
+        // Before the poll's end is dealt with: a stack the handler took when the thread came
+        // back from its system call belongs to the stall it interrupted.
+        self.collect_deferred(w, since);
         if since != w.since {
             self.poll_ended(t, w, now_raw);
             *w = Watch { since, seen_ns: now_ns, consumed_long: w.consumed_long, ..Watch::default() };
@@ -278,6 +287,33 @@ impl Watchdog {
         None
     }
 
+    /// Takes the stack of a capture that waited for its thread to return from a system call:
+    /// a further look at the open stall, or the sample it was taken for.
+    fn collect_deferred(&mut self, w: &mut Watch, since: u64) {
+        let Some((d, sample)) = w.deferred.take() else { return };
+        let raw = match stack::collect(d) {
+            Ok(Some(raw)) => raw,
+            Ok(None) if since == w.since => {
+                // Still in the system call.
+                w.deferred = Some((d, sample));
+                return;
+            }
+            // The poll ended and the handler never ran (the signal was lost with the thread):
+            // nothing will come.
+            Ok(None) => return stack::abandon(d),
+            Err(()) => return,
+        };
+        let pending = match (w.open.filter(|o| o.recorded), sample) {
+            (Some(open), _) => Pending::Look(open.id, open.live, Some(raw)),
+            (None, Some((site, category, spans))) => Pending::Sample { site, category, raw: Some(raw), spans },
+            (None, None) => return,
+        };
+        self.queued_stacks.fetch_add(1, Ordering::Relaxed);
+        if self.events.try_send(pending).is_err() {
+            self.queued_stacks.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Samples a slow poll's stack (below the stall threshold): once it has run the sampling
     /// threshold, then every period, within the budget. Returns how long until the next sample
     /// is due.
@@ -297,13 +333,18 @@ impl Watchdog {
         }
         // What the thread does at this instant: computing, or the call it is in.
         let (category, _, _) = classify(t.tid, SAMPLE_CPU_PERCENT);
-        let raw = self.capture(t, since, MAX_QUEUED_STACKS / 2);
+        let raw = self.capture(t, w, since, MAX_QUEUED_STACKS / 2);
+        let spans = t.spans.snapshot();
+        if let Some((_, sample @ None)) = &mut w.deferred {
+            // The thread is in a system call: the sample is sent with its stack when it returns.
+            *sample = Some((site, category, spans));
+            return Some(period);
+        }
         if raw.is_some() {
             self.queued_stacks.fetch_add(1, Ordering::Relaxed);
         }
         // A sample never holds the watchdog up: one the unwinder has no room for is dropped.
         let had_stack = raw.is_some();
-        let spans = t.spans.snapshot();
         if self.events.try_send(Pending::Sample { site, category, raw, spans }).is_err() && had_stack {
             self.queued_stacks.fetch_sub(1, Ordering::Relaxed);
         }
@@ -329,7 +370,7 @@ impl Watchdog {
         if !recorded {
             return;
         }
-        let raw = self.capture(t, since, MAX_QUEUED_STACKS);
+        let raw = self.capture(t, w, since, MAX_QUEUED_STACKS);
         let started_ns = self.shared.session_ns(since);
         let stall = Stall {
             category,
@@ -400,7 +441,7 @@ impl Watchdog {
         let cpu_percent = cpu_share(w.cpu0, thread_cpu_ns(t.tid), now_ns.saturating_sub(w.seen_ns));
         let (category, _, _) = classify(t.tid, cpu_percent);
         // New stalls come first: a look waits for an unwinder that is keeping up.
-        let raw = self.capture(t, since, MAX_QUEUED_STACKS / 2);
+        let raw = self.capture(t, w, since, MAX_QUEUED_STACKS / 2);
         if t.in_poll_since.load(Ordering::Acquire) != since {
             return None;
         }
@@ -413,7 +454,9 @@ impl Watchdog {
 
     /// Copies the stack of the thread stuck in the poll that started at `since`, if stacks are
     /// captured and fewer than `max_queued` copies wait for the unwinder.
-    fn capture(&mut self, t: &ThreadSlot, since: u64, max_queued: usize) -> Option<stack::RawStack> {
+    /// A thread inside a system call answers when the call returns: the capture is then left
+    /// waiting in `w.deferred`, collected by [`Watchdog::collect_deferred`].
+    fn capture(&mut self, t: &ThreadSlot, w: &mut Watch, since: u64, max_queued: usize) -> Option<stack::RawStack> {
         let range = t.stack.clone().filter(|_| self.capture_stacks)?;
         if self.queued_stacks.load(Ordering::Relaxed) >= max_queued {
             return None;
@@ -436,6 +479,10 @@ impl Watchdog {
                         t.decl.thread_name
                     ));
                 }
+                None
+            }
+            Err(stack::Unreachable::Deferred(d)) => {
+                w.deferred = Some((d, None));
                 None
             }
             Err(_) => None,

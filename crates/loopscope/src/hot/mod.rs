@@ -21,6 +21,8 @@ pub(crate) mod cells;
 mod clock;
 pub(crate) mod probe;
 mod sites;
+// Fed by the `tracing` layer; without the feature only the (empty) span stacks are read.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) mod spans;
 mod threads;
 

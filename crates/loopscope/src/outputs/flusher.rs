@@ -208,6 +208,7 @@ impl Flusher {
     fn log_stall(&mut self, e: &Event) {
         match e {
             Event::StallBegin(s) => self.stall_log.begin(s, self.agg.sites(), &self.span_decls),
+            Event::StallLook { id, frames, .. } => self.stall_log.look(*id, frames),
             Event::StallEnd { id, duration_ns, category } => self.stall_log.end(*id, *duration_ns, *category),
             _ => {}
         }

@@ -66,6 +66,17 @@ impl StallLog {
         );
     }
 
+    /// A further look at a stall: its stack names the function when the first did not (a
+    /// thread inside a system call gives its stack when the call returns).
+    pub(crate) fn look(&mut self, id: u64, frames: &[u64]) {
+        if self.open.get(&id).is_some_and(|o| o.blocking_function.is_none()) {
+            let (function, call) = self.blocking_function(frames);
+            if let Some(o) = self.open.get_mut(&id) {
+                (o.blocking_function, o.call) = (function, call);
+            }
+        }
+    }
+
     /// A stall ended: its event.
     pub(crate) fn end(&mut self, id: u64, duration_ns: u64, category: Option<StallCategory>) {
         let Some(o) = self.open.remove(&id) else { return };
