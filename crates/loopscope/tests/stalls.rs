@@ -288,11 +288,15 @@ fn waiting_for_a_held_std_mutex_is_lock_wait() {
     let _g = serial();
     let m = Arc::new(Mutex::new(0u32));
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (waiting_tx, waiting_rx) = std::sync::mpsc::channel();
+    // The holder keeps the lock for 30 ms from the moment the task is about to take it, however
+    // long the runtime took to start on a busy machine.
     let holder = {
         let m = Arc::clone(&m);
         std::thread::spawn(move || {
             let mut g = m.lock().unwrap();
             locked_tx.send(()).unwrap();
+            waiting_rx.recv().unwrap();
             std::thread::sleep(Duration::from_millis(30));
             *g += 1;
         })
@@ -302,7 +306,12 @@ fn waiting_for_a_held_std_mutex_is_lock_wait() {
     let mut measured = Duration::ZERO;
     let seen = stalls_during(|| async {
         line = line!() + 1;
-        measured = tokio::spawn(async move { measure(|| *blocking!(m.lock()).unwrap() += 1) }).await.unwrap();
+        measured = tokio::spawn(async move {
+            waiting_tx.send(()).unwrap();
+            measure(|| *blocking!(m.lock()).unwrap() += 1)
+        })
+        .await
+        .unwrap();
     });
     holder.join().unwrap();
     one_stall(seen, StallCategory::LockWait, &here(line), measured);

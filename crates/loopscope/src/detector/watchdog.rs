@@ -280,7 +280,7 @@ impl Watchdog {
         }
         w.flagged = true;
         w.consumed_long = since;
-        if handed_off(&self.shared, t) {
+        if self.shared.handed_off(t) {
             return None;
         }
         self.raise(t, w, since, now_ns);
@@ -390,7 +390,7 @@ impl Watchdog {
     /// over its whole length.
     fn poll_ended(&mut self, t: &ThreadSlot, w: &Watch, now_raw: u64) {
         let Some(open) = w.open else { return };
-        let (last_start, last_ns) = t.last_long();
+        let (last_start, last_ns, _) = t.last_long();
         let duration_ns = if last_start == w.since { last_ns } else { self.shared.nanos_between(w.since, now_raw) };
         // A poll that is a stall only because the host kept its thread waiting for a CPU: without
         // that wait it would have ended below the threshold. Not the program's fault.
@@ -492,12 +492,16 @@ impl Watchdog {
     /// Raises, late, a long poll that ended before the watchdog saw it (it was not scheduled in
     /// time): the poll hook kept its start and duration, so stall counts stay exact.
     fn raise_missed(&mut self, t: &ThreadSlot, w: &mut Watch, current: u64, now_ns: u64) {
-        let (start, duration_ns) = t.last_long();
+        let (start, duration_ns, handed_off) = t.last_long();
         // Clock values only grow: anything at or before the last poll dealt with is accounted for.
         if start <= w.consumed_long || start == current {
             return;
         }
         w.consumed_long = start;
+        if handed_off {
+            // `block_in_place`: the worker went on on another thread.
+            return;
+        }
         if !self.budget.take(now_ns) {
             self.shared.tally_stall(None, StallCategory::Unknown, duration_ns);
             return;
@@ -598,20 +602,6 @@ fn unwind_and_forward(pending: Receiver<Pending>, flusher: Sender<Cmd>, queued: 
             return;
         }
     }
-}
-
-/// Whether the thread has handed its worker to another thread (`block_in_place`): tokio's record
-/// of which thread runs each worker names it for none of them. (A thread of the blocking pool can
-/// later become another worker's thread; then it is a worker again.)
-fn handed_off(shared: &Shared, t: &ThreadSlot) -> bool {
-    if t.decl.index.is_none() {
-        return false;
-    }
-    let Some(handle) = shared.runtime() else { return false };
-    let metrics = handle.metrics();
-    let ids: Vec<_> = (0..metrics.num_workers()).map(|i| metrics.worker_thread_id(i)).collect();
-    // Until every worker has started, the record is incomplete: do not conclude anything.
-    ids.iter().all(Option::is_some) && !ids.contains(&Some(t.thread_id))
 }
 
 #[cfg(test)]

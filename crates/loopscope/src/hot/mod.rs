@@ -442,13 +442,30 @@ impl Shared {
     #[cold]
     #[inline(never)]
     fn after_long_poll(&self, slot: &ThreadSlot, cells: &SiteCells, start: u64, d: u64) {
-        slot.set_last_long(start, self.clock.delta_as_nanos(start, start + d));
+        // A poll that called `block_in_place` gave its worker to another thread: the watchdog,
+        // had it looked in time, would not have called it a stall; nor does it afterwards.
+        let handed_off = self.contain(false, || self.handed_off(slot));
+        slot.set_last_long(start, self.clock.delta_as_nanos(start, start + d), handed_off);
         // Release: a watchdog that sees the poll end also sees `last_long_*`.
         slot.in_poll_since.store(0, Ordering::Release);
         cells.poll.record(d);
         if d > self.slow_raw {
             cells.count_slow();
         }
+    }
+
+    /// Whether `t`, a worker thread, has handed its worker to another thread (`block_in_place`):
+    /// tokio's record of which thread runs each worker names it for none of them. (A thread of
+    /// the blocking pool can later become another worker's thread; then it is a worker again.)
+    pub(crate) fn handed_off(&self, t: &ThreadSlot) -> bool {
+        if t.decl.index.is_none() {
+            return false;
+        }
+        let Some(handle) = self.runtime() else { return false };
+        let metrics = handle.metrics();
+        let ids: Vec<_> = (0..metrics.num_workers()).map(|i| metrics.worker_thread_id(i)).collect();
+        // Until every worker has started, the record is incomplete: do not conclude anything.
+        ids.iter().all(Option::is_some) && !ids.contains(&Some(t.thread_id))
     }
 
     /// The session id of the current thread's recorder, if it polls tasks for one.

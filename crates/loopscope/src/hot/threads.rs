@@ -93,6 +93,8 @@ pub(crate) struct ThreadSlot {
     last_long_seq: AtomicU64,
     last_long_start: AtomicU64,
     last_long_ns: AtomicU64,
+    /// Whether that poll had handed its worker to another thread (`block_in_place`).
+    last_long_handed_off: AtomicBool,
     cells: Box<[AtomicPtr<SiteCells>]>,
     /// The `tracing` spans the thread is in, and its poll time per span.
     pub(crate) spans: crate::hot::spans::SpanStack,
@@ -101,24 +103,27 @@ pub(crate) struct ThreadSlot {
 impl ThreadSlot {
     /// Records a long poll. Only the owning thread calls this.
     #[cold]
-    pub(crate) fn set_last_long(&self, start: u64, ns: u64) {
+    pub(crate) fn set_last_long(&self, start: u64, ns: u64, handed_off: bool) {
         let seq = self.last_long_seq.load(Ordering::Relaxed);
         self.last_long_seq.store(seq + 1, Ordering::Relaxed);
         std::sync::atomic::fence(Ordering::Release);
         self.last_long_start.store(start, Ordering::Relaxed);
         self.last_long_ns.store(ns, Ordering::Relaxed);
+        self.last_long_handed_off.store(handed_off, Ordering::Relaxed);
         self.last_long_seq.store(seq + 2, Ordering::Release);
     }
 
-    /// The last long poll's start and duration, read consistently.
-    pub(crate) fn last_long(&self) -> (u64, u64) {
+    /// The last long poll's start, duration and whether it had handed its worker over, read
+    /// consistently.
+    pub(crate) fn last_long(&self) -> (u64, u64, bool) {
         loop {
             let before = self.last_long_seq.load(Ordering::Acquire);
             let start = self.last_long_start.load(Ordering::Relaxed);
             let ns = self.last_long_ns.load(Ordering::Relaxed);
+            let handed_off = self.last_long_handed_off.load(Ordering::Relaxed);
             std::sync::atomic::fence(Ordering::Acquire);
             if before.is_multiple_of(2) && self.last_long_seq.load(Ordering::Relaxed) == before {
-                return (start, ns);
+                return (start, ns, handed_off);
             }
             std::hint::spin_loop();
         }
@@ -146,6 +151,7 @@ impl ThreadSlot {
             last_long_seq: AtomicU64::new(0),
             last_long_start: AtomicU64::new(0),
             last_long_ns: AtomicU64::new(0),
+            last_long_handed_off: AtomicBool::new(false),
             cells: (0..=max_sites).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
             spans: crate::hot::spans::SpanStack::new(),
         }

@@ -134,148 +134,177 @@ fn text(key: &str, value: &str) -> KeyValue {
 }
 
 /// The request for the figures so far; `None` before the session's header.
-fn request(st: &State, now_ns: u64) -> Option<ExportMetricsServiceRequest> {
-    let header = st.header.as_ref()?;
-    let start = header.start_unix_ns;
-    let program = header.command_line.first().map_or("program", |s| s.as_str());
-    let service = std::env::var("OTEL_SERVICE_NAME").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| {
-        header.workload.clone().unwrap_or_else(|| {
-            std::path::Path::new(program).file_name().map_or(program.into(), |n| n.to_string_lossy().into_owned())
-        })
-    });
-    let resource = Resource {
-        attributes: vec![
-            text("service.name", &service),
-            text("host.name", &header.host),
-            kv("process.pid", any_value::Value::IntValue(i64::from(header.pid))),
-            // The executable's name, not its command line: arguments can hold secrets.
-            text("process.executable.name", header.program()),
-        ],
-        ..Default::default()
-    };
-    let histogram = |attributes: Vec<KeyValue>, h: &Hist| HistogramDataPoint {
-        attributes,
-        start_time_unix_nano: start,
-        time_unix_nano: now_ns,
-        count: h.count,
-        sum: Some(h.sum_ns as f64 / 1e9),
-        bucket_counts: h.buckets.to_vec(),
-        explicit_bounds: BUCKETS_S.to_vec(),
-        ..Default::default()
-    };
-    let number = |attributes: Vec<KeyValue>, value: number_data_point::Value| NumberDataPoint {
-        attributes,
-        start_time_unix_nano: start,
-        time_unix_nano: now_ns,
-        value: Some(value),
-        ..Default::default()
-    };
-    let cumulative = AggregationTemporality::Cumulative as i32;
-    let metric = |name: &str, description: &str, unit: &str, data: metric::Data| Metric {
+/// Data points of one export: cumulative since the session's start, taken now.
+struct Stamp {
+    start: u64,
+    now: u64,
+}
+
+impl Stamp {
+    fn histogram(&self, attributes: Vec<KeyValue>, h: &Hist) -> HistogramDataPoint {
+        HistogramDataPoint {
+            attributes,
+            start_time_unix_nano: self.start,
+            time_unix_nano: self.now,
+            count: h.count,
+            sum: Some(h.sum_ns as f64 / 1e9),
+            bucket_counts: h.buckets.to_vec(),
+            explicit_bounds: BUCKETS_S.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn number(&self, attributes: Vec<KeyValue>, value: number_data_point::Value) -> NumberDataPoint {
+        NumberDataPoint {
+            attributes,
+            start_time_unix_nano: self.start,
+            time_unix_nano: self.now,
+            value: Some(value),
+            ..Default::default()
+        }
+    }
+}
+
+fn metric(name: &str, description: &str, unit: &str, data: metric::Data) -> Metric {
+    Metric {
         name: name.into(),
         description: description.into(),
         unit: unit.into(),
         data: Some(data),
         ..Default::default()
-    };
-    // A histogram metric with one data point per spawn site.
-    let site_histogram = |name: &str, description: &str, pick: fn(&crate::outputs::fleet::Series) -> &Hist| {
-        let data_points = st.all_series().map(|(label, s)| histogram(vec![text("site", label)], pick(s))).collect();
-        metric(
-            name,
-            description,
-            "s",
-            metric::Data::Histogram(Histogram { data_points, aggregation_temporality: cumulative }),
-        )
-    };
-    let mut metrics =
-        vec![site_histogram("loopscope.poll.duration", "Task poll durations per spawn site", |s| &s.poll)];
+    }
+}
+
+const CUMULATIVE: i32 = AggregationTemporality::Cumulative as i32;
+
+fn histogram(name: &str, description: &str, data_points: Vec<HistogramDataPoint>) -> Metric {
+    metric(
+        name,
+        description,
+        "s",
+        metric::Data::Histogram(Histogram { data_points, aggregation_temporality: CUMULATIVE }),
+    )
+}
+
+fn counter(name: &str, description: &str, unit: &str, data_points: Vec<NumberDataPoint>) -> Metric {
+    let sum = Sum { data_points, aggregation_temporality: CUMULATIVE, is_monotonic: true };
+    metric(name, description, unit, metric::Data::Sum(sum))
+}
+
+fn gauge(name: &str, description: &str, unit: &str, data_points: Vec<NumberDataPoint>) -> Metric {
+    metric(name, description, unit, metric::Data::Gauge(Gauge { data_points }))
+}
+
+/// Who sends: the service (`OTEL_SERVICE_NAME`, else the workload or the executable's name), the
+/// host, the pid and the executable's name (not its command line: arguments can hold secrets).
+fn resource(header: &loopscope_core::model::Header) -> Resource {
+    let service = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| header.workload.clone())
+        .unwrap_or_else(|| header.program().to_string());
+    Resource {
+        attributes: vec![
+            text("service.name", &service),
+            text("host.name", &header.host),
+            kv("process.pid", any_value::Value::IntValue(i64::from(header.pid))),
+            text("process.executable.name", header.program()),
+        ],
+        ..Default::default()
+    }
+}
+
+/// Per spawn site: poll time, scheduling latency (full profile) and tasks spawned.
+fn site_metrics(st: &State, p: &Stamp) -> Vec<Metric> {
+    let site = |label: &str| vec![text("site", label)];
+    let mut out = vec![histogram(
+        "loopscope.poll.duration",
+        "Task poll durations per spawn site",
+        st.all_series().map(|(l, s)| p.histogram(site(l), &s.poll)).collect(),
+    )];
     if st.schedule_latency() {
-        metrics.push(site_histogram(
+        out.push(histogram(
             "loopscope.schedule.latency",
             "Scheduling latency (wake to poll) per spawn site",
-            |s| &s.sched,
+            st.all_series().map(|(l, s)| p.histogram(site(l), &s.sched)).collect(),
         ));
     }
-    if st.lag.count > 0 {
-        metrics.push(metric(
-            "loopscope.lag",
-            "The lag probe: how long a task woken by a yield waited to be polled",
-            "s",
-            metric::Data::Histogram(Histogram {
-                data_points: vec![histogram(vec![], &st.lag)],
-                aggregation_temporality: cumulative,
-            }),
-        ));
-    }
-    let counter = |points: Vec<NumberDataPoint>| {
-        metric::Data::Sum(Sum { data_points: points, aggregation_temporality: cumulative, is_monotonic: true })
-    };
-    metrics.push(metric(
+    out.push(counter(
         "loopscope.tasks.spawned",
         "Tasks spawned per spawn site",
         "{task}",
-        counter(
-            st.all_series()
-                .map(|(label, s)| number(vec![text("site", label)], number_data_point::Value::AsInt(s.spawned as i64)))
-                .collect(),
-        ),
+        st.all_series().map(|(l, s)| p.number(site(l), number_data_point::Value::AsInt(s.spawned as i64))).collect(),
     ));
-    if !st.stalls.is_empty() {
-        let by = |site: &str, category: &str| vec![text("site", site), text("category", category)];
-        metrics.push(metric(
+    out
+}
+
+/// Stalls per spawn site and category: how many, and the time they blocked.
+fn stall_metrics(st: &State, p: &Stamp) -> Vec<Metric> {
+    if st.stalls.is_empty() {
+        return Vec::new();
+    }
+    let by = |site: &str, category: &str| vec![text("site", site), text("category", category)];
+    let count = st
+        .stalls
+        .iter()
+        .map(|((site, c), (n, _))| p.number(by(site, c.name()), number_data_point::Value::AsInt(*n as i64)));
+    let time = st
+        .stalls
+        .iter()
+        .map(|((site, c), (_, secs))| p.number(by(site, c.name()), number_data_point::Value::AsDouble(*secs)));
+    vec![
+        counter(
             "loopscope.stalls",
             "Polls that blocked their worker longer than the stall threshold",
             "{stall}",
-            counter(
-                st.stalls
-                    .iter()
-                    .map(|((site, c), (n, _))| number(by(site, c.name()), number_data_point::Value::AsInt(*n as i64)))
-                    .collect(),
-            ),
-        ));
-        metrics.push(metric(
-            "loopscope.stalled.time",
-            "Time workers spent blocked in stalls",
-            "s",
-            counter(
-                st.stalls
-                    .iter()
-                    .map(|((site, c), (_, secs))| number(by(site, c.name()), number_data_point::Value::AsDouble(*secs)))
-                    .collect(),
-            ),
+            count.collect(),
+        ),
+        counter("loopscope.stalled.time", "Time workers spent blocked in stalls", "s", time.collect()),
+    ]
+}
+
+/// The runtime's gauges: each worker's busy share of the last interval, and tasks alive.
+fn runtime_metrics(st: &State, p: &Stamp) -> Vec<Metric> {
+    let mut out = Vec::new();
+    if st.lag.count > 0 {
+        out.push(histogram(
+            "loopscope.lag",
+            "The lag probe: how long a task woken by a yield waited to be polled",
+            vec![p.histogram(vec![], &st.lag)],
         ));
     }
     if !st.busy.is_empty() {
-        metrics.push(metric(
+        let busy = st.busy.iter().map(|(w, ratio)| {
+            let thread = st.workers.get(w).map_or("?", String::as_str);
+            let attrs = vec![kv("worker", any_value::Value::IntValue(i64::from(*w))), text("thread", thread)];
+            p.number(attrs, number_data_point::Value::AsDouble(*ratio))
+        });
+        out.push(gauge(
             "loopscope.worker.busy_ratio",
             "Share of the last interval each worker thread spent polling tasks",
             "1",
-            metric::Data::Gauge(Gauge {
-                data_points: st
-                    .busy
-                    .iter()
-                    .map(|(w, ratio)| {
-                        let thread = st.workers.get(w).map_or("?", String::as_str);
-                        let attrs =
-                            vec![kv("worker", any_value::Value::IntValue(i64::from(*w))), text("thread", thread)];
-                        number(attrs, number_data_point::Value::AsDouble(*ratio))
-                    })
-                    .collect(),
-            }),
+            busy.collect(),
         ));
     }
-    metrics.push(metric(
+    out.push(gauge(
         "loopscope.tasks.alive",
         "Tasks alive in the runtime at the end of the last interval",
         "{task}",
-        metric::Data::Gauge(Gauge {
-            data_points: vec![number(vec![], number_data_point::Value::AsInt(st.alive_tasks as i64))],
-        }),
+        vec![p.number(vec![], number_data_point::Value::AsInt(st.alive_tasks as i64))],
     ));
+    out
+}
+
+/// The export request for the figures folded so far; `None` before the session's header.
+fn request(st: &State, now_ns: u64) -> Option<ExportMetricsServiceRequest> {
+    let header = st.header.as_ref()?;
+    let p = Stamp { start: header.start_unix_ns, now: now_ns };
+    let mut metrics = site_metrics(st, &p);
+    metrics.extend(stall_metrics(st, &p));
+    metrics.extend(runtime_metrics(st, &p));
     Some(ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
-            resource: Some(resource),
+            resource: Some(resource(header)),
             scope_metrics: vec![ScopeMetrics {
                 scope: Some(InstrumentationScope {
                     name: "loopscope".into(),
