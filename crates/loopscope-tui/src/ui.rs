@@ -579,7 +579,9 @@ fn hot_table(
     if inner.height == 0 || inner.width == 0 {
         return;
     }
-    let [table_area, info_area] = Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(inner);
+    // The selected line's details under the table, when there is room for a row above them.
+    let info_h = u16::from(inner.height >= 3);
+    let [table_area, info_area] = Layout::vertical([Constraint::Min(0), Constraint::Length(info_h)]).areas(inner);
     let (offset, visible) = scroll(sel, table_area);
     let wide = inner.width >= 120;
     // samples, share, time, then (wide) category; the text columns share the rest.
@@ -644,7 +646,9 @@ fn hot_table(
         .collect();
     widths.extend(text_widths.iter().map(|w| Constraint::Length(*w)));
     frame.render_widget(Table::new(body, widths).header(Row::new(header).style(Style::new().bold())), table_area);
-    if let Some(r) = rows.get(sel) {
+    if let Some(r) = rows.get(sel)
+        && info_h > 0
+    {
         frame.render_widget(hot_line_info(t, r, all_sites && !wide), info_area);
     }
 }
@@ -680,34 +684,38 @@ fn site_hot_lines(frame: &mut Frame<'_>, area: Rect, app: &mut App, rows: &[usiz
 
 /// The site detail's breakdown by span.
 fn site_spans(frame: &mut Frame<'_>, area: Rect, spans: &[SpanRow]) {
+    /// The figure columns: title, width, value.
+    type Figure = (&'static str, u16, fn(&SpanRow) -> String);
     let block = Block::bordered().title("By span: poll time inside each span (share of the site's poll time)");
-    let header = Row::new(["span", "polls", "busy", "share", "p50", "p99", "max"]).style(Style::new().bold());
     let inner = block.inner(area);
-    let span_w = inner.width.saturating_sub(7 + 9 + 7 + 9 + 9 + 9 + 6).max(8);
+    let mut figures: Vec<Figure> = vec![
+        ("polls", 7, |s| compact(s.polls)),
+        ("busy", 9, |s| d(s.busy)),
+        ("share", 7, |s| pct(s.share)),
+        ("p50", 9, |s| d(s.poll.p50)),
+        ("p99", 9, |s| d(s.poll.p99)),
+        ("max", 9, |s| d(s.poll.max)),
+    ];
+    let room = |f: &[Figure]| inner.width.saturating_sub(f.iter().map(|(_, w, _)| w + 1).sum::<u16>());
+    // On a narrow terminal the span's name keeps room: p50, then busy time, then polls give way.
+    for drop in ["p50", "busy", "polls"] {
+        if room(&figures) >= 16 {
+            break;
+        }
+        figures.retain(|(title, _, _)| *title != drop);
+    }
+    let span_w = room(&figures).max(8);
+    let header = Row::new(std::iter::once("span").chain(figures.iter().map(|(t, _, _)| *t))).style(Style::new().bold());
     let body: Vec<Row<'_>> = spans
         .iter()
         .take(inner.height.saturating_sub(1) as usize)
         .map(|s| {
-            Row::new([
-                clip_left(&s.name, span_w as usize),
-                compact(s.polls),
-                d(s.busy),
-                pct(s.share),
-                d(s.poll.p50),
-                d(s.poll.p99),
-                d(s.poll.max),
-            ])
+            Row::new(std::iter::once(clip_left(&s.name, span_w as usize)).chain(figures.iter().map(|(_, _, f)| f(s))))
         })
         .collect();
-    let widths = [
-        Constraint::Length(span_w),
-        Constraint::Length(7),
-        Constraint::Length(9),
-        Constraint::Length(7),
-        Constraint::Length(9),
-        Constraint::Length(9),
-        Constraint::Length(9),
-    ];
+    let widths: Vec<Constraint> = std::iter::once(Constraint::Length(span_w))
+        .chain(figures.iter().map(|(_, w, _)| Constraint::Length(*w)))
+        .collect();
     frame.render_widget(Table::new(body, widths).header(header).block(block), area);
 }
 

@@ -353,6 +353,20 @@ fn a_live_window_grows_to_the_same_figures() {
     assert_eq!(a.timeline.stacks.len(), 3);
 }
 
+/// On a small terminal the site's detail keeps its top hot line in view, and the span table its
+/// spans' names (its p50 and busy columns give way).
+#[test]
+fn a_small_terminal_keeps_a_hot_line_and_the_span_names() {
+    let mut a = app();
+    open_server_site(&mut a);
+    let s = screen(&mut a, 40, 10);
+    assert!(line_of(&s, "24.0ms").contains("75.0%"), "{s}");
+    let s = screen(&mut a, 60, 16);
+    let header = line_of(&s, "│span ");
+    assert!(header.contains("p99") && !header.contains("p50") && !header.contains("busy"), "{s}");
+    assert!(line_of(&s, "app::http::request").contains("90.0%"), "{s}");
+}
+
 #[test]
 fn the_new_views_survive_tiny_terminals_and_empty_data() {
     for (w, h) in [(1, 1), (10, 5), (20, 6), (40, 10), (79, 23), (80, 24), (300, 100)] {
