@@ -5,6 +5,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use loopscope_core::dist::DistAcc;
 
+use crate::hot::{HotRow, SpanRow};
 use crate::stalls::{StallRow, StallSort};
 use crate::stats::{SiteRow, WindowAcc, WindowStats};
 use crate::timeline::Timeline;
@@ -22,18 +23,23 @@ pub enum View {
     Stalls,
     /// One stall: its stack and source.
     StallDetail,
+    /// The program's hot lines, every site's.
+    HotLines,
+    /// One hot line of a site: its source and heaviest stack.
+    LineDetail,
 }
 
 impl View {
     /// The views Tab cycles through.
-    pub const TABS: [View; 3] = [View::Overview, View::Sites, View::Stalls];
+    pub const TABS: [View; 4] = [View::Overview, View::Sites, View::Stalls, View::HotLines];
 
     /// Title on the tab bar.
     pub fn title(self) -> &'static str {
         match self {
             View::Overview => "Overview",
-            View::Sites | View::Detail => "Spawn sites",
+            View::Sites | View::Detail | View::LineDetail => "Spawn sites",
             View::Stalls | View::StallDetail => "Stalls",
+            View::HotLines => "Hot lines",
         }
     }
 }
@@ -201,7 +207,7 @@ pub enum Action {
 /// The keys, for the help overlay: (keys, what they do).
 pub const KEYS: &[(&str, &str)] = &[
     ("Tab / Shift-Tab", "next / previous view"),
-    ("1 2 3", "overview, spawn sites, stalls"),
+    ("1 2 3 4", "overview, spawn sites, stalls, hot lines"),
     ("↑ ↓  k j", "move the selection"),
     ("PgUp PgDn", "move a page"),
     ("Home End  g G", "timeline: first / newest interval (End follows live data)"),
@@ -210,9 +216,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("w", "window: whole run, last 1 s, 10 s, 60 s"),
     ("s  S", "sort by the next column / reverse the order (stalls: total, count, latest)"),
     ("a", "stalls: grouped by line, or each stall"),
-    ("x", "stall: show every frame, or fold the library's"),
+    ("x", "stacks: show every frame, or fold the library's"),
     ("/", "filter spawn sites (Enter keeps, Esc clears)"),
-    ("Enter", "open the selected site or stall"),
+    ("Enter", "open the selected row (hot lines: its site)"),
+    ("↑ ↓  Enter", "site: pick a hot line, open its source and stack"),
     ("Esc  Backspace", "back"),
     ("?", "this help"),
     ("q  Ctrl-C", "quit"),
@@ -250,6 +257,7 @@ pub fn map_key(key: KeyEvent, typing_filter: bool, help: bool) -> Option<Action>
         KeyCode::Char('1') => Action::Goto(View::Overview),
         KeyCode::Char('2') => Action::Goto(View::Sites),
         KeyCode::Char('3') => Action::Goto(View::Stalls),
+        KeyCode::Char('4') => Action::Goto(View::HotLines),
         KeyCode::Up | KeyCode::Char('k') => Action::Move(-1),
         KeyCode::Down | KeyCode::Char('j') => Action::Move(1),
         KeyCode::PageUp => Action::Move(-PAGE),
@@ -295,6 +303,8 @@ struct Cache {
     key: (usize, usize, u64, usize),
     acc: WindowAcc,
     stats: WindowStats,
+    /// The window's hot lines, once a view asked for them.
+    hot: Option<Vec<HotRow>>,
 }
 
 /// The TUI's whole state.
@@ -334,8 +344,17 @@ pub struct App {
     pub detail_site: Option<u32>,
     /// The stall of the stall detail view (its id).
     pub detail_stall: Option<u64>,
-    /// Scroll of the stall detail view.
+    /// Scroll of the stall and line detail views.
     pub detail_scroll: usize,
+    /// Where Esc goes from the site detail (the site table, or the hot lines).
+    pub detail_back: View,
+    /// Selected row of the site detail's hot lines.
+    pub detail_hot_sel: usize,
+    /// Selected row of the hot lines view.
+    pub hot_sel: usize,
+    /// The hot line of the line detail view, as opened (the window's figures are shown when it
+    /// is in the window).
+    pub detail_line: Option<HotRow>,
     /// Help overlay shown.
     pub help: bool,
     /// Quit asked for.
@@ -368,6 +387,10 @@ impl App {
             detail_site: None,
             detail_stall: None,
             detail_scroll: 0,
+            detail_back: View::Sites,
+            detail_hot_sel: 0,
+            hot_sel: 0,
+            detail_line: None,
             help: false,
             quit: false,
             status: None,
@@ -423,10 +446,16 @@ impl App {
             };
             acc.extend(&self.timeline, end);
             let stats = acc.stats(&self.timeline);
-            self.cache = Some(Cache { key, acc, stats });
+            self.cache = Some(Cache { key, acc, stats, hot: None });
             self.resort();
         }
         &self.cache.as_ref().expect("just computed").stats
+    }
+
+    /// The figures as [`App::stats`] last computed them (render functions call that first, then
+    /// read them beside the timeline).
+    pub fn last_stats(&self) -> Option<&WindowStats> {
+        self.cache.as_ref().map(|c| &c.stats)
     }
 
     /// One site's poll-time and scheduling-latency histograms over the window.
@@ -435,10 +464,54 @@ impl App {
         self.cache.as_ref()?.acc.site_dists(id)
     }
 
+    /// One site's samples over the window: (with a stack, without one).
+    pub fn site_samples(&mut self, id: u32) -> (u64, u64) {
+        self.stats();
+        self.cache.as_ref().map_or((0, 0), |c| c.acc.hot().site_samples(Some(id)))
+    }
+
     /// Indices into `stats().sites` of the site table's rows: filtered and sorted.
     pub fn site_rows(&mut self) -> &[usize] {
         self.stats();
         &self.rows
+    }
+
+    /// The window's hot lines, every site's, the most samples first (computed once per window).
+    pub fn hot_rows(&mut self) -> &[HotRow] {
+        self.stats();
+        let Some(c) = &mut self.cache else { return &[] };
+        c.hot.get_or_insert_with(|| c.acc.hot_rows(&self.timeline))
+    }
+
+    /// The hot lines as [`App::hot_rows`] last computed them (render functions call that first,
+    /// then read them beside the timeline).
+    pub fn last_hot_rows(&self) -> &[HotRow] {
+        self.cache.as_ref().and_then(|c| c.hot.as_deref()).unwrap_or_default()
+    }
+
+    /// Positions in [`App::hot_rows`] of one site's hot lines (the most samples first); keeps the
+    /// site detail's selection on a row that exists.
+    pub fn site_hot_rows(&mut self, site: u32) -> Vec<usize> {
+        let rows: Vec<usize> =
+            self.hot_rows().iter().enumerate().filter(|(_, r)| r.site == Some(site)).map(|(i, _)| i).collect();
+        self.detail_hot_sel = self.detail_hot_sel.min(rows.len().saturating_sub(1));
+        rows
+    }
+
+    /// Poll time per `tracing` span of one site over the window, the busiest span first.
+    pub fn site_spans(&mut self, id: u32) -> Vec<SpanRow> {
+        self.stats();
+        self.cache.as_ref().map_or_else(Vec::new, |c| c.acc.site_spans(&self.timeline, id))
+    }
+
+    /// The line detail's row: the window's figures for the line opened, or the figures it was
+    /// opened with when it is not in the window.
+    pub fn line_row(&mut self) -> Option<(HotRow, bool)> {
+        let opened = self.detail_line.clone()?;
+        match self.hot_rows().iter().find(|r| r.same(&opened)) {
+            Some(r) => Some((r.clone(), true)),
+            None => Some((opened, false)),
+        }
     }
 
     /// Starts over with an empty timeline (a reconnect resends the session so far).
@@ -449,6 +522,8 @@ impl App {
         self.cursor = None;
         self.site_sel = 0;
         self.stall_sel = 0;
+        self.hot_sel = 0;
+        self.detail_hot_sel = 0;
     }
 
     fn resort(&mut self) {
@@ -550,6 +625,8 @@ impl App {
                 let at = StallSort::CYCLE.iter().position(|c| *c == self.stall_sort).unwrap_or(0);
                 self.stall_sort = StallSort::CYCLE[(at + 1) % StallSort::CYCLE.len()];
             }
+            // Hot lines are always by samples.
+            Action::NextSort | Action::ReverseSort if self.view == View::HotLines => {}
             Action::ToggleStallGroups => {
                 self.stall_groups = !self.stall_groups;
                 self.stall_sel = 0;
@@ -591,8 +668,23 @@ impl App {
                     let sel = self.site_sel;
                     let id = self.site_rows().get(sel).copied();
                     if let Some(i) = id {
-                        self.detail_site = Some(self.stats().sites[i].id);
-                        self.view = View::Detail;
+                        let site = self.stats().sites[i].id;
+                        self.open_site(site, View::Sites);
+                    }
+                }
+                View::HotLines => {
+                    let sel = self.hot_sel;
+                    if let Some(site) = self.hot_rows().get(sel).and_then(|r| r.site) {
+                        self.open_site(site, View::HotLines);
+                    }
+                }
+                View::Detail => {
+                    let Some(site) = self.detail_site else { return };
+                    let rows = self.site_hot_rows(site);
+                    if let Some(&i) = rows.get(self.detail_hot_sel) {
+                        self.detail_line = Some(self.hot_rows()[i].clone());
+                        self.detail_scroll = 0;
+                        self.view = View::LineDetail;
                     }
                 }
                 View::Stalls => {
@@ -609,8 +701,9 @@ impl App {
                     self.help = false;
                 } else {
                     self.view = match self.view {
-                        View::Detail => View::Sites,
+                        View::Detail => self.detail_back,
                         View::StallDetail => View::Stalls,
+                        View::LineDetail => View::Detail,
                         v => v,
                     };
                 }
@@ -629,9 +722,29 @@ impl App {
                 let len = self.stall_rows().len();
                 self.stall_sel = step(self.stall_sel, len);
             }
-            View::StallDetail => self.detail_scroll = step(self.detail_scroll, 10_000),
-            View::Overview | View::Detail => {}
+            View::HotLines => {
+                let len = self.hot_rows().len();
+                self.hot_sel = step(self.hot_sel, len);
+            }
+            View::Detail => {
+                if let Some(site) = self.detail_site {
+                    let len = self.site_hot_rows(site).len();
+                    self.detail_hot_sel = step(self.detail_hot_sel, len);
+                }
+            }
+            View::StallDetail | View::LineDetail => self.detail_scroll = step(self.detail_scroll, 10_000),
+            View::Overview => {}
         }
+    }
+
+    /// Opens a site's detail; Esc goes back to `from`.
+    fn open_site(&mut self, site: u32, from: View) {
+        if self.detail_site != Some(site) {
+            self.detail_hot_sel = 0;
+        }
+        self.detail_site = Some(site);
+        self.detail_back = from;
+        self.view = View::Detail;
     }
 
     /// Replay playback: moves the cursor one interval on; stops at the end.
@@ -676,7 +789,7 @@ mod tests {
 
     #[test]
     fn every_key_in_the_help_is_mapped() {
-        for c in ['1', '2', '3', 'k', 'j', 'g', 'G', 'h', 'l', ' ', 'w', 's', 'S', '/', '?', 'q', 'a', 'x'] {
+        for c in ['1', '2', '3', '4', 'k', 'j', 'g', 'G', 'h', 'l', ' ', 'w', 's', 'S', '/', '?', 'q', 'a', 'x'] {
             assert!(map_key(key(KeyCode::Char(c)), false, false).is_some(), "{c:?}");
         }
         for code in [KeyCode::Tab, KeyCode::BackTab, KeyCode::PageUp, KeyCode::Home, KeyCode::End, KeyCode::Enter] {
@@ -696,9 +809,22 @@ mod tests {
         a.apply(Action::NextView);
         assert_eq!(a.view, View::Stalls);
         a.apply(Action::NextView);
+        assert_eq!(a.view, View::HotLines);
+        a.apply(Action::NextView);
         assert_eq!(a.view, View::Overview);
         a.apply(Action::PrevView);
-        assert_eq!(a.view, View::Stalls);
+        assert_eq!(a.view, View::HotLines);
+        assert_eq!(map_key(key(KeyCode::Char('4')), false, false), Some(Action::Goto(View::HotLines)));
+        // Enter and Esc on an empty session go nowhere.
+        a.apply(Action::Open);
+        assert_eq!(a.view, View::HotLines);
+        a.view = View::LineDetail;
+        a.apply(Action::Back);
+        assert_eq!(a.view, View::Detail);
+        a.apply(Action::Open);
+        assert_eq!(a.view, View::Detail);
+        a.apply(Action::Back);
+        assert_eq!(a.view, View::Sites);
         a.view = View::StallDetail;
         a.apply(Action::Back);
         assert_eq!(a.view, View::Stalls);

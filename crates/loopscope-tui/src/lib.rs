@@ -5,6 +5,7 @@
 //! [`term`] owns the terminal and the event loop.
 
 pub mod app;
+pub mod hot;
 pub mod stalls;
 pub mod stats;
 pub mod term;

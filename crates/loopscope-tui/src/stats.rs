@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use loopscope_core::dist::{DistAcc, Summary};
 
+use crate::hot::{HotAcc, HotRow, Sampling, SpanRow};
 use crate::timeline::Timeline;
 
 /// One spawn site over the window.
@@ -79,6 +80,8 @@ pub struct WindowStats {
     pub host_cpu: Duration,
     /// Time the workers waited for a CPU (runnable, not running) in the window: what the host took.
     pub host_delay: Duration,
+    /// The window's slow-poll sampling figures (its hot lines: [`WindowAcc::hot_rows`]).
+    pub sampling: Sampling,
 }
 
 /// The percentile summary of one stored distribution (empty when it is damaged), as the views
@@ -123,6 +126,7 @@ pub struct WindowAcc {
     polls_per_s: Vec<u64>,
     tasks_alive: Vec<u64>,
     last_gauges: (u64, u64, u64),
+    hot: HotAcc,
 }
 
 impl std::fmt::Debug for WindowAcc {
@@ -154,6 +158,7 @@ impl WindowAcc {
                 continue;
             }
             self.span += Duration::from_nanos(i.end_ns.saturating_sub(i.start_ns));
+            self.hot.add(t, i);
             let _ = self.lag.add_dist(&i.lag);
             for s in &i.sites {
                 let id = s.site as usize;
@@ -194,6 +199,23 @@ impl WindowAcc {
     pub fn site_dists(&self, id: u32) -> Option<(DistAcc, DistAcc)> {
         let acc = self.sites.get(id as usize)?;
         Some((acc.poll.clone(), acc.sched.clone()))
+    }
+
+    /// The window's sampled lines and span histograms.
+    pub fn hot(&self) -> &HotAcc {
+        &self.hot
+    }
+
+    /// Lines where the window's sampled slow polls spent their time, every site's, the most
+    /// samples first (computed on demand: only the hot-lines views need them).
+    pub fn hot_rows(&self, t: &Timeline) -> Vec<HotRow> {
+        self.hot.rows(t)
+    }
+
+    /// Poll time per `tracing` span of one site over the window, the busiest span first.
+    pub fn site_spans(&self, t: &Timeline, id: u32) -> Vec<SpanRow> {
+        let busy = self.sites.get(id as usize).map_or(Duration::ZERO, |a| a.poll.sum());
+        self.hot.spans(t, id, busy)
     }
 
     /// The figures the views show.
@@ -263,6 +285,7 @@ impl WindowAcc {
         let (cpu, delay) = self.workers.values().fold((0u64, 0u64), |(c, d), a| (c + a.cpu_ns, d + a.run_delay_ns));
         w.host_cpu = Duration::from_nanos(cpu);
         w.host_delay = Duration::from_nanos(delay);
+        w.sampling = self.hot.sampling();
         w
     }
 }

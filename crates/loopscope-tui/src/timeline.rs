@@ -34,8 +34,13 @@ pub struct Timeline {
     pub intervals: VecDeque<Interval>,
     /// Intervals dropped from the front to stay bounded.
     pub dropped_intervals: u64,
-    /// Stacks sampled from slow polls, per interval (the newest [`Timeline::MAX_INTERVALS`]).
-    pub samples: VecDeque<loopscope_core::model::Samples>,
+    /// Stacks sampled from slow polls, per interval, digested (the newest
+    /// [`Timeline::MAX_INTERVALS`]); the frames themselves are not kept.
+    pub hot: VecDeque<crate::hot::Digest>,
+    /// The program lines the digests name.
+    pub lines: crate::hot::Lines,
+    /// The symbolized stacks the digests name (bounded).
+    pub stacks: crate::hot::Stacks,
     /// Per site: tasks spawned and finished in intervals dropped from the front.
     pub dropped_spawned: Vec<(u64, u64)>,
     /// Stalls, in the order raised (the newest [`Timeline::MAX_STALLS`]).
@@ -66,7 +71,9 @@ impl Clone for Timeline {
             spans: self.spans.clone(),
             intervals: self.intervals.clone(),
             dropped_intervals: self.dropped_intervals,
-            samples: self.samples.clone(),
+            hot: self.hot.clone(),
+            lines: self.lines.clone(),
+            stacks: self.stacks.clone(),
             dropped_spawned: self.dropped_spawned.clone(),
             stalls: self.stalls.clone(),
             errors: self.errors.clone(),
@@ -120,12 +127,13 @@ impl Timeline {
         let mut t = Timeline::default();
         t.push(Frame::Header(rec.header));
         t.push(Frame::Modules(rec.modules));
-        for s in rec.samples {
-            t.push(Frame::Samples(Box::new(s)));
-        }
         t.push(Frame::Sites(rec.sites));
         t.push(Frame::Spans(rec.spans));
         t.push(Frame::Workers(rec.workers));
+        // After the sites, as in a live stream: a sample's absolute path finds the source root.
+        for s in rec.samples {
+            t.push(Frame::Samples(Box::new(s)));
+        }
         for i in rec.intervals {
             t.push(Frame::Interval(Box::new(i)));
         }
@@ -151,10 +159,20 @@ impl Timeline {
             }
             Frame::Modules(m) => self.modules.extend(m),
             Frame::Samples(s) => {
-                if self.samples.len() == Self::MAX_INTERVALS {
-                    self.samples.pop_front();
+                if self.hot.len() == Self::MAX_INTERVALS {
+                    self.hot.pop_front();
                 }
-                self.samples.push_back(*s);
+                let digest = crate::hot::Digest::of(*s, &mut self.lines, &mut self.stacks);
+                if self.source_root.is_none()
+                    && let Some(line) = digest
+                        .hits
+                        .iter()
+                        .find_map(|h| self.lines.get(h.line?).line.as_deref().filter(|l| l.starts_with('/')))
+                {
+                    self.source_root =
+                        loopscope_core::stall::source_root(self.sites.iter().map(|d| d.file.as_str()), line);
+                }
+                self.hot.push_back(digest);
             }
             Frame::Sites(s) => self.sites.extend(s),
             Frame::Spans(d) => self.spans.extend(d),

@@ -12,6 +12,7 @@ use ratatui::text::{Line, Span as TextSpan};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, Wrap};
 
 use crate::app::{App, Column, KEYS, Source, View};
+use crate::hot::{HotRow, Sampling, SpanRow};
 use crate::stats::summary_of;
 
 /// Draws the whole screen.
@@ -25,6 +26,8 @@ pub fn render(frame: &mut Frame<'_>, app: &mut App) {
         View::Detail => detail(frame, main, app),
         View::Stalls => stalls(frame, main, app),
         View::StallDetail => stall_detail(frame, main, app),
+        View::HotLines => hot_lines(frame, main, app),
+        View::LineDetail => line_detail(frame, main, app),
     }
     status(frame, bottom, app);
     if app.help {
@@ -337,6 +340,9 @@ fn detail(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         frame.render_widget(Paragraph::new("this site has no data in the window").block(Block::bordered()), area);
         return;
     };
+    let hot_rows = app.site_hot_rows(id);
+    let (with_stack, without_stack) = app.site_samples(id);
+    let spans = app.site_spans(id);
     let t = &app.timeline;
     let (mut p99_poll, mut p99_sched) = (Vec::new(), Vec::new());
     for i in t.intervals.iter().take(end).skip(start) {
@@ -345,23 +351,114 @@ fn detail(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         p99_poll.push(p99(s.map(|s| &s.poll)));
         p99_sched.push(p99(s.map(|s| &s.sched)));
     }
-    let [head, hists, over_time, stall_area] =
-        Layout::vertical([Constraint::Length(3), Constraint::Min(10), Constraint::Length(4), Constraint::Length(5)])
-            .areas(area);
     let text = format!(
         "{}   tasks {}/{}   polls {}   busy {:.1}%   slow {}   stalls {}",
         row.name, row.alive, row.total, row.polls, row.busy_pct, row.slow, row.stalls
     );
-    frame.render_widget(Paragraph::new(text).block(Block::bordered().title("Spawn site (Esc: back)")), head);
-    let [l, r] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(hists);
-    histogram(frame, l, "Poll time", &poll);
-    histogram(frame, r, "Scheduling latency", &sched);
-    let [l, r] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(over_time);
+    let has_hot = with_stack + without_stack > 0;
+    if !has_hot && spans.is_empty() {
+        let [head, hists, over_time, stall_area] = Layout::vertical([
+            Constraint::Length(3),
+            Constraint::Min(10),
+            Constraint::Length(4),
+            Constraint::Length(5),
+        ])
+        .areas(area);
+        frame.render_widget(Paragraph::new(text).block(Block::bordered().title("Spawn site (Esc: back)")), head);
+        site_histograms(frame, hists, &poll, &sched);
+        site_over_time(frame, over_time, &p99_poll, &p99_sched);
+        site_stalls(frame, stall_area, app, id);
+        return;
+    }
+    // With hot lines or spans: the histograms give way first (their percentiles stay in the
+    // head), then the stalls and the figures over time.
+    let (n_hot, n_spans) = (hot_rows.len().max(1) as u16, spans.len() as u16);
+    let mut left = area.height;
+    // Up to `want` rows, if at least `need` are left.
+    let mut take = |want: u16, need: u16| {
+        if left < need {
+            return 0;
+        }
+        let got = want.min(left);
+        left -= got;
+        got
+    };
+    let head_h = take(4, 0);
+    let mut hot_h = if has_hot { take(4 + n_hot.min(3), 0) } else { 0 };
+    let mut span_h = if spans.is_empty() { 0 } else { take(3 + n_spans.min(2), 0) };
+    let mut hist_h = take(8, 8);
+    let stall_h = if row.stalls > 0 || t.stalls.iter().any(|s| s.stall.site == Some(id)) { take(5, 5) } else { 0 };
+    if has_hot {
+        hot_h += take(n_hot.min(10) - n_hot.min(3), 0);
+    }
+    if !spans.is_empty() {
+        span_h += take(n_spans.min(6) - n_spans.min(2), 0);
+    }
+    let spark_h = take(4, 4);
+    // What is left: more bars, or more room for the hot lines.
+    if hist_h > 0 {
+        hist_h += take(u16::MAX, 0);
+    } else if has_hot {
+        hot_h += take(u16::MAX, 0);
+    }
+    let [head, hists, over_time, hot_area, span_area, stall_area] = Layout::vertical([
+        Constraint::Length(head_h),
+        Constraint::Length(hist_h),
+        Constraint::Length(spark_h),
+        Constraint::Length(hot_h),
+        Constraint::Length(span_h),
+        Constraint::Length(stall_h),
+    ])
+    .areas(area);
+    let (p, s) = (poll.summary(), sched.summary());
+    let figures = format!(
+        "poll p50 {} p99 {} max {}   sched p50 {} p99 {} max {}",
+        d(p.p50),
+        d(p.p99),
+        d(p.max),
+        d(s.p50),
+        d(s.p99),
+        d(s.max)
+    );
+    frame.render_widget(
+        Paragraph::new(vec![Line::from(text), Line::from(figures)])
+            .block(Block::bordered().title("Spawn site (Esc: back)")),
+        head,
+    );
+    if hist_h > 0 {
+        site_histograms(frame, hists, &poll, &sched);
+    }
+    if spark_h > 0 {
+        site_over_time(frame, over_time, &p99_poll, &p99_sched);
+    }
+    if hot_h > 0 {
+        site_hot_lines(frame, hot_area, app, &hot_rows, (with_stack, without_stack));
+    }
+    if span_h > 0 {
+        site_spans(frame, span_area, &spans);
+    }
+    if stall_h > 0 {
+        site_stalls(frame, stall_area, app, id);
+    }
+}
+
+fn site_histograms(frame: &mut Frame<'_>, area: Rect, poll: &DistAcc, sched: &DistAcc) {
+    let [l, r] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+    histogram(frame, l, "Poll time", poll);
+    histogram(frame, r, "Scheduling latency", sched);
+}
+
+fn site_over_time(frame: &mut Frame<'_>, area: Rect, p99_poll: &[u64], p99_sched: &[u64]) {
+    let [l, r] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
     let peak = |v: &[u64]| d(Duration::from_micros(v.iter().copied().max().unwrap_or(0)));
-    sparkline_titled(frame, l, &format!("poll p99 per interval, peak {}", peak(&p99_poll)), &p99_poll);
-    sparkline_titled(frame, r, &format!("sched p99 per interval, peak {}", peak(&p99_sched)), &p99_sched);
-    // The program's stalls: what the host caused is counted, not listed.
-    let (host, mine): (Vec<_>, Vec<_>) = t
+    sparkline_titled(frame, l, &format!("poll p99 per interval, peak {}", peak(p99_poll)), p99_poll);
+    sparkline_titled(frame, r, &format!("sched p99 per interval, peak {}", peak(p99_sched)), p99_sched);
+}
+
+/// A site's latest stalls: what the host caused is counted, not listed.
+fn site_stalls(frame: &mut Frame<'_>, area: Rect, app: &App, id: u32) {
+    let (host, mine): (Vec<_>, Vec<_>) = app
+        .timeline
         .stalls
         .iter()
         .rev()
@@ -384,7 +481,335 @@ fn detail(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     } else {
         format!("Its latest stalls (and {} the host caused)", host.len())
     };
-    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), stall_area);
+    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), area);
+}
+
+/// `12.5%`.
+fn pct(share: f64) -> String {
+    format!("{:.1}%", share * 100.0)
+}
+
+/// A span's `target::name`, or `-`.
+fn span_name(t: &crate::Timeline, span: Option<u32>) -> String {
+    match span {
+        None => "-".into(),
+        Some(s) => t.spans.get(s as usize).map_or_else(|| format!("span #{s}"), |d| d.path()),
+    }
+}
+
+/// `N samples`.
+fn sampled(samples: u64) -> String {
+    format!("{} sample{}", samples, if samples == 1 { "" } else { "s" })
+}
+
+/// What one sample stands for, on a hot-lines table's bottom border.
+fn per_sample(sampling: &Sampling) -> String {
+    format!("one sample: {} of a poll running past {}", d(sampling.period), d(sampling.threshold))
+}
+
+/// The selected hot line's function (when its table has no room for it), category, span and
+/// call, under its table.
+fn hot_line_info(t: &crate::Timeline, r: &HotRow, function: bool) -> Line<'static> {
+    use loopscope_core::stall::short_name;
+    let mut parts = Vec::new();
+    if function {
+        parts.push(r.function.as_deref().map_or("-".into(), short_name));
+    }
+    parts.push(r.category.name().to_string());
+    if r.span.is_some() {
+        parts.push(format!("span {}", span_name(t, r.span)));
+    }
+    if let Some(call) = &r.call {
+        parts.push(format!("calls {}", short_name(call)));
+    }
+    Line::from(format!("▶ {}", parts.join(" · "))).dim()
+}
+
+/// Widths of text columns sharing `room`: each as wide as its widest text (`desired`) when all
+/// fit, the first taking what is left; otherwise by weight, a column that needs less than its
+/// part keeping what it needs and the rest shared again.
+fn fit_widths(room: u16, desired: &[u16], weights: &[u16]) -> Vec<u16> {
+    let n = desired.len();
+    let mut widths = desired.to_vec();
+    let total: u16 = desired.iter().sum();
+    if total <= room {
+        if let Some(first) = widths.first_mut() {
+            *first += room - total;
+        }
+        return widths;
+    }
+    let mut settled = vec![false; n];
+    let mut left = room;
+    loop {
+        let weight: u32 = (0..n).filter(|i| !settled[*i]).map(|i| u32::from(weights[i])).sum();
+        if weight == 0 {
+            break;
+        }
+        let share = |i: usize| (u32::from(left) * u32::from(weights[i]) / weight) as u16;
+        let fits: Vec<usize> = (0..n).filter(|&i| !settled[i] && desired[i] <= share(i)).collect();
+        if fits.is_empty() {
+            for i in (0..n).filter(|i| !settled[*i]) {
+                widths[i] = share(i);
+            }
+            break;
+        }
+        for i in fits {
+            settled[i] = true;
+            left -= desired[i];
+        }
+    }
+    widths
+}
+
+/// A hot lines table (the site detail's, or every site's) with the selected row's category,
+/// span and call (and its function, when the table has no room for it) under it.
+fn hot_table(
+    frame: &mut Frame<'_>,
+    area: Rect,
+    block: Block<'_>,
+    app: &App,
+    rows: &[&HotRow],
+    sel: usize,
+    all_sites: bool,
+) {
+    use loopscope_core::stall::short_name;
+    let t = &app.timeline;
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if inner.height == 0 || inner.width == 0 {
+        return;
+    }
+    // The selected line's details under the table, when there is room for a row above them.
+    let info_h = u16::from(inner.height >= 3);
+    let [table_area, info_area] = Layout::vertical([Constraint::Min(0), Constraint::Length(info_h)]).areas(inner);
+    let (offset, visible) = scroll(sel, table_area);
+    let wide = inner.width >= 120;
+    // samples, share, time, then (wide) category; the text columns share the rest.
+    let mut header = vec!["samples", if all_sites { "of site" } else { "share" }, "time"];
+    let mut widths = vec![Constraint::Length(7), Constraint::Length(7), Constraint::Length(8)];
+    if wide {
+        header.push("category");
+        widths.push(Constraint::Length(14));
+    }
+    let (text_header, weights): (&[&str], &[u16]) = match (wide, all_sites) {
+        (false, false) => (&["line", "function"], &[3, 2]),
+        (false, true) => (&["line", "spawn site"], &[3, 2]),
+        (true, false) => (&["line", "function", "calls", "span"], &[4, 4, 3, 2]),
+        (true, true) => (&["line", "function", "calls", "span", "spawn site"], &[4, 4, 3, 2, 3]),
+    };
+    header.extend(text_header);
+    let shown: Vec<(usize, &HotRow)> = rows.iter().copied().enumerate().skip(offset).take(visible).collect();
+    let texts: Vec<Vec<String>> = shown
+        .iter()
+        .map(|(_, r)| {
+            let line = r.line.as_deref().map_or("(library code only)", |l| t.display_path(l)).to_string();
+            let function = r.function.as_deref().map_or("-".into(), short_name);
+            let site = r.site.map_or("-".into(), |s| t.site_name(s));
+            let call = || r.call.as_deref().map_or("-".into(), short_name);
+            match (wide, all_sites) {
+                (false, false) => vec![line, function],
+                (false, true) => vec![line, site],
+                (true, false) => vec![line, function, call(), span_name(t, r.span)],
+                (true, true) => vec![line, function, call(), span_name(t, r.span), site],
+            }
+        })
+        .collect();
+    let desired: Vec<u16> = (0..text_header.len())
+        .map(|k| {
+            let widest = texts.iter().map(|row| row[k].chars().count()).max().unwrap_or(0);
+            widest.max(text_header[k].len()).min(u16::MAX as usize) as u16
+        })
+        .collect();
+    let spacing = (widths.len() + text_header.len()).saturating_sub(1) as u16;
+    let fixed: u16 = if wide { 7 + 7 + 8 + 14 } else { 7 + 7 + 8 };
+    let text_widths = fit_widths(inner.width.saturating_sub(fixed + spacing), &desired, weights);
+    let last = text_header.len() - 1;
+    let body: Vec<Row<'_>> = shown
+        .iter()
+        .zip(texts)
+        .map(|((pos, r), texts)| {
+            let mut cells = vec![compact(r.samples), pct(r.share), d(r.time)];
+            if wide {
+                cells.push(r.category.name().to_string());
+            }
+            cells.extend(texts.iter().zip(&text_widths).enumerate().map(|(k, (text, w))| {
+                // Paths keep their end (the file and line), names their start.
+                if k == 0 || (all_sites && k == last) {
+                    clip_left(text, *w as usize)
+                } else {
+                    clip_right(text, *w as usize)
+                }
+            }));
+            let style = if *pos == sel { Style::new().reversed() } else { Style::new() };
+            Row::new(cells).style(style)
+        })
+        .collect();
+    widths.extend(text_widths.iter().map(|w| Constraint::Length(*w)));
+    frame.render_widget(Table::new(body, widths).header(Row::new(header).style(Style::new().bold())), table_area);
+    if let Some(r) = rows.get(sel)
+        && info_h > 0
+    {
+        frame.render_widget(hot_line_info(t, r, all_sites && !wide), info_area);
+    }
+}
+
+/// `s` cut to `width` characters, keeping its start.
+fn clip_right(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The site detail's hot lines.
+fn site_hot_lines(frame: &mut Frame<'_>, area: Rect, app: &mut App, rows: &[usize], (with, without): (u64, u64)) {
+    let sel = app.detail_hot_sel;
+    app.hot_rows();
+    let (Some(w), hot) = (app.last_stats(), app.last_hot_rows()) else { return };
+    let mut title = format!("Hot lines: {}", sampled(with));
+    if without > 0 {
+        title.push_str(&format!(", {without} without a stack"));
+    }
+    title.push_str(" — Enter: source");
+    let block = Block::bordered().title(title).title_bottom(per_sample(&w.sampling));
+    let picked: Vec<&HotRow> = rows.iter().filter_map(|&i| hot.get(i)).collect();
+    if picked.is_empty() {
+        frame.render_widget(Paragraph::new("no sampled stack of this site was kept").dim().block(block), area);
+        return;
+    }
+    hot_table(frame, area, block, app, &picked, sel, false);
+}
+
+/// The site detail's breakdown by span.
+fn site_spans(frame: &mut Frame<'_>, area: Rect, spans: &[SpanRow]) {
+    /// The figure columns: title, width, value.
+    type Figure = (&'static str, u16, fn(&SpanRow) -> String);
+    let block = Block::bordered().title("By span: poll time inside each span (share of the site's poll time)");
+    let inner = block.inner(area);
+    let mut figures: Vec<Figure> = vec![
+        ("polls", 7, |s| compact(s.polls)),
+        ("busy", 9, |s| d(s.busy)),
+        ("share", 7, |s| pct(s.share)),
+        ("p50", 9, |s| d(s.poll.p50)),
+        ("p99", 9, |s| d(s.poll.p99)),
+        ("max", 9, |s| d(s.poll.max)),
+    ];
+    let room = |f: &[Figure]| inner.width.saturating_sub(f.iter().map(|(_, w, _)| w + 1).sum::<u16>());
+    // On a narrow terminal the span's name keeps room: p50, then busy time, then polls give way.
+    for drop in ["p50", "busy", "polls"] {
+        if room(&figures) >= 16 {
+            break;
+        }
+        figures.retain(|(title, _, _)| *title != drop);
+    }
+    let span_w = room(&figures).max(8);
+    let header = Row::new(std::iter::once("span").chain(figures.iter().map(|(t, _, _)| *t))).style(Style::new().bold());
+    let body: Vec<Row<'_>> = spans
+        .iter()
+        .take(inner.height.saturating_sub(1) as usize)
+        .map(|s| {
+            Row::new(std::iter::once(clip_left(&s.name, span_w as usize)).chain(figures.iter().map(|(_, _, f)| f(s))))
+        })
+        .collect();
+    let widths: Vec<Constraint> = std::iter::once(Constraint::Length(span_w))
+        .chain(figures.iter().map(|(_, w, _)| Constraint::Length(*w)))
+        .collect();
+    frame.render_widget(Table::new(body, widths).header(header).block(block), area);
+}
+
+/// Every site's hot lines, the most samples first.
+fn hot_lines(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
+    let n = app.hot_rows().len();
+    app.hot_sel = app.hot_sel.min(n.saturating_sub(1));
+    let sel = app.hot_sel;
+    let (Some(w), hot) = (app.last_stats(), app.last_hot_rows()) else { return };
+    let s = &w.sampling;
+    let with = s.samples - s.without_stack;
+    let mut lines = hot.iter().filter_map(|r| r.line.as_ref()).collect::<Vec<_>>();
+    lines.sort();
+    lines.dedup();
+    let mut sites = hot.iter().map(|r| r.site).collect::<Vec<_>>();
+    sites.sort();
+    sites.dedup();
+    let mut title = format!(
+        "Hot lines: {} at {} line{} of {} site{}",
+        sampled(with),
+        lines.len(),
+        if lines.len() == 1 { "" } else { "s" },
+        sites.len(),
+        if sites.len() == 1 { "" } else { "s" }
+    );
+    if s.without_stack > 0 {
+        title.push_str(&format!(", {} without a stack", s.without_stack));
+    }
+    if s.skipped > 0 {
+        title.push_str(&format!(", {} skipped past the budget", s.skipped));
+    }
+    title.push_str(" — Enter: the site");
+    if hot.is_empty() {
+        let text = if app.from_console() {
+            "tokio-console data has no stacks: sampling slow polls needs the loopscope recorder"
+        } else {
+            "No slow poll was sampled in this window. The recorder samples the stacks of polls that run past its \
+             sampling threshold (1 ms by default) and below the stall threshold."
+        };
+        let block = Block::bordered().title("Hot lines in the window");
+        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).block(block), area);
+        return;
+    }
+    let rows: Vec<&HotRow> = hot.iter().collect();
+    hot_table(frame, area, Block::bordered().title(title).title_bottom(per_sample(s)), app, &rows, sel, true);
+}
+
+/// One hot line of a site: its figures, its source, and the stack sampled most often there.
+fn line_detail(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
+    use loopscope_core::stall::short_name;
+    let Some((r, in_window)) = app.line_row() else { return };
+    let t = &app.timeline;
+    let shown = r.line.as_deref().map_or("(library code only)", |l| t.display_path(l));
+    let mut lines = vec![
+        Line::from(vec![
+            TextSpan::styled(shown.to_string(), Style::new().fg(Color::Yellow).bold()),
+            TextSpan::raw(format!("  in {}", r.function.as_deref().map_or("-".into(), short_name))),
+        ]),
+        Line::from(format!(
+            "calls {}   category {}   span {}",
+            r.call.as_deref().map_or("-".into(), short_name),
+            r.category.name(),
+            span_name(t, r.span)
+        )),
+        Line::from(format!(
+            "{} sample{}, {} of the site's samples with a stack: {} of slow polls' time{}",
+            r.samples,
+            if r.samples == 1 { "" } else { "s" },
+            pct(r.share),
+            d(r.time),
+            if in_window { "" } else { " (as opened: not in this window)" }
+        )),
+        Line::from(format!("spawn site {}", r.site.map_or("-".into(), |s| t.site_name(s)))),
+        Line::from(""),
+    ];
+    if let Some((file, line)) = r.file_line() {
+        source_excerpt(t, file, line, &mut lines);
+    }
+    lines.push(
+        Line::from(format!(
+            "The stack sampled most often here (innermost first; ▶ the program's own code; x: {}):",
+            if app.all_frames { "fold the library's frames" } else { "every frame" }
+        ))
+        .bold(),
+    );
+    match crate::hot::heaviest_stack(t, &r) {
+        Some(stack) if !stack.is_empty() => lines.extend(stack_lines(t, stack, app.all_frames)),
+        _ => lines.push(Line::from("  (no longer kept)").dim()),
+    }
+    let para = Paragraph::new(lines)
+        .block(Block::bordered().title("Hot line (Esc: back, ↑↓ scroll)"))
+        .wrap(Wrap { trim: false })
+        .scroll((app.detail_scroll as u16, 0));
+    frame.render_widget(para, area);
 }
 
 fn stalls(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
@@ -565,23 +990,7 @@ fn stall_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
     if let Some((file, line)) = st.blocking_site.as_deref().and_then(|b| b.rsplit_once(':'))
         && let Ok(line) = line.parse::<u32>()
     {
-        match source_lines(file, line, 3) {
-            Some(src) => {
-                if let Some(note) = newer_than_the_program(&app.timeline, file) {
-                    lines.push(Line::from(note).style(Style::new().fg(Color::Yellow)));
-                }
-                for (n, text) in src {
-                    let style = if n == line {
-                        Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)
-                    } else {
-                        Style::new().dim()
-                    };
-                    lines.push(Line::styled(format!("{}{n:>5} │ {text}", if n == line { "▶" } else { " " }), style));
-                }
-            }
-            None => lines.push(Line::from(format!("(source {file} is not readable here)").dim())),
-        }
-        lines.push(Line::from(""));
+        source_excerpt(&app.timeline, file, line, &mut lines);
     }
     lines.push(
         Line::from(format!(
@@ -603,6 +1012,29 @@ fn stall_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
         .wrap(Wrap { trim: false })
         .scroll((app.detail_scroll as u16, 0));
     frame.render_widget(para, area);
+}
+
+/// The lines of a source file around `line`, the line marked `▶`, flagged when the file changed
+/// after the program was built; or a note that the file is not readable here. Ends with a blank
+/// line.
+fn source_excerpt(t: &crate::Timeline, file: &str, line: u32, lines: &mut Vec<Line<'static>>) {
+    match source_lines(file, line, 3) {
+        Some(src) => {
+            if let Some(note) = newer_than_the_program(t, file) {
+                lines.push(Line::from(note).style(Style::new().fg(Color::Yellow)));
+            }
+            for (n, text) in src {
+                let style = if n == line {
+                    Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)
+                } else {
+                    Style::new().dim()
+                };
+                lines.push(Line::styled(format!("{}{n:>5} │ {text}", if n == line { "▶" } else { " " }), style));
+            }
+        }
+        None => lines.push(Line::from(format!("(source {file} is not readable here)").dim())),
+    }
+    lines.push(Line::from(""));
 }
 
 /// A stack as a person reads it: short names, the program's frames marked, runs of library frames
@@ -689,4 +1121,19 @@ fn help(frame: &mut Frame<'_>, area: Rect) {
         ),
         popup,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_widths;
+
+    #[test]
+    fn text_columns_fit_their_text_or_share_by_weight() {
+        // All fit: each as wide as its text, the first taking the rest.
+        assert_eq!(fit_widths(50, &[10, 8, 6], &[3, 2, 1]), vec![36, 8, 6]);
+        // Too wide: the short column keeps what it needs, the others share the rest by weight.
+        assert_eq!(fit_widths(30, &[40, 5, 40], &[1, 1, 1]), vec![12, 5, 12]);
+        assert_eq!(fit_widths(0, &[4, 4], &[1, 1]), vec![0, 0]);
+        assert!(fit_widths(3, &[], &[]).is_empty());
+    }
 }

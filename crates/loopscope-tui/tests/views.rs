@@ -123,6 +123,8 @@ fn every_view_survives_tiny_and_odd_terminal_sizes() {
             Some(Action::Open),
             Some(Action::Goto(View::Stalls)),
             Some(Action::Open),
+            Some(Action::Goto(View::HotLines)),
+            Some(Action::Open),
             Some(Action::ToggleHelp),
         ] {
             if let Some(act) = action {
@@ -133,7 +135,7 @@ fn every_view_survives_tiny_and_odd_terminal_sizes() {
     }
     // An empty session (a live one before its first frame) renders too.
     let mut empty = App::new(Timeline::default(), Source::Live("nothing yet".into()));
-    for v in [View::Overview, View::Sites, View::Stalls] {
+    for v in [View::Overview, View::Sites, View::Stalls, View::HotLines] {
         empty.apply(Action::Goto(v));
         empty.apply(Action::Open);
         empty.apply(Action::Step(-1));
