@@ -218,9 +218,10 @@ fn a_poll_that_computes_then_sleeps_is_judged_by_a_later_look() {
     timed(s, measured);
     assert_eq!(s.stall.category, StallCategory::SyncSleep, "{s:#?}");
     // Raised while the task still computed (the usual case; a starved watchdog may first look
-    // during the sleep), the stall was re-judged by a look taken during the sleep.
+    // during the sleep), the stall was re-judged by a look taken during the sleep. Raised while
+    // computing, it was computing, or held off its CPU by a busy host.
     if s.stall.detected_ns - s.stall.started_ns < 40_000_000 {
-        assert_eq!(s.raised, StallCategory::CpuBound, "{s:#?}");
+        assert!(matches!(s.raised, StallCategory::CpuBound | StallCategory::Preempted), "{s:#?}");
     }
 }
 
@@ -440,6 +441,13 @@ fn stalls_are_still_caught_on_threads_that_changed_workers_through_block_in_plac
             tokio::spawn(async { blocking!(std::thread::sleep(Duration::from_millis(30))) }).await.unwrap();
         }
     });
-    assert_eq!(seen.len(), 6, "only the six sleeps, each caught: {seen:#?}");
-    assert!(seen.iter().all(|s| s.stall.category == StallCategory::SyncSleep), "{seen:#?}");
+    // A block_in_place whose new worker thread the host did not run yet left the worker idle for
+    // its 12 ms: that is the host's (preempted or late), never the program's.
+    let (host, ours): (Vec<_>, Vec<_>) = seen.iter().partition(|s| {
+        loopscope::core::stall::Origin::of(s.stall.category, s.stall.late, s.stall.blocking_site.is_some())
+            == loopscope::core::stall::Origin::Host
+    });
+    assert_eq!(ours.len(), 6, "only the six sleeps, each caught: {seen:#?}");
+    assert!(ours.iter().all(|s| s.stall.category == StallCategory::SyncSleep), "{seen:#?}");
+    assert!(host.iter().all(|s| s.duration.is_some_and(|d| d < Duration::from_millis(30))), "{host:#?}");
 }

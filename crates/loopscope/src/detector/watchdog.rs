@@ -355,14 +355,24 @@ impl Watchdog {
     fn raise(&mut self, t: &ThreadSlot, w: &mut Watch, since: u64, now_ns: u64) {
         // Read now: the poll may end while the watchdog looks closer.
         let site = t.in_poll_site.load(Ordering::Relaxed);
+        // What the thread is in at this instant, before the CPU share's window below, during
+        // which the poll may end: a system call named now is the stall's, whatever comes after.
+        let share_so_far = cpu_share(w.cpu0, thread_cpu_ns(t.tid), now_ns.saturating_sub(w.seen_ns));
+        let instant = classify(t.tid, share_so_far);
+        let instant = Some(instant).filter(|_| t.in_poll_since.load(Ordering::Acquire) == since);
         let cpu_percent = cpu_percent(&self.shared, self.threshold_ns, t, w, now_ns);
         // Sample now: the thread may be gone by the time the watchdog sees the poll end.
         w.cpu_last = thread_cpu_ns(t.tid).map(|cpu_ns| CpuSample { cpu_ns, at_ns: self.shared.now_ns() });
         w.delay_last = run_delay(t.tid);
         let (mut category, mut syscall, mut fd_target) = classify(t.tid, cpu_percent);
         if t.in_poll_since.load(Ordering::Acquire) != since {
-            // The poll ended while being looked at: what the thread does now is not the stall.
-            (category, syscall, fd_target) = (StallCategory::Unknown, None, None);
+            // The poll ended while being looked at: what the thread does now is not the stall;
+            // what it was in at the first instant is, if it was in a call (whether it was
+            // computing is judged over the whole stall when it ends).
+            (category, syscall, fd_target) = match instant {
+                Some((c, sys, fd)) if sys.is_some() && c != StallCategory::CpuBound => (c, sys, fd),
+                _ => (StallCategory::Unknown, None, None),
+            };
         }
         let id = self.shared.next_stall_id();
         let recorded = self.budget.take(now_ns);
@@ -390,7 +400,10 @@ impl Watchdog {
     /// over its whole length.
     fn poll_ended(&mut self, t: &ThreadSlot, w: &Watch, now_raw: u64) {
         let Some(open) = w.open else { return };
-        let (last_start, last_ns, _) = t.last_long();
+        let (last_start, last_ns, handed_off) = t.last_long();
+        // A `block_in_place` raised before its new worker thread was running (a busy host did
+        // not run it yet): the worker waited for the host, not for the program.
+        let handed_off = handed_off && last_start == w.since;
         let duration_ns = if last_start == w.since { last_ns } else { self.shared.nanos_between(w.since, now_raw) };
         // A poll that is a stall only because the host kept its thread waiting for a CPU: without
         // that wait it would have ended below the threshold. Not the program's fault.
@@ -409,10 +422,20 @@ impl Watchdog {
         // Computing vs. held up by the host, judged again over the whole stall (also for a poll
         // that ended while it was being looked at, which was raised as unknown).
         let whole = match (open.live, w.cpu_last) {
-            _ if held_up => Some(StallCategory::Preempted).filter(|c| *c != open.live),
+            _ if held_up || handed_off => Some(StallCategory::Preempted).filter(|c| *c != open.live),
             (StallCategory::CpuBound | StallCategory::Preempted | StallCategory::Unknown, Some(last)) => {
-                let share = cpu_share(w.cpu0, Some(last.cpu_ns), last.at_ns - w.seen_ns);
-                Some(running_category(share)).filter(|c| *c != open.live)
+                let window = last.at_ns.saturating_sub(w.seen_ns);
+                let share = cpu_share(w.cpu0, Some(last.cpu_ns), window);
+                let judged = match running_category(share) {
+                    // Little CPU: held up by the host only if it waited for one (run-queue
+                    // delay) for much of the time; otherwise it was off its CPU by its own
+                    // doing, blocked in a call no look saw.
+                    StallCategory::Preempted if w.delay0.is_some() && host_took.saturating_mul(2) < window => {
+                        StallCategory::Unknown
+                    }
+                    c => c,
+                };
+                Some(judged).filter(|c| *c != open.live)
             }
             _ => None,
         };
