@@ -447,8 +447,14 @@ fn spans(o: &mut String, report: &Report) {
         stat_column("max", |r: &SpanReport| &r.poll, |s| s.max),
     ])
     .indent(INDENT);
-    o.push_str(&table.render(&report.spans));
+    o.push_str(&table.render(report.spans.iter().take(MAX_SPAN_ROWS)));
+    if report.spans.len() > MAX_SPAN_ROWS {
+        let _ = writeln!(o, "  … {} more (--json has them all)", report.spans.len() - MAX_SPAN_ROWS);
+    }
 }
+
+/// Span rows shown in the text report.
+const MAX_SPAN_ROWS: usize = 30;
 
 fn workload(o: &mut String, report: &Report) {
     let Some(w) = &report.workload else { return };

@@ -345,6 +345,10 @@ pub fn write_folded<R: Read>(
             Frame::Event(Event::StallBegin(s)) if what == Folded::Stalls => {
                 tracker.begin(&s);
             }
+            // A later look may name a stall raised without a stack, or say better what it did.
+            Frame::Event(Event::StallLook { id, category, stack, .. }) if what == Folded::Stalls => {
+                tracker.look(id, category, &stack);
+            }
             Frame::Event(Event::StallEnd { id, duration_ns, category }) if what == Folded::Stalls => {
                 if let Some(c) = tracker.end(id, duration_ns, category)
                     && !c.stall.stack.is_empty()

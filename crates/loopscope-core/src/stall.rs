@@ -141,14 +141,26 @@ pub fn library_module(file: &str) -> Option<String> {
 /// package's directory names the crate (`app/src/handlers/api.rs` is `app::handlers::api`, a
 /// binary's `app/src/bin/tool.rs` is `tool`). `None` outside a `src` directory.
 pub fn program_module(file: &str) -> Option<String> {
-    let at = file.rfind("/src/")?;
-    let package = file[..at].rsplit('/').next()?;
-    match file[at + "/src/".len()..].split_once('/') {
-        Some(("bin", bin)) => match bin.split_once('/') {
-            Some((name, rest)) => module_path(name, rest),
-            None => module_path(bin.strip_suffix(".rs")?, "main.rs"),
-        },
-        _ => module_path(package, &file[at + "/src/".len()..]),
+    let parts: Vec<&str> = file.split('/').collect();
+    // The innermost directory that roots a crate's sources.
+    let at = parts.iter().rposition(|p| matches!(*p, "src" | "examples" | "tests" | "benches"))?;
+    let rest = parts[at + 1..].join("/");
+    match parts[at] {
+        // `app/src/bin/tool.rs` and `app/src/bin/tool/cmd.rs`: the binary `tool`.
+        "src" if parts.get(at + 1) == Some(&"bin") && parts.len() > at + 2 => bin_module(&parts[at + 2..]),
+        "src" => module_path(parts.get(at.checked_sub(1)?)?, &rest),
+        // Each file of `examples/`, `tests/` and `benches/` is a crate of its own.
+        _ => bin_module(&parts[at + 1..]),
+    }
+}
+
+/// The module of a file of a crate rooted at `name.rs` or `name/main.rs` (`parts`: `name.rs`,
+/// or `name` and the path below it).
+fn bin_module(parts: &[&str]) -> Option<String> {
+    match parts {
+        [file] => module_path(file.strip_suffix(".rs")?, "main.rs"),
+        [name, rest @ ..] => module_path(name, &rest.join("/")),
+        [] => None,
     }
 }
 
@@ -577,6 +589,10 @@ mod tests {
         assert_eq!(program_module("/w/app/src/bin/tool.rs").as_deref(), Some("tool"));
         assert_eq!(program_module("/w/app/src/bin/tool/cmd.rs").as_deref(), Some("tool::cmd"));
         assert_eq!(program_module("/w/app/build.rs"), None);
+        // Examples, tests and benches are crates of their own, wherever the tree is.
+        assert_eq!(program_module("/home/me/src/app/examples/demo.rs").as_deref(), Some("demo"));
+        assert_eq!(program_module("/home/me/src/app/tests/it/main.rs").as_deref(), Some("it"));
+        assert_eq!(program_module("/home/me/src/app/src/db.rs").as_deref(), Some("app::db"));
         // Qualified, the frame is found where name checks look for it.
         let f = frame(&qualify("poll_future".into(), Some(tokio)), Some(tokio), 1);
         assert!(task_frames(std::slice::from_ref(&f)).is_empty());

@@ -19,6 +19,10 @@ pub const MAX_WORKERS: usize = 65_536;
 pub const MAX_SPANS: usize = 4_096;
 /// Most spans one stall or sampled stack is in.
 pub const MAX_SPAN_DEPTH: usize = 64;
+/// Most frames in all the stacks of one frame of samples (the recorder keeps at most 128 per
+/// stack and 1,000 stacks an interval), so that a small hostile file cannot make a reader
+/// symbolize millions of frames.
+pub const MAX_SAMPLED_FRAMES: usize = 1 << 17;
 /// Most loaded modules a recording may declare.
 pub const MAX_MODULES: usize = 4_096;
 /// Most frames in one captured stack, raw or symbolized.
@@ -249,6 +253,10 @@ impl Declared {
             Frame::Interval(i) => self.interval(i),
             Frame::Samples(s) => {
                 list("sampled stacks", &s.stacks)?;
+                let frames: usize = s.stacks.iter().map(|st| st.frames.len().max(st.stack.len())).sum();
+                if frames > MAX_SAMPLED_FRAMES {
+                    return Err(format!("samples of {frames} frames in all (at most {MAX_SAMPLED_FRAMES})"));
+                }
                 if s.period_ns == 0 {
                     return Err("samples of a period of 0 ns".into());
                 }

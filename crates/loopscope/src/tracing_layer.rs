@@ -85,13 +85,13 @@ where
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         if let Some(idx) = ctx.span(id).and_then(|s| s.extensions().get::<SpanIdx>().map(|i| i.0)) {
-            spans::enter(idx);
+            spans::enter(idx, id.into_u64());
         }
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         if let Some(idx) = ctx.span(id).and_then(|s| s.extensions().get::<SpanIdx>().map(|i| i.0)) {
-            spans::exit(idx);
+            spans::exit(idx, id.into_u64());
         }
     }
 }

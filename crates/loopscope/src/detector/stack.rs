@@ -291,11 +291,28 @@ pub(crate) fn interrupt(tid: i32, stack: Range<u64>, wait: Duration) -> Result<R
         disarm(s);
         return Err(Unreachable::NoAnswer);
     }
-    let deadline = Instant::now() + wait;
+    let started = Instant::now();
+    let mut looked = false;
     loop {
         match s.state.load(Ordering::Acquire) {
             DONE => return Ok(take(s)),
-            ARMED if Instant::now() >= deadline => break,
+            ARMED => {
+                let waited = started.elapsed();
+                // Still pending after a moment: the thread is in a system call or waits for a
+                // CPU. Its handler will run when it gets back to user space; the watchdog does not
+                // wait for that and goes on with the other threads.
+                if !looked && waited >= PENDING_AFTER {
+                    looked = true;
+                    if matches!(unreachable(tid, sig), Some(Unreachable::Pending)) {
+                        break;
+                    }
+                }
+                if waited >= wait {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(20));
+            }
+            // The handler is copying.
             _ => std::thread::sleep(Duration::from_micros(20)),
         }
     }
@@ -311,6 +328,9 @@ pub(crate) fn interrupt(tid: i32, stack: Range<u64>, wait: Duration) -> Result<R
     disarm(s);
     Err(Unreachable::NoAnswer)
 }
+
+/// How long a capture waits for the handler before it checks whether the signal is pending.
+const PENDING_AFTER: Duration = Duration::from_millis(1);
 
 /// The stack of a deferred capture, once its thread has returned from the system call and the
 /// handler has run (`Ok(None)`: not yet). `Err` when the capture is gone (collected, or given up).
@@ -340,7 +360,8 @@ pub(crate) fn abandon(d: Deferred) {
 fn disarm(s: &Slot) {
     loop {
         match s.state.compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Acquire) {
-            Err(BUSY) => std::hint::spin_loop(),
+            // The handler's thread may be off its CPU mid-copy on a busy host: yield to it.
+            Err(BUSY) => std::thread::yield_now(),
             Err(DONE) => {
                 s.state.store(IDLE, Ordering::Release);
                 break;

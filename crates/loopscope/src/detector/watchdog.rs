@@ -101,6 +101,8 @@ struct Watch {
     looks: u32,
     /// How long the poll had run at its last sample (0: none yet).
     sampled_at: u64,
+    /// Whether a stack of this poll was taken (readers can then tell `block_in_place` apart).
+    stack_seen: bool,
     /// A capture waiting for the thread to return from a system call, and the sample it was
     /// taken for (site, category, spans), if it was one.
     deferred: Option<(stack::Deferred, Option<HeldSample>)>,
@@ -212,6 +214,13 @@ impl Watchdog {
             wait = self.scan().clamp(Duration::from_micros(200), period);
         }
         self.scan();
+        // Captures still waiting for a thread in a system call: their slots are the process's,
+        // and a later session needs them.
+        for w in self.watches.values_mut() {
+            if let Some((d, _)) = w.deferred.take() {
+                stack::abandon(d);
+            }
+        }
         // Let the unwinder forward everything before the session writes its footer.
         let Watchdog { events, unwinder, .. } = self;
         drop(events);
@@ -224,9 +233,13 @@ impl Watchdog {
     fn scan(&mut self) -> Duration {
         let threads = self.shared.threads();
         let mut watches = std::mem::take(&mut self.watches);
-        watches.retain(|id, _| threads.iter().any(|t| t.decl.id == *id));
-        self.blocked_streak.retain(|id, _| threads.iter().any(|t| t.decl.id == *id));
+        let alive: std::collections::HashSet<u32> = threads.iter().map(|t| t.decl.id).collect();
         let now_raw = self.shared.now_raw();
+        // Threads whose places were freed (they exited): nothing more will come from them.
+        for (_, w) in watches.extract_if(|id, _| !alive.contains(id)) {
+            self.forget(w, now_raw);
+        }
+        self.blocked_streak.retain(|id, _| alive.contains(id));
         let now_ns = self.shared.session_ns(now_raw);
         let mut next = Duration::from_nanos(self.threshold_ns / 2);
         for t in &threads {
@@ -237,6 +250,18 @@ impl Watchdog {
         }
         self.watches = watches;
         next
+    }
+
+    /// Lets go of a thread that exited: its waiting capture is given up and its open stall
+    /// closed (at least as long as it was known to last).
+    fn forget(&mut self, mut w: Watch, now_raw: u64) {
+        if let Some((d, _)) = w.deferred.take() {
+            stack::abandon(d);
+        }
+        if let Some(open) = w.open.filter(|o| o.recorded) {
+            let duration_ns = self.shared.nanos_between(w.since, now_raw);
+            let _ = self.events.send(Pending::Event(Event::StallEnd { id: open.id, duration_ns, category: None }));
+        }
     }
 
     /// Looks at one thread; returns how long until its poll is due another look.
@@ -303,6 +328,7 @@ impl Watchdog {
             Ok(None) => return stack::abandon(d),
             Err(()) => return,
         };
+        w.stack_seen = true;
         let pending = match (w.open.filter(|o| o.recorded), sample) {
             (Some(open), _) => Pending::Look(open.id, open.live, Some(raw)),
             (None, Some((site, category, spans))) => Pending::Sample { site, category, raw: Some(raw), spans },
@@ -327,6 +353,7 @@ impl Watchdog {
         }
         w.sampled_at = elapsed;
         let site = t.in_poll_site.load(Ordering::Relaxed);
+        let spans = t.spans.snapshot(since);
         if !self.sample_budget.take(now_ns) {
             self.shared.count_skipped_sample();
             return Some(period);
@@ -334,7 +361,6 @@ impl Watchdog {
         // What the thread does at this instant: computing, or the call it is in.
         let (category, _, _) = classify(t.tid, SAMPLE_CPU_PERCENT);
         let raw = self.capture(t, w, since, MAX_QUEUED_STACKS / 2);
-        let spans = t.spans.snapshot();
         if let Some((_, sample @ None)) = &mut w.deferred {
             // The thread is in a system call: the sample is sent with its stack when it returns.
             *sample = Some((site, category, spans));
@@ -355,6 +381,7 @@ impl Watchdog {
     fn raise(&mut self, t: &ThreadSlot, w: &mut Watch, since: u64, now_ns: u64) {
         // Read now: the poll may end while the watchdog looks closer.
         let site = t.in_poll_site.load(Ordering::Relaxed);
+        let spans = t.spans.snapshot(since);
         // What the thread is in at this instant, before the CPU share's window below, during
         // which the poll may end: a system call named now is the stall's, whatever comes after.
         let share_so_far = cpu_share(w.cpu0, thread_cpu_ns(t.tid), now_ns.saturating_sub(w.seen_ns));
@@ -387,7 +414,7 @@ impl Watchdog {
             syscall,
             fd_target,
             cpu_percent,
-            spans: t.spans.snapshot(),
+            spans,
             ..Stall::unknown(id, t.decl.id, Some(site), started_ns, now_ns, false)
         };
         if raw.is_some() {
@@ -403,7 +430,10 @@ impl Watchdog {
         let (last_start, last_ns, handed_off) = t.last_long();
         // A `block_in_place` raised before its new worker thread was running (a busy host did
         // not run it yet): the worker waited for the host, not for the program.
-        let handed_off = handed_off && last_start == w.since;
+        let handed_off = handed_off
+            && last_start == w.since
+            && matches!(open.live, StallCategory::Unknown | StallCategory::Preempted)
+            && !w.stack_seen;
         let duration_ns = if last_start == w.since { last_ns } else { self.shared.nanos_between(w.since, now_raw) };
         // A poll that is a stall only because the host kept its thread waiting for a CPU: without
         // that wait it would have ended below the threshold. Not the program's fault.
@@ -490,7 +520,11 @@ impl Watchdog {
         }
         match result {
             // A stack taken after the poll returned would name the wrong code.
-            Ok(raw) => Some(raw).filter(|_| t.in_poll_since.load(Ordering::Acquire) == since),
+            Ok(raw) => {
+                let ours = t.in_poll_since.load(Ordering::Acquire) == since;
+                w.stack_seen |= ours;
+                Some(raw).filter(|_| ours)
+            }
             Err(stack::Unreachable::Blocked) => {
                 let now = self.shared.now_ns();
                 let (first, times) = self.blocked_streak.entry(t.decl.id).or_insert((now, 0));
@@ -504,8 +538,14 @@ impl Watchdog {
                 }
                 None
             }
-            Err(stack::Unreachable::Deferred(d)) => {
+            // The signal reached the thread during this poll (checked after it was sent), so the
+            // handler runs before the poll can end: the stack will be this poll's.
+            Err(stack::Unreachable::Deferred(d)) if t.in_poll_since.load(Ordering::Acquire) == since => {
                 w.deferred = Some((d, None));
+                None
+            }
+            Err(stack::Unreachable::Deferred(d)) => {
+                stack::abandon(d);
                 None
             }
             Err(_) => None,
@@ -521,10 +561,9 @@ impl Watchdog {
             return;
         }
         w.consumed_long = start;
-        if handed_off {
-            // `block_in_place`: the worker went on on another thread.
-            return;
-        }
+        // A poll that handed its worker over (`block_in_place`) is raised like any other: late,
+        // without a look, it is the host's in every reader.
+        let _ = handed_off;
         if !self.budget.take(now_ns) {
             self.shared.tally_stall(None, StallCategory::Unknown, duration_ns);
             return;

@@ -106,23 +106,26 @@ struct SpanCell {
 /// The spans a thread is in, and its poll time per (site, span). Only the owning thread writes;
 /// the watchdog reads the stack, the flusher the histograms.
 pub(crate) struct SpanStack {
-    /// Span ids plus one (0: none), outermost first; entries at or past `depth` are stale.
+    /// Span callsite ids plus one (0: none), outermost first; entries at or past `depth` are
+    /// stale.
     ids: [AtomicU32; SPAN_DEPTH],
+    /// The poll each was entered in (the slot's `in_poll_since` then; 0 outside a poll).
+    polls: [AtomicU64; SPAN_DEPTH],
     depth: AtomicU32,
     cells: [SpanCell; SPAN_CELLS],
 }
 
-/// What the owner remembers about each span of its stack, for its poll time.
+/// What the owner remembers about each span of its stack.
 struct Entered {
     /// When it was entered (`now_ns`).
     at_ns: Cell<u64>,
-    /// The poll it was entered in (the slot's `in_poll_since` then; 0 outside a poll).
-    poll: Cell<u64>,
+    /// The span itself (tracing's id of the instance, not of its callsite).
+    instance: Cell<u64>,
 }
 
 thread_local! {
     static ENTERED: [Entered; SPAN_DEPTH] =
-        const { [const { Entered { at_ns: Cell::new(0), poll: Cell::new(0) } }; SPAN_DEPTH] };
+        const { [const { Entered { at_ns: Cell::new(0), instance: Cell::new(0) } }; SPAN_DEPTH] };
 }
 
 fn key(site: u32, span: u32) -> u64 {
@@ -133,18 +136,26 @@ impl SpanStack {
     pub(crate) fn new() -> Self {
         SpanStack {
             ids: [const { AtomicU32::new(0) }; SPAN_DEPTH],
+            polls: [const { AtomicU64::new(0) }; SPAN_DEPTH],
             depth: AtomicU32::new(0),
             cells: [const { SpanCell { key: AtomicU64::new(0), hist: AtomicPtr::new(std::ptr::null_mut()) } };
                 SPAN_CELLS],
         }
     }
 
-    /// The spans the thread is in now, outermost first (at most [`SPAN_DEPTH`]). Read from
-    /// another thread while the owner may change it: a span entered or left meanwhile may be
-    /// missing or stale, never out of range.
-    pub(crate) fn snapshot(&self) -> Vec<u32> {
+    /// The spans the thread is in during its poll `poll` (its `in_poll_since`), outermost first
+    /// (at most [`SPAN_DEPTH`]): those entered outside any poll, and those entered in this one
+    /// (a span entered in an earlier poll and never left here, as a guard held across an
+    /// `.await` is, is not this poll's). Read from another thread while the owner may change
+    /// it: a span entered or left meanwhile may be missing or stale, never out of range.
+    pub(crate) fn snapshot(&self, poll: u64) -> Vec<u32> {
         let depth = (self.depth.load(Ordering::Acquire) as usize).min(SPAN_DEPTH);
-        self.ids[..depth].iter().filter_map(|id| id.load(Ordering::Relaxed).checked_sub(1)).collect()
+        (0..depth)
+            .filter(|&i| {
+                matches!(self.polls[i].load(Ordering::Relaxed), 0) || self.polls[i].load(Ordering::Relaxed) == poll
+            })
+            .filter_map(|i| self.ids[i].load(Ordering::Relaxed).checked_sub(1))
+            .collect()
     }
 
     /// The (site, span) histograms that have values, for the flusher.
@@ -211,65 +222,132 @@ fn with_slot(f: impl FnOnce(&ThreadSlot)) {
 /// The spans the calling thread is in, outermost first.
 pub(crate) fn current() -> Vec<u32> {
     let mut out = Vec::new();
-    with_slot(|slot| out = slot.spans.snapshot());
+    with_slot(|slot| out = slot.spans.snapshot(slot.in_poll_since.load(Ordering::Relaxed)));
     out
 }
 
-/// The calling thread enters span `id`.
-pub(crate) fn enter(id: u32) {
+/// The calling thread enters span `instance`, of callsite `id`.
+pub(crate) fn enter(id: u32, instance: u64) {
     with_slot(|slot| {
         let s = &slot.spans;
-        let d = s.depth.load(Ordering::Relaxed) as usize;
-        if d < SPAN_DEPTH {
-            s.ids[d].store(id + 1, Ordering::Relaxed);
-            let poll = slot.in_poll_since.load(Ordering::Relaxed);
-            let _ = ENTERED.try_with(|e| {
-                e[d].at_ns.set(now_ns());
-                e[d].poll.set(poll);
-            });
+        let poll = slot.in_poll_since.load(Ordering::Relaxed);
+        let mut d = s.depth.load(Ordering::Relaxed) as usize;
+        // Spans entered in another poll and never left on this thread (a guard held across an
+        // `.await`, left on the thread the task moved to) are gone from this thread's view.
+        if poll != 0 {
+            while d > 0
+                && !matches!(s.polls[d - 1].load(Ordering::Relaxed), 0)
+                && s.polls[d - 1].load(Ordering::Relaxed) != poll
+            {
+                d -= 1;
+            }
         }
+        if d == SPAN_DEPTH {
+            // Deeper spans are not named (nor timed).
+            s.depth.store(d as u32, Ordering::Release);
+            return;
+        }
+        s.ids[d].store(id + 1, Ordering::Relaxed);
+        s.polls[d].store(poll, Ordering::Relaxed);
+        let _ = ENTERED.try_with(|e| {
+            e[d].at_ns.set(now_ns());
+            e[d].instance.set(instance);
+        });
         s.depth.store(d as u32 + 1, Ordering::Release);
     });
 }
 
-/// The calling thread leaves span `id`: its poll time since the enter is recorded when both
-/// happened within one poll.
-pub(crate) fn exit(id: u32) {
+/// The calling thread leaves span `instance`, of callsite `id`: its poll time since the enter
+/// is recorded when both happened within one poll.
+pub(crate) fn exit(id: u32, instance: u64) {
     with_slot(|slot| {
         let s = &slot.spans;
         let depth = s.depth.load(Ordering::Relaxed) as usize;
-        if depth == 0 {
-            return;
-        }
-        // Spans are usually left in the reverse order of entering; one that is not is looked
-        // for lower down, and the spans above it move down.
-        let top = depth.min(SPAN_DEPTH);
-        let at = if depth > SPAN_DEPTH {
-            None
-        } else {
-            (0..top).rev().find(|&i| s.ids[i].load(Ordering::Relaxed) == id + 1)
-        };
-        if depth <= SPAN_DEPTH && at.is_none() {
-            // Entered before this thread had a slot (or past the table's cap): not on the stack.
-            return;
-        }
-        if let Some(at) = at {
+        let _ = ENTERED.try_with(|e| {
+            // Spans are usually left in the reverse order of entering; one that is not is looked
+            // for lower down, and the spans above it move down.
+            let Some(at) = (0..depth).rev().find(|&i| e[i].instance.get() == instance) else {
+                // Entered past the depth, or on another thread, or before this thread had a slot.
+                return;
+            };
             let poll = slot.in_poll_since.load(Ordering::Relaxed);
-            let _ = ENTERED.try_with(|e| {
-                if poll != 0 && e[at].poll.get() == poll {
-                    let site = slot.in_poll_site.load(Ordering::Relaxed);
-                    let ns = now_ns().saturating_sub(e[at].at_ns.get());
-                    if let Some(h) = s.cell(site, id) {
-                        h.record(ns);
-                    }
+            if poll != 0 && s.polls[at].load(Ordering::Relaxed) == poll {
+                let site = slot.in_poll_site.load(Ordering::Relaxed);
+                let ns = now_ns().saturating_sub(e[at].at_ns.get());
+                if let Some(h) = s.cell(site, id) {
+                    h.record(ns);
                 }
-                for i in at..top - 1 {
-                    s.ids[i].store(s.ids[i + 1].load(Ordering::Relaxed), Ordering::Relaxed);
-                    e[i].at_ns.set(e[i + 1].at_ns.get());
-                    e[i].poll.set(e[i + 1].poll.get());
-                }
-            });
-        }
-        s.depth.store(depth as u32 - 1, Ordering::Release);
+            }
+            for i in at..depth - 1 {
+                s.ids[i].store(s.ids[i + 1].load(Ordering::Relaxed), Ordering::Relaxed);
+                s.polls[i].store(s.polls[i + 1].load(Ordering::Relaxed), Ordering::Relaxed);
+                e[i].at_ns.set(e[i + 1].at_ns.get());
+                e[i].instance.set(e[i + 1].instance.get());
+            }
+            s.depth.store(depth as u32 - 1, Ordering::Release);
+        });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Runs `f` on a fresh thread that has a slot, as a worker thread has.
+    fn on_a_worker(f: impl FnOnce(&ThreadSlot) + Send + 'static) {
+        std::thread::spawn(move || {
+            let decl = loopscope_core::model::WorkerDecl { id: 0, index: Some(0), thread_name: "w".into() };
+            let slot = Arc::new(ThreadSlot::new(decl, std::thread::current().id(), 4));
+            EXIT.with(|e| e.replace(Some(Arc::clone(&slot))));
+            f(&slot);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn the_stack_follows_enters_and_exits_by_instance() {
+        on_a_worker(|slot| {
+            let poll = 1234;
+            slot.in_poll_since.store(poll, Ordering::Relaxed);
+            enter(7, 100);
+            enter(8, 200);
+            enter(8, 201);
+            assert_eq!(slot.spans.snapshot(poll), vec![7, 8, 8]);
+            // Left out of order, by instance: the right one goes.
+            exit(8, 200);
+            assert_eq!(slot.spans.snapshot(poll), vec![7, 8]);
+            exit(8, 201);
+            exit(7, 100);
+            assert!(slot.spans.snapshot(poll).is_empty());
+            // An exit of a span this thread never entered changes nothing.
+            enter(7, 300);
+            exit(7, 999);
+            assert_eq!(slot.spans.snapshot(poll), vec![7]);
+            // Each span's poll time went to its (site, span) histogram.
+            let cells: Vec<_> = slot.spans.cells().map(|(site, span, _)| (site, span)).collect();
+            assert!(cells.contains(&(0, 7)) && cells.contains(&(0, 8)), "{cells:?}");
+        });
+    }
+
+    #[test]
+    fn spans_left_behind_by_an_earlier_poll_are_not_this_polls() {
+        on_a_worker(|slot| {
+            // Entered outside any poll: context for every poll of the thread.
+            enter(1, 10);
+            slot.in_poll_since.store(5, Ordering::Relaxed);
+            // A guard held across an `.await`: entered here, left on another thread.
+            enter(2, 20);
+            assert_eq!(slot.spans.snapshot(5), vec![1, 2]);
+            slot.in_poll_since.store(6, Ordering::Relaxed);
+            assert_eq!(slot.spans.snapshot(6), vec![1], "not the next poll's");
+            // The next enter drops it for good; the stack never fills up with such spans.
+            for i in 0..(SPAN_DEPTH as u64 * 2) {
+                slot.in_poll_since.store(100 + i, Ordering::Relaxed);
+                enter(3, 1000 + i);
+            }
+            assert_eq!(slot.spans.snapshot(100 + SPAN_DEPTH as u64 * 2 - 1), vec![1, 3]);
+        });
+    }
 }

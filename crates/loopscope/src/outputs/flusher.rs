@@ -21,6 +21,9 @@ use loopscope_core::model::{
 
 /// Distinct sampled stacks kept per interval; further samples are counted at their site.
 const MAX_SAMPLED_STACKS: usize = 1000;
+/// Entries of one interval's samples in all (stacks, and counts per site without a stack),
+/// within what readers accept of one frame (`loopscope_core::validate::MAX_LIST`).
+const MAX_SAMPLE_ENTRIES: usize = 2000;
 
 /// What tells sampled stacks apart: site, category, frames and spans.
 type SampleKey = (u32, StallCategory, Vec<u64>, Vec<u32>);
@@ -95,6 +98,8 @@ pub(crate) struct Flusher {
     stall_log: crate::outputs::stall_log::StallLog,
     #[cfg(feature = "tracing")]
     span_decls: Vec<loopscope_core::model::SpanDecl>,
+    #[cfg(feature = "tracing")]
+    stall_log_failed: bool,
     samples_dropped: u64,
     prev_spawned: Vec<u64>,
     prev_finished: Vec<u64>,
@@ -138,6 +143,8 @@ impl Flusher {
             stall_log: Default::default(),
             #[cfg(feature = "tracing")]
             span_decls: Vec::new(),
+            #[cfg(feature = "tracing")]
+            stall_log_failed: false,
             samples_dropped: 0,
             prev_spawned: Vec::new(),
             prev_finished: Vec::new(),
@@ -166,9 +173,12 @@ impl Flusher {
                 Ok(Cmd::Event(e)) => self.guarded(|f| {
                     // Declare the sites and workers it names first, so readers can resolve them.
                     f.declare_new();
+                    // Recorded first: the program's subscriber, called next, may fail or block.
                     #[cfg(feature = "tracing")]
-                    f.log_stall(&e);
+                    let logged = (*e).clone();
                     f.emit(Frame::Event(*e));
+                    #[cfg(feature = "tracing")]
+                    f.log_stall(&logged);
                 }),
                 Ok(Cmd::Exit(done)) => {
                     self.guarded(|f| {
@@ -204,13 +214,25 @@ impl Flusher {
     }
 
     /// Hands a stall's beginning or end to the `tracing` log.
+    ///
+    /// The program's subscriber runs here: one that panics turns the log off (said once), and
+    /// never the recording.
     #[cfg(feature = "tracing")]
     fn log_stall(&mut self, e: &Event) {
-        match e {
-            Event::StallBegin(s) => self.stall_log.begin(s, self.agg.sites(), &self.span_decls),
-            Event::StallLook { id, frames, .. } => self.stall_log.look(*id, frames),
-            Event::StallEnd { id, duration_ns, category } => self.stall_log.end(*id, *duration_ns, *category),
+        if self.stall_log_failed {
+            return;
+        }
+        let log = &mut self.stall_log;
+        let (sites, spans) = (self.agg.sites(), &self.span_decls);
+        let logged = catch_unwind(AssertUnwindSafe(|| match e {
+            Event::StallBegin(s) => log.begin(s, sites, spans),
+            Event::StallLook { id, frames, .. } => log.look(*id, frames),
+            Event::StallEnd { id, duration_ns, category } => log.end(*id, *duration_ns, *category),
             _ => {}
+        }));
+        if logged.is_err() {
+            self.stall_log_failed = true;
+            self.shared.report_error("logging a stall as a tracing event panicked; stalls are no longer logged".into());
         }
     }
 
@@ -224,7 +246,12 @@ impl Flusher {
             if !key.2.is_empty() {
                 self.samples_dropped += 1;
             }
-            *self.samples.entry((key.0, key.1, Vec::new(), Vec::new())).or_default() += 1;
+            let mut at = (key.0, key.1, Vec::new(), Vec::new());
+            if !self.samples.contains_key(&at) && self.samples.len() >= MAX_SAMPLE_ENTRIES {
+                // Past every cap: counted for the whole program, in one entry.
+                at = (u32::MAX, StallCategory::Unknown, Vec::new(), Vec::new());
+            }
+            *self.samples.entry(at).or_default() += 1;
             return;
         }
         self.samples.insert(key, 1);
@@ -237,7 +264,7 @@ impl Flusher {
             .samples
             .drain()
             .map(|((site, category, frames, spans), count)| SampledStack {
-                site: Some(site),
+                site: Some(site).filter(|s| *s != u32::MAX),
                 category,
                 count,
                 frames,
