@@ -454,18 +454,8 @@ impl Watchdog {
         let whole = match (open.live, w.cpu_last) {
             _ if held_up || handed_off => Some(StallCategory::Preempted).filter(|c| *c != open.live),
             (StallCategory::CpuBound | StallCategory::Preempted | StallCategory::Unknown, Some(last)) => {
-                let window = last.at_ns.saturating_sub(w.seen_ns);
-                let share = cpu_share(w.cpu0, Some(last.cpu_ns), window);
-                let judged = match running_category(share) {
-                    // Little CPU: held up by the host only if it waited for one (run-queue
-                    // delay) for much of the time; otherwise it was off its CPU by its own
-                    // doing, blocked in a call no look saw.
-                    StallCategory::Preempted if w.delay0.is_some() && host_took.saturating_mul(2) < window => {
-                        StallCategory::Unknown
-                    }
-                    c => c,
-                };
-                Some(judged).filter(|c| *c != open.live)
+                let share = cpu_share(w.cpu0, Some(last.cpu_ns), last.at_ns - w.seen_ns);
+                Some(running_category(share)).filter(|c| *c != open.live)
             }
             _ => None,
         };
