@@ -439,11 +439,15 @@ impl Watchdog {
         // that wait it would have ended below the threshold. Not the program's fault.
         // Two lower bounds of the wait inside the poll: up to the last look, and up to now less
         // the time since the poll ended (a starved watchdog may not have looked since it rose).
-        let ended_ago = self.shared.session_ns(now_raw).saturating_sub(self.shared.session_ns(w.since) + duration_ns);
+        // Read together, now: the scan's clock reading can be older than this by other threads'
+        // looks, and the thread's wait for a CPU since its poll ended must all be discounted.
+        let delay_now = run_delay(t.tid);
+        let ended_ago =
+            self.shared.session_ns(self.shared.now_raw()).saturating_sub(self.shared.session_ns(w.since) + duration_ns);
         let host_took = match w.delay0 {
             Some(a) => {
                 let to_last = w.delay_last.map_or(0, |b| b.saturating_sub(a));
-                let to_now = run_delay(t.tid).map_or(0, |b| b.saturating_sub(a).saturating_sub(ended_ago));
+                let to_now = delay_now.map_or(0, |b| b.saturating_sub(a).saturating_sub(ended_ago));
                 to_last.max(to_now)
             }
             None => 0,
