@@ -8,7 +8,7 @@ use std::time::Duration;
 use loopscope_core::dist::Summary;
 use loopscope_core::format::Completeness;
 use loopscope_core::model::Flavor;
-use loopscope_core::report::{HotLine, Report, SpanReport, StallGroup, WorkerReport};
+use loopscope_core::report::{HotLine, PanicReport, Report, SpanReport, StallGroup, TaskGrowth, WorkerReport};
 use loopscope_core::stall::{Origin, short_name};
 use loopscope_core::text::{Column, Table, group, plural};
 use loopscope_core::units::fmt_duration;
@@ -28,6 +28,7 @@ pub fn render(report: &Report, max_sites: usize) -> String {
     stalls(&mut o, report);
     hot_lines(&mut o, report);
     spans(&mut o, report);
+    tasks(&mut o, report);
     workload(&mut o, report);
     if !report.errors.is_empty() || report.recording.events_dropped > 0 {
         let _ = writeln!(o, "\nRecorder errors");
@@ -450,6 +451,49 @@ fn spans(o: &mut String, report: &Report) {
     o.push_str(&table.render(report.spans.iter().take(MAX_SPAN_ROWS)));
     if report.spans.len() > MAX_SPAN_ROWS {
         let _ = writeln!(o, "  … {} more (--json has them all)", report.spans.len() - MAX_SPAN_ROWS);
+    }
+}
+
+/// Tasks that keep piling up, and tasks that panicked.
+fn tasks(o: &mut String, report: &Report) {
+    if !report.growing.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nTasks piling up: {} spawn site{} whose alive tasks kept growing (a leak?)",
+            report.growing.len(),
+            plural(report.growing.len() as u64)
+        );
+        let table = Table::new(vec![
+            Column::left("spawn site", |g: &TaskGrowth| g.spawn_site.clone().unwrap_or_else(|| "-".into())).clip(40),
+            Column::right("per second", |g: &TaskGrowth| format!("+{:.1}", g.growth.per_second)),
+            Column::right("alive", |g: &TaskGrowth| {
+                format!("{} → {}", group(g.growth.first_third_max), group(g.growth.last_third_min))
+            }),
+            Column::right("over", |g: &TaskGrowth| fmt_duration(g.growth.over)).width(DURATION),
+        ])
+        .indent(INDENT);
+        o.push_str(&table.render(&report.growing));
+    }
+    if !report.panics.is_empty() {
+        let n: u64 = report.panics.iter().map(|p| p.count).sum();
+        let _ = writeln!(
+            o,
+            "\nPanics in tasks: {} (tokio keeps a task's panic for its JoinHandle; a task nobody awaits loses it)",
+            group(n)
+        );
+        let table = Table::new(vec![
+            Column::right("count", |p: &PanicReport| group(p.count)),
+            Column::left("at", |p: &PanicReport| p.location.as_deref().map_or_else(|| "-".into(), display_path))
+                .clip(40),
+            Column::left("spawn site", |p: &PanicReport| p.spawn_site.clone().unwrap_or_else(|| "-".into())).clip(32),
+            Column::left("message", |p: &PanicReport| p.message.lines().next().unwrap_or("").to_string()).clip(60),
+        ])
+        .indent(INDENT)
+        .gap(2);
+        o.push_str(&table.render(report.panics.iter().take(MAX_SPAN_ROWS)));
+        if report.panics.len() > MAX_SPAN_ROWS {
+            let _ = writeln!(o, "  … {} more (--json has them all)", report.panics.len() - MAX_SPAN_ROWS);
+        }
     }
 }
 

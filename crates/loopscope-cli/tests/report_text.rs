@@ -108,6 +108,7 @@ fn server_frames() -> Vec<Frame> {
             lag: Dist::default(),
             stall_tally: Vec::new(),
             spans: Vec::new(),
+            panics: Vec::new(),
         })));
     }
     frames

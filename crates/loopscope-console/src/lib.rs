@@ -393,6 +393,7 @@ impl Converter {
             lag: Default::default(),
             stall_tally: Vec::new(),
             spans: Vec::new(),
+            panics: Vec::new(),
         })));
         // A task dropped an interval ago has sent its last details: stop watching and forget it.
         let index = self.index;

@@ -20,6 +20,7 @@
 pub mod dist;
 pub mod export;
 pub mod format;
+pub mod growth;
 pub mod live;
 pub mod model;
 mod model_v1;

@@ -296,6 +296,22 @@ pub struct Interval {
     pub stall_tally: Vec<StallTally>,
     /// Poll time per (spawn site, span), when the program's `tracing` spans are recorded.
     pub spans: Vec<SpanInterval>,
+    /// Tasks that panicked during the interval, by spawn site, location and message.
+    pub panics: Vec<PanicCount>,
+}
+
+/// Tasks of one spawn site that panicked at one place with one message, in one interval.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PanicCount {
+    /// The [`SiteDecl::id`] of the panicking tasks (`None`: past the recorder's cap of distinct
+    /// panics, counted together).
+    pub site: Option<u32>,
+    /// Where it panicked (`file:line:col`), when the panic says.
+    pub location: Option<String>,
+    /// The panic's message (its first 512 bytes).
+    pub message: String,
+    /// How many times.
+    pub count: u64,
 }
 
 /// What a stalled worker was doing, from the kernel's view of the stuck thread.

@@ -52,6 +52,7 @@ impl From<Interval> for model::Interval {
             lag: i.lag,
             stall_tally: Vec::new(),
             spans: Vec::new(),
+            panics: Vec::new(),
         }
     }
 }

@@ -95,6 +95,10 @@ pub struct Aggregator {
     span_decls: Vec<SpanDecl>,
     /// Poll time per (spawn site, span).
     span_acc: BTreeMap<(u32, u32), DistAcc>,
+    /// Per site: its alive tasks over time, for leaks.
+    alive: Vec<Option<crate::growth::AliveSeries>>,
+    /// Tasks that panicked, by (site, location, message).
+    panics: BTreeMap<(Option<u32>, Option<String>, String), u64>,
     sampling: Sampling,
     detection_sum_ns: u64,
     detection_max_ns: u64,
@@ -117,6 +121,9 @@ struct HotAcc {
 /// Distinct (site, line, category) groups of samples kept; further ones are counted as
 /// `<other lines>` of their site.
 pub const MAX_HOT_LINES: usize = 10_000;
+
+/// Distinct (site, location, message) panics kept; further ones are counted together.
+pub const MAX_PANIC_ROWS: usize = 1_000;
 
 /// Distinct (site, span) pairs whose poll times are kept; further ones are left out (said in
 /// the notes).
@@ -166,6 +173,8 @@ impl Aggregator {
             hot: BTreeMap::new(),
             span_decls: Vec::new(),
             span_acc: BTreeMap::new(),
+            alive: Vec::new(),
+            panics: BTreeMap::new(),
             sampling: Sampling::default(),
             detection_sum_ns: 0,
             detection_max_ns: 0,
@@ -333,6 +342,17 @@ impl Aggregator {
                 self.site_acc.get_mut(s.site as usize).ok_or_else(|| ctx(format!("undeclared site {}", s.site)))?;
             acc.spawned += s.spawned;
             acc.finished += s.finished;
+            if s.spawned > 0 || s.finished > 0 {
+                let alive = acc.spawned as i64 - acc.finished as i64;
+                if self.alive.len() <= s.site as usize {
+                    self.alive.resize(s.site as usize + 1, None);
+                }
+                let width = self.header.interval_ns;
+                let start = *self.first_start_ns.get_or_insert(i.start_ns);
+                self.alive[s.site as usize]
+                    .get_or_insert_with(|| crate::growth::AliveSeries::new(start, width))
+                    .push(i.end_ns, alive);
+            }
             acc.add(s.slow_polls, &s.poll, &s.sched).map_err(ctx)?;
             self.runtime.spawned += s.spawned;
             self.runtime.finished += s.finished;
@@ -351,6 +371,13 @@ impl Aggregator {
             self.runtime.run_delay_ns = self.runtime.run_delay_ns.saturating_add(w.run_delay_ns);
         }
         self.lag.add_dist(&i.lag).map_err(|e| ctx(format!("lag probe histogram: {e}")))?;
+        for p in &i.panics {
+            let mut key = (p.site, p.location.clone(), p.message.clone());
+            if !self.panics.contains_key(&key) && self.panics.len() >= MAX_PANIC_ROWS {
+                key = (None, None, "<other panics>".into());
+            }
+            *self.panics.entry(key).or_default() += p.count;
+        }
         for s in &i.spans {
             let key = (s.site, s.span);
             if !self.span_acc.contains_key(&key) && self.span_acc.len() >= MAX_SPAN_ROWS {
@@ -567,6 +594,26 @@ impl Aggregator {
             .collect();
         let hot_lines = self.hot_lines(&site_name);
         let spans = self.span_rows(&site_name);
+        let mut panics: Vec<PanicReport> = self
+            .panics
+            .iter()
+            .map(|((site, location, message), count)| PanicReport {
+                spawn_site: site_name(*site),
+                location: location.clone(),
+                message: message.clone(),
+                count: *count,
+            })
+            .collect();
+        panics.sort_by(|a, b| b.count.cmp(&a.count).then(a.spawn_site.cmp(&b.spawn_site)));
+        let growing: Vec<TaskGrowth> = self
+            .alive
+            .iter()
+            .enumerate()
+            .filter_map(|(site, series)| {
+                let g = series.as_ref()?.growth(end)?;
+                Some(TaskGrowth { spawn_site: site_name(Some(site as u32)), growth: g })
+            })
+            .collect();
         // The program's faults first, then what could not be tied to a line, then the host's.
         let rank = |o: Origin| match o {
             Origin::Program => 0,
@@ -607,6 +654,8 @@ impl Aggregator {
             sampling: self.sampling,
             hot_lines,
             spans,
+            panics,
+            growing,
             workload: self.workload.as_ref().map(WorkloadReport::from),
             errors,
             notes: Vec::new(),
@@ -966,6 +1015,10 @@ pub struct Report {
     pub hot_lines: Vec<HotLine>,
     /// Poll time per spawn site and `tracing` span (with the layer, `loopscope::tracing_layer`).
     pub spans: Vec<SpanReport>,
+    /// Tasks that panicked, by spawn site, location and message, most first.
+    pub panics: Vec<PanicReport>,
+    /// Spawn sites whose alive tasks kept growing over the recording (a leak).
+    pub growing: Vec<TaskGrowth>,
     /// The workload's own figures.
     pub workload: Option<WorkloadReport>,
     /// Errors the recorder reported.
@@ -992,6 +1045,29 @@ pub struct Sampling {
     pub without_stack: u64,
     /// Samples that were due but not taken, past the budget of samples per second.
     pub skipped: u64,
+}
+
+/// Tasks of one spawn site that panicked at one place with one message.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PanicReport {
+    /// The spawn site of the tasks (`None`: past the cap of distinct panics).
+    pub spawn_site: Option<String>,
+    /// Where they panicked (`file:line:col`).
+    pub location: Option<String>,
+    /// The panic's message.
+    pub message: String,
+    /// How many times.
+    pub count: u64,
+}
+
+/// A spawn site whose alive tasks kept growing (see [`crate::growth`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TaskGrowth {
+    /// The spawn site.
+    pub spawn_site: Option<String>,
+    /// How it grew.
+    #[serde(flatten)]
+    pub growth: crate::growth::Growth,
 }
 
 /// Poll time spent inside one `tracing` span, for the tasks of one spawn site.

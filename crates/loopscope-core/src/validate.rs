@@ -179,6 +179,16 @@ impl Declared {
         if let Some(t) = i.stall_tally.iter().find(|t| t.site.is_some_and(|s| s as usize >= self.sites)) {
             return Err(ctx(format!("a stall tally refers to undeclared site {:?}", t.site)));
         }
+        list("panics", &i.panics).map_err(ctx)?;
+        for p in &i.panics {
+            if p.site.is_some_and(|s| s as usize >= self.sites) {
+                return Err(ctx(format!("a panic refers to undeclared site {:?}", p.site)));
+            }
+            string("a panic's message", &p.message).map_err(ctx)?;
+            if let Some(l) = &p.location {
+                string("a panic's location", l).map_err(ctx)?;
+            }
+        }
         if i.spans.len() > self.sites.saturating_mul(self.spans).min(MAX_SPANS * 16) {
             return Err(ctx(format!("{} span histograms", i.spans.len())));
         }
@@ -364,7 +374,11 @@ pub fn clean_frame(frame: &mut Frame) {
         }
         Frame::Footer(f) => f.errors.iter_mut().for_each(clean),
         Frame::Samples(s) => s.stacks.iter_mut().for_each(|st| clean_stack(&mut st.stack)),
-        Frame::Runtime(_) | Frame::Interval(_) | Frame::Event(Event::StallEnd { .. }) => {}
+        Frame::Interval(i) => i.panics.iter_mut().for_each(|p| {
+            clean(&mut p.message);
+            clean_opt(&mut p.location);
+        }),
+        Frame::Runtime(_) | Frame::Event(Event::StallEnd { .. }) => {}
     }
 }
 

@@ -78,6 +78,7 @@ fn frames() -> Vec<Frame> {
             lag: dist(700, 5),
             stall_tally: vec![],
             spans: Vec::new(),
+            panics: Vec::new(),
         })));
     }
     v.push(Frame::Event(Event::RecorderError { at_ns: 5, message: "a test error".into() }));

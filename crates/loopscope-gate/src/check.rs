@@ -43,7 +43,7 @@ impl Verdict {
 pub struct RuleResult {
     /// Short name, e.g. `poll p99 (runtime)` or `stalls: new blocking calls`.
     pub name: String,
-    /// `max-increase`, `budget`, `stalls-new`, `stalls-max-per-run` or `stalls-at`.
+    /// `max-increase`, `budget`, `stalls-new`, `stalls-max-per-run`, `stalls-at` or `tasks-growth`.
     pub kind: &'static str,
     /// Line of the rule in the policy file, for distribution rules.
     pub policy_line: Option<usize>,
@@ -55,7 +55,7 @@ pub struct RuleResult {
     pub stat: Option<String>,
     /// The limit, as written (`+10%`, `2ms`, `0`).
     pub limit: String,
-    /// Unit of the figures below: `ns` or `stalls`.
+    /// Unit of the figures below: `ns`, `stalls` or `sites` (spawn sites whose tasks kept growing).
     pub unit: &'static str,
     /// The baseline's figure (the statistic over all its data, or its stall count).
     pub baseline: Option<f64>,
@@ -212,6 +212,7 @@ pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Out
         results.push(r);
     }
     results.extend(stall_rules(policy, baseline, candidate));
+    results.extend(task_rules(policy, baseline, candidate));
     let verdict = results.iter().map(|r| r.verdict).max().unwrap_or(Verdict::Pass);
     let side = |runs: &[Run]| SideInfo {
         files: runs.iter().map(|r| r.path.display().to_string()).collect(),
@@ -631,6 +632,49 @@ fn stall_rules(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Vec<Rule
     out
 }
 
+fn task_rules(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Vec<RuleResult> {
+    if !policy.tasks.forbid_growth {
+        return Vec::new();
+    }
+    let growing = |runs: &[Run]| runs.iter().map(|r| r.growing.len()).sum::<usize>() as f64;
+    let worst = candidate
+        .iter()
+        .flat_map(|r| r.growing.iter().map(move |g| (g, &r.path)))
+        .max_by(|a, b| a.0.growth.per_second.total_cmp(&b.0.growth.per_second));
+    let (verdict, detail) = match worst {
+        Some((g, path)) => (
+            Verdict::Regression,
+            format!(
+                "tasks from {} grow by {:.1}/s ({} → {}) in {}",
+                g.spawn_site.as_deref().unwrap_or("an unknown site"),
+                g.growth.per_second,
+                g.growth.first_third_max,
+                g.growth.last_third_min,
+                path.display()
+            ),
+        ),
+        None => (Verdict::Pass, "no spawn site's tasks kept growing".into()),
+    };
+    vec![RuleResult {
+        name: "tasks: growth".into(),
+        kind: "tasks-growth",
+        policy_line: None,
+        metric: "tasks".into(),
+        site: None,
+        stat: None,
+        limit: "0".into(),
+        unit: "sites",
+        baseline: Some(growing(baseline)),
+        candidate: Some(growing(candidate)),
+        change: None,
+        interval: None,
+        confidence: None,
+        interval_method: None,
+        verdict,
+        detail,
+    }]
+}
+
 /// Whether a blocking site (`/abs/path/file.rs:line`) matches a pattern (`file.rs:line` or a
 /// file), at a path boundary.
 fn blocking_site_matches(site: &str, pattern: &str) -> bool {
@@ -667,5 +711,52 @@ mod tests {
         assert!(blocking_site_matches("/w/src/db.rs:42", "src/db.rs:42"));
         assert!(blocking_site_matches("/w/src/db.rs:42", "db.rs"));
         assert!(!blocking_site_matches("/w/src/db.rs:420", "db.rs:42"));
+    }
+
+    fn run(growing: Vec<loopscope_core::report::TaskGrowth>) -> Run {
+        Run {
+            path: "r.loopscope".into(),
+            header: loopscope_core::model::Header {
+                format_version: loopscope_core::model::FORMAT_VERSION,
+                loopscope_version: "0".into(),
+                flavor: loopscope_core::model::Flavor::MultiThread,
+                workers: 2,
+                host: "h".into(),
+                pid: 1,
+                start_unix_ns: 0,
+                command_line: vec!["server".into()],
+                workload: None,
+                interval_ns: 1_000_000_000,
+                slow_poll_ns: 100_000,
+                schedule_latency: true,
+                stall_threshold_ns: None,
+            },
+            sites: Vec::new(),
+            intervals: Vec::new(),
+            workload: None,
+            stalls: Vec::new(),
+            growing,
+        }
+    }
+
+    #[test]
+    fn a_candidate_whose_tasks_pile_up_fails_when_growth_is_forbidden() {
+        let growth = loopscope_core::report::TaskGrowth {
+            spawn_site: Some("src/server.rs:88:9".into()),
+            growth: loopscope_core::growth::Growth {
+                per_second: 12.0,
+                first_third_max: 100,
+                last_third_min: 400,
+                over: std::time::Duration::from_secs(30),
+            },
+        };
+        let mut policy = Policy::parse("[tasks]\nforbid_growth = true\n", "p.toml").unwrap();
+        let r = task_rules(&policy, &[run(vec![])], &[run(vec![growth.clone()])]);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].verdict, Verdict::Regression);
+        assert!(r[0].detail.contains("src/server.rs:88:9") && r[0].detail.contains("12.0/s"), "{}", r[0].detail);
+        assert_eq!(task_rules(&policy, &[run(vec![])], &[run(vec![])])[0].verdict, Verdict::Pass);
+        policy.tasks.forbid_growth = false;
+        assert!(task_rules(&policy, &[run(vec![])], &[run(vec![growth])]).is_empty());
     }
 }

@@ -58,6 +58,8 @@ pub struct Run {
     pub workload: Option<WorkloadResult>,
     /// Stalls, grouped as `loopscope report` groups them.
     pub stalls: Vec<StallGroup>,
+    /// Spawn sites whose alive tasks kept growing.
+    pub growing: Vec<loopscope_core::report::TaskGrowth>,
 }
 
 impl Run {
@@ -91,7 +93,15 @@ impl Run {
         }
         let report = agg.report(Completeness::Complete, reader.skipped_frames());
         let header = reader.header().clone();
-        Ok(Run { path: path.into(), header, sites: agg.sites().to_vec(), intervals, workload, stalls: report.stalls })
+        Ok(Run {
+            path: path.into(),
+            header,
+            sites: agg.sites().to_vec(),
+            intervals,
+            workload,
+            stalls: report.stalls,
+            growing: report.growing,
+        })
     }
 
     /// Reads every recording named: files, and the `*.loopscope` files of directories (sorted).

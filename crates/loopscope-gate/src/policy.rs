@@ -140,6 +140,14 @@ pub struct StallRules {
     pub forbid_at: Vec<String>,
 }
 
+/// The rules on tasks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskRules {
+    /// Fail when a candidate run has a spawn site whose alive tasks kept growing (a leak; see
+    /// `loopscope_core::growth`).
+    pub forbid_growth: bool,
+}
+
 /// A parsed, validated policy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
@@ -159,6 +167,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// Rules on stalls.
     pub stalls: StallRules,
+    /// Rules on tasks.
+    pub tasks: TaskRules,
 }
 
 #[derive(Deserialize)]
@@ -169,7 +179,15 @@ struct RawPolicy {
     #[serde(default)]
     stalls: RawStalls,
     #[serde(default)]
+    tasks: RawTasks,
+    #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTasks {
+    forbid_growth: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -252,8 +270,9 @@ impl Policy {
             max_per_run: v.whole("stalls.max_per_run", &st.max_per_run, 0, u64::MAX)?,
             forbid_at: st.forbid_at.clone().unwrap_or_default(),
         };
+        let tasks = TaskRules { forbid_growth: raw.tasks.forbid_growth.unwrap_or(false) };
         let rules = raw.rule.iter().enumerate().map(|(i, r)| v.rule(i + 1, r)).collect::<Result<_, _>>()?;
-        Ok(Policy { source: file.into(), confidence, resamples, seed, warmup, inconclusive, rules, stalls })
+        Ok(Policy { source: file.into(), confidence, resamples, seed, warmup, inconclusive, rules, stalls, tasks })
     }
 }
 
@@ -441,6 +460,15 @@ mod tests {
 
     fn err(text: &str) -> PolicyError {
         Policy::parse(text, "gate.toml").unwrap_err()
+    }
+
+    #[test]
+    fn task_growth_is_forbidden_when_asked() {
+        assert!(!Policy::default_policy().tasks.forbid_growth);
+        let p = Policy::parse("[tasks]\nforbid_growth = true\n", "gate.toml").unwrap();
+        assert!(p.tasks.forbid_growth);
+        let e = err("[tasks]\nforbid_grwoth = true\n");
+        assert!(e.to_string().contains("forbid_grwoth"), "{e}");
     }
 
     #[test]

@@ -110,6 +110,7 @@ fn main() {
             gauges: Gauges { alive_tasks: 100_000, ..Gauges::default() },
             lag: DistAcc::new().to_dist(),
             stall_tally: vec![],
+            panics: vec![],
             spans: (0..if sampled { (sites / 10).min(1_000) } else { 0 })
                 .map(|k| {
                     let mut d = DistAcc::new();

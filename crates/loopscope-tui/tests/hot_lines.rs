@@ -183,6 +183,7 @@ fn frames() -> Vec<Frame> {
             gauges: Gauges { alive_tasks: 3, local_queues: vec![0], ..Gauges::default() },
             lag: Dist::default(),
             stall_tally: Vec::new(),
+            panics: Vec::new(),
             spans: vec![
                 SpanInterval { site: 0, span: 0, poll: dist(&[(150 * US, 40), (3 * MS, 10)]) },
                 SpanInterval { site: 0, span: 1, poll: dist(&[(2 * MS, 10)]) },

@@ -1,8 +1,13 @@
-//! Mistakes that end in a panic rather than a stall: `Runtime::block_on` or `Handle::block_on`
-//! inside a task, the tokio form of calling `asyncio.run()` inside a running loop. tokio panics
-//! ("Cannot start a runtime from within a runtime"); a panic hook, chained in front of the one
-//! already set, records it as a stall of category `nested-runtime` at the panic's location (the
-//! user's `block_on` call: tokio passes its caller's location through) and lets the panic go on.
+//! Panics in tasks. A panic hook, chained in front of the one already set, counts every panic of
+//! a task being polled, per spawn site, location and message (tokio catches a task's panic, and
+//! a task whose `JoinHandle` nobody awaits loses it, like asyncio's "Task exception was never
+//! retrieved"), and lets the panic go on.
+//!
+//! One panic is also a blocking mistake: `Runtime::block_on` or `Handle::block_on` inside a task,
+//! the tokio form of calling `asyncio.run()` inside a running loop. tokio panics ("Cannot start a
+//! runtime from within a runtime"); the hook records it as a stall of category `nested-runtime`
+//! at the panic's location (the user's `block_on` call: tokio passes its caller's location
+//! through).
 
 use std::panic::PanicHookInfo;
 use std::sync::{Arc, Mutex, Once, Weak};
@@ -18,7 +23,7 @@ static ACTIVE: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 const NESTED: [&str; 2] =
     ["Cannot start a runtime from within a runtime", "Cannot block the current thread from within a runtime"];
 
-/// Starts watching for nested-runtime panics on behalf of a session.
+/// Starts watching for panics in tasks on behalf of a session.
 pub(crate) fn watch(shared: &Arc<Shared>) {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
@@ -39,14 +44,16 @@ fn on_panic(info: &PanicHookInfo<'_>) {
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| info.payload().downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    if !NESTED.iter().any(|n| message.contains(n)) {
-        return;
-    }
+        .unwrap_or_else(|| "Box<dyn Any>".into());
     let Some(session) = Shared::current_session() else { return };
     let shared = lock(&ACTIVE).iter().filter_map(Weak::upgrade).find(|s| s.has_id(session));
     let Some(shared) = shared else { return };
     let Some((worker, site)) = shared.current_poll() else { return };
+    // Every panic of a task is counted: tokio catches it, and a task nobody awaits loses it.
+    shared.count_panic(site, info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())), &message);
+    if !NESTED.iter().any(|n| message.contains(n)) {
+        return;
+    }
     let Some(events) = shared.event_sink() else { return };
     let now = shared.now_ns();
     let id = shared.next_stall_id();

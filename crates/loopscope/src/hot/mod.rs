@@ -123,7 +123,15 @@ pub(crate) struct Shared {
     /// Slow-poll samples that were due but not taken (past their budget), since the flusher
     /// last took the count.
     skipped_samples: AtomicU64,
+    /// Tasks that panicked since the flusher last took them, by (site, location, message).
+    panics: Mutex<Vec<loopscope_core::model::PanicCount>>,
 }
+
+/// Distinct (site, location, message) panics kept per interval; further ones are counted in one
+/// entry without a site.
+const MAX_PANICS: usize = 256;
+/// Bytes of a panic's message kept.
+const PANIC_MESSAGE: usize = 512;
 
 impl Shared {
     pub(crate) fn new(slow_ns: u64, stall_ns: u64, max_sites: u32, lag_probe: bool) -> Arc<Self> {
@@ -152,6 +160,7 @@ impl Shared {
             events: Mutex::new(None),
             tally: Mutex::new(Vec::new()),
             skipped_samples: AtomicU64::new(0),
+            panics: Mutex::new(Vec::new()),
         })
     }
 
@@ -269,6 +278,47 @@ impl Shared {
         t.count += 1;
         t.total_ns = t.total_ns.saturating_add(duration_ns);
         t.max_ns = t.max_ns.max(duration_ns);
+    }
+
+    /// Counts a panic of a task of `site` (from the panic hook: allocates a little, never panics).
+    pub(crate) fn count_panic(&self, site: u32, location: Option<String>, message: &str) {
+        let mut end = message.len().min(PANIC_MESSAGE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let message = &message[..end];
+        let mut panics = lock(&self.panics);
+        let found = panics.iter().position(|p| p.site == Some(site) && p.location == location && p.message == message);
+        let i = match found {
+            Some(i) => i,
+            None if panics.len() < MAX_PANICS => {
+                panics.push(loopscope_core::model::PanicCount {
+                    site: Some(site),
+                    location,
+                    message: message.to_string(),
+                    count: 0,
+                });
+                panics.len() - 1
+            }
+            None => match panics.iter().position(|p| p.site.is_none()) {
+                Some(i) => i,
+                None => {
+                    panics.push(loopscope_core::model::PanicCount {
+                        site: None,
+                        location: None,
+                        message: "<other panics>".into(),
+                        count: 0,
+                    });
+                    panics.len() - 1
+                }
+            },
+        };
+        panics[i].count += 1;
+    }
+
+    /// The panics counted since the last call.
+    pub(crate) fn take_panics(&self) -> Vec<loopscope_core::model::PanicCount> {
+        std::mem::take(&mut *lock(&self.panics))
     }
 
     /// Counts a slow-poll sample that was due but not taken (past the budget).

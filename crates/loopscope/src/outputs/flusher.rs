@@ -439,6 +439,7 @@ impl Flusher {
             gauges: self.gauges(),
             lag: self.shared.take_lag(),
             stall_tally: self.shared.take_tally(),
+            panics: self.shared.take_panics(),
             spans: span_acc
                 .into_iter()
                 .filter(|(_, acc)| acc.count() > 0)

@@ -488,7 +488,6 @@ impl SessionBuilder {
                 match spawned {
                     Ok(handle) => {
                         shared.set_event_sink(Some(tx.clone()));
-                        crate::detector::mistakes::watch(&shared);
                         Some((stop_tx, handle))
                     }
                     Err(e) => {
@@ -500,6 +499,9 @@ impl SessionBuilder {
             }
         };
         crate::session::exit::register(shared.id(), tx.clone());
+        // Panics in tasks are counted whatever the detector does (a nested runtime is also a
+        // stall when it runs).
+        crate::detector::mistakes::watch(&shared);
         if self.schedule_latency {
             builder.track_task_schedule_latency();
         }
