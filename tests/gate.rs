@@ -357,7 +357,9 @@ fn gate_runs_both_commands_interleaved_and_checks_them() {
     args.push("---");
     args.extend(storm);
     let out = run(&args);
-    assert!(matches!(out.status.code(), Some(0 | 3)), "{}{}", text(&out.stdout), text(&out.stderr));
+    // Two runs a side of the same command: what is checked here is the order and the recordings,
+    // any verdict will do (on a loaded machine even a regression), an error will not.
+    assert!(matches!(out.status.code(), Some(0 | 1 | 3)), "{}{}", text(&out.stdout), text(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["candidate"]["files"].as_array().unwrap().len(), 2);
     // Interleaved: baseline 1, candidate 1, baseline 2, candidate 2, by their recorded start.
@@ -413,7 +415,9 @@ fn gate_never_writes_through_links_planted_at_its_old_temporary_names() {
     }
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(matches!(out.status.code(), Some(0 | 3)), "{}{}", text(&out.stdout), text(&out.stderr));
+    // One run a side decides nothing about the program: any verdict will do (pass, regression,
+    // inconclusive), an error will not.
+    assert!(matches!(out.status.code(), Some(0 | 1 | 3)), "{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "the victim was written through a link");
     let mut left: Vec<String> =
         std::fs::read_dir(&planted).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
