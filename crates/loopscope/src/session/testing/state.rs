@@ -1,0 +1,329 @@
+//! What a test's session shares between its poll hooks, the blocking calls strict mode catches
+//! and [`crate::allow_blocking`]: one [`TestState`] per test, and a thread-local that says which
+//! test's poll the thread is in.
+//!
+//! The session's poll hooks (installed by `SessionBuilder::install` for a test session) set the
+//! thread-local to the test's state before each poll and clear it after, so code that runs inside
+//! a poll (a blocking call, `allow_blocking`) finds its test with one thread-local read, and code
+//! outside any test's poll pays only that read.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use loopscope_core::model::StallCategory;
+
+use crate::hot::{Shared, lock};
+
+/// Test sessions running in the process: while there are none, the interposed libc functions go
+/// straight to libc without reading the thread-local.
+pub(crate) static TEST_SESSIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// The current thread's place in a test's poll. Only `Cell`s of plain values, without a
+/// destructor: readable at any time, even while the thread's other thread-locals are torn down.
+struct PollContext {
+    /// The test whose task this thread polls, while it polls it (null otherwise).
+    test: Cell<*const TestState>,
+    /// When the poll began, in the session's nanoseconds.
+    start_ns: Cell<u64>,
+    /// Time spent inside `allow_blocking` during this poll.
+    allowed_ns: Cell<u64>,
+    /// `allow_blocking` sections entered and not left.
+    allow_depth: Cell<u32>,
+    /// Recording a blocking call: calls made while doing so are the recorder's own.
+    busy: Cell<bool>,
+}
+
+thread_local! {
+    static POLL: PollContext = const {
+        PollContext {
+            test: Cell::new(std::ptr::null()),
+            start_ns: Cell::new(0),
+            allowed_ns: Cell::new(0),
+            allow_depth: Cell::new(0),
+            busy: Cell::new(false),
+        }
+    };
+}
+
+/// A poll that blocked for the threshold or longer, but spent all of it but less than the
+/// threshold inside `allow_blocking`: a stall in it is excused.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Excused {
+    pub(crate) worker: u32,
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
+}
+
+/// A blocking call strict mode caught inside a poll.
+#[derive(Clone, Debug)]
+pub(crate) struct Hit {
+    /// The libc function (`nanosleep`, `read`, `getaddrinfo`, ...).
+    pub(crate) call: &'static str,
+    /// What it was called on: a file, a socket, a host name, a duration.
+    pub(crate) detail: Option<String>,
+    /// The category of blocking it is.
+    pub(crate) category: StallCategory,
+    /// The stack, as instruction addresses for lookup (innermost first).
+    pub(crate) frames: Vec<u64>,
+    pub(crate) worker: u32,
+    pub(crate) site: u32,
+    pub(crate) at_ns: u64,
+    /// Calls with the same stack after this one.
+    pub(crate) repeats: u64,
+}
+
+/// Distinct blocking calls kept per test; further ones are only counted.
+const MAX_HITS: usize = 64;
+
+/// A blocking call that lasted half the threshold or more, with its stack: a stall of the same
+/// poll that the watchdog saw too late to name is explained by it.
+#[derive(Clone, Debug)]
+pub(crate) struct LongCall {
+    pub(crate) worker: u32,
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
+    pub(crate) call: &'static str,
+    pub(crate) category: StallCategory,
+    pub(crate) detail: Option<String>,
+    pub(crate) frames: Vec<u64>,
+}
+
+/// Long calls kept per test.
+const MAX_LONG_CALLS: usize = 1024;
+
+/// One test's state, shared by its session's hooks and the code its polls run.
+pub(crate) struct TestState {
+    shared: OnceLock<Arc<Shared>>,
+    strict: bool,
+    threshold_ns: u64,
+    excused: Mutex<Vec<Excused>>,
+    hits: Mutex<Vec<Hit>>,
+    /// Blocking calls past [`MAX_HITS`] distinct ones.
+    hits_dropped: std::sync::atomic::AtomicU64,
+    long_calls: Mutex<Vec<LongCall>>,
+}
+
+impl std::fmt::Debug for TestState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestState").field("strict", &self.strict).field("threshold_ns", &self.threshold_ns).finish()
+    }
+}
+
+impl TestState {
+    pub(crate) fn new(strict: bool, threshold_ns: u64) -> Arc<TestState> {
+        TEST_SESSIONS.fetch_add(1, Ordering::Relaxed);
+        Arc::new(TestState {
+            shared: OnceLock::new(),
+            strict,
+            threshold_ns,
+            excused: Mutex::new(Vec::new()),
+            hits: Mutex::new(Vec::new()),
+            hits_dropped: std::sync::atomic::AtomicU64::new(0),
+            long_calls: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Ties the state to its session (once, at install).
+    pub(crate) fn attach(&self, shared: &Arc<Shared>) {
+        let _ = self.shared.set(Arc::clone(shared));
+    }
+
+    /// Called by the before-poll hook, after the recorder's own.
+    #[inline]
+    pub(crate) fn enter_poll(&self) {
+        let now = self.shared.get().map_or(0, |s| s.now_ns());
+        let _ = POLL.try_with(|p| {
+            p.test.set(self);
+            p.start_ns.set(now);
+            p.allowed_ns.set(0);
+        });
+    }
+
+    /// Called by the after-poll hook, before the recorder's own (which ends the poll).
+    #[inline]
+    pub(crate) fn leave_poll(&self) {
+        let _ = POLL.try_with(|p| {
+            p.test.set(std::ptr::null());
+            let allowed = p.allowed_ns.get();
+            if allowed > 0 {
+                self.poll_with_allowed_time(p.start_ns.get(), allowed);
+            }
+        });
+    }
+
+    #[cold]
+    fn poll_with_allowed_time(&self, start_ns: u64, allowed_ns: u64) {
+        let Some(shared) = self.shared.get() else { return };
+        let end_ns = shared.now_ns();
+        let took = end_ns.saturating_sub(start_ns);
+        // Blocked for the threshold, but not without the allowed sections: any stall in this
+        // poll was the allowed code's.
+        if took >= self.threshold_ns
+            && took.saturating_sub(allowed_ns) < self.threshold_ns
+            && let Some((worker, _)) = shared.current_poll()
+        {
+            let mut excused = lock(&self.excused);
+            if excused.len() < 10_000 {
+                excused.push(Excused { worker, start_ns, end_ns });
+            }
+        }
+    }
+
+    pub(crate) fn excused(&self) -> Vec<Excused> {
+        lock(&self.excused).clone()
+    }
+
+    pub(crate) fn long_calls(&self) -> Vec<LongCall> {
+        lock(&self.long_calls).clone()
+    }
+
+    pub(crate) fn hits(&self) -> (Vec<Hit>, u64) {
+        (lock(&self.hits).clone(), self.hits_dropped.load(Ordering::Relaxed))
+    }
+
+    fn record(&self, mut hit: Hit) {
+        let mut hits = lock(&self.hits);
+        if let Some(h) = hits.iter_mut().find(|h| h.frames == hit.frames && h.call == hit.call) {
+            h.repeats += 1;
+        } else if hits.len() < MAX_HITS {
+            hit.repeats = 0;
+            hits.push(hit);
+        } else {
+            self.hits_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for TestState {
+    fn drop(&mut self) {
+        TEST_SESSIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs `f` as a section of code that may block (see [`crate::allow_blocking`]).
+pub(crate) fn allow_blocking<R>(f: impl FnOnce() -> R) -> R {
+    struct Leave {
+        start: Option<(*const TestState, u64)>,
+    }
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            let _ = POLL.try_with(|p| {
+                p.allow_depth.set(p.allow_depth.get().saturating_sub(1));
+                // Counted only if the poll that began the section is still the thread's poll.
+                if let Some((test, start)) = self.start
+                    && std::ptr::eq(p.test.get(), test)
+                {
+                    // SAFETY: the pointer is the poll's test state, which its session's hooks keep
+                    // alive while the poll runs.
+                    let now = unsafe { &*test }.shared.get().map_or(start, |s| s.now_ns());
+                    p.allowed_ns.set(p.allowed_ns.get().saturating_add(now.saturating_sub(start)));
+                }
+            });
+        }
+    }
+    let start = POLL
+        .try_with(|p| {
+            p.allow_depth.set(p.allow_depth.get().saturating_add(1));
+            let test = p.test.get();
+            // SAFETY: as above.
+            let state = unsafe { test.as_ref() }?;
+            (p.allow_depth.get() == 1).then(|| (test, state.shared.get().map_or(0, |s| s.now_ns())))
+        })
+        .ok()
+        .flatten();
+    let _leave = Leave { start };
+    f()
+}
+
+/// A call to a blocking function, begun inside a test's poll: [`Call::leave`] records it once it
+/// returned, if strict mode wants every such call or it lasted long enough to explain a stall.
+pub(crate) struct Call {
+    test: *const TestState,
+    start_ns: u64,
+}
+
+/// Begins a call to a blocking function: `Some` inside a poll of a test's session (outside
+/// `allow_blocking`). One relaxed load when no test runs in the process, one thread-local read
+/// when one does.
+#[inline]
+pub(crate) fn enter() -> Option<Call> {
+    if TEST_SESSIONS.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let test = POLL
+        .try_with(|p| {
+            let test = p.test.get();
+            (!test.is_null() && p.allow_depth.get() == 0 && !p.busy.get()).then_some(test)
+        })
+        .ok()
+        .flatten()?;
+    // SAFETY: the thread is inside a poll of this test's session, whose hooks keep it alive.
+    let start_ns = unsafe { &*test }.shared.get()?.now_ns();
+    Some(Call { test, start_ns })
+}
+
+impl Call {
+    /// Records the call that just returned: in strict mode always, otherwise when it lasted half
+    /// the threshold or more (it may explain a stall the watchdog saw too late to name). `what`
+    /// says what kind of blocking the call is and on what, or `None` when it could not block
+    /// (a non-blocking descriptor); it runs only when needed.
+    #[cold]
+    pub(crate) fn leave(self, call: &'static str, what: impl FnOnce() -> Option<(StallCategory, Option<String>)>) {
+        // SAFETY: as in `enter`: the poll is still running.
+        let state = unsafe { &*self.test };
+        let Some(shared) = state.shared.get() else { return };
+        let end_ns = shared.now_ns();
+        let long = end_ns.saturating_sub(self.start_ns) >= state.threshold_ns / 2;
+        if !state.strict && !long {
+            return;
+        }
+        let _ = POLL.try_with(|p| p.busy.set(true));
+        // The program's call has returned; what it left in errno is kept.
+        // SAFETY: errno is this thread's.
+        let errno = unsafe { *libc::__errno_location() };
+        // Never let a failure here reach the program.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if handed_off() {
+                return;
+            }
+            let Some((worker, site)) = shared.current_poll() else { return };
+            let Some((category, detail)) = what() else { return };
+            // Still inside the interposed function: the stack is the call's.
+            let frames = super::interpose::backtrace();
+            if long {
+                let mut calls = lock(&state.long_calls);
+                if calls.len() < MAX_LONG_CALLS {
+                    calls.push(LongCall {
+                        worker,
+                        start_ns: self.start_ns,
+                        end_ns,
+                        call,
+                        category,
+                        detail: detail.clone(),
+                        frames: frames.clone(),
+                    });
+                }
+            }
+            if state.strict {
+                state.record(Hit { call, detail, category, frames, worker, site, at_ns: self.start_ns, repeats: 0 });
+            }
+        }));
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = errno };
+        let _ = POLL.try_with(|p| p.busy.set(false));
+    }
+}
+
+/// Whether this thread has handed its worker to another thread (`block_in_place` on the
+/// multi-thread runtime): tokio's record of which thread runs each worker names it for none.
+fn handed_off() -> bool {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else { return false };
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return false;
+    }
+    let metrics = handle.metrics();
+    let me = std::thread::current().id();
+    let ids: Vec<_> = (0..metrics.num_workers()).map(|i| metrics.worker_thread_id(i)).collect();
+    ids.iter().all(Option::is_some) && !ids.contains(&Some(me))
+}

@@ -1,0 +1,762 @@
+//! A test's verdict: the recording of its run read back, its stacks symbolized here, in the test
+//! process, after the test body finished (the recorder only ever stores addresses), each stall
+//! judged, and the message a developer can act on.
+//!
+//! A stall fails the test when its cause lies in the program: core's [`Origin`] is `program` or
+//! `unattributed`. The host's (`preempted`, or late with nothing seen) never do, nor does a poll
+//! that computed for less than the threshold and was only slowed by the host, a stall inside a
+//! panic's handling (the panic is the test's failure), one inside `allow_blocking`, or one whose
+//! stack passes through allowed code.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use loopscope_core::format::Recording;
+use loopscope_core::model::{Event, Frame, ModuleDecl, SiteDecl, StackFrame, Stall, StallCategory};
+use loopscope_core::resolve::{Resolver, Symbol, Symbolize};
+use loopscope_core::stall::{self, Origin};
+use loopscope_core::units::fmt_duration;
+
+use super::state::{Excused, LongCall, TestState};
+
+/// What kind of blocking a [`Finding`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FindingKind {
+    /// Polls that blocked their thread for the threshold or longer, caught by the stall detector.
+    Stall,
+    /// Calls to a known blocking function inside a poll, caught by strict mode whatever they
+    /// lasted.
+    Call,
+    /// Stalls counted past the recorder's budget of stall events: no stack was taken.
+    Counted,
+}
+
+/// One way the test's async code blocked its runtime: polls (or calls) of one category at one
+/// line, from one spawn site.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// A stall, a blocking call (strict mode), or stalls only counted.
+    pub kind: FindingKind,
+    /// What blocked: `sync-sleep`, `file-io`, `cpu-bound`, ...
+    pub category: StallCategory,
+    /// How many times.
+    pub count: u64,
+    /// The longest (stalls; `None` for calls and for a stall still running when the test ended).
+    pub longest: Option<Duration>,
+    /// The program's line that blocked (`path:line`, the path from the project's root), or its
+    /// function in a build without line tables; `None` when no line of the program was seen.
+    pub blocking_site: Option<String>,
+    /// What that line called (e.g. `std::thread::sleep`).
+    pub call: Option<String>,
+    /// The system call or C library function the thread was in (e.g. `clock_nanosleep`).
+    pub syscall: Option<String>,
+    /// What it was called on: a file, a socket, a host name.
+    pub target: Option<String>,
+    /// Where the blocked task was spawned (`path:line:column`).
+    pub spawn_site: Option<String>,
+    /// Whether that task is the test's own body.
+    pub in_test_body: bool,
+    /// The program's frames of the stack (`path:line  function`, short names), innermost first;
+    /// the library's innermost frames when the program has none.
+    pub stack: Vec<String>,
+}
+
+/// What a test's run under the recorder showed: its [`Display`](fmt::Display) is the message a
+/// failing `#[loopscope::test]` panics with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub(crate) test: String,
+    pub(crate) threshold: Duration,
+    pub(crate) threshold_from: &'static str,
+    pub(crate) strict: bool,
+    pub(crate) findings: Vec<Finding>,
+    /// The recorder failed: the run cannot be vouched for.
+    pub(crate) errors: Vec<String>,
+    /// Stalls the host caused, by what they were (a category, or "seen too late").
+    pub(crate) host: Vec<(String, u64)>,
+    /// Polls that computed less than the threshold, slowed by the host.
+    pub(crate) slowed: u64,
+    /// Stalls inside `allow_blocking`, or through allowed code.
+    pub(crate) allowed: u64,
+    /// Stalls inside a panic's handling.
+    pub(crate) panicking: u64,
+    pub(crate) notes: Vec<String>,
+}
+
+impl Verdict {
+    /// Whether nothing blocked (and the recorder worked): the test passes.
+    pub fn passed(&self) -> bool {
+        self.findings.is_empty() && self.errors.is_empty()
+    }
+
+    /// How the test's code blocked its runtime.
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    /// What went wrong in the recorder, if anything (the run then fails: it was not watched).
+    pub fn errors(&self) -> &[String] {
+        &self.errors
+    }
+
+    /// Stalls that are not failures because the host caused them: the worker waited for a CPU,
+    /// or the watchdog itself could not run in time to look, or the poll computed less than the
+    /// threshold and was slowed by the host.
+    pub fn host_stalls(&self) -> u64 {
+        self.host.iter().map(|(_, n)| n).sum::<u64>() + self.slowed
+    }
+
+    /// Stalls and blocking calls accepted by `allow` or `allow_blocking`.
+    pub fn allowed(&self) -> u64 {
+        self.allowed
+    }
+
+    /// The threshold the test ran with.
+    pub fn stall_threshold(&self) -> Duration {
+        self.threshold
+    }
+}
+
+/// The symbolizer every test of the process shares: each binary's debug information is loaded
+/// once, however many tests fail.
+struct SharedSymbolizer;
+
+static SYMBOLIZER: Mutex<Option<loopscope_symbols::Symbolizer>> = Mutex::new(None);
+
+impl Symbolize for SharedSymbolizer {
+    fn symbolize(&mut self, module: &ModuleDecl, file_address: u64) -> Vec<Symbol> {
+        crate::hot::lock(&SYMBOLIZER)
+            .get_or_insert_with(loopscope_symbols::Symbolizer::new)
+            .symbolize(module, file_address)
+    }
+
+    fn notes(&self) -> Vec<String> {
+        crate::hot::lock(&SYMBOLIZER).as_ref().map(|s| s.notes()).unwrap_or_default()
+    }
+}
+
+/// Code that may block: a function (and what is nested in it) or a source file (or line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Pattern {
+    Function(String),
+    Path { path: String, line: Option<u32> },
+}
+
+impl Pattern {
+    pub(crate) fn parse(s: &str) -> Pattern {
+        let s = s.trim();
+        let (path, line) = match s.rsplit_once(':') {
+            Some((p, l)) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) && !p.ends_with(':') => {
+                (p, l.parse().ok())
+            }
+            _ => (s, None),
+        };
+        if path.contains('/') || path.ends_with(".rs") {
+            Pattern::Path { path: path.trim_start_matches("./").to_string(), line }
+        } else {
+            Pattern::Function(s.to_string())
+        }
+    }
+
+    fn matches(&self, f: &StackFrame) -> bool {
+        match self {
+            Pattern::Function(p) => {
+                let name = display_name(&f.function);
+                name == *p || name.starts_with(&format!("{p}::"))
+            }
+            Pattern::Path { path, line } => {
+                f.file.as_deref().is_some_and(|file| file == path || file.ends_with(&format!("/{path}")))
+                    && line.is_none_or(|l| f.line == Some(l))
+            }
+        }
+    }
+
+    fn matches_site(&self, site: &str) -> bool {
+        match self {
+            Pattern::Function(p) => site == p || site.starts_with(&format!("{p}::")),
+            Pattern::Path { path, line } => {
+                let (file, at) = site.rsplit_once(':').map_or((site, None), |(f, l)| (f, l.parse::<u32>().ok()));
+                (file == path || file.ends_with(&format!("/{path}"))) && line.is_none_or(|l| at == Some(l))
+            }
+        }
+    }
+}
+
+/// A function's name as the message shows it: short, without the test body's inner function.
+fn display_name(function: &str) -> String {
+    stall::short_name(function).replace("::__loopscope_test_body::{closure}", "").replace("::__loopscope_test_body", "")
+}
+
+/// What the verdict is judged from.
+pub(crate) struct Inputs<'a> {
+    pub(crate) test: &'a str,
+    pub(crate) recording: &'a std::path::Path,
+    pub(crate) state: &'a TestState,
+    pub(crate) threshold: Duration,
+    pub(crate) threshold_from: &'static str,
+    pub(crate) strict: bool,
+    pub(crate) allow: &'a [Pattern],
+    /// `file:line:column` of the test body's spawn.
+    pub(crate) body_site: &'a str,
+    pub(crate) errors: Vec<String>,
+    pub(crate) notes: Vec<String>,
+}
+
+/// Paths as the program's developer reads them: from the project's root.
+struct Paths {
+    relative: Vec<String>,
+}
+
+impl Paths {
+    fn show(&self, path: &str) -> String {
+        match stall::source_root(self.relative.iter().map(String::as_str), path) {
+            Some(root) => path.strip_prefix(&root).unwrap_or(path).to_string(),
+            None => path.to_string(),
+        }
+    }
+
+    fn frame(&self, f: &StackFrame) -> String {
+        let name = display_name(&f.function);
+        match (&f.file, f.line) {
+            (Some(file), Some(line)) => format!("{}:{line}  {name}", self.show(file)),
+            (Some(file), None) => format!("{}  {name}", self.show(file)),
+            _ => name,
+        }
+    }
+}
+
+pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
+    let mut v = Verdict {
+        test: i.test.to_string(),
+        threshold: i.threshold,
+        threshold_from: i.threshold_from,
+        strict: i.strict,
+        findings: Vec::new(),
+        errors: i.errors,
+        host: Vec::new(),
+        slowed: 0,
+        allowed: 0,
+        panicking: 0,
+        notes: i.notes,
+    };
+    let raw = match Recording::read(i.recording) {
+        Ok(r) => r,
+        Err(e) => {
+            v.errors.push(format!("the test's recording cannot be read back: {e}"));
+            return v;
+        }
+    };
+    for e in &raw.events {
+        if let Event::RecorderError { message, .. } = e
+            && !v.errors.contains(message)
+        {
+            v.errors.push(message.clone());
+        }
+    }
+    let stalled = raw.events.iter().any(|e| matches!(e, Event::StallBegin(_)));
+    let (hits, hits_dropped) = i.state.hits();
+    let tallies: Vec<_> = raw.intervals.iter().flat_map(|iv| iv.stall_tally.iter().cloned()).collect();
+    if !stalled && hits.is_empty() && tallies.is_empty() {
+        return v;
+    }
+    // Symbolized only when something blocked: a clean run never loads debug information.
+    let mut resolver = Resolver::new(Box::new(SharedSymbolizer));
+    let rec = if stalled {
+        match Recording::read_with(i.recording, &mut resolver) {
+            Ok(r) => r,
+            Err(e) => {
+                v.errors.push(format!("the test's recording cannot be read back: {e}"));
+                return v;
+            }
+        }
+    } else {
+        raw
+    };
+    let paths = Paths { relative: rec.sites.iter().map(|s| s.file.clone()).chain([i.body_site.to_string()]).collect() };
+    let site =
+        |id: Option<u32>| id.and_then(|id| rec.sites.get(id as usize)).filter(|s| s.file != SiteDecl::OTHER_FILE);
+    let excused = i.state.excused();
+    let mut looks: HashMap<u64, Vec<(StallCategory, Vec<StackFrame>)>> = HashMap::new();
+    for e in &rec.events {
+        if let Event::StallLook { id, category, stack, .. } = e {
+            looks.entry(*id).or_default().push((*category, stack.clone()));
+        }
+    }
+    let long_calls = i.state.long_calls();
+    let mut calls = Resolver::new(Box::new(SharedSymbolizer));
+    if !long_calls.is_empty() || !hits.is_empty() {
+        calls.frame(Frame::Modules(loaded_modules()));
+    }
+    let threshold_ns = i.threshold.as_nanos() as u64;
+    let mut found: Vec<(Finding, Option<Duration>)> = Vec::new();
+    for p in stall::pair(&rec.events) {
+        let duration = p.duration_ns.map(Duration::from_nanos);
+        let accepted = |stack: &[StackFrame]| {
+            in_allowed_section(stack) || i.allow.iter().any(|a| stack.iter().any(|f| a.matches(f)))
+        };
+        let mut s = decisive(&p.stall, p.category, looks.get(&p.stall.id).map_or(&[], Vec::as_slice), accepted);
+        s.category = p.category;
+        let start = p.stall.started_ns;
+        let end = start.saturating_add(p.duration_ns.unwrap_or(u64::MAX / 2));
+        // The blocking calls this poll made (timed by the interposed C library functions): a
+        // stall the watchdog saw too late to name, or only as the host holding it up, is theirs
+        // when they took the threshold.
+        let made: Vec<&LongCall> =
+            long_calls.iter().filter(|c| c.worker == p.stall.worker && c.start_ns < end && start < c.end_ns).collect();
+        let in_calls: u64 = made.iter().map(|c| c.end_ns.min(end) - c.start_ns.max(start)).sum();
+        let weak = s.stack.is_empty() || matches!(s.category, StallCategory::Unknown | StallCategory::Preempted);
+        if weak
+            && in_calls >= threshold_ns
+            && let Some(c) = made.iter().max_by_key(|c| c.end_ns - c.start_ns)
+        {
+            let seen = call_stall(c.call, c.category, c.detail.clone(), &c.frames, &p.stall, &mut calls);
+            if stall::is_block_in_place(&seen.stack) {
+                continue;
+            }
+            s = seen;
+        }
+        // Nothing seen: the watchdog looked as the poll ended (it ran late on a busy host).
+        let nothing_seen = s.category == StallCategory::Unknown && s.syscall.is_none() && s.stack.is_empty();
+        if nothing_seen {
+            count(&mut v.host, "seen too late to tell".into());
+            continue;
+        }
+        match Origin::of(s.category, p.stall.late, s.blocking_site.is_some()) {
+            Origin::Host => {
+                count(&mut v.host, s.category.to_string());
+                continue;
+            }
+            Origin::Program | Origin::Unattributed => {}
+        }
+        // A poll that computed for less than the threshold: the host's share made it a stall.
+        let cpu = duration.map(|d| d.mul_f64(f64::from(p.stall.cpu_percent.min(100)) / 100.0));
+        if s.category == StallCategory::CpuBound && cpu.is_some_and(|c| c < i.threshold) {
+            v.slowed += 1;
+            continue;
+        }
+        if s.stack.iter().any(|f| PANICKING.iter().any(|p| f.function.starts_with(p))) {
+            v.panicking += 1;
+            continue;
+        }
+        let in_allowed_section = |x: &Excused| x.worker == p.stall.worker && x.start_ns <= end && start <= x.end_ns;
+        if excused.iter().any(in_allowed_section) || allowed(i.allow, &s) {
+            v.allowed += 1;
+            continue;
+        }
+        let finding = Finding {
+            kind: FindingKind::Stall,
+            category: s.category,
+            count: 1,
+            longest: duration.filter(|d| !d.is_zero()),
+            blocking_site: s.blocking_site.as_deref().map(|b| paths.show(b)),
+            call: s.call.as_deref().map(display_name),
+            syscall: s.syscall.clone(),
+            target: s.fd_target.clone(),
+            spawn_site: site(s.site).map(|d| format!("{}:{}:{}", paths.show(&d.file), d.line, d.column)),
+            in_test_body: site(s.site).is_some_and(|d| d.location() == i.body_site),
+            stack: shown_stack(&s.stack, &paths),
+        };
+        found.push((finding, duration));
+    }
+    for t in &tallies {
+        if t.category.is_host() {
+            count(&mut v.host, t.category.to_string());
+            continue;
+        }
+        let finding = Finding {
+            kind: FindingKind::Counted,
+            category: t.category,
+            count: t.count,
+            longest: Some(Duration::from_nanos(t.max_ns)),
+            blocking_site: None,
+            call: None,
+            syscall: None,
+            target: None,
+            spawn_site: site(t.site).map(|d| format!("{}:{}:{}", paths.show(&d.file), d.line, d.column)),
+            in_test_body: site(t.site).is_some_and(|d| d.location() == i.body_site),
+            stack: Vec::new(),
+        };
+        found.push((finding, None));
+    }
+    if !hits.is_empty() {
+        for h in &hits {
+            let at = Stall::unknown(0, h.worker, Some(h.site), h.at_ns, h.at_ns, false);
+            let s = call_stall(h.call, h.category, h.detail.clone(), &h.frames, &at, &mut calls);
+            // Inside `block_in_place` the worker had been handed to another thread first.
+            if stall::is_block_in_place(&s.stack) {
+                continue;
+            }
+            if allowed(i.allow, &s) {
+                v.allowed += 1 + h.repeats;
+                continue;
+            }
+            let blocking_site = s.blocking_site.as_deref().map(|b| paths.show(b));
+            let finding = Finding {
+                kind: FindingKind::Call,
+                category: h.category,
+                count: 1 + h.repeats,
+                longest: None,
+                blocking_site,
+                call: s.call.as_deref().map(display_name),
+                syscall: Some(h.call.to_string()),
+                target: h.detail.clone(),
+                spawn_site: site(Some(h.site)).map(|d| format!("{}:{}:{}", paths.show(&d.file), d.line, d.column)),
+                in_test_body: site(Some(h.site)).is_some_and(|d| d.location() == i.body_site),
+                stack: shown_stack(&s.stack, &paths),
+            };
+            found.push((finding, None));
+        }
+        if hits_dropped > 0 {
+            v.notes.push(format!("{hits_dropped} more blocking calls at other places were not kept"));
+        }
+    }
+    v.findings = group(found);
+    if !v.findings.is_empty() {
+        for note in resolver.notes() {
+            if !v.notes.contains(&note) {
+                v.notes.push(note);
+            }
+        }
+    }
+    v
+}
+
+/// Functions of a panic's handling (the hook that prints it, with its backtrace).
+const PANICKING: [&str; 4] = [
+    "std::panicking::rust_panic_with_hook",
+    "std::panicking::begin_panic",
+    "std::panicking::default_hook",
+    "core::panicking::",
+];
+
+fn count(list: &mut Vec<(String, u64)>, what: String) {
+    match list.iter_mut().find(|(c, _)| *c == what) {
+        Some((_, n)) => *n += 1,
+        None => list.push((what, 1)),
+    }
+}
+
+/// Whether allowed code is on the stall's stack, or is its blocking site.
+fn allowed(allow: &[Pattern], s: &Stall) -> bool {
+    allow
+        .iter()
+        .any(|p| s.stack.iter().any(|f| p.matches(f)) || s.blocking_site.as_deref().is_some_and(|b| p.matches_site(b)))
+}
+
+/// The stall as its most telling sighting showed it: the one whose stack says what the final
+/// category says (the first such for a blocking call; the last for a computing poll, whose time
+/// goes where the later looks find it), attributed from that stack. Sightings inside accepted
+/// code (`accepted`) come last: a poll that blocked there and elsewhere is shown where it was not
+/// accepted.
+fn decisive(
+    raised: &Stall,
+    category: StallCategory,
+    looks: &[(StallCategory, Vec<StackFrame>)],
+    accepted: impl Fn(&[StackFrame]) -> bool,
+) -> Stall {
+    let mut sightings: Vec<(StallCategory, &[StackFrame])> = vec![(raised.category, &raised.stack)];
+    sightings.extend(looks.iter().map(|(c, stack)| (*c, stack.as_slice())));
+    let telling: Vec<usize> = (0..sightings.len())
+        .filter(|&k| !sightings[k].1.is_empty() && stall::refine(sightings[k].0, sightings[k].1) == category)
+        .collect();
+    let pick = |candidates: Vec<usize>| {
+        if category == StallCategory::CpuBound { candidates.last().copied() } else { candidates.first().copied() }
+    };
+    let free = pick(telling.iter().copied().filter(|&k| !accepted(sightings[k].1)).collect());
+    match free.or_else(|| pick(telling)) {
+        Some(k) if k > 0 => {
+            let stack = sightings[k].1.to_vec();
+            let mut s = Stall { stack, blocking_site: None, blocking_function: None, call: None, ..raised.clone() };
+            stall::attribute(&mut s);
+            s
+        }
+        _ => raised.clone(),
+    }
+}
+
+/// Whether a stack is inside `loopscope::allow_blocking`.
+fn in_allowed_section(stack: &[StackFrame]) -> bool {
+    stack.iter().any(|f| f.function.starts_with("loopscope::") && f.function.contains("allow_blocking"))
+}
+
+/// The frames a message shows: the program's, innermost first (at most 8); without any, the
+/// innermost library frames, so that an unattributed stall still says where it was.
+fn shown_stack(stack: &[StackFrame], paths: &Paths) -> Vec<String> {
+    let program: Vec<String> = stack.iter().filter(|f| !stall::is_library(f)).take(8).map(|f| paths.frame(f)).collect();
+    if !program.is_empty() {
+        return program;
+    }
+    stack
+        .iter()
+        .filter(|f| f.object.is_none() && !f.function.starts_with("0x"))
+        .take(5)
+        .map(|f| paths.frame(f))
+        .collect()
+}
+
+/// A blocking call the interposed C library functions saw, as a stall of the poll `at` for the
+/// core's attribution: its stack symbolized here, its blocking site and call named, its category
+/// the call's.
+fn call_stall(
+    call: &str,
+    category: StallCategory,
+    detail: Option<String>,
+    frames: &[u64],
+    at: &Stall,
+    resolver: &mut Resolver,
+) -> Stall {
+    let mut s = Stall::unknown(at.id, at.worker, at.site, at.started_ns, at.detected_ns, at.late);
+    s.syscall = Some(call.to_string());
+    s.fd_target = detail;
+    s.stack = resolver.stack(frames);
+    stall::attribute(&mut s);
+    s.category = category;
+    s
+}
+
+/// Groups findings of one kind, category, line, call and spawn site.
+fn group(found: Vec<(Finding, Option<Duration>)>) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::new();
+    for (f, _) in found {
+        match out.iter_mut().find(|g| {
+            g.kind == f.kind
+                && g.category == f.category
+                && g.blocking_site == f.blocking_site
+                && g.call == f.call
+                && g.spawn_site == f.spawn_site
+        }) {
+            Some(g) => {
+                g.count += f.count;
+                g.longest = g.longest.max(f.longest);
+            }
+            None => out.push(f),
+        }
+    }
+    out
+}
+
+/// The modules loaded in this process (for the stacks strict mode took here): path, load bias
+/// and extent. No build id: the files are the ones this process runs.
+fn loaded_modules() -> Vec<ModuleDecl> {
+    struct Walk {
+        exe: String,
+        first: bool,
+        out: Vec<ModuleDecl>,
+    }
+    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `data` is the `Walk` below; `info` is the loader's, valid during the callback.
+        let (walk, info) = unsafe { (&mut *(data as *mut Walk), &*info) };
+        let first = std::mem::replace(&mut walk.first, false);
+        let name = if info.dlpi_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: the loader's NUL-terminated name of the object.
+            unsafe { std::ffi::CStr::from_ptr(info.dlpi_name) }.to_string_lossy().into_owned()
+        };
+        let (path, main) = if first && name.is_empty() { (walk.exe.clone(), true) } else { (name, false) };
+        if !path.starts_with('/') {
+            return 0;
+        }
+        let (mut lo, mut hi) = (u64::MAX, 0u64);
+        for k in 0..usize::from(info.dlpi_phnum) {
+            // SAFETY: the loader's array of `dlpi_phnum` program headers.
+            let ph = unsafe { &*info.dlpi_phdr.add(k) };
+            if ph.p_type == libc::PT_LOAD {
+                lo = lo.min(info.dlpi_addr.wrapping_add(ph.p_vaddr));
+                hi = hi.max(info.dlpi_addr.wrapping_add(ph.p_vaddr).wrapping_add(ph.p_memsz));
+            }
+        }
+        if lo < hi {
+            let id = walk.out.len() as u32;
+            walk.out.push(ModuleDecl { id, path, main, build_id: None, bias: info.dlpi_addr, start: lo, end: hi });
+        }
+        0
+    }
+    let exe = std::env::current_exe().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut walk = Walk { exe, first: true, out: Vec::new() };
+    // SAFETY: the callback only reads the loader's data and writes into `walk`.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut walk as *mut Walk).cast()) };
+    walk.out
+}
+
+/// What to do instead, by category.
+fn fix(category: StallCategory) -> Option<&'static str> {
+    Some(match category {
+        StallCategory::SyncSleep => "await `tokio::time::sleep(..)` instead of sleeping the thread",
+        StallCategory::FileIo => "use `tokio::fs`, or do the file work in `tokio::task::spawn_blocking`",
+        StallCategory::NetworkIo => {
+            "use `tokio::net` sockets, or run a blocking client in `tokio::task::spawn_blocking`"
+        }
+        StallCategory::Dns => "resolve with `tokio::net::lookup_host(..).await`",
+        StallCategory::LockWait => {
+            "use `tokio::sync::Mutex`, or do not hold a `std` lock across slow work (the holder blocked this poll)"
+        }
+        StallCategory::CpuBound => {
+            "move the computation to `tokio::task::spawn_blocking`, or yield with `tokio::task::yield_now().await` \
+             between chunks"
+        }
+        StallCategory::NestedExecutor => "`.await` the future instead of blocking on it",
+        StallCategory::NestedRuntime => "`.await` the future: a runtime cannot be started inside a runtime",
+        StallCategory::Preempted | StallCategory::Unknown => return None,
+    })
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let threshold = humantime::format_duration(self.threshold);
+        let mode = if self.strict { ", strict" } else { "" };
+        if !self.errors.is_empty() {
+            writeln!(f, "loopscope: the recorder could not watch test `{}`, so it cannot pass:", self.test)?;
+            for e in &self.errors {
+                writeln!(f, "  {e}")?;
+            }
+            if self.findings.is_empty() {
+                return Ok(());
+            }
+            writeln!(f)?;
+        }
+        if self.findings.is_empty() {
+            writeln!(
+                f,
+                "loopscope: test `{}` did not block its runtime (stall threshold {threshold}{mode})",
+                self.test
+            )?;
+        } else {
+            writeln!(
+                f,
+                "loopscope: test `{}` blocked its runtime (stall threshold {threshold}, {}{mode}):",
+                self.test, self.threshold_from
+            )?;
+        }
+        for (n, g) in self.findings.iter().enumerate() {
+            writeln!(f)?;
+            let times =
+                |one: &str, many: &str| if g.count == 1 { one.to_string() } else { format!("{} {many}", g.count) };
+            let longest = g.longest.map(fmt_duration);
+            let what = match (g.kind, g.category) {
+                (FindingKind::Stall, StallCategory::NestedRuntime) => {
+                    format!("{}tokio panicked: a runtime was started inside a runtime", times("", "times: "))
+                }
+                (FindingKind::Stall, _) => match longest {
+                    Some(l) if g.count == 1 => format!("a poll blocked its thread for {l}"),
+                    Some(l) => format!("{} polls blocked their thread, the longest for {l}", g.count),
+                    None => times("a poll blocked its thread", "polls blocked their thread"),
+                },
+                (FindingKind::Call, _) => {
+                    let call = g.syscall.as_deref().unwrap_or("?");
+                    format!(
+                        "{} `{call}` inside a poll (strict mode: any length)",
+                        times("a blocking call to", "calls to")
+                    )
+                }
+                (FindingKind::Counted, _) => format!(
+                    "{} more polls blocked their thread, the longest for {} (counted past the recorder's budget of \
+                     stall stacks, so without a stack)",
+                    g.count,
+                    longest.unwrap_or_default()
+                ),
+            };
+            writeln!(f, "{}) {}: {what}", n + 1, g.category)?;
+            match &g.blocking_site {
+                Some(site) => writeln!(f, "   at       {site}")?,
+                None if g.kind != FindingKind::Counted => {
+                    writeln!(f, "   at       no line of the program (no stack, or every frame in a library)")?
+                }
+                None => {}
+            }
+            let on = match (&g.target, g.category) {
+                (Some(t), StallCategory::SyncSleep) => format!(" for {t}"),
+                (Some(t), _) => format!(" on {t}"),
+                (None, _) => String::new(),
+            };
+            match (&g.call, &g.syscall) {
+                (Some(call), Some(sys)) if g.kind == FindingKind::Call => {
+                    writeln!(f, "   calling  {call} ({sys}{on})")?
+                }
+                (Some(call), Some(sys)) => writeln!(f, "   calling  {call} (the thread was in {sys}{on})")?,
+                (Some(call), None) => writeln!(f, "   calling  {call}")?,
+                (None, Some(sys)) => writeln!(f, "   in       {sys}{on}")?,
+                (None, None) => {}
+            }
+            if let Some(spawn) = &g.spawn_site {
+                let body = if g.in_test_body { " (the test's body)" } else { "" };
+                writeln!(f, "   task     spawned at {spawn}{body}")?;
+            }
+            for (k, frame) in g.stack.iter().enumerate() {
+                writeln!(f, "   {}{frame}", if k == 0 { "stack    " } else { "         " })?;
+            }
+            if let Some(fix) = fix(g.category) {
+                writeln!(f, "   fix      {fix}")?;
+            }
+        }
+        let mut aside = Vec::new();
+        let host = self.host_stalls();
+        if host > 0 {
+            let what: Vec<String> = self
+                .host
+                .iter()
+                .map(|(what, n)| format!("{n} {what}"))
+                .chain((self.slowed > 0).then(|| format!("{} computing less than the threshold", self.slowed)))
+                .collect();
+            aside.push(format!("{host} held up by the host ({})", what.join(", ")));
+        }
+        if self.allowed > 0 {
+            aside.push(format!("{} allowed", self.allowed));
+        }
+        if self.panicking > 0 {
+            aside.push(format!("{} inside a panic's handling", self.panicking));
+        }
+        if !aside.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "Not failures: {}.", aside.join("; "))?;
+        }
+        for note in &self.notes {
+            writeln!(f, "Note: {note}")?;
+        }
+        if !self.findings.is_empty() {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "Code that may block: `#[loopscope::test(allow = [\"my_crate::module::function\", \"src/file.rs\"])]`, \
+                 `allow` in loopscope-test.toml, or `loopscope::allow_blocking(|| ..)` around it (docs/testing.md)."
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(function: &str, file: Option<&str>, line: u32) -> StackFrame {
+        StackFrame {
+            address: 1,
+            function: function.into(),
+            file: file.map(Into::into),
+            line: file.map(|_| line),
+            inlined: false,
+            object: None,
+        }
+    }
+
+    #[test]
+    fn allow_patterns_name_functions_files_and_lines() {
+        let flush = frame("app::log::flush::{{closure}}", Some("/home/me/app/src/log.rs"), 12);
+        assert!(Pattern::parse("app::log::flush").matches(&flush));
+        assert!(Pattern::parse("app::log").matches(&flush));
+        assert!(!Pattern::parse("app::lo").matches(&flush));
+        assert!(Pattern::parse("src/log.rs").matches(&flush));
+        assert!(Pattern::parse("src/log.rs:12").matches(&flush));
+        assert!(!Pattern::parse("src/log.rs:13").matches(&flush));
+        assert!(!Pattern::parse("log.rs").matches(&frame("x", Some("/a/catalog.rs"), 1)));
+        assert!(Pattern::parse("log.rs").matches(&frame("x", Some("/a/log.rs"), 1)));
+        let body = frame("t::a_test::__loopscope_test_body::{{closure}}", Some("/p/tests/t.rs"), 3);
+        assert!(Pattern::parse("t::a_test").matches(&body), "the test body's inner function is not named");
+        assert_eq!(Pattern::parse("a::b"), Pattern::Function("a::b".into()));
+        assert_eq!(Pattern::parse("./src/x.rs:7"), Pattern::Path { path: "src/x.rs".into(), line: Some(7) });
+        assert!(Pattern::parse("src/x.rs:7").matches_site("/p/src/x.rs:7"));
+    }
+}
