@@ -396,8 +396,12 @@ fn expand_test(mut func: ItemFn, config: &Config, krate: &syn::Path, setup: Toke
     // needs to run it as a task) is decided from a type defined outside this function's body.
     // `(&&Body(..)).run(..)` picks the spawning implementation when the future is `Send`, and the
     // one that runs it in place otherwise (method resolution tries `&&Body` before `&Body`).
-    let call = quote_spanned! {ident.span()=>
-        (&&#krate::__private::test::Body::new(__loopscope_test_body())).run(run, builder, #multi_thread)
+    // The method's name carries the test's name's span: the body's task is spawned "at" the test
+    // (`#[track_caller]`), while the locals keep this expansion's hygiene (a test defined by a
+    // `macro_rules!` macro has a name from another context).
+    let run_method = syn::Ident::new("run", ident.span());
+    let call = quote! {
+        (&&#krate::__private::test::Body::new(__loopscope_test_body())).#run_method(run, builder, #multi_thread)
     };
     func.block = syn::parse2(quote! {
         {

@@ -184,12 +184,8 @@ impl TestRun {
         F::Output: Send + 'static,
     {
         let mut watch = self.start(builder, Location::caller())?;
-        let task = match &watch.runtime {
-            Some(Rt::Local(rt)) => rt.spawn_local(body),
-            Some(Rt::Multi(rt)) => rt.spawn(body),
-            None => unreachable!("a watch starts with its runtime"),
-        };
-        Ok(watch.finish_task(task))
+        let (task, done) = watch.spawn(body);
+        Ok(watch.finish_task(task, done))
     }
 
     /// As [`TestRun::run`], for a body that is not `Send`: on the current-thread runtime it runs
@@ -204,7 +200,7 @@ impl TestRun {
         match &watch.runtime {
             Some(Rt::Local(rt)) => {
                 let task = rt.spawn_local(body);
-                Ok(watch.finish_task(task))
+                Ok(watch.finish_task(task, None))
             }
             Some(Rt::Multi(_)) => Ok(watch.finish_in_place(body)),
             None => unreachable!("a watch starts with its runtime"),
@@ -317,9 +313,66 @@ struct Watch {
     notes: Vec<String>,
 }
 
+/// How long a multi-thread test waits for a poll that does not return before it gives up on it.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(5);
+
+/// Says that the body's task is done (returned or panicked) when dropped.
+struct Done(std::sync::mpsc::Sender<()>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
 impl Watch {
-    /// Waits for the body's task, shuts the runtime down, and judges.
-    fn finish_task<T: 'static>(&mut self, task: JoinHandle<T>) -> Checked<T> {
+    /// Spawns the body as the test's task; on the multi-thread runtime, with a channel that says
+    /// when it is done, so that the test thread can give up on a poll that never returns.
+    #[track_caller]
+    fn spawn<F>(&self, body: F) -> (JoinHandle<F::Output>, Option<std::sync::mpsc::Receiver<()>>)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.runtime {
+            Some(Rt::Local(rt)) => (rt.spawn_local(body), None),
+            Some(Rt::Multi(rt)) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let task = rt.spawn(async move {
+                    let _done = Done(tx);
+                    body.await
+                });
+                (task, Some(rx))
+            }
+            None => unreachable!("a watch starts with its runtime"),
+        }
+    }
+
+    /// Waits for the body's task, shuts the runtime down, and judges. On the multi-thread
+    /// runtime, a poll still running after [`GIVE_UP_AFTER`] (outside `allow_blocking`) is given
+    /// up on: the test fails with what the recorder saw, and the runtime is shut down without
+    /// waiting for the blocked thread (a nested executor waiting for the runtime's own timer, for
+    /// instance, waits forever).
+    #[track_caller]
+    fn finish_task<T: 'static>(
+        &mut self,
+        task: JoinHandle<T>,
+        done: Option<std::sync::mpsc::Receiver<()>>,
+    ) -> Checked<T> {
+        if let Some(done) = done
+            && let Some(stuck) = self.wait(&done)
+        {
+            if let Some(Rt::Multi(rt)) = self.runtime.take() {
+                rt.shutdown_background();
+            }
+            self.notes.push(format!(
+                "the test gave up after a poll had blocked its thread for {} without returning (the thread is \
+                 left blocked): a deadlock?",
+                loopscope_core::units::fmt_duration(stuck)
+            ));
+            let verdict = self.finish();
+            panic!("{verdict}");
+        }
         let joined = match self.runtime.as_ref() {
             Some(Rt::Local(rt)) => rt.block_on(task),
             Some(Rt::Multi(rt)) => rt.block_on(task),
@@ -340,7 +393,34 @@ impl Watch {
         }
     }
 
+    /// Waits until the body's task is done; `Some(how long)` if a poll blocked for
+    /// [`GIVE_UP_AFTER`] first.
+    fn wait(&self, done: &std::sync::mpsc::Receiver<()>) -> Option<Duration> {
+        let shared = &self.session.as_ref()?.active.as_ref()?.shared;
+        loop {
+            match done.recv_timeout(Duration::from_millis(100)) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                _ => return None,
+            }
+            if self.state.allowing() {
+                continue;
+            }
+            let now = shared.now_raw();
+            let longest = shared
+                .threads()
+                .iter()
+                .map(|t| t.in_poll_since.load(Ordering::Relaxed))
+                .filter(|since| *since != 0)
+                .map(|since| Duration::from_nanos(shared.nanos_between(since, now)))
+                .max();
+            if let Some(d) = longest.filter(|d| *d >= GIVE_UP_AFTER) {
+                return Some(d);
+            }
+        }
+    }
+
     /// Runs a body that is not `Send` in `block_on` on the multi-thread runtime.
+    #[track_caller]
     fn finish_in_place<F: Future>(&mut self, body: F) -> Checked<F::Output> {
         self.notes.push(
             "the test's body is not `Send`, so on the multi-thread runtime it ran in `block_on`, outside the \
@@ -440,13 +520,8 @@ pub mod glue {
         fn run(&self, run: TestRun, builder: Builder, multi_thread: bool) -> F::Output {
             let at = Location::caller();
             let mut watch = run.flavor(flavor(multi_thread)).start(builder, at).unwrap_or_else(|e| fail(e));
-            let body = self.take();
-            let task = match &watch.runtime {
-                Some(super::Rt::Local(rt)) => rt.spawn_local(body),
-                Some(super::Rt::Multi(rt)) => rt.spawn(body),
-                None => unreachable!("a watch starts with its runtime"),
-            };
-            watch.finish_task(task).assert_clean()
+            let (task, done) = watch.spawn(self.take());
+            watch.finish_task(task, done).assert_clean()
         }
     }
 
@@ -472,7 +547,7 @@ pub mod glue {
             match &watch.runtime {
                 Some(super::Rt::Local(rt)) => {
                     let task = rt.spawn_local(body);
-                    watch.finish_task(task).assert_clean()
+                    watch.finish_task(task, None).assert_clean()
                 }
                 Some(super::Rt::Multi(_)) => watch.finish_in_place(body).assert_clean(),
                 None => unreachable!("a watch starts with its runtime"),

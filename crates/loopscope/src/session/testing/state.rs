@@ -102,6 +102,8 @@ pub(crate) struct TestState {
     /// Blocking calls past [`MAX_HITS`] distinct ones.
     hits_dropped: std::sync::atomic::AtomicU64,
     long_calls: Mutex<Vec<LongCall>>,
+    /// Threads inside `allow_blocking` in a poll of this test, now.
+    allowing: AtomicUsize,
 }
 
 impl std::fmt::Debug for TestState {
@@ -121,6 +123,7 @@ impl TestState {
             hits: Mutex::new(Vec::new()),
             hits_dropped: std::sync::atomic::AtomicU64::new(0),
             long_calls: Mutex::new(Vec::new()),
+            allowing: AtomicUsize::new(0),
         })
     }
 
@@ -174,6 +177,12 @@ impl TestState {
         lock(&self.excused).clone()
     }
 
+    /// Whether a thread is inside `allow_blocking` in a poll of this test (blocking as long as it
+    /// likes).
+    pub(crate) fn allowing(&self) -> bool {
+        self.allowing.load(Ordering::Relaxed) > 0
+    }
+
     pub(crate) fn long_calls(&self) -> Vec<LongCall> {
         lock(&self.long_calls).clone()
     }
@@ -216,7 +225,9 @@ pub(crate) fn allow_blocking<R>(f: impl FnOnce() -> R) -> R {
                 {
                     // SAFETY: the pointer is the poll's test state, which its session's hooks keep
                     // alive while the poll runs.
-                    let now = unsafe { &*test }.shared.get().map_or(start, |s| s.now_ns());
+                    let state = unsafe { &*test };
+                    state.allowing.fetch_sub(1, Ordering::Relaxed);
+                    let now = state.shared.get().map_or(start, |s| s.now_ns());
                     p.allowed_ns.set(p.allowed_ns.get().saturating_add(now.saturating_sub(start)));
                 }
             });
@@ -228,7 +239,10 @@ pub(crate) fn allow_blocking<R>(f: impl FnOnce() -> R) -> R {
             let test = p.test.get();
             // SAFETY: as above.
             let state = unsafe { test.as_ref() }?;
-            (p.allow_depth.get() == 1).then(|| (test, state.shared.get().map_or(0, |s| s.now_ns())))
+            (p.allow_depth.get() == 1).then(|| {
+                state.allowing.fetch_add(1, Ordering::Relaxed);
+                (test, state.shared.get().map_or(0, |s| s.now_ns()))
+            })
         })
         .ok()
         .flatten();

@@ -311,7 +311,9 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
             && in_calls >= threshold_ns
             && let Some(c) = made.iter().max_by_key(|c| c.end_ns - c.start_ns)
         {
-            let seen = call_stall(c.call, c.category, c.detail.clone(), &c.frames, &p.stall, &mut calls);
+            // A sleep's requested length says less than the stall's own duration.
+            let detail = c.detail.clone().filter(|_| c.category != StallCategory::SyncSleep);
+            let seen = call_stall(c.call, c.category, detail, &c.frames, &p.stall, &mut calls);
             if stall::is_block_in_place(&seen.stack) {
                 continue;
             }
@@ -351,7 +353,8 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
             count: 1,
             longest: duration.filter(|d| !d.is_zero()),
             blocking_site: s.blocking_site.as_deref().map(|b| paths.show(b)),
-            call: s.call.as_deref().map(display_name),
+            // A computing poll calls nothing in particular: it was caught somewhere in its work.
+            call: s.call.as_deref().filter(|_| s.category != StallCategory::CpuBound).map(display_name),
             syscall: s.syscall.clone(),
             target: s.fd_target.clone(),
             spawn_site: site(s.site).map(|d| format!("{}:{}:{}", paths.show(&d.file), d.line, d.column)),
@@ -468,7 +471,16 @@ fn decisive(
     match free.or_else(|| pick(telling)) {
         Some(k) if k > 0 => {
             let stack = sightings[k].1.to_vec();
-            let mut s = Stall { stack, blocking_site: None, blocking_function: None, call: None, ..raised.clone() };
+            // The system call seen as the stall was raised belongs to another instant.
+            let mut s = Stall {
+                stack,
+                blocking_site: None,
+                blocking_function: None,
+                call: None,
+                syscall: None,
+                fd_target: None,
+                ..raised.clone()
+            };
             stall::attribute(&mut s);
             s
         }
@@ -484,9 +496,20 @@ fn in_allowed_section(stack: &[StackFrame]) -> bool {
 /// The frames a message shows: the program's, innermost first (at most 8); without any, the
 /// innermost library frames, so that an unattributed stall still says where it was.
 fn shown_stack(stack: &[StackFrame], paths: &Paths) -> Vec<String> {
-    let program: Vec<String> = stack.iter().filter(|f| !stall::is_library(f)).take(8).map(|f| paths.frame(f)).collect();
+    let mut program: Vec<&StackFrame> = Vec::new();
+    for f in stack.iter().filter(|f| !stall::is_library(f)) {
+        // One line of code once: a closure and the function around it on one line are shown as
+        // the function.
+        let same_line = program.last().is_some_and(|l| l.file.is_some() && l.file == f.file && l.line == f.line);
+        if same_line {
+            program.pop();
+        } else if program.len() == 8 {
+            break;
+        }
+        program.push(f);
+    }
     if !program.is_empty() {
-        return program;
+        return program.into_iter().map(|f| paths.frame(f)).collect();
     }
     stack
         .iter()
@@ -642,7 +665,10 @@ impl fmt::Display for Verdict {
                 (FindingKind::Stall, _) => match longest {
                     Some(l) if g.count == 1 => format!("a poll blocked its thread for {l}"),
                     Some(l) => format!("{} polls blocked their thread, the longest for {l}", g.count),
-                    None => times("a poll blocked its thread", "polls blocked their thread"),
+                    None => times(
+                        "a poll blocked its thread and had not returned when the test ended",
+                        "polls blocked their thread",
+                    ),
                 },
                 (FindingKind::Call, _) => {
                     let call = g.syscall.as_deref().unwrap_or("?");
@@ -666,12 +692,14 @@ impl fmt::Display for Verdict {
                 }
                 None => {}
             }
+            // The recorder names tokio's refusal after the call; the headline says it already.
+            let call = g.call.as_deref().map(|c| c.split(" (tokio panicked").next().unwrap_or(c).to_string());
             let on = match (&g.target, g.category) {
                 (Some(t), StallCategory::SyncSleep) => format!(" for {t}"),
                 (Some(t), _) => format!(" on {t}"),
                 (None, _) => String::new(),
             };
-            match (&g.call, &g.syscall) {
+            match (&call, &g.syscall) {
                 (Some(call), Some(sys)) if g.kind == FindingKind::Call => {
                     writeln!(f, "   calling  {call} ({sys}{on})")?
                 }
