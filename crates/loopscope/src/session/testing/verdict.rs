@@ -322,12 +322,12 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
         // Nothing seen: the watchdog looked as the poll ended (it ran late on a busy host).
         let nothing_seen = s.category == StallCategory::Unknown && s.syscall.is_none() && s.stack.is_empty();
         if nothing_seen {
-            count(&mut v.host, "seen too late to tell".into());
+            count(&mut v.host, "seen too late to tell".into(), 1);
             continue;
         }
         match Origin::of(s.category, p.stall.late, s.blocking_site.is_some()) {
             Origin::Host => {
-                count(&mut v.host, s.category.to_string());
+                count(&mut v.host, s.category.to_string(), 1);
                 continue;
             }
             Origin::Program | Origin::Unattributed => {}
@@ -365,7 +365,7 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
     }
     for t in &tallies {
         if t.category.is_host() {
-            count(&mut v.host, t.category.to_string());
+            count(&mut v.host, t.category.to_string(), t.count);
             continue;
         }
         let finding = Finding {
@@ -434,10 +434,10 @@ const PANICKING: [&str; 4] = [
     "core::panicking::",
 ];
 
-fn count(list: &mut Vec<(String, u64)>, what: String) {
+fn count(list: &mut Vec<(String, u64)>, what: String, n: u64) {
     match list.iter_mut().find(|(c, _)| *c == what) {
-        Some((_, n)) => *n += 1,
-        None => list.push((what, 1)),
+        Some((_, count)) => *count += n,
+        None => list.push((what, n)),
     }
 }
 
@@ -758,6 +758,7 @@ impl fmt::Display for Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use loopscope_core::model::{FORMAT_VERSION, Flavor, Footer, Header, Interval, StallTally, WorkerDecl};
 
     fn frame(function: &str, file: Option<&str>, line: u32) -> StackFrame {
         StackFrame {
@@ -786,5 +787,188 @@ mod tests {
         assert_eq!(Pattern::parse("a::b"), Pattern::Function("a::b".into()));
         assert_eq!(Pattern::parse("./src/x.rs:7"), Pattern::Path { path: "src/x.rs".into(), line: Some(7) });
         assert!(Pattern::parse("src/x.rs:7").matches_site("/p/src/x.rs:7"));
+    }
+
+    const MS: u64 = 1_000_000;
+
+    fn program(line: u32) -> StackFrame {
+        frame("app::handler::{{closure}}", Some("/home/me/app/src/handler.rs"), line)
+    }
+
+    fn library(function: &str) -> StackFrame {
+        frame(function, Some("/rustc/abc/library/std/src/x.rs"), 1)
+    }
+
+    /// A stall of the spawned task `src/main.rs:10:5` (site 0) on worker 0.
+    fn stall(id: u64, category: StallCategory, stack: Vec<StackFrame>) -> Stall {
+        let mut s = Stall::unknown(id, 0, Some(0), 100 * MS * id, 100 * MS * id + 2 * MS, false);
+        s.category = category;
+        s.stack = stack;
+        s
+    }
+
+    /// Judges a recording of `events` and `tallies` (one interval) at a 2 ms threshold.
+    fn judge_events(events: Vec<Event>, tallies: Vec<StallTally>, allow: &[&str]) -> Verdict {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "loopscope-verdict-{}-{}.loopscope",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let header = Header {
+            format_version: FORMAT_VERSION,
+            loopscope_version: "test".into(),
+            flavor: Flavor::CurrentThread,
+            workers: 1,
+            host: "host".into(),
+            pid: 1,
+            start_unix_ns: 1,
+            command_line: vec!["t".into()],
+            workload: None,
+            interval_ns: 1_000_000_000,
+            slow_poll_ns: 100_000,
+            schedule_latency: false,
+            stall_threshold_ns: Some(2 * MS),
+        };
+        let mut w = loopscope_core::format::Writer::new(std::fs::File::create(&path).unwrap(), &header).unwrap();
+        let site = SiteDecl { id: 0, file: "src/main.rs".into(), line: 10, column: 5 };
+        w.write(&Frame::Sites(vec![site])).unwrap();
+        w.write(&Frame::Workers(vec![WorkerDecl { id: 0, index: None, thread_name: "t".into() }])).unwrap();
+        for e in events {
+            w.write(&Frame::Event(e)).unwrap();
+        }
+        let interval =
+            Interval { index: 0, start_ns: 0, end_ns: 1_000 * MS, stall_tally: tallies, ..Interval::default() };
+        w.write(&Frame::Interval(Box::new(interval))).unwrap();
+        w.write(&Frame::Footer(Footer { end_ns: 1_000 * MS, intervals: 1, errors: Vec::new() })).unwrap();
+        drop(w);
+        let state = TestState::new(false, 2 * MS);
+        let allow: Vec<Pattern> = allow.iter().map(|a| Pattern::parse(a)).collect();
+        let v = judge(Inputs {
+            test: "t",
+            recording: &path,
+            state: &state,
+            threshold: Duration::from_millis(2),
+            threshold_from: "the default",
+            strict: false,
+            allow: &allow,
+            body_site: "src/main.rs:1:1",
+            errors: Vec::new(),
+            notes: Vec::new(),
+        });
+        let _ = std::fs::remove_file(&path);
+        v
+    }
+
+    fn ended(s: Stall, duration_ms: u64, category: Option<StallCategory>) -> Vec<Event> {
+        let id = s.id;
+        vec![Event::StallBegin(s), Event::StallEnd { id, duration_ns: duration_ms * MS, category }]
+    }
+
+    #[test]
+    fn a_stall_at_a_line_of_the_program_fails_and_says_where() {
+        let mut s = stall(1, StallCategory::SyncSleep, vec![library("std::thread::sleep"), program(42)]);
+        s.syscall = Some("clock_nanosleep".into());
+        let v = judge_events(ended(s, 5, None), vec![], &[]);
+        assert!(!v.passed(), "{v}");
+        let f = &v.findings()[0];
+        // Shown from the project's root, as the spawn site is.
+        assert_eq!(f.blocking_site.as_deref(), Some("src/handler.rs:42"));
+        assert_eq!((f.longest, f.spawn_site.as_deref()), (Some(Duration::from_millis(5)), Some("src/main.rs:10:5")));
+        assert!(v.to_string().contains("calling  std::thread::sleep (the thread was in clock_nanosleep)"), "{v}");
+    }
+
+    #[test]
+    fn an_unattributed_stall_fails_too() {
+        let s = stall(1, StallCategory::LockWait, vec![library("std::sync::Mutex::lock")]);
+        let v = judge_events(ended(s, 5, None), vec![], &[]);
+        assert_eq!(v.findings().len(), 1, "{v}");
+        assert!(v.to_string().contains("no line of the program"), "{v}");
+    }
+
+    #[test]
+    fn stalls_the_host_caused_never_fail() {
+        let mut events = Vec::new();
+        // Waiting for a CPU.
+        events.extend(ended(stall(1, StallCategory::Preempted, vec![program(42)]), 30, None));
+        // Raised late: the watchdog itself did not run in time.
+        let mut late = stall(2, StallCategory::Unknown, vec![]);
+        late.late = true;
+        events.extend(ended(late, 30, None));
+        // Raised as the poll ended: nothing seen.
+        events.extend(ended(stall(3, StallCategory::Unknown, vec![]), 3, None));
+        // Computing at first sight, held up by the host over the whole stall.
+        events.extend(ended(stall(4, StallCategory::CpuBound, vec![program(42)]), 30, Some(StallCategory::Preempted)));
+        // Computed 1.5 ms of its 3: slowed by the host, not a computation of the threshold.
+        let mut slowed = stall(5, StallCategory::CpuBound, vec![program(42)]);
+        slowed.cpu_percent = 50;
+        events.extend(ended(slowed, 3, None));
+        let tally = StallTally { site: Some(0), category: StallCategory::Preempted, count: 7, total_ns: 0, max_ns: 0 };
+        let v = judge_events(events, vec![tally], &[]);
+        assert!(v.passed(), "{v}");
+        assert_eq!(v.host_stalls(), 12, "{v}");
+        let msg = v.to_string();
+        assert!(msg.contains("Not failures: 12 held up by the host (9 preempted, "), "{msg}");
+        assert!(
+            msg.contains("2 seen too late to tell") && msg.contains("1 computing less than the threshold"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_poll_that_computed_for_the_threshold_fails() {
+        let mut s = stall(1, StallCategory::CpuBound, vec![program(42)]);
+        s.cpu_percent = 80;
+        let v = judge_events(ended(s, 10, None), vec![], &[]);
+        assert_eq!(v.findings().len(), 1, "{v}");
+        assert_eq!(v.findings()[0].call, None, "a computing poll calls nothing in particular");
+    }
+
+    #[test]
+    fn allowed_code_and_a_panics_handling_are_not_failures() {
+        let mut events =
+            ended(stall(1, StallCategory::SyncSleep, vec![library("std::thread::sleep"), program(42)]), 5, None);
+        let panicking =
+            vec![library("std::panicking::default_hook"), library("std::panicking::rust_panic_with_hook"), program(7)];
+        let mut printing = stall(2, StallCategory::CpuBound, panicking);
+        printing.cpu_percent = 100;
+        events.extend(ended(printing, 50, None));
+        let v = judge_events(events, vec![], &["src/handler.rs:42"]);
+        assert!(v.passed(), "{v}");
+        assert_eq!(v.allowed(), 1);
+        assert!(v.to_string().contains("1 inside a panic's handling"), "{v}");
+        let v = judge_events(
+            ended(stall(1, StallCategory::SyncSleep, vec![program(42)]), 5, None),
+            vec![],
+            &["app::handler"],
+        );
+        assert!(v.passed(), "{v}");
+        let v = judge_events(
+            ended(stall(1, StallCategory::SyncSleep, vec![program(42)]), 5, None),
+            vec![],
+            &["app::other"],
+        );
+        assert!(!v.passed(), "{v}");
+    }
+
+    #[test]
+    fn stalls_only_counted_past_the_budget_fail_by_their_category() {
+        let tally =
+            StallTally { site: Some(0), category: StallCategory::SyncSleep, count: 150, total_ns: 0, max_ns: 3 * MS };
+        let v = judge_events(vec![], vec![tally], &[]);
+        assert_eq!(v.findings().len(), 1, "{v}");
+        assert_eq!((v.findings()[0].kind, v.findings()[0].count), (FindingKind::Counted, 150));
+        assert!(v.to_string().contains("150 more polls blocked their thread"), "{v}");
+    }
+
+    #[test]
+    fn a_stall_still_running_when_the_recording_ended_fails() {
+        let v = judge_events(
+            vec![Event::StallBegin(stall(1, StallCategory::NestedExecutor, vec![program(42)]))],
+            vec![],
+            &[],
+        );
+        assert_eq!(v.findings().len(), 1, "{v}");
+        assert!(v.to_string().contains("had not returned when the test ended"), "{v}");
     }
 }
