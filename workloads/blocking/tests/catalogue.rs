@@ -78,10 +78,11 @@ fn message(s: Scenario) -> String {
 }
 
 /// The message without what differs between runs and machines: durations, temporary paths, the
-/// system call a look happened to catch, the host's share of stalls.
+/// system call a look happened to catch, the host's share of stalls (and the blank line before
+/// it).
 fn stable(message: &str) -> String {
     let tmp = std::env::temp_dir().to_string_lossy().trim_end_matches('/').to_string();
-    message
+    let lines: Vec<String> = message
         .lines()
         .filter(|l| !l.starts_with("Not failures:") && !l.starts_with("Note:"))
         .map(|l| {
@@ -95,8 +96,14 @@ fn stable(message: &str) -> String {
             let l = l.replace(&tmp, "[tmp]");
             durations(&l)
         })
-        .collect::<Vec<_>>()
-        .join("\n")
+        .collect();
+    let mut out: Vec<&str> = Vec::new();
+    for l in &lines {
+        if !(l.is_empty() && out.last().is_some_and(|last| last.is_empty())) {
+            out.push(l);
+        }
+    }
+    out.join("\n")
 }
 
 /// Replaces each duration (`30.2ms`, `840µs`, `1.50s`) with `[duration]`.

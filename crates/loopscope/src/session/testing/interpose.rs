@@ -70,10 +70,13 @@ macro_rules! next {
 
 /// Defines `$name` with the C library's signature: begins a call ([`enter`]), calls the C
 /// library's function, and records the call with what `$what` says it was (see
-/// `super::state::Call::leave`). `$fail` is what the function returns if the C library had none
-/// (never with glibc), with `errno` set to `ENOSYS`.
+/// `super::state::Call::leave`); `$sleeps` is how long a sleep asks for. `$fail` is what the
+/// function returns if the C library had none (never with glibc), with `errno` set to `ENOSYS`.
 macro_rules! interpose {
     ($(#[$doc:meta])* fn $name:ident($($arg:ident: $t:ty),*) -> $r:ty, fail $fail:expr, what $what:expr) => {
+        interpose!($(#[$doc])* fn $name($($arg: $t),*) -> $r, fail $fail, sleeps None, what $what);
+    };
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $t:ty),*) -> $r:ty, fail $fail:expr, sleeps $sleeps:expr, what $what:expr) => {
         $(#[$doc])*
         #[unsafe(no_mangle)]
         unsafe extern "C" fn $name($($arg: $t),*) -> $r {
@@ -88,18 +91,26 @@ macro_rules! interpose {
                 }
             };
             if let Some(call) = call {
-                call.leave(stringify!($name), || $what);
+                call.leave(stringify!($name), $sleeps, || $what);
             }
             result
         }
     };
 }
 
-fn duration_of(ts: *const timespec) -> Option<String> {
+/// A relative sleep's length.
+fn asked(ts: *const timespec) -> Option<std::time::Duration> {
     // SAFETY: the caller passed a valid timespec or null, as the C library requires.
     let ts = unsafe { ts.as_ref() }?;
-    let d = std::time::Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32);
-    Some(loopscope_core::units::fmt_duration(d))
+    Some(std::time::Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32))
+}
+
+fn nanos(d: Option<std::time::Duration>) -> Option<u64> {
+    d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn duration_of(ts: *const timespec) -> Option<String> {
+    asked(ts).map(loopscope_core::units::fmt_duration)
 }
 
 type What = Option<(StallCategory, Option<String>)>;
@@ -145,18 +156,31 @@ fn on_socket(fd: c_int) -> What {
     (fl >= 0 && fl & libc::O_NONBLOCK == 0).then_some((StallCategory::NetworkIo, None))
 }
 
-interpose!(fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int, fail -1, what sleeping(duration_of(req)));
+interpose!(
+    fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int,
+    fail -1,
+    sleeps nanos(asked(req)).or(Some(0)),
+    what sleeping(duration_of(req))
+);
+// An absolute deadline (`TIMER_ABSTIME`) is counted as the time the call took.
 interpose!(
     fn clock_nanosleep(clock: clockid_t, flags: c_int, req: *const timespec, rem: *mut timespec) -> c_int,
     fail libc::ENOSYS,
+    sleeps if flags & libc::TIMER_ABSTIME == 0 { nanos(asked(req)).or(Some(0)) } else { None },
     what sleeping(if flags & libc::TIMER_ABSTIME == 0 { duration_of(req) } else { None })
 );
 interpose!(
     fn usleep(usec: useconds_t) -> c_int,
     fail -1,
+    sleeps Some(u64::from(usec) * 1_000),
     what sleeping(Some(loopscope_core::units::fmt_duration(std::time::Duration::from_micros(usec.into()))))
 );
-interpose!(fn sleep(secs: c_uint) -> c_uint, fail secs, what sleeping(Some(format!("{secs}s"))));
+interpose!(
+    fn sleep(secs: c_uint) -> c_uint,
+    fail secs,
+    sleeps Some(u64::from(secs) * 1_000_000_000),
+    what sleeping(Some(format!("{secs}s")))
+);
 interpose!(fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t, fail -1, what on_fd(fd, false, 0));
 interpose!(fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t, fail -1, what on_fd(fd, true, 0));
 interpose!(

@@ -32,6 +32,13 @@ struct PollContext {
     allow_depth: Cell<u32>,
     /// Recording a blocking call: calls made while doing so are the recorder's own.
     busy: Cell<bool>,
+    /// The thread's CPU time when the poll began.
+    cpu_start_ns: Cell<u64>,
+    /// Sleeps the poll asked for (not how long they took: a sleeping thread woken on time may
+    /// still wait for a CPU).
+    slept_ns: Cell<u64>,
+    /// Time in the other interposed calls of the poll.
+    called_ns: Cell<u64>,
 }
 
 thread_local! {
@@ -42,6 +49,9 @@ thread_local! {
             allowed_ns: Cell::new(0),
             allow_depth: Cell::new(0),
             busy: Cell::new(false),
+            cpu_start_ns: Cell::new(0),
+            slept_ns: Cell::new(0),
+            called_ns: Cell::new(0),
         }
     };
 }
@@ -53,6 +63,29 @@ pub(crate) struct Excused {
     pub(crate) worker: u32,
     pub(crate) start_ns: u64,
     pub(crate) end_ns: u64,
+}
+
+/// What a poll that lasted the threshold or longer did with its time, measured on its thread:
+/// what is left over is what the host took (the thread waited for a CPU).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PollAccount {
+    pub(crate) worker: u32,
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
+    /// CPU time the thread got during the poll.
+    pub(crate) cpu_ns: u64,
+    /// Sleeps the poll asked for.
+    pub(crate) slept_ns: u64,
+    /// Time in the other interposed C library calls (I/O, opens, lookups).
+    pub(crate) called_ns: u64,
+}
+
+/// The calling thread's CPU time, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid out-pointer; the clock always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// A blocking call strict mode caught inside a poll.
@@ -104,6 +137,7 @@ pub(crate) struct TestState {
     long_calls: Mutex<Vec<LongCall>>,
     /// Threads inside `allow_blocking` in a poll of this test, now.
     allowing: AtomicUsize,
+    accounts: Mutex<Vec<PollAccount>>,
 }
 
 impl std::fmt::Debug for TestState {
@@ -124,6 +158,7 @@ impl TestState {
             hits_dropped: std::sync::atomic::AtomicU64::new(0),
             long_calls: Mutex::new(Vec::new()),
             allowing: AtomicUsize::new(0),
+            accounts: Mutex::new(Vec::new()),
         })
     }
 
@@ -133,44 +168,74 @@ impl TestState {
     }
 
     /// Called by the before-poll hook, after the recorder's own.
+    ///
+    /// Besides the poll's start, it reads the thread's CPU clock (a system call, a few hundred
+    /// nanoseconds): a test's poll is judged by the time it computed, not only by its length.
     #[inline]
     pub(crate) fn enter_poll(&self) {
         let now = self.shared.get().map_or(0, |s| s.now_ns());
+        let cpu = thread_cpu_ns();
         let _ = POLL.try_with(|p| {
             p.test.set(self);
             p.start_ns.set(now);
             p.allowed_ns.set(0);
+            p.cpu_start_ns.set(cpu);
+            p.slept_ns.set(0);
+            p.called_ns.set(0);
         });
     }
 
     /// Called by the after-poll hook, before the recorder's own (which ends the poll).
     #[inline]
     pub(crate) fn leave_poll(&self) {
+        let Some(shared) = self.shared.get() else { return };
+        let end_ns = shared.now_ns();
         let _ = POLL.try_with(|p| {
             p.test.set(std::ptr::null());
-            let allowed = p.allowed_ns.get();
-            if allowed > 0 {
-                self.poll_with_allowed_time(p.start_ns.get(), allowed);
+            if end_ns.saturating_sub(p.start_ns.get()) >= self.threshold_ns {
+                self.long_poll(shared, p, end_ns);
             }
         });
     }
 
+    /// A poll that lasted the threshold: what it did with its time, and whether its allowed
+    /// sections excuse it.
     #[cold]
-    fn poll_with_allowed_time(&self, start_ns: u64, allowed_ns: u64) {
-        let Some(shared) = self.shared.get() else { return };
-        let end_ns = shared.now_ns();
+    fn long_poll(&self, shared: &Shared, p: &PollContext, end_ns: u64) {
+        let Some((worker, _)) = shared.current_poll() else { return };
+        let start_ns = p.start_ns.get();
         let took = end_ns.saturating_sub(start_ns);
+        let account = PollAccount {
+            worker,
+            start_ns,
+            end_ns,
+            cpu_ns: thread_cpu_ns().saturating_sub(p.cpu_start_ns.get()),
+            slept_ns: p.slept_ns.get(),
+            called_ns: p.called_ns.get(),
+        };
+        let mut accounts = lock(&self.accounts);
+        if accounts.len() < 10_000 {
+            accounts.push(account);
+        }
+        drop(accounts);
         // Blocked for the threshold, but not without the allowed sections: any stall in this
         // poll was the allowed code's.
-        if took >= self.threshold_ns
-            && took.saturating_sub(allowed_ns) < self.threshold_ns
-            && let Some((worker, _)) = shared.current_poll()
-        {
+        let allowed = p.allowed_ns.get();
+        if allowed > 0 && took.saturating_sub(allowed) < self.threshold_ns {
             let mut excused = lock(&self.excused);
             if excused.len() < 10_000 {
                 excused.push(Excused { worker, start_ns, end_ns });
             }
         }
+    }
+
+    pub(crate) fn accounts(&self) -> Vec<PollAccount> {
+        lock(&self.accounts).clone()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn push_account(&self, account: PollAccount) {
+        lock(&self.accounts).push(account);
     }
 
     pub(crate) fn excused(&self) -> Vec<Excused> {
@@ -282,16 +347,39 @@ impl Call {
     /// the threshold or more (it may explain a stall the watchdog saw too late to name). `what`
     /// says what kind of blocking the call is and on what, or `None` when it could not block
     /// (a non-blocking descriptor); it runs only when needed.
-    #[cold]
-    pub(crate) fn leave(self, call: &'static str, what: impl FnOnce() -> Option<(StallCategory, Option<String>)>) {
+    /// `sleep_ns` is how long a sleep asked for, for the poll's account.
+    #[inline]
+    pub(crate) fn leave(
+        self,
+        call: &'static str,
+        sleep_ns: Option<u64>,
+        what: impl FnOnce() -> Option<(StallCategory, Option<String>)>,
+    ) {
         // SAFETY: as in `enter`: the poll is still running.
         let state = unsafe { &*self.test };
         let Some(shared) = state.shared.get() else { return };
         let end_ns = shared.now_ns();
-        let long = end_ns.saturating_sub(self.start_ns) >= state.threshold_ns / 2;
-        if !state.strict && !long {
-            return;
+        let took = end_ns.saturating_sub(self.start_ns);
+        let _ = POLL.try_with(|p| match sleep_ns {
+            Some(asked) => p.slept_ns.set(p.slept_ns.get().saturating_add(asked.min(took))),
+            None => p.called_ns.set(p.called_ns.get().saturating_add(took)),
+        });
+        let long = took >= state.threshold_ns / 2;
+        if state.strict || long {
+            self.record(state, shared, end_ns, long, call, what);
         }
+    }
+
+    #[cold]
+    fn record(
+        self,
+        state: &TestState,
+        shared: &Shared,
+        end_ns: u64,
+        long: bool,
+        call: &'static str,
+        what: impl FnOnce() -> Option<(StallCategory, Option<String>)>,
+    ) {
         let _ = POLL.try_with(|p| p.busy.set(true));
         // The program's call has returned; what it left in errno is kept.
         // SAFETY: errno is this thread's.

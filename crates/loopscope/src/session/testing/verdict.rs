@@ -19,7 +19,7 @@ use loopscope_core::resolve::{Resolver, Symbol, Symbolize};
 use loopscope_core::stall::{self, Origin};
 use loopscope_core::units::fmt_duration;
 
-use super::state::{Excused, LongCall, TestState};
+use super::state::{Excused, LongCall, PollAccount, TestState};
 
 /// What kind of blocking a [`Finding`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -76,7 +76,7 @@ pub struct Verdict {
     pub(crate) errors: Vec<String>,
     /// Stalls the host caused, by what they were (a category, or "seen too late").
     pub(crate) host: Vec<(String, u64)>,
-    /// Polls that computed less than the threshold, slowed by the host.
+    /// Polls that computed and slept less than the threshold, slowed by the host.
     pub(crate) slowed: u64,
     /// Stalls inside `allow_blocking`, or through allowed code.
     pub(crate) allowed: u64,
@@ -256,6 +256,17 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
         }
     }
     let stalled = raw.events.iter().any(|e| matches!(e, Event::StallBegin(_)));
+    // What the kernel saw of each stall (before the stacks refine it): as raised, at each further
+    // look, and over its whole length.
+    let mut seen: HashMap<u64, Vec<StallCategory>> = HashMap::new();
+    for e in &raw.events {
+        match e {
+            Event::StallBegin(s) => seen.entry(s.id).or_default().push(s.category),
+            Event::StallLook { id, category, .. } => seen.entry(*id).or_default().push(*category),
+            Event::StallEnd { id, category: Some(c), .. } => seen.entry(*id).or_default().push(*c),
+            _ => {}
+        }
+    }
     let (hits, hits_dropped) = i.state.hits();
     let tallies: Vec<_> = raw.intervals.iter().flat_map(|iv| iv.stall_tally.iter().cloned()).collect();
     if !stalled && hits.is_empty() && tallies.is_empty() {
@@ -285,6 +296,7 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
         }
     }
     let long_calls = i.state.long_calls();
+    let accounts = i.state.accounts();
     let mut calls = Resolver::new(Box::new(SharedSymbolizer));
     if !long_calls.is_empty() || !hits.is_empty() {
         calls.frame(Frame::Modules(loaded_modules()));
@@ -300,6 +312,40 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
         s.category = p.category;
         let start = p.stall.started_ns;
         let end = start.saturating_add(p.duration_ns.unwrap_or(u64::MAX / 2));
+        // What the poll did with its time, measured on its thread: if the kernel never saw it
+        // blocked in anything but a sleep, and it computed, slept (as long as it asked) and called
+        // the C library for less than the threshold, the rest was the host's (it waited for a
+        // CPU). A stack alone (a look inside tokio's own `lookup_host`, which only hands the
+        // lookup to the blocking pool) does not make such a poll a blocking one.
+        let account: Option<&PollAccount> =
+            accounts.iter().find(|a| a.worker == p.stall.worker && a.start_ns < end && start < a.end_ns);
+        let quiet = seen.get(&p.stall.id).is_none_or(|views| {
+            views.iter().all(|c| {
+                matches!(
+                    c,
+                    StallCategory::SyncSleep
+                        | StallCategory::CpuBound
+                        | StallCategory::Preempted
+                        | StallCategory::Unknown
+                )
+            })
+        });
+        match account {
+            Some(a) if quiet && a.cpu_ns.saturating_add(a.slept_ns).saturating_add(a.called_ns) < threshold_ns => {
+                v.slowed += 1;
+                continue;
+            }
+            Some(_) => {}
+            // No account (the poll never returned): estimate a computing poll's CPU time from
+            // its CPU share when it was raised.
+            None => {
+                let cpu = duration.map(|d| d.mul_f64(f64::from(p.stall.cpu_percent.min(100)) / 100.0));
+                if s.category == StallCategory::CpuBound && cpu.is_some_and(|c| c < i.threshold) {
+                    v.slowed += 1;
+                    continue;
+                }
+            }
+        }
         // The blocking calls this poll made (timed by the interposed C library functions): a
         // stall the watchdog saw too late to name, or only as the host holding it up, is theirs
         // when they took the threshold.
@@ -331,12 +377,6 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
                 continue;
             }
             Origin::Program | Origin::Unattributed => {}
-        }
-        // A poll that computed for less than the threshold: the host's share made it a stall.
-        let cpu = duration.map(|d| d.mul_f64(f64::from(p.stall.cpu_percent.min(100)) / 100.0));
-        if s.category == StallCategory::CpuBound && cpu.is_some_and(|c| c < i.threshold) {
-            v.slowed += 1;
-            continue;
         }
         if s.stack.iter().any(|f| PANICKING.iter().any(|p| f.function.starts_with(p))) {
             v.panicking += 1;
@@ -726,7 +766,7 @@ impl fmt::Display for Verdict {
                 .host
                 .iter()
                 .map(|(what, n)| format!("{n} {what}"))
-                .chain((self.slowed > 0).then(|| format!("{} computing less than the threshold", self.slowed)))
+                .chain((self.slowed > 0).then(|| format!("{} that ran and slept less than the threshold", self.slowed)))
                 .collect();
             aside.push(format!("{host} held up by the host ({})", what.join(", ")));
         }
@@ -809,6 +849,16 @@ mod tests {
 
     /// Judges a recording of `events` and `tallies` (one interval) at a 2 ms threshold.
     fn judge_events(events: Vec<Event>, tallies: Vec<StallTally>, allow: &[&str]) -> Verdict {
+        judge_accounted(events, tallies, allow, &[])
+    }
+
+    /// The same, with what the test's hooks measured of its long polls.
+    fn judge_accounted(
+        events: Vec<Event>,
+        tallies: Vec<StallTally>,
+        allow: &[&str],
+        accounts: &[PollAccount],
+    ) -> Verdict {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let path = std::env::temp_dir().join(format!(
             "loopscope-verdict-{}-{}.loopscope",
@@ -843,6 +893,9 @@ mod tests {
         w.write(&Frame::Footer(Footer { end_ns: 1_000 * MS, intervals: 1, errors: Vec::new() })).unwrap();
         drop(w);
         let state = TestState::new(false, 2 * MS);
+        for a in accounts {
+            state.push_account(*a);
+        }
         let allow: Vec<Pattern> = allow.iter().map(|a| Pattern::parse(a)).collect();
         let v = judge(Inputs {
             test: "t",
@@ -910,7 +963,7 @@ mod tests {
         let msg = v.to_string();
         assert!(msg.contains("Not failures: 12 held up by the host (9 preempted, "), "{msg}");
         assert!(
-            msg.contains("2 seen too late to tell") && msg.contains("1 computing less than the threshold"),
+            msg.contains("2 seen too late to tell") && msg.contains("1 that ran and slept less than the threshold"),
             "{msg}"
         );
     }
@@ -970,5 +1023,56 @@ mod tests {
         );
         assert_eq!(v.findings().len(), 1, "{v}");
         assert!(v.to_string().contains("had not returned when the test ended"), "{v}");
+    }
+
+    /// The account of the poll of stall `id` (as [`stall`] places it), lasting `ms`.
+    fn account(id: u64, ms: u64, cpu_us: u64, slept_us: u64, called_us: u64) -> PollAccount {
+        let start_ns = 100 * MS * id;
+        PollAccount {
+            worker: 0,
+            start_ns,
+            end_ns: start_ns + ms * MS,
+            cpu_ns: cpu_us * 1_000,
+            slept_ns: slept_us * 1_000,
+            called_ns: called_us * 1_000,
+        }
+    }
+
+    #[test]
+    fn a_poll_that_ran_and_slept_less_than_the_threshold_was_held_up_by_the_host() {
+        // A 100 µs sleep, then 3 ms waiting for a CPU, still "in" the sleep to the kernel.
+        let sleep = stall(1, StallCategory::SyncSleep, vec![library("std::thread::sleep"), program(42)]);
+        // A look inside tokio's non-blocking lookup_host while the host held the thread up.
+        let lookup = vec![
+            frame(
+                "<(&str, u16) as tokio::net::addr::sealed::ToSocketAddrsPriv>::to_socket_addrs",
+                Some("/root/.cargo/registry/src/x/tokio-1.54.1/src/net/addr.rs"),
+                1,
+            ),
+            program(50),
+        ];
+        let mut events = ended(sleep, 3, None);
+        events.extend(ended(stall(2, StallCategory::Preempted, lookup), 4, None));
+        let accounts = [account(1, 3, 40, 100, 0), account(2, 4, 300, 0, 0)];
+        let v = judge_accounted(events.clone(), vec![], &[], &accounts);
+        assert!(v.passed(), "{v}");
+        assert_eq!(v.host_stalls(), 2, "{v}");
+        // Without the account, each is judged by what was seen: a sleep at a line, and dns.
+        let v = judge_events(events, vec![], &[]);
+        assert_eq!(v.findings().len(), 2, "{v}");
+    }
+
+    #[test]
+    fn a_poll_that_slept_computed_or_waited_on_a_lock_for_the_threshold_fails() {
+        let slept = stall(1, StallCategory::SyncSleep, vec![program(42)]);
+        let computed = stall(2, StallCategory::CpuBound, vec![program(43)]);
+        // The kernel saw a futex: std's locks wait with a raw system call no account sees.
+        let waited = stall(3, StallCategory::LockWait, vec![library("std::sync::Mutex::lock"), program(44)]);
+        let mut events = ended(slept, 6, None);
+        events.extend(ended(computed, 6, None));
+        events.extend(ended(waited, 6, None));
+        let accounts = [account(1, 6, 30, 5_000, 0), account(2, 6, 5_000, 0, 0), account(3, 6, 30, 0, 0)];
+        let v = judge_accounted(events, vec![], &[], &accounts);
+        assert_eq!(v.findings().len(), 3, "{v}");
     }
 }
