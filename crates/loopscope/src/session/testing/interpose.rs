@@ -81,6 +81,9 @@ macro_rules! interpose {
         #[unsafe(no_mangle)]
         unsafe extern "C" fn $name($($arg: $t),*) -> $r {
             let call = enter();
+            // Before the call: std passes one `timespec` as both the request and the remainder,
+            // which an interrupted sleep overwrites.
+            let asked: Option<u64> = if call.is_some() { $sleeps } else { None };
             let result = match next!(stringify!($name), unsafe extern "C" fn($($t),*) -> $r) {
                 // SAFETY: the caller's arguments, passed on unchanged to the function they meant.
                 Some(f) => unsafe { f($($arg),*) },
@@ -91,7 +94,7 @@ macro_rules! interpose {
                 }
             };
             if let Some(call) = call {
-                call.leave(stringify!($name), $sleeps, || $what);
+                call.leave(stringify!($name), asked, || $what);
             }
             result
         }
@@ -109,14 +112,11 @@ fn nanos(d: Option<std::time::Duration>) -> Option<u64> {
     d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn duration_of(ts: *const timespec) -> Option<String> {
-    asked(ts).map(loopscope_core::units::fmt_duration)
-}
-
 type What = Option<(StallCategory, Option<String>)>;
 
-fn sleeping(detail: Option<String>) -> What {
-    Some((StallCategory::SyncSleep, detail))
+/// A sleep (its length, when it asked for one, is added by `Call::leave`).
+fn sleeping() -> What {
+    Some((StallCategory::SyncSleep, None))
 }
 
 /// A call on a descriptor: blocking on a file, directory or block device always; on anything else
@@ -160,26 +160,26 @@ interpose!(
     fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int,
     fail -1,
     sleeps nanos(asked(req)).or(Some(0)),
-    what sleeping(duration_of(req))
+    what sleeping()
 );
 // An absolute deadline (`TIMER_ABSTIME`) is counted as the time the call took.
 interpose!(
     fn clock_nanosleep(clock: clockid_t, flags: c_int, req: *const timespec, rem: *mut timespec) -> c_int,
     fail libc::ENOSYS,
     sleeps if flags & libc::TIMER_ABSTIME == 0 { nanos(asked(req)).or(Some(0)) } else { None },
-    what sleeping(if flags & libc::TIMER_ABSTIME == 0 { duration_of(req) } else { None })
+    what sleeping()
 );
 interpose!(
     fn usleep(usec: useconds_t) -> c_int,
     fail -1,
     sleeps Some(u64::from(usec) * 1_000),
-    what sleeping(Some(loopscope_core::units::fmt_duration(std::time::Duration::from_micros(usec.into()))))
+    what sleeping()
 );
 interpose!(
     fn sleep(secs: c_uint) -> c_uint,
     fail secs,
     sleeps Some(u64::from(secs) * 1_000_000_000),
-    what sleeping(Some(format!("{secs}s")))
+    what sleeping()
 );
 interpose!(fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t, fail -1, what on_fd(fd, false, 0));
 interpose!(fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t, fail -1, what on_fd(fd, true, 0));

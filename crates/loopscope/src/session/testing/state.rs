@@ -70,6 +70,8 @@ pub(crate) struct Excused {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PollAccount {
     pub(crate) worker: u32,
+    /// The polled task's spawn site.
+    pub(crate) site: u32,
     pub(crate) start_ns: u64,
     pub(crate) end_ns: u64,
     /// CPU time the thread got during the poll.
@@ -202,11 +204,12 @@ impl TestState {
     /// sections excuse it.
     #[cold]
     fn long_poll(&self, shared: &Shared, p: &PollContext, end_ns: u64) {
-        let Some((worker, _)) = shared.current_poll() else { return };
+        let Some((worker, site)) = shared.current_poll() else { return };
         let start_ns = p.start_ns.get();
         let took = end_ns.saturating_sub(start_ns);
         let account = PollAccount {
             worker,
+            site,
             start_ns,
             end_ns,
             cpu_ns: thread_cpu_ns().saturating_sub(p.cpu_start_ns.get()),
@@ -366,7 +369,7 @@ impl Call {
         });
         let long = took >= state.threshold_ns / 2;
         if state.strict || long {
-            self.record(state, shared, end_ns, long, call, what);
+            self.record(state, shared, end_ns, call, sleep_ns, what);
         }
     }
 
@@ -376,21 +379,24 @@ impl Call {
         state: &TestState,
         shared: &Shared,
         end_ns: u64,
-        long: bool,
         call: &'static str,
+        sleep_ns: Option<u64>,
         what: impl FnOnce() -> Option<(StallCategory, Option<String>)>,
     ) {
+        let long = end_ns.saturating_sub(self.start_ns) >= state.threshold_ns / 2;
         let _ = POLL.try_with(|p| p.busy.set(true));
         // The program's call has returned; what it left in errno is kept.
         // SAFETY: errno is this thread's.
         let errno = unsafe { *libc::__errno_location() };
         // Never let a failure here reach the program.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if handed_off() {
-                return;
-            }
+            // A call inside `block_in_place` (the worker handed over first) is recorded all the
+            // same: its stack says so, and the verdict leaves it out.
             let Some((worker, site)) = shared.current_poll() else { return };
-            let Some((category, detail)) = what() else { return };
+            let Some((category, mut detail)) = what() else { return };
+            if let (Some(asked), None) = (sleep_ns, &detail) {
+                detail = Some(loopscope_core::units::fmt_duration(std::time::Duration::from_nanos(asked)));
+            }
             // Still inside the interposed function: the stack is the call's.
             let frames = super::interpose::backtrace();
             if long {
@@ -415,17 +421,4 @@ impl Call {
         unsafe { *libc::__errno_location() = errno };
         let _ = POLL.try_with(|p| p.busy.set(false));
     }
-}
-
-/// Whether this thread has handed its worker to another thread (`block_in_place` on the
-/// multi-thread runtime): tokio's record of which thread runs each worker names it for none.
-fn handed_off() -> bool {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else { return false };
-    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-        return false;
-    }
-    let metrics = handle.metrics();
-    let me = std::thread::current().id();
-    let ids: Vec<_> = (0..metrics.num_workers()).map(|i| metrics.worker_thread_id(i)).collect();
-    ids.iter().all(Option::is_some) && !ids.contains(&Some(me))
 }

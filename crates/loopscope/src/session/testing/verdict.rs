@@ -255,6 +255,13 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
             v.errors.push(message.clone());
         }
     }
+    // Not a failure of the recording: a thread that blocks the capture signal (glibc blocks every
+    // signal for a moment while it starts a thread) has its stalls counted and classified
+    // without a stack.
+    let (notes, errors): (Vec<String>, Vec<String>) =
+        std::mem::take(&mut v.errors).into_iter().partition(|e| e.contains("blocks signal SIGRTMIN+7"));
+    v.errors = errors;
+    v.notes.extend(notes);
     let stalled = raw.events.iter().any(|e| matches!(e, Event::StallBegin(_)));
     // What the kernel saw of each stall (before the stacks refine it): as raised, at each further
     // look, and over its whole length.
@@ -319,6 +326,10 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
         // lookup to the blocking pool) does not make such a poll a blocking one.
         let account: Option<&PollAccount> =
             accounts.iter().find(|a| a.worker == p.stall.worker && a.start_ns < end && start < a.end_ns);
+        // A stall raised after its poll ended does not know the task; the poll's account does.
+        if s.site.is_none() {
+            s.site = account.map(|a| a.site);
+        }
         let quiet = seen.get(&p.stall.id).is_none_or(|views| {
             views.iter().all(|c| {
                 matches!(
@@ -352,14 +363,19 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
         let made: Vec<&LongCall> =
             long_calls.iter().filter(|c| c.worker == p.stall.worker && c.start_ns < end && start < c.end_ns).collect();
         let in_calls: u64 = made.iter().map(|c| c.end_ns.min(end) - c.start_ns.max(start)).sum();
-        let weak = s.stack.is_empty() || matches!(s.category, StallCategory::Unknown | StallCategory::Preempted);
+        // Weak: nothing seen, only the host seen, or only seen inside accepted code (a poll that
+        // also blocked outside it, in a call this poll made, is shown at that call).
+        let weak = s.stack.is_empty()
+            || matches!(s.category, StallCategory::Unknown | StallCategory::Preempted)
+            || accepted(&s.stack);
         if weak
             && in_calls >= threshold_ns
             && let Some(c) = made.iter().max_by_key(|c| c.end_ns - c.start_ns)
         {
             // A sleep's requested length says less than the stall's own duration.
             let detail = c.detail.clone().filter(|_| c.category != StallCategory::SyncSleep);
-            let seen = call_stall(c.call, c.category, detail, &c.frames, &p.stall, &mut calls);
+            let at = Stall { site: s.site, ..p.stall.clone() };
+            let seen = call_stall(c.call, c.category, detail, &c.frames, &at, &mut calls);
             if stall::is_block_in_place(&seen.stack) {
                 continue;
             }
@@ -1030,6 +1046,7 @@ mod tests {
         let start_ns = 100 * MS * id;
         PollAccount {
             worker: 0,
+            site: 0,
             start_ns,
             end_ns: start_ns + ms * MS,
             cpu_ns: cpu_us * 1_000,
