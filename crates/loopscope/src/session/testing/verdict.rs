@@ -276,7 +276,8 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
     }
     let (hits, hits_dropped) = i.state.hits();
     let tallies: Vec<_> = raw.intervals.iter().flat_map(|iv| iv.stall_tally.iter().cloned()).collect();
-    if !stalled && hits.is_empty() && tallies.is_empty() {
+    let accounts = i.state.accounts();
+    if !stalled && hits.is_empty() && tallies.is_empty() && accounts.is_empty() {
         return v;
     }
     // Symbolized only when something blocked: a clean run never loads debug information.
@@ -303,14 +304,28 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
         }
     }
     let long_calls = i.state.long_calls();
-    let accounts = i.state.accounts();
     let mut calls = Resolver::new(Box::new(SharedSymbolizer));
     if !long_calls.is_empty() || !hits.is_empty() {
         calls.frame(Frame::Modules(loaded_modules()));
     }
     let threshold_ns = i.threshold.as_nanos() as u64;
     let mut found: Vec<(Finding, Option<Duration>)> = Vec::new();
-    for p in stall::pair(&rec.events) {
+    let finding = |s: &Stall, duration: Option<Duration>| Finding {
+        kind: FindingKind::Stall,
+        category: s.category,
+        count: 1,
+        longest: duration.filter(|d| !d.is_zero()),
+        blocking_site: s.blocking_site.as_deref().map(|b| paths.show(b)),
+        // A computing poll calls nothing in particular: it was caught somewhere in its work.
+        call: s.call.as_deref().filter(|_| s.category != StallCategory::CpuBound).map(display_name),
+        syscall: s.syscall.clone(),
+        target: s.fd_target.clone(),
+        spawn_site: site(s.site).map(|d| format!("{}:{}:{}", paths.show(&d.file), d.line, d.column)),
+        in_test_body: site(s.site).is_some_and(|d| d.location() == i.body_site),
+        stack: shown_stack(&s.stack, &paths),
+    };
+    let paired = stall::pair(&rec.events);
+    for p in &paired {
         let duration = p.duration_ns.map(Duration::from_nanos);
         let accepted = |stack: &[StackFrame]| {
             in_allowed_section(stack) || i.allow.iter().any(|a| stack.iter().any(|f| a.matches(f)))
@@ -403,21 +418,58 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
             v.allowed += 1;
             continue;
         }
-        let finding = Finding {
-            kind: FindingKind::Stall,
-            category: s.category,
-            count: 1,
-            longest: duration.filter(|d| !d.is_zero()),
-            blocking_site: s.blocking_site.as_deref().map(|b| paths.show(b)),
-            // A computing poll calls nothing in particular: it was caught somewhere in its work.
-            call: s.call.as_deref().filter(|_| s.category != StallCategory::CpuBound).map(display_name),
-            syscall: s.syscall.clone(),
-            target: s.fd_target.clone(),
-            spawn_site: site(s.site).map(|d| format!("{}:{}:{}", paths.show(&d.file), d.line, d.column)),
-            in_test_body: site(s.site).is_some_and(|d| d.location() == i.body_site),
-            stack: shown_stack(&s.stack, &paths),
+        found.push((finding(&s, duration), duration));
+    }
+    // Long polls the watchdog never raised: starved on a busy host, it keeps only the last long
+    // poll of a thread between two looks. Each one's account says whether the poll itself took
+    // the threshold, and the calls it made where. On the multi-thread runtime a poll may have
+    // spent its time in `block_in_place` (never a stall), which only a call's stack can show, so
+    // there only a poll whose blocking calls took the threshold is judged.
+    let current_thread = rec.header.flavor == loopscope_core::model::Flavor::CurrentThread;
+    for a in &accounts {
+        let seen = paired.iter().any(|p| {
+            let end = p.stall.started_ns.saturating_add(p.duration_ns.unwrap_or(u64::MAX / 2));
+            p.stall.worker == a.worker && p.stall.started_ns < a.end_ns && a.start_ns < end
+        });
+        if seen || excused.iter().any(|x| x.worker == a.worker && x.start_ns <= a.end_ns && a.start_ns <= x.end_ns) {
+            continue;
+        }
+        if a.cpu_ns.saturating_add(a.slept_ns).saturating_add(a.called_ns) < threshold_ns {
+            v.slowed += 1;
+            continue;
+        }
+        let made: Vec<&LongCall> = long_calls
+            .iter()
+            .filter(|c| c.worker == a.worker && c.start_ns < a.end_ns && a.start_ns < c.end_ns)
+            .collect();
+        let in_calls: u64 = made.iter().map(|c| c.end_ns.min(a.end_ns) - c.start_ns.max(a.start_ns)).sum();
+        let mut at = Stall::unknown(u64::MAX, a.worker, Some(a.site), a.start_ns, a.end_ns, true);
+        let s = match made.iter().max_by_key(|c| c.end_ns - c.start_ns) {
+            Some(c) if in_calls >= threshold_ns || current_thread => {
+                let detail = c.detail.clone().filter(|_| c.category != StallCategory::SyncSleep);
+                call_stall(c.call, c.category, detail, &c.frames, &at, &mut calls)
+            }
+            _ if current_thread => {
+                at.category = if a.cpu_ns >= threshold_ns {
+                    StallCategory::CpuBound
+                } else if a.slept_ns >= threshold_ns {
+                    StallCategory::SyncSleep
+                } else {
+                    StallCategory::Unknown
+                };
+                at
+            }
+            _ => continue,
         };
-        found.push((finding, duration));
+        if stall::is_block_in_place(&s.stack) {
+            continue;
+        }
+        if allowed(i.allow, &s) {
+            v.allowed += 1;
+            continue;
+        }
+        let duration = Some(Duration::from_nanos(a.end_ns - a.start_ns));
+        found.push((finding(&s, duration), duration));
     }
     for t in &tallies {
         if t.category.is_host() {
@@ -1091,5 +1143,15 @@ mod tests {
         let accounts = [account(1, 6, 30, 5_000, 0), account(2, 6, 5_000, 0, 0), account(3, 6, 30, 0, 0)];
         let v = judge_accounted(events, vec![], &[], &accounts);
         assert_eq!(v.findings().len(), 3, "{v}");
+    }
+
+    #[test]
+    fn a_long_poll_the_watchdog_never_raised_is_judged_by_its_account() {
+        // A starved watchdog keeps only a thread's last long poll between two looks.
+        let v = judge_accounted(vec![], vec![], &[], &[account(1, 6, 50, 5_000, 0), account(2, 4, 300, 0, 0)]);
+        assert_eq!(v.findings().len(), 1, "{v}");
+        assert_eq!(v.findings()[0].category, StallCategory::SyncSleep, "{v}");
+        assert_eq!(v.findings()[0].spawn_site.as_deref(), Some("src/main.rs:10:5"), "{v}");
+        assert_eq!(v.host_stalls(), 1, "the other ran and slept 0.3 ms of its 4: {v}");
     }
 }
