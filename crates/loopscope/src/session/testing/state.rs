@@ -39,6 +39,8 @@ struct PollContext {
     slept_ns: Cell<u64>,
     /// Time in the other interposed calls of the poll.
     called_ns: Cell<u64>,
+    /// The thread's time waiting for a CPU (the kernel's run-queue delay) when the poll began.
+    waited_start_ns: Cell<Option<u64>>,
 }
 
 thread_local! {
@@ -52,8 +54,57 @@ thread_local! {
             cpu_start_ns: Cell::new(0),
             slept_ns: Cell::new(0),
             called_ns: Cell::new(0),
+            waited_start_ns: Cell::new(None),
         }
     };
+    /// This thread's `/proc/thread-self/schedstat`, opened once and closed when the thread ends.
+    static SCHEDSTAT: SchedStat = SchedStat::open();
+}
+
+/// A thread's `/proc/thread-self/schedstat`, read with `pread`: its second field is the time the
+/// thread has spent runnable but waiting for a CPU.
+struct SchedStat(libc::c_int);
+
+impl SchedStat {
+    fn open() -> SchedStat {
+        // A raw system call: `openat` as a C function may be interposed (`interpose.rs`).
+        // SAFETY: a NUL-terminated path; the result is a descriptor or a negative error.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                c"/proc/thread-self/schedstat".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        SchedStat(libc::c_int::try_from(fd).unwrap_or(-1))
+    }
+
+    /// Nanoseconds the thread has waited for a CPU, if the kernel keeps the figure.
+    fn waited_ns(&self) -> Option<u64> {
+        if self.0 < 0 {
+            return None;
+        }
+        let mut buf = [0u8; 96];
+        // SAFETY: reads at most `buf.len()` bytes into `buf` from a descriptor this struct owns.
+        let n = unsafe { libc::syscall(libc::SYS_pread64, self.0, buf.as_mut_ptr(), buf.len(), 0) };
+        let text = std::str::from_utf8(buf.get(..usize::try_from(n).ok()?)?).ok()?;
+        text.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for SchedStat {
+    fn drop(&mut self) {
+        if self.0 >= 0 {
+            // SAFETY: closes the descriptor this struct opened, once.
+            unsafe { libc::close(self.0) };
+        }
+    }
+}
+
+/// The calling thread's time waiting for a CPU so far.
+fn waited_ns() -> Option<u64> {
+    SCHEDSTAT.try_with(SchedStat::waited_ns).ok().flatten()
 }
 
 /// A poll that blocked for the threshold or longer, but spent all of it but less than the
@@ -80,6 +131,33 @@ pub(crate) struct PollAccount {
     pub(crate) slept_ns: u64,
     /// Time in the other interposed C library calls (I/O, opens, lookups).
     pub(crate) called_ns: u64,
+    /// Time the thread waited for a CPU during the poll (the kernel's run-queue delay), when the
+    /// kernel keeps it: the host's share of the poll, exactly.
+    pub(crate) waited_ns: Option<u64>,
+}
+
+impl PollAccount {
+    /// The time the poll took itself: its length less the time the host kept its thread
+    /// waiting for a CPU; without the kernel's figure, what it computed, slept (as asked) and
+    /// spent in interposed calls (which misses waits in raw system calls such as a futex).
+    pub(crate) fn own_ns(&self) -> u64 {
+        match self.waited_ns {
+            Some(w) => self.end_ns.saturating_sub(self.start_ns).saturating_sub(w),
+            None => self.cpu_ns.saturating_add(self.slept_ns).saturating_add(self.called_ns),
+        }
+    }
+
+    /// What a poll that took the threshold itself did with it, for a stall the watchdog saw only
+    /// as the host holding it up, or not at all: computed, slept, or blocked in some call.
+    pub(crate) fn category(&self, threshold_ns: u64) -> StallCategory {
+        if self.cpu_ns >= threshold_ns {
+            StallCategory::CpuBound
+        } else if self.slept_ns >= threshold_ns {
+            StallCategory::SyncSleep
+        } else {
+            StallCategory::Unknown
+        }
+    }
 }
 
 /// The calling thread's CPU time, in nanoseconds.
@@ -171,13 +249,16 @@ impl TestState {
 
     /// Called by the before-poll hook, after the recorder's own.
     ///
-    /// Besides the poll's start, it reads the thread's CPU clock (a system call, a few hundred
-    /// nanoseconds): a test's poll is judged by the time it computed, not only by its length.
+    /// Besides the poll's start, it reads the thread's CPU clock and its time waiting for a CPU
+    /// (two system calls, about two microseconds): a test's poll is judged by the time it took
+    /// itself, not by the time the host kept it waiting.
     #[inline]
     pub(crate) fn enter_poll(&self) {
         let now = self.shared.get().map_or(0, |s| s.now_ns());
         let cpu = thread_cpu_ns();
+        let waited = waited_ns();
         let _ = POLL.try_with(|p| {
+            p.waited_start_ns.set(waited);
             p.test.set(self);
             p.start_ns.set(now);
             p.allowed_ns.set(0);
@@ -215,6 +296,7 @@ impl TestState {
             cpu_ns: thread_cpu_ns().saturating_sub(p.cpu_start_ns.get()),
             slept_ns: p.slept_ns.get(),
             called_ns: p.called_ns.get(),
+            waited_ns: p.waited_start_ns.get().zip(waited_ns()).map(|(a, b)| b.saturating_sub(a)),
         };
         let mut accounts = lock(&self.accounts);
         if accounts.len() < 10_000 {

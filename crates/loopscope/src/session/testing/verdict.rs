@@ -356,10 +356,19 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
                 )
             })
         });
+        // Whether the poll's own account shows it took the threshold itself: then it is the
+        // program's, whatever the kernel's view at one instant said.
+        let mut owned = false;
         match account {
-            Some(a) if quiet && a.cpu_ns.saturating_add(a.slept_ns).saturating_add(a.called_ns) < threshold_ns => {
-                v.slowed += 1;
-                continue;
+            Some(a) if a.waited_ns.is_some() || quiet => {
+                if a.own_ns() < threshold_ns {
+                    v.slowed += 1;
+                    continue;
+                }
+                owned = true;
+                if matches!(s.category, StallCategory::Preempted | StallCategory::Unknown) {
+                    s.category = a.category(threshold_ns);
+                }
             }
             Some(_) => {}
             // No account (the poll never returned): estimate a computing poll's CPU time from
@@ -398,16 +407,16 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
         }
         // Nothing seen: the watchdog looked as the poll ended (it ran late on a busy host).
         let nothing_seen = s.category == StallCategory::Unknown && s.syscall.is_none() && s.stack.is_empty();
-        if nothing_seen {
+        if nothing_seen && !owned {
             count(&mut v.host, "seen too late to tell".into(), 1);
             continue;
         }
         match Origin::of(s.category, p.stall.late, s.blocking_site.is_some()) {
-            Origin::Host => {
+            Origin::Host if !owned => {
                 count(&mut v.host, s.category.to_string(), 1);
                 continue;
             }
-            Origin::Program | Origin::Unattributed => {}
+            Origin::Host | Origin::Program | Origin::Unattributed => {}
         }
         if s.stack.iter().any(|f| PANICKING.iter().any(|p| f.function.starts_with(p))) {
             v.panicking += 1;
@@ -434,7 +443,7 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
         if seen || excused.iter().any(|x| x.worker == a.worker && x.start_ns <= a.end_ns && a.start_ns <= x.end_ns) {
             continue;
         }
-        if a.cpu_ns.saturating_add(a.slept_ns).saturating_add(a.called_ns) < threshold_ns {
+        if a.own_ns() < threshold_ns {
             v.slowed += 1;
             continue;
         }
@@ -450,13 +459,7 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
                 call_stall(c.call, c.category, detail, &c.frames, &at, &mut calls)
             }
             _ if current_thread => {
-                at.category = if a.cpu_ns >= threshold_ns {
-                    StallCategory::CpuBound
-                } else if a.slept_ns >= threshold_ns {
-                    StallCategory::SyncSleep
-                } else {
-                    StallCategory::Unknown
-                };
+                at.category = a.category(threshold_ns);
                 at
             }
             _ => continue,
@@ -1104,6 +1107,7 @@ mod tests {
             cpu_ns: cpu_us * 1_000,
             slept_ns: slept_us * 1_000,
             called_ns: called_us * 1_000,
+            waited_ns: None,
         }
     }
 
@@ -1153,5 +1157,30 @@ mod tests {
         assert_eq!(v.findings()[0].category, StallCategory::SyncSleep, "{v}");
         assert_eq!(v.findings()[0].spawn_site.as_deref(), Some("src/main.rs:10:5"), "{v}");
         assert_eq!(v.host_stalls(), 1, "the other ran and slept 0.3 ms of its 4: {v}");
+    }
+
+    #[test]
+    fn the_kernels_run_queue_delay_is_the_hosts_share_of_a_poll() {
+        let waited = |a: PollAccount, ms: u64| PollAccount { waited_ns: Some(ms * MS), ..a };
+        // 30 ms, 29 of them waiting for a CPU: the host's, whatever the kernel saw at its look.
+        let held = stall(1, StallCategory::SyncSleep, vec![library("std::thread::sleep"), program(42)]);
+        // 30 ms, 2 waiting for a CPU, the rest parked on a futex no interposed function sees
+        // (futures' block_on), seen by the watchdog only as the host holding it up.
+        let parked = stall(2, StallCategory::Preempted, vec![]);
+        // 600 ms, 550 waiting: a computation of 50 ms with a tenth of a CPU.
+        let computed = stall(3, StallCategory::Preempted, vec![program(43)]);
+        let mut events = ended(held, 30, None);
+        events.extend(ended(parked, 30, None));
+        events.extend(ended(computed, 600, None));
+        let accounts = [
+            waited(account(1, 30, 100, 1_000, 0), 29),
+            waited(account(2, 30, 100, 0, 0), 2),
+            waited(account(3, 600, 50_000, 0, 0), 550),
+        ];
+        let v = judge_accounted(events, vec![], &[], &accounts);
+        assert_eq!(v.host_stalls(), 1, "{v}");
+        let categories: Vec<_> = v.findings().iter().map(|f| f.category).collect();
+        assert_eq!(categories, [StallCategory::Unknown, StallCategory::CpuBound], "{v}");
+        assert_eq!(v.findings()[1].blocking_site.as_deref(), Some("src/handler.rs:43"), "{v}");
     }
 }
