@@ -39,8 +39,9 @@ struct PollContext {
     slept_ns: Cell<u64>,
     /// Time in the other interposed calls of the poll.
     called_ns: Cell<u64>,
-    /// The thread's time waiting for a CPU (the kernel's run-queue delay) when the poll began.
-    waited_start_ns: Cell<Option<u64>>,
+    /// The thread's time waiting for a CPU (the kernel's run-queue delay) and its count of times
+    /// given a CPU, when the poll began.
+    sched_start: Cell<Option<(u64, u64)>>,
 }
 
 thread_local! {
@@ -54,7 +55,7 @@ thread_local! {
             cpu_start_ns: Cell::new(0),
             slept_ns: Cell::new(0),
             called_ns: Cell::new(0),
-            waited_start_ns: Cell::new(None),
+            sched_start: Cell::new(None),
         }
     };
     /// This thread's `/proc/thread-self/schedstat`, opened once and closed when the thread ends.
@@ -80,8 +81,10 @@ impl SchedStat {
         SchedStat(libc::c_int::try_from(fd).unwrap_or(-1))
     }
 
-    /// Nanoseconds the thread has waited for a CPU, if the kernel keeps the figure.
-    fn waited_ns(&self) -> Option<u64> {
+    /// The time the thread has waited for a CPU (nanoseconds) and how many times it has been
+    /// given one (it gets a CPU again after every time it gave one up, or had it taken), if the
+    /// kernel keeps the figures.
+    fn read(&self) -> Option<(u64, u64)> {
         if self.0 < 0 {
             return None;
         }
@@ -89,7 +92,8 @@ impl SchedStat {
         // SAFETY: reads at most `buf.len()` bytes into `buf` from a descriptor this struct owns.
         let n = unsafe { libc::syscall(libc::SYS_pread64, self.0, buf.as_mut_ptr(), buf.len(), 0) };
         let text = std::str::from_utf8(buf.get(..usize::try_from(n).ok()?)?).ok()?;
-        text.split_whitespace().nth(1)?.parse().ok()
+        let mut fields = text.split_whitespace().skip(1);
+        Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
     }
 }
 
@@ -102,9 +106,18 @@ impl Drop for SchedStat {
     }
 }
 
-/// The calling thread's time waiting for a CPU so far.
-fn waited_ns() -> Option<u64> {
-    SCHEDSTAT.try_with(SchedStat::waited_ns).ok().flatten()
+/// The calling thread's time waiting for a CPU and its count of times given one, so far.
+fn sched_counts() -> Option<(u64, u64)> {
+    SCHEDSTAT.try_with(SchedStat::read).ok().flatten()
+}
+
+/// The calling thread's CPU time, exact to the moment (its CPU clock; `getrusage`'s and
+/// `schedstat`'s figures move in scheduler ticks).
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid out-pointer; the clock always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// A poll that blocked for the threshold or longer, but spent all of it but less than the
@@ -127,6 +140,9 @@ pub(crate) struct PollAccount {
     pub(crate) end_ns: u64,
     /// CPU time the thread got during the poll.
     pub(crate) cpu_ns: u64,
+    /// Whether the thread left its CPU during the poll: it gave it up (it slept, waited for I/O,
+    /// a lock, a page from disk) or had it taken by the kernel's scheduler.
+    pub(crate) switched: bool,
     /// Sleeps the poll asked for.
     pub(crate) slept_ns: u64,
     /// Time in the other interposed C library calls (I/O, opens, lookups).
@@ -137,13 +153,20 @@ pub(crate) struct PollAccount {
 }
 
 impl PollAccount {
-    /// The time the poll took itself: its length less the time the host kept its thread
-    /// waiting for a CPU; without the kernel's figure, what it computed, slept (as asked) and
-    /// spent in interposed calls (which misses waits in raw system calls such as a futex).
-    pub(crate) fn own_ns(&self) -> u64 {
-        match self.waited_ns {
-            Some(w) => self.end_ns.saturating_sub(self.start_ns).saturating_sub(w),
-            None => self.cpu_ns.saturating_add(self.slept_ns).saturating_add(self.called_ns),
+    /// The time the poll took itself, when it can be told: for a poll whose thread never left its
+    /// CPU, what it computed (the rest of its length a hypervisor took, descheduling the virtual
+    /// CPU, which no figure of the guest's kernel shows). For one that did, its length less the
+    /// time it waited in a run queue; and if the kernel never saw it blocked in anything but a
+    /// sleep (`quiet`), at most what it computed, slept (as asked) and spent in interposed calls.
+    /// `None`: a poll that blocked where no figure reaches.
+    pub(crate) fn own_ns(&self, quiet: bool) -> Option<u64> {
+        let interposed = self.cpu_ns.saturating_add(self.slept_ns).saturating_add(self.called_ns);
+        let queued = self.waited_ns.map(|w| self.end_ns.saturating_sub(self.start_ns).saturating_sub(w));
+        match (self.switched, quiet, queued) {
+            (false, _, _) => Some(self.cpu_ns),
+            (true, true, Some(q)) => Some(q.min(interposed)),
+            (true, true, None) => Some(interposed),
+            (true, false, q) => q,
         }
     }
 
@@ -158,14 +181,6 @@ impl PollAccount {
             StallCategory::Unknown
         }
     }
-}
-
-/// The calling thread's CPU time, in nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid out-pointer; the clock always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// A blocking call strict mode caught inside a poll.
@@ -204,6 +219,10 @@ pub(crate) struct LongCall {
 
 /// Long calls kept per test.
 const MAX_LONG_CALLS: usize = 1024;
+
+/// Long polls accounted for per test; past them, stalls counted without an event are judged by
+/// the recorder's tally alone.
+pub(crate) const MAX_ACCOUNTS: usize = 10_000;
 
 /// One test's state, shared by its session's hooks and the code its polls run.
 pub(crate) struct TestState {
@@ -249,16 +268,17 @@ impl TestState {
 
     /// Called by the before-poll hook, after the recorder's own.
     ///
-    /// Besides the poll's start, it reads the thread's CPU clock and its time waiting for a CPU
-    /// (two system calls, about two microseconds): a test's poll is judged by the time it took
-    /// itself, not by the time the host kept it waiting.
+    /// Besides the poll's start, it reads the thread's CPU clock and its scheduler figures (two
+    /// system calls): a test's poll is judged by the time it took itself, not by the time the host
+    /// kept it waiting.
     #[inline]
     pub(crate) fn enter_poll(&self) {
+        // The clock first: the account spans the recorder's poll as nearly as it can.
         let now = self.shared.get().map_or(0, |s| s.now_ns());
+        let sched = sched_counts();
         let cpu = thread_cpu_ns();
-        let waited = waited_ns();
         let _ = POLL.try_with(|p| {
-            p.waited_start_ns.set(waited);
+            p.sched_start.set(sched);
             p.test.set(self);
             p.start_ns.set(now);
             p.allowed_ns.set(0);
@@ -288,18 +308,22 @@ impl TestState {
         let Some((worker, site)) = shared.current_poll() else { return };
         let start_ns = p.start_ns.get();
         let took = end_ns.saturating_sub(start_ns);
+        let cpu = thread_cpu_ns();
+        let sched = p.sched_start.get().zip(sched_counts());
         let account = PollAccount {
             worker,
             site,
             start_ns,
             end_ns,
-            cpu_ns: thread_cpu_ns().saturating_sub(p.cpu_start_ns.get()),
+            cpu_ns: cpu.saturating_sub(p.cpu_start_ns.get()),
+            // Unknown: as if it had.
+            switched: sched.is_none_or(|((_, a), (_, b))| a != b),
             slept_ns: p.slept_ns.get(),
             called_ns: p.called_ns.get(),
-            waited_ns: p.waited_start_ns.get().zip(waited_ns()).map(|(a, b)| b.saturating_sub(a)),
+            waited_ns: sched.map(|((a, _), (b, _))| b.saturating_sub(a)),
         };
         let mut accounts = lock(&self.accounts);
-        if accounts.len() < 10_000 {
+        if accounts.len() < MAX_ACCOUNTS {
             accounts.push(account);
         }
         drop(accounts);
