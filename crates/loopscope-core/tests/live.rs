@@ -99,7 +99,7 @@ fn a_flood_waits_for_the_viewer_instead_of_filling_memory() {
     assert!(
         sent * frame_bytes < 64 << 20,
         "{sent} frames ({} MiB) taken from a server while the viewer read none",
-        sent * frame_bytes >> 20
+        (sent * frame_bytes) >> 20
     );
     assert!(sent as usize > FEED_QUEUE, "the queue held {FEED_QUEUE} events before the client stopped reading");
     // Nothing was lost: the viewer, reading at last, gets the events in order.
