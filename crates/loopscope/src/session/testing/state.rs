@@ -129,8 +129,8 @@ pub(crate) struct Excused {
     pub(crate) end_ns: u64,
 }
 
-/// What a poll that lasted the threshold or longer did with its time, measured on its thread:
-/// what is left over is what the host took (the thread waited for a CPU).
+/// What a poll that lasted half the threshold or longer did with its time, measured on its
+/// thread: what is left over is what the host took (the thread waited for a CPU).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PollAccount {
     pub(crate) worker: u32,
@@ -295,14 +295,16 @@ impl TestState {
         let end_ns = shared.now_ns();
         let _ = POLL.try_with(|p| {
             p.test.set(std::ptr::null());
-            if end_ns.saturating_sub(p.start_ns.get()) >= self.threshold_ns {
+            // From half the threshold: this poll's bounds are a few instructions inside the
+            // recorder's, and a thread preempted between the two must not lose a stall its account.
+            if end_ns.saturating_sub(p.start_ns.get()) >= self.threshold_ns / 2 {
                 self.long_poll(shared, p, end_ns);
             }
         });
     }
 
-    /// A poll that lasted the threshold: what it did with its time, and whether its allowed
-    /// sections excuse it.
+    /// A poll that lasted half the threshold or more: what it did with its time, and whether its
+    /// allowed sections excuse it.
     #[cold]
     fn long_poll(&self, shared: &Shared, p: &PollContext, end_ns: u64) {
         let Some((worker, site)) = shared.current_poll() else { return };

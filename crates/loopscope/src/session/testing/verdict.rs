@@ -448,7 +448,11 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
             let end = p.stall.started_ns.saturating_add(p.duration_ns.unwrap_or(u64::MAX / 2));
             p.stall.worker == a.worker && p.stall.started_ns < a.end_ns && a.start_ns < end
         });
-        if seen || excused.iter().any(|x| x.worker == a.worker && x.start_ns <= a.end_ns && a.start_ns <= x.end_ns) {
+        let short = a.end_ns.saturating_sub(a.start_ns) < threshold_ns;
+        if short
+            || seen
+            || excused.iter().any(|x| x.worker == a.worker && x.start_ns <= a.end_ns && a.start_ns <= x.end_ns)
+        {
             continue;
         }
         // Nothing was seen of it: whether the kernel saw a blocking call is not known.
