@@ -76,9 +76,66 @@ pub use session::{
 #[cfg(tokio_unstable)]
 pub use loopscope_macros::main;
 
+/// Runs an `async fn` test on a tokio runtime under the stall detector and **fails the test** when
+/// a poll blocked the runtime: a drop-in for `#[tokio::test]`, with the same arguments (`flavor`,
+/// default `"current_thread"`; `worker_threads`, `start_paused`, `unhandled_panic`, `name`;
+/// `crate = "path"` names where this crate is), and:
+///
+/// - `stall_threshold = "5ms"`: polls this long fail the test (default 2 ms, or
+///   `LOOPSCOPE_TEST_THRESHOLD`, or `stall_threshold` in the crate's `loopscope-test.toml`);
+/// - `strict`: also fail on calls to known blocking C library functions inside a poll, however
+///   short (Linux x86-64, glibc);
+/// - `allow = ["my_crate::logger::flush", "src/log.rs"]`: functions or source paths that may
+///   block.
+///
+/// ```rust,no_run
+/// #[loopscope::test]
+/// async fn handler_does_not_block() {
+///     // std::thread::sleep(Duration::from_millis(5)) here fails the test, naming this line
+///     tokio::time::sleep(std::time::Duration::from_millis(5)).await; // passes
+/// }
+/// ```
+///
+/// The test fails after its runtime shut down, with a message that names each blocking line,
+/// what it called, its category and duration, the task's spawn site and the program's frames of
+/// the stack; `#[should_panic]` works as with `#[tokio::test]`. Stalls the host caused (a worker
+/// waiting for a CPU) never fail a test. Needs this crate's `test` feature (in
+/// `[dev-dependencies]`); see docs/testing.md and [`testing`].
+#[cfg(all(tokio_unstable, feature = "test"))]
+pub use loopscope_macros::test;
+/// `#[loopscope::test]` needs this crate's `test` feature: add
+/// `loopscope = { ..., features = ["test"] }` under `[dev-dependencies]`.
+#[cfg(all(tokio_unstable, not(feature = "test")))]
+pub use loopscope_macros::test_without_feature as test;
+
+#[cfg(all(tokio_unstable, feature = "test"))]
+pub use session::testing;
+
+/// Runs `f`, a section of code known to block and accepted: a stall of a `#[loopscope::test]`
+/// whose poll blocked for the threshold only because of time spent in such sections is not a
+/// failure, and strict mode does not flag the blocking calls made inside.
+///
+/// ```rust
+/// # fn write_audit_line(_: &str) {}
+/// // A small synchronous write the project has decided to accept.
+/// loopscope::allow_blocking(|| write_audit_line("user logged in"));
+/// ```
+///
+/// Outside a test's poll it only runs `f` (one thread-local read with the `test` feature, nothing
+/// at all without it), so it can stay in production code.
+#[cfg(tokio_unstable)]
+pub fn allow_blocking<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(feature = "test")]
+    return session::testing::state::allow_blocking(f);
+    #[cfg(not(feature = "test"))]
+    f()
+}
+
 #[doc(hidden)]
 #[cfg(tokio_unstable)]
 pub mod __private {
     pub use crate::session::main_macro::block_on;
+    #[cfg(feature = "test")]
+    pub use crate::session::testing::glue as test;
     pub use tokio;
 }

@@ -2,6 +2,8 @@
 
 pub(crate) mod exit;
 pub(crate) mod main_macro;
+#[cfg(feature = "test")]
+pub mod testing;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -135,6 +137,9 @@ pub struct SessionBuilder {
     prometheus_sites: usize,
     otlp: Option<String>,
     otlp_period: Duration,
+    /// A `#[loopscope::test]`'s state: its poll hooks also tell the test which poll runs.
+    #[cfg(feature = "test")]
+    test: Option<Arc<testing::state::TestState>>,
 }
 
 impl Default for SessionBuilder {
@@ -163,6 +168,8 @@ impl Default for SessionBuilder {
             prometheus_sites: DEFAULT_PROMETHEUS_SITES,
             otlp: None,
             otlp_period: DEFAULT_OTLP_PERIOD,
+            #[cfg(feature = "test")]
+            test: None,
         }
     }
 }
@@ -508,11 +515,25 @@ impl SessionBuilder {
         // The poll hooks contain their own panics (only their cold paths can panic: a
         // `catch_unwind` around every poll costs about 4 ns, measured with `just bench-hooks`).
         // Each combination of clock and profile gets hooks compiled for it alone.
-        match (shared.reads_tsc(), self.schedule_latency) {
-            (true, true) => install_poll_hooks::<true, true>(builder, &shared),
-            (true, false) => install_poll_hooks::<true, false>(builder, &shared),
-            (false, true) => install_poll_hooks::<false, true>(builder, &shared),
-            (false, false) => install_poll_hooks::<false, false>(builder, &shared),
+        // A test's session: its hooks also tell the test which poll runs (test sessions never
+        // track scheduling latency).
+        #[cfg(feature = "test")]
+        let test_hooks = self.test.map(|test| {
+            test.attach(&shared);
+            match shared.reads_tsc() {
+                true => install_test_poll_hooks::<true>(builder, &shared, test),
+                false => install_test_poll_hooks::<false>(builder, &shared, test),
+            }
+        });
+        #[cfg(not(feature = "test"))]
+        let test_hooks: Option<()> = None;
+        if test_hooks.is_none() {
+            match (shared.reads_tsc(), self.schedule_latency) {
+                (true, true) => install_poll_hooks::<true, true>(builder, &shared),
+                (true, false) => install_poll_hooks::<true, false>(builder, &shared),
+                (false, true) => install_poll_hooks::<false, true>(builder, &shared),
+                (false, false) => install_poll_hooks::<false, false>(builder, &shared),
+            }
         }
         let s = Arc::clone(&shared);
         builder.on_task_spawn(move |meta| s.contain((), || s.on_spawn(meta)));
@@ -529,6 +550,26 @@ fn install_poll_hooks<const TSC: bool, const SCHED: bool>(builder: &mut Builder,
     builder.on_before_task_poll(move |meta| s.before_poll::<TSC, SCHED>(meta));
     let s = Arc::clone(shared);
     builder.on_after_task_poll(move |_| s.after_poll::<TSC>());
+}
+
+/// The per-poll hooks of a `#[loopscope::test]`'s session: the recorder's, and around the poll
+/// the test's state in a thread-local (code inside the poll finds its test there).
+#[cfg(feature = "test")]
+fn install_test_poll_hooks<const TSC: bool>(
+    builder: &mut Builder,
+    shared: &Arc<Shared>,
+    test: Arc<testing::state::TestState>,
+) {
+    let (s, t) = (Arc::clone(shared), Arc::clone(&test));
+    builder.on_before_task_poll(move |meta| {
+        s.before_poll::<TSC, false>(meta);
+        t.enter_poll();
+    });
+    let s = Arc::clone(shared);
+    builder.on_after_task_poll(move |_| {
+        test.leave_poll();
+        s.after_poll::<TSC>();
+    });
 }
 
 /// A recording session attached to one tokio runtime.
