@@ -401,7 +401,7 @@ fn expand_test(mut func: ItemFn, config: &Config, krate: &syn::Path, setup: Toke
     // `macro_rules!` macro has a name from another context).
     let run_method = syn::Ident::new("run", ident.span());
     let call = quote! {
-        (&&#krate::__private::test::Body::new(__loopscope_test_body())).#run_method(run, builder, #multi_thread)
+        (&&&#krate::__private::test::Body::new(__loopscope_test_body())).#run_method(run, builder, #multi_thread)
     };
     func.block = syn::parse2(quote! {
         {
@@ -409,7 +409,7 @@ fn expand_test(mut func: ItemFn, config: &Config, krate: &syn::Path, setup: Toke
             #setup
             let run = #run;
             #[allow(unused_imports)]
-            use #krate::__private::test::{RunInPlace as _, RunSpawned as _};
+            use #krate::__private::test::{RunInPlace as _, RunReported as _, RunSpawned as _};
             #call
         }
     })?;

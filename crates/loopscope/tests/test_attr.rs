@@ -163,6 +163,64 @@ fn a_body_that_is_not_send_runs_in_block_on_on_the_multi_thread_runtime_and_says
     assert!(msg.contains("Note: the test's body is not `Send`"), "{msg}");
 }
 
+/// Called by [`a_body_whose_error_is_not_send_is_a_watched_task_on_the_multi_thread_runtime`].
+#[loopscope::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "called by a_body_whose_error_is_not_send_is_a_watched_task_on_the_multi_thread_runtime"]
+async fn blocks_then_returns_a_boxed_error() -> Result<(), Box<dyn std::error::Error>> {
+    tokio::task::yield_now().await;
+    blocking!(std::thread::sleep(Duration::from_millis(20)));
+    Ok(())
+}
+
+/// Called by [`a_body_whose_error_is_not_send_is_a_watched_task_on_the_multi_thread_runtime`].
+#[loopscope::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "called by a_body_whose_error_is_not_send_is_a_watched_task_on_the_multi_thread_runtime"]
+async fn fails_with_a_boxed_error() -> Result<(), Box<dyn std::error::Error>> {
+    tokio::task::yield_now().await;
+    Err(std::io::Error::other("no such key"))?
+}
+
+#[test]
+fn a_body_whose_error_is_not_send_is_a_watched_task_on_the_multi_thread_runtime() {
+    // `Box<dyn Error>` is not `Send`: such a body used to run unwatched in `block_on`.
+    let panic = std::panic::catch_unwind(blocks_then_returns_a_boxed_error).unwrap_err();
+    let msg = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("sync-sleep") && msg.contains(&blocking_line()), "{msg}");
+    assert!(!msg.contains("is not `Send`"), "{msg}");
+    // An error is the test's failure, printed as the harness would have printed it.
+    let err = fails_with_a_boxed_error().unwrap_err();
+    assert_eq!(format!("{err:?}"), format!("{:?}", std::io::Error::other("no such key")));
+}
+
+#[test]
+fn waiting_for_a_file_lock_fails_like_any_blocking_call() {
+    use std::os::fd::AsRawFd as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lock");
+    let held = std::fs::File::create(&path).unwrap();
+    // SAFETY: a valid descriptor.
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let (locking, about_to_lock) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        // Held until the test's poll is waiting for it, and then some.
+        about_to_lock.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        drop(held);
+    });
+    let checked = TestRun::new("flock").run(current_thread(), async move {
+        let mine = std::fs::File::open(&path).unwrap();
+        locking.send(()).unwrap();
+        // SAFETY: a valid descriptor.
+        blocking!(assert_eq!(unsafe { libc::flock(mine.as_raw_fd(), libc::LOCK_EX) }, 0));
+    });
+    holder.join().unwrap();
+    let verdict = checked.unwrap().verdict;
+    // `flock` is no sleep and no computing: the kernel saw the thread blocked in it, so the poll's
+    // length is its own whatever the host did.
+    assert!(!verdict.passed(), "{verdict}");
+    assert_eq!(verdict.findings()[0].category.name(), "file-io", "{verdict}");
+}
+
 // Strict mode: blocking calls of any length.
 
 #[loopscope::test(strict)]

@@ -25,34 +25,6 @@ use loopscope_core::model::StallCategory;
 
 use super::state::enter;
 
-/// Most frames kept per blocking call.
-const MAX_FRAMES: usize = 64;
-
-unsafe extern "C" {
-    fn _Unwind_Backtrace(trace: extern "C" fn(ctx: *mut c_void, arg: *mut c_void) -> c_int, arg: *mut c_void) -> c_int;
-    fn _Unwind_GetIP(ctx: *mut c_void) -> usize;
-}
-
-/// The calling thread's stack, as instruction addresses for lookup (return addresses minus one),
-/// innermost first, through the unwinder std uses for panics (DWARF CFI).
-pub(crate) fn backtrace() -> Vec<u64> {
-    extern "C" fn each(ctx: *mut c_void, arg: *mut c_void) -> c_int {
-        // SAFETY: `arg` is the `Vec` below, borrowed for the duration of `_Unwind_Backtrace`.
-        let frames = unsafe { &mut *(arg as *mut Vec<u64>) };
-        // SAFETY: `ctx` is the unwinder's context for this frame.
-        let ip = unsafe { _Unwind_GetIP(ctx) } as u64;
-        if ip == 0 {
-            return 5; // _URC_END_OF_STACK
-        }
-        frames.push(ip - 1);
-        if frames.len() >= MAX_FRAMES { 5 } else { 0 }
-    }
-    let mut frames: Vec<u64> = Vec::with_capacity(MAX_FRAMES);
-    // SAFETY: the callback only pushes into `frames`, within its capacity.
-    unsafe { _Unwind_Backtrace(each, (&mut frames as *mut Vec<u64>).cast()) };
-    frames
-}
-
 /// The C library's definition of `$name`, of type `$ty`, looked up once.
 macro_rules! next {
     ($name:expr, $ty:ty) => {{

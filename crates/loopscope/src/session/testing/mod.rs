@@ -10,7 +10,8 @@
 //! The attribute is the usual way in; [`TestRun`] is the same thing as a function, for a test
 //! that wants the verdict as a value (a snapshot of the message, for instance).
 
-#[cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
+// Not in a statically linked binary: there is no C library after the executable to call on.
+#[cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu", not(target_feature = "crt-static")))]
 mod interpose;
 mod policy;
 pub(crate) mod state;
@@ -55,10 +56,18 @@ pub enum SetupError {
     },
     /// Strict mode is not available on this platform.
     #[error(
-        "strict mode catches calls to the C library's blocking functions on Linux x86-64 with glibc only; \
-         elsewhere leave `strict` off (stalls are still caught)"
+        "strict mode catches calls to the C library's blocking functions on Linux x86-64 with glibc, \
+         dynamically linked, only; elsewhere leave `strict` off (stalls are still caught)"
     )]
     StrictUnsupported,
+    /// The test's recording could not be created in the temporary directory.
+    #[error("cannot create the test's recording {}: {source}", path.display())]
+    Recording {
+        /// The file (or the temporary directory).
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The recorder could not start.
     #[error("the recorder cannot start: {0}")]
     Session(#[from] crate::Error),
@@ -210,15 +219,17 @@ impl TestRun {
     /// Reads the settings, installs the recorder and builds the runtime.
     fn start(self, mut builder: Builder, body_at: &'static Location<'static>) -> Result<Watch, SetupError> {
         let settings = self.settings()?;
-        if settings.strict && !cfg!(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu")) {
+        if settings.strict
+            && !cfg!(all(
+                target_os = "linux",
+                target_arch = "x86_64",
+                target_env = "gnu",
+                not(target_feature = "crt-static")
+            ))
+        {
             return Err(SetupError::StrictUnsupported);
         }
-        static RUNS: AtomicU64 = AtomicU64::new(0);
-        let recording = TempRecording(std::env::temp_dir().join(format!(
-            "loopscope-test-{}-{}.loopscope",
-            std::process::id(),
-            RUNS.fetch_add(1, Ordering::Relaxed)
-        )));
+        let recording = TempRecording::create()?;
         let state = TestState::new(settings.strict, settings.threshold.as_nanos() as u64);
         builder.enable_all();
         let mut session = Session::builder()
@@ -294,6 +305,41 @@ enum Rt {
 
 /// A recording in the temporary directory, removed when dropped.
 struct TempRecording(PathBuf);
+
+impl TempRecording {
+    /// A new file of this process's in the temporary directory, readable by its owner only:
+    /// created here (never an existing file or a link planted at a guessable name), then
+    /// truncated and written by the session's flusher.
+    fn create() -> Result<TempRecording, SetupError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        static RUNS: AtomicU64 = AtomicU64::new(0);
+        let mut last = None;
+        for _ in 0..64 {
+            let nonce =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+            let path = std::env::temp_dir().join(format!(
+                "loopscope-test-{}-{}-{nonce:08x}.loopscope",
+                std::process::id(),
+                RUNS.fetch_add(1, Ordering::Relaxed)
+            ));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+            {
+                Ok(_) => return Ok(TempRecording(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(source) => return Err(SetupError::Recording { path, source }),
+            }
+        }
+        Err(SetupError::Recording {
+            path: std::env::temp_dir(),
+            source: last.unwrap_or_else(|| std::io::ErrorKind::AlreadyExists.into()),
+        })
+    }
+}
 
 impl Drop for TempRecording {
     fn drop(&mut self) {
@@ -510,7 +556,7 @@ pub mod glue {
         fn run(&self, run: TestRun, builder: Builder, multi_thread: bool) -> Self::Output;
     }
 
-    impl<F> RunSpawned for &Body<F>
+    impl<F> RunSpawned for &&Body<F>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -524,6 +570,50 @@ pub mod glue {
             watch.finish_task(task, done).assert_clean()
         }
     }
+
+    /// A `Send` body whose error is not (`Result<(), Box<dyn Error>>`, a test's usual signature):
+    /// a task all the same, its error carried back as its `Debug` text, which the test harness
+    /// prints as it would have printed the error.
+    pub trait RunReported {
+        /// The body's output.
+        type Output;
+        /// Runs the test; panics with the verdict if it blocked.
+        fn run(&self, run: TestRun, builder: Builder, multi_thread: bool) -> Self::Output;
+    }
+
+    impl<F, T, E> RunReported for &Body<F>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: std::fmt::Debug + From<Reported> + 'static,
+    {
+        type Output = Result<T, E>;
+        #[track_caller]
+        fn run(&self, run: TestRun, builder: Builder, multi_thread: bool) -> Result<T, E> {
+            let at = Location::caller();
+            let mut watch = run.flavor(flavor(multi_thread)).start(builder, at).unwrap_or_else(|e| fail(e));
+            let body = self.take();
+            let (task, done) = watch.spawn(async move { body.await.map_err(|e| Reported(format!("{e:?}"))) });
+            watch.finish_task(task, done).assert_clean().map_err(E::from)
+        }
+    }
+
+    /// A test's error that could not leave its task's thread, as its `Debug` text.
+    pub struct Reported(String);
+
+    impl std::fmt::Debug for Reported {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::fmt::Display for Reported {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Reported {}
 
     /// A body that is not `Send`: a task on the current-thread runtime, `block_on` on the
     /// multi-thread one.

@@ -8,6 +8,7 @@
 //! outside any test's poll pays only that read.
 
 use std::cell::Cell;
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -247,6 +248,7 @@ impl std::fmt::Debug for TestState {
 
 impl TestState {
     pub(crate) fn new(strict: bool, threshold_ns: u64) -> Arc<TestState> {
+        forget_polls_in_forked_children();
         TEST_SESSIONS.fetch_add(1, Ordering::Relaxed);
         Arc::new(TestState {
             shared: OnceLock::new(),
@@ -426,6 +428,21 @@ pub(crate) fn allow_blocking<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// A child forked inside a test's poll (`std::process::Command` forks, and writes an `exec`
+/// failure to a pipe before it exits) is in no poll: its calls are the C library's alone, never
+/// recorded (recording allocates and locks, which a forked child of a threaded process must not).
+fn forget_polls_in_forked_children() {
+    extern "C" fn in_child() {
+        // Only a `Cell` store: the child's one thread, right after `fork`.
+        let _ = POLL.try_with(|p| p.test.set(std::ptr::null()));
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a handler that only stores into a thread-local `Cell`.
+        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    });
+}
+
 /// A call to a blocking function, begun inside a test's poll: [`Call::leave`] records it once it
 /// returned, if strict mode wants every such call or it lasted long enough to explain a stall.
 pub(crate) struct Call {
@@ -506,7 +523,7 @@ impl Call {
                 detail = Some(loopscope_core::units::fmt_duration(std::time::Duration::from_nanos(asked)));
             }
             // Still inside the interposed function: the stack is the call's.
-            let frames = super::interpose::backtrace();
+            let frames = backtrace();
             if long {
                 let mut calls = lock(&state.long_calls);
                 if calls.len() < MAX_LONG_CALLS {
@@ -529,4 +546,32 @@ impl Call {
         unsafe { *libc::__errno_location() = errno };
         let _ = POLL.try_with(|p| p.busy.set(false));
     }
+}
+
+/// Most frames kept per blocking call.
+const MAX_FRAMES: usize = 64;
+
+unsafe extern "C" {
+    fn _Unwind_Backtrace(trace: extern "C" fn(ctx: *mut c_void, arg: *mut c_void) -> c_int, arg: *mut c_void) -> c_int;
+    fn _Unwind_GetIP(ctx: *mut c_void) -> usize;
+}
+
+/// The calling thread's stack, as instruction addresses for lookup (return addresses minus one),
+/// innermost first, through the unwinder std uses for panics (DWARF CFI).
+fn backtrace() -> Vec<u64> {
+    extern "C" fn each(ctx: *mut c_void, arg: *mut c_void) -> c_int {
+        // SAFETY: `arg` is the `Vec` below, borrowed for the duration of `_Unwind_Backtrace`.
+        let frames = unsafe { &mut *(arg as *mut Vec<u64>) };
+        // SAFETY: `ctx` is the unwinder's context for this frame.
+        let ip = unsafe { _Unwind_GetIP(ctx) } as u64;
+        if ip == 0 {
+            return 5; // _URC_END_OF_STACK
+        }
+        frames.push(ip - 1);
+        if frames.len() >= MAX_FRAMES { 5 } else { 0 }
+    }
+    let mut frames: Vec<u64> = Vec::with_capacity(MAX_FRAMES);
+    // SAFETY: the callback only pushes into `frames`, within its capacity.
+    unsafe { _Unwind_Backtrace(each, (&mut frames as *mut Vec<u64>).cast()) };
+    frames
 }

@@ -266,9 +266,17 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
     // What the kernel saw of each stall (before the stacks refine it): as raised, at each further
     // look, and over its whole length.
     let mut seen: HashMap<u64, Vec<StallCategory>> = HashMap::new();
+    // Stalls raised in a system call the kernel view has no category for (`flock`, `wait4`...):
+    // blocked in the kernel, never quiet.
+    let mut in_other_call: std::collections::HashSet<u64> = std::collections::HashSet::new();
     for e in &raw.events {
         match e {
-            Event::StallBegin(s) => seen.entry(s.id).or_default().push(s.category),
+            Event::StallBegin(s) => {
+                if s.category == StallCategory::Unknown && s.syscall.is_some() {
+                    in_other_call.insert(s.id);
+                }
+                seen.entry(s.id).or_default().push(s.category)
+            }
             Event::StallLook { id, category, .. } => seen.entry(*id).or_default().push(*category),
             Event::StallEnd { id, category: Some(c), .. } => seen.entry(*id).or_default().push(*c),
             _ => {}
@@ -351,17 +359,18 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
         if s.site.is_none() {
             s.site = account.map(|a| a.site);
         }
-        let quiet = seen.get(&p.stall.id).is_none_or(|views| {
-            views.iter().all(|c| {
-                matches!(
-                    c,
-                    StallCategory::SyncSleep
-                        | StallCategory::CpuBound
-                        | StallCategory::Preempted
-                        | StallCategory::Unknown
-                )
-            })
-        });
+        let quiet = !in_other_call.contains(&p.stall.id)
+            && seen.get(&p.stall.id).is_none_or(|views| {
+                views.iter().all(|c| {
+                    matches!(
+                        c,
+                        StallCategory::SyncSleep
+                            | StallCategory::CpuBound
+                            | StallCategory::Preempted
+                            | StallCategory::Unknown
+                    )
+                })
+            });
         // Whether the poll's own account shows it took the threshold itself: then it is the
         // program's, whatever the kernel's view at one instant said.
         let mut owned = false;
