@@ -149,6 +149,13 @@ async fn block_in_place_is_the_fix_on_the_multi_thread_runtime() {
     tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10))).await.unwrap();
 }
 
+#[loopscope::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_in_place_may_take_longer_than_the_deadlock_deadline() {
+    // The thread handed its worker over: the test is not stuck, however long this takes.
+    let longer = loopscope::testing::GIVE_UP_AFTER + Duration::from_millis(500);
+    tokio::task::block_in_place(|| std::thread::sleep(longer));
+}
+
 #[test]
 fn a_body_that_is_not_send_runs_in_block_on_on_the_multi_thread_runtime_and_says_so() {
     let checked =

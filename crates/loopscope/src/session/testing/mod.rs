@@ -455,6 +455,8 @@ impl Watch {
             let longest = shared
                 .threads()
                 .iter()
+                // A thread in `block_in_place` handed its worker over: the runtime goes on.
+                .filter(|t| !shared.handed_off(t))
                 .map(|t| t.in_poll_since.load(Ordering::Relaxed))
                 .filter(|since| *since != 0)
                 .map(|since| Duration::from_nanos(shared.nanos_between(since, now)))
