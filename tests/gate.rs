@@ -120,9 +120,14 @@ fn fixtures() -> &'static Fixtures {
 }
 
 /// A policy on the sleepers' median poll time.
+/// Judges wall time whatever the host took (`[host] max_share = "100%"`): these tests are about
+/// the statistics, and run on machines as busy as they come.
 const MEDIAN_POLICY: &str = r#"
 [gate]
 seed = 7
+
+[host]
+max_share = "100%"
 
 [[rule]]
 metric = "poll"
@@ -222,8 +227,7 @@ fn a_new_stall_fails_the_default_policy_deterministically() {
     let xml = std::fs::read_to_string(&junit).unwrap();
     let doc = roxmltree::Document::parse(&xml).expect("well-formed JUnit XML");
     let cases: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("testcase")).collect();
-    let rules =
-        stdout.lines().filter(|l| l.starts_with("poll") || l.starts_with("sched") || l.starts_with("stalls")).count();
+    let rules = stdout.lines().filter(|l| ["poll", "sched", "cpu", "stalls"].iter().any(|m| l.starts_with(m))).count();
     assert_eq!(cases.len(), rules, "{xml}");
     let failed: Vec<_> = cases
         .iter()
@@ -384,6 +388,64 @@ fn gate_runs_both_commands_interleaved_and_checks_them() {
 }
 
 #[test]
+fn gate_adds_pairs_while_inconclusive_and_says_why_it_stopped() {
+    let f = fixtures();
+    let tmp = tempfile::tempdir().unwrap();
+    // Each "run" hands the gate a copy of one recording: the same data on both sides.
+    let copy =
+        |src: &Path| vec!["sh".to_string(), "-c".into(), "cp \"$0\" \"$LOOPSCOPE_RECORD\"".into(), s(src).into()];
+    let gate = |policy: &Path, out: &Path| {
+        let mut args: Vec<String> =
+            ["gate", "--runs", "1", "--max-runs", "4", "--policy", s(policy), "--out", s(out), "--"]
+                .map(String::from)
+                .to_vec();
+        args.extend(copy(&f.base[0]));
+        args.push("---".into());
+        args.extend(copy(&f.base[0]));
+        loopscope().args(&args).output().unwrap()
+    };
+    let pairs = |out: &Path| {
+        std::fs::read_dir(out)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".loopscope"))
+            .count()
+            / 2
+    };
+
+    // The longest poll, which a resample has or has not, against a limit no interval around "no
+    // change" can be within: inconclusive however many runs.
+    let never = write_policy(
+        tmp.path(),
+        "[host]\nmax_share = \"100%\"\n[[rule]]\nmetric = \"poll\"\nstat = \"max\"\nmax_increase = \"0.0001%\"\nmin_effect = \"0ns\"\n",
+    );
+    let out_dir = tmp.path().join("never");
+    let out = gate(&never, &out_dir);
+    let stderr = text(&out.stderr);
+    let n = pairs(&out_dir);
+    // Each pair but the last was asked for, and the last one says why the gate stopped (as
+    // copies pile up, the longest poll is in nearly every resample, and the verdict may turn).
+    assert!((1..=4).contains(&n), "{n} pairs: {stderr}");
+    assert_eq!(stderr.matches(": one more (up to --max-runs 4)").count(), n - 1, "{stderr}");
+    let pl = if n == 1 { "" } else { "s" };
+    let stopped = stderr.lines().find(|l| l.starts_with("gate: stopped after")).unwrap_or_default();
+    assert!(stopped.starts_with(&format!("gate: stopped after {n} pair{pl}: ")), "{stderr}");
+    match out.status.code() {
+        Some(3) => assert!(stopped.contains("still inconclusive"), "{stderr}"),
+        Some(0) => assert!(stopped.ends_with("the verdict is pass"), "{stderr}"),
+        code => panic!("exit {code:?}: {}{stderr}", text(&out.stdout)),
+    }
+
+    // A clear verdict stops at --runs.
+    let clear = write_policy(tmp.path(), MEDIAN_POLICY);
+    let out_dir = tmp.path().join("clear");
+    let out = gate(&clear, &out_dir);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{}{stderr}", text(&out.stdout));
+    assert_eq!(pairs(&out_dir), 1);
+    assert!(stderr.contains("gate: stopped after 1 pair: the verdict is pass"), "{stderr}");
+}
+
+#[test]
 fn gate_never_writes_through_links_planted_at_its_old_temporary_names() {
     use std::io::Write as _;
     let _turn = one_workload_at_a_time();
@@ -506,7 +568,7 @@ fn two_builds_with_different_file_names_are_compared_and_the_output_says_so() {
 /// `n` rules over the runtime's and the sleepers' poll time and scheduling latency at as many
 /// percentiles, `resamples` resamples each.
 fn many_rules(n: usize, resamples: u32) -> String {
-    let mut policy = format!("[gate]\nresamples = {resamples}\n");
+    let mut policy = format!("[gate]\nresamples = {resamples}\n[host]\nmax_share = \"100%\"\n");
     for i in 0..n {
         let metric = ["poll", "sched"][i % 2];
         let site = if i % 4 < 2 { "" } else { "site = \"workloads/sleep-storm/src/lib.rs\"\n" };

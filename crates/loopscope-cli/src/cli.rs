@@ -172,6 +172,10 @@ pub struct GateArgs {
     /// Runs of each command, interleaved (baseline, candidate, baseline, ...).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=200))]
     pub runs: u32,
+    /// While the verdict is inconclusive and its intervals still narrow, add interleaved pairs
+    /// of runs, up to N in all (default: --runs, no more); the gate says why it stopped.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=200))]
+    pub max_runs: Option<u32>,
     /// Keep the recordings and the commands' output in DIR (default: a new temporary directory,
     /// removed after a pass).
     #[arg(long, value_name = "DIR")]

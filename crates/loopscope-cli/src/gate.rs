@@ -22,7 +22,14 @@ pub fn check_command(args: &CheckArgs) -> Result<u8, Failure> {
 
 /// Loads the policy and the recordings, judges, and writes every output asked for.
 fn judge(opts: &GateOpts, baseline: &[PathBuf], candidate: &[PathBuf]) -> Result<u8, Failure> {
-    let input = |e: loopscope_gate::InputError| Failure::Input(e.into());
+    let policy = policy(opts)?;
+    let outcome = outcome(&policy, baseline, candidate)?;
+    emit(opts, &outcome)?;
+    Ok(outcome.exit_code(policy.inconclusive))
+}
+
+/// The policy of `--policy` (or the default), with the options that override it.
+fn policy(opts: &GateOpts) -> Result<Policy, Failure> {
     let mut policy = match &opts.policy {
         Some(p) => Policy::read(p).map_err(|e| Failure::Input(e.into()))?,
         None => Policy::default_policy(),
@@ -37,12 +44,16 @@ fn judge(opts: &GateOpts, baseline: &[PathBuf], candidate: &[PathBuf]) -> Result
             InconclusiveArg::Fail => Inconclusive::Fail,
         };
     }
+    Ok(policy)
+}
+
+/// Reads both sides' recordings and judges them.
+fn outcome(policy: &Policy, baseline: &[PathBuf], candidate: &[PathBuf]) -> Result<Outcome, Failure> {
+    let input = |e: loopscope_gate::InputError| Failure::Input(e.into());
     let mut resolver = crate::resolver();
     let base = Run::read_all(baseline, &mut resolver).map_err(input)?;
     let cand = Run::read_all(candidate, &mut resolver).map_err(input)?;
-    let outcome = loopscope_gate::check(&policy, &base, &cand).map_err(input)?;
-    emit(opts, &outcome)?;
-    Ok(outcome.exit_code(policy.inconclusive))
+    loopscope_gate::check(policy, &base, &cand).map_err(input)
 }
 
 /// Prints the verdict and writes the files and CI integrations asked for.
@@ -119,21 +130,90 @@ pub fn gate_command(args: &GateArgs) -> Result<u8, Failure> {
     result
 }
 
-/// Runs both commands `args.runs` times, interleaved, recording into `dir`, then judges.
+/// Runs both commands `args.runs` times, interleaved, recording into `dir`, then judges; while
+/// the verdict is inconclusive and its intervals still narrow, adds pairs of runs up to
+/// `--max-runs`.
 fn run_and_judge(args: &GateArgs, base_cmd: &[String], new_cmd: &[String], dir: &Path) -> Result<u8, Failure> {
+    let policy = policy(&args.gate)?;
+    let max_runs = args.max_runs.unwrap_or(args.runs).max(args.runs);
     let (mut base, mut cand) = (Vec::new(), Vec::new());
-    for i in 1..=args.runs {
+    let mut widths: Vec<f64> = Vec::new();
+    let mut i = 0;
+    let outcome = loop {
+        i += 1;
         for (label, cmd, files) in [("baseline", base_cmd, &mut base), ("candidate", new_cmd, &mut cand)] {
             let file = dir.join(format!("{label}-{i:02}.loopscope"));
-            record_one(label, cmd, &file, args, i)?;
+            record_one(label, cmd, &file, args, i, max_runs)?;
             files.push(file);
         }
+        if i < args.runs {
+            continue;
+        }
+        let outcome = outcome(&policy, &base, &cand)?;
+        if max_runs == args.runs {
+            break outcome;
+        }
+        widths.push(widest_open_interval(&outcome));
+        match next_pair(&outcome, &widths, i, max_runs) {
+            Continue::Yes => {
+                eprintln!(
+                    "gate: inconclusive after {i} pair{}: one more (up to --max-runs {max_runs})",
+                    if i == 1 { "" } else { "s" }
+                )
+            }
+            Continue::No(why) => {
+                eprintln!("gate: stopped after {i} pair{}: {why}", if i == 1 { "" } else { "s" });
+                break outcome;
+            }
+        }
+    };
+    emit(&args.gate, &outcome)?;
+    Ok(outcome.exit_code(policy.inconclusive))
+}
+
+/// Whether `loopscope gate --max-runs` runs another pair.
+enum Continue {
+    Yes,
+    No(String),
+}
+
+/// The sum of the widths of the inconclusive rules' intervals (relative changes, or budgets'
+/// nanoseconds): what one more pair of runs would have to narrow.
+fn widest_open_interval(o: &Outcome) -> f64 {
+    o.rules
+        .iter()
+        .filter(|r| r.verdict == loopscope_gate::Verdict::Inconclusive)
+        .filter_map(|r| r.interval.map(|[lo, hi]| hi - lo))
+        .sum()
+}
+
+/// An inconclusive verdict earns another pair while runs are left and the last pairs narrowed
+/// the open intervals by at least 5% (two pairs that did not are a plateau: more runs of this
+/// noise will not decide it).
+fn next_pair(o: &Outcome, widths: &[f64], pairs: u32, max_runs: u32) -> Continue {
+    if o.verdict != loopscope_gate::Verdict::Inconclusive {
+        return Continue::No(format!("the verdict is {}", o.verdict.name()));
     }
-    judge(&args.gate, &base, &cand)
+    if pairs >= max_runs {
+        return Continue::No(format!("still inconclusive at --max-runs {max_runs}"));
+    }
+    let narrowed = |w: &[f64]| w[1] < w[0] * 0.95;
+    match widths {
+        [.., a, b, c] if !narrowed(&[*a, *b]) && !narrowed(&[*b, *c]) => Continue::No(format!(
+            "still inconclusive, and the last two pairs did not narrow the open intervals (summed width {:.1}% → \
+             {:.1}%)",
+            a * 100.0,
+            c * 100.0
+        )),
+        _ if widths.last().is_some_and(|w| *w == 0.0) => {
+            Continue::No("inconclusive for want of data, which more runs will not give".into())
+        }
+        _ => Continue::Yes,
+    }
 }
 
 /// Runs one command with `LOOPSCOPE_RECORD=file`; its output goes to `file` with `.log`.
-fn record_one(label: &str, cmd: &[String], file: &Path, args: &GateArgs, i: u32) -> Result<(), Failure> {
+fn record_one(label: &str, cmd: &[String], file: &Path, args: &GateArgs, i: u32, of: u32) -> Result<(), Failure> {
     let log_path = file.with_extension("log");
     // Never through a symbolic link at the log's name (in an --out directory others can write).
     let log = std::fs::OpenOptions::new()
@@ -146,7 +226,7 @@ fn record_one(label: &str, cmd: &[String], file: &Path, args: &GateArgs, i: u32)
         .map_err(Failure::Input)?;
     let err_log = log.try_clone().map_err(|e| Failure::Input(e.into()))?;
     let _ = std::fs::remove_file(file);
-    eprint!("gate: run {i}/{} {label}: {} ... ", args.runs, cmd.join(" "));
+    eprint!("gate: run {i}/{of} {label}: {} ... ", cmd.join(" "));
     let start = Instant::now();
     let mut command = Command::new(&cmd[0]);
     let status = command
@@ -175,4 +255,37 @@ fn record_one(label: &str, cmd: &[String], file: &Path, args: &GateArgs, i: u32)
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loopscope_gate::Verdict;
+
+    fn outcome(verdict: Verdict) -> Outcome {
+        let policy = Policy::parse("[stalls]\nforbid_new = false\n", "p.toml").unwrap();
+        let mut o = loopscope_gate::check(&policy, &[], &[]).unwrap();
+        o.verdict = verdict;
+        o
+    }
+
+    #[test]
+    fn pairs_are_added_while_inconclusive_and_narrowing_and_never_past_the_maximum() {
+        let open = outcome(Verdict::Inconclusive);
+        let go = |widths: &[f64], pairs| matches!(next_pair(&open, widths, pairs, 10), Continue::Yes);
+        let why = |o: &Outcome, widths: &[f64], pairs, max| match next_pair(o, widths, pairs, max) {
+            Continue::Yes => String::new(),
+            Continue::No(why) => why,
+        };
+        assert!(go(&[0.4], 1));
+        assert!(go(&[0.4, 0.3], 2));
+        // One pair that did not narrow is noise; two in a row are a plateau.
+        assert!(go(&[0.4, 0.3, 0.3], 3));
+        assert!(go(&[0.4, 0.3, 0.3, 0.2], 4));
+        assert!(why(&open, &[0.4, 0.3, 0.3, 0.3], 4, 10).contains("did not narrow"));
+        assert!(why(&open, &[0.4, 0.3], 10, 10).contains("--max-runs 10"));
+        assert!(why(&open, &[0.0], 1, 10).contains("for want of data"));
+        assert_eq!(why(&outcome(Verdict::Pass), &[0.4], 1, 10), "the verdict is pass");
+        assert_eq!(why(&outcome(Verdict::Regression), &[0.4], 1, 10), "the verdict is regression");
+    }
 }

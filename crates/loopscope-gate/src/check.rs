@@ -13,12 +13,15 @@ use crate::policy::{Inconclusive, Limit, Metric, Policy, PolicyError, Rule};
 use crate::stats::{Block, Method, Rng, Scale, Side, Stat, interval_at, replicates, statistic};
 
 /// Version of the JSON document `loopscope check --json` prints (`docs/check.schema.json`).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The verdict of one rule, or of the whole gate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
+    /// A rule on a wall-time metric left aside because the host took more of the workers' time
+    /// than `[host] max_share` (its figures are shown, its verdict does not count).
+    NotJudged,
     /// Within the limit, with the confidence asked for.
     Pass,
     /// The interval straddles the limit (or there is too little data to say).
@@ -31,6 +34,7 @@ impl Verdict {
     /// Lower-case name.
     pub fn name(self) -> &'static str {
         match self {
+            Verdict::NotJudged => "not-judged",
             Verdict::Pass => "pass",
             Verdict::Inconclusive => "inconclusive",
             Verdict::Regression => "regression",
@@ -129,6 +133,8 @@ pub struct Outcome {
     /// Whether the two sides recorded programs of different names (a baseline and a candidate
     /// build, say): they are compared all the same.
     pub programs_differ: bool,
+    /// What the host took of each side's workers, and whether wall-time rules were judged.
+    pub host: HostShares,
     /// One result per rule (a `site = "*"` rule gives one per site).
     pub rules: Vec<RuleResult>,
     /// Distributions for the plot.
@@ -152,10 +158,61 @@ impl Outcome {
     /// The process exit code: 0 pass, 1 regression, 3 inconclusive (or as the policy says).
     pub fn exit_code(&self, inconclusive: Inconclusive) -> u8 {
         match (self.verdict, inconclusive) {
-            (Verdict::Pass, _) | (Verdict::Inconclusive, Inconclusive::Pass) => 0,
+            (Verdict::NotJudged | Verdict::Pass, _) | (Verdict::Inconclusive, Inconclusive::Pass) => 0,
             (Verdict::Regression, _) | (Verdict::Inconclusive, Inconclusive::Fail) => 1,
             (Verdict::Inconclusive, Inconclusive::Exit3) => 3,
         }
+    }
+}
+
+/// The host's share of each side's worker time: how long the workers waited for a CPU (the
+/// kernel's run-queue delay), over that and the time they ran, summed over every run's intervals
+/// after the warm-up.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostShares {
+    /// The baseline's share in [0, 1]; `None` when its recordings hold no such figures (an older
+    /// recording, a kernel without `schedstat`).
+    pub baseline: Option<f64>,
+    /// The candidate's.
+    pub candidate: Option<f64>,
+    /// The policy's `[host] max_share`.
+    pub max_share: f64,
+    /// Whether rules on wall-time metrics were judged (both shares known and within the bound).
+    pub wall_time_judged: bool,
+}
+
+impl HostShares {
+    fn of(policy: &Policy, baseline: &[Run], candidate: &[Run], warmup: u64) -> HostShares {
+        let share = |runs: &[Run]| {
+            let (cpu, delay) = runs
+                .iter()
+                .flat_map(|r| r.intervals.iter().filter(|i| i.start_ns >= warmup))
+                .flat_map(|i| &i.workers)
+                .fold((0u64, 0u64), |(c, d), w| (c.saturating_add(w.cpu_ns), d.saturating_add(w.run_delay_ns)));
+            let wanted = cpu.saturating_add(delay);
+            (wanted > 0).then(|| delay as f64 / wanted as f64)
+        };
+        let (baseline, candidate) = (share(baseline), share(candidate));
+        // Unknown shares (no figures) leave the wall-time rules judged, as before such figures.
+        let over = |s: Option<f64>| s.is_some_and(|s| s > policy.host_max_share);
+        HostShares {
+            baseline,
+            candidate,
+            max_share: policy.host_max_share,
+            wall_time_judged: !over(baseline) && !over(candidate),
+        }
+    }
+
+    /// "the host took 41% of the baseline workers' time and 38% of the candidate's".
+    pub fn sentence(&self) -> Option<String> {
+        let pct = |s: Option<f64>| s.map_or_else(|| "an unknown share".into(), |s| format!("{:.0}%", s * 100.0));
+        (self.baseline.is_some() || self.candidate.is_some()).then(|| {
+            format!(
+                "the host took {} of the baseline workers' time and {} of the candidate's (waiting for a CPU)",
+                pct(self.baseline),
+                pct(self.candidate)
+            )
+        })
     }
 }
 
@@ -195,16 +252,29 @@ pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Out
     for rule in &policy.rules {
         instances.extend(instances_of(policy, rule, baseline, candidate, warmup, &mut extracted)?);
     }
-    let m = instances.len().max(1);
+    let host = HostShares::of(policy, baseline, candidate, warmup);
+    let judged = |inst: &Instance<'_>| host.wall_time_judged || !inst.rule.metric.wall_time();
+    let m = instances.iter().filter(|i| judged(i)).count().max(1);
     let level = 1.0 - (1.0 - policy.confidence) / m as f64;
     let mut results = Vec::new();
     let mut curves: BTreeMap<String, Curve> = BTreeMap::new();
+    let set_aside = instances.iter().any(|i| !judged(i));
     for inst in &instances {
-        let r = judge(policy, inst, level);
+        let mut r = judge(policy, inst, level);
+        if !judged(inst) {
+            r.detail = format!(
+                "not judged: {}, above [host] max_share {:.0}%; had it been judged: {} ({})",
+                host.sentence().unwrap_or_default(),
+                host.max_share * 100.0,
+                r.verdict.name(),
+                r.detail
+            );
+            r.verdict = Verdict::NotJudged;
+        }
         let name = scope_name(&inst.rule.metric, inst.site.as_deref());
         let curve = curves.entry(name.clone()).or_insert_with(|| Curve {
             name,
-            verdict: Verdict::Pass,
+            verdict: Verdict::NotJudged,
             baseline: percentile_curve(&inst.data.base.pooled(&inst.data.scale), &inst.data.scale),
             candidate: percentile_curve(&inst.data.cand.pooled(&inst.data.scale), &inst.data.scale),
         });
@@ -213,7 +283,13 @@ pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Out
     }
     results.extend(stall_rules(policy, baseline, candidate));
     results.extend(task_rules(policy, baseline, candidate));
-    let verdict = results.iter().map(|r| r.verdict).max().unwrap_or(Verdict::Pass);
+    let mut verdict = results.iter().map(|r| r.verdict).max().unwrap_or(Verdict::Pass).max(Verdict::Pass);
+    // Rules left aside and none on CPU time judged in their place: nothing says the program's
+    // own time did not grow.
+    let cpu_judged = instances.iter().any(|i| !i.rule.metric.wall_time());
+    if set_aside && !cpu_judged {
+        verdict = verdict.max(Verdict::Inconclusive);
+    }
     let side = |runs: &[Run]| SideInfo {
         files: runs.iter().map(|r| r.path.display().to_string()).collect(),
         workload: runs.first().and_then(|r| r.header.workload.clone()),
@@ -230,12 +306,13 @@ pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Out
         },
         policy: policy.source.clone(),
         confidence: policy.confidence,
-        statistical_rules: instances.len(),
+        statistical_rules: m.min(instances.len()),
         resamples: policy.resamples,
         seed: policy.seed,
         programs_differ: programs(baseline) != programs(candidate),
         baseline: side(baseline),
         candidate: side(candidate),
+        host,
         rules: results,
         curves: curves.into_values().collect(),
     })
@@ -280,7 +357,7 @@ fn instances_of<'p>(
             message,
         })
     };
-    if rule.site.is_some() && matches!(rule.metric, Metric::Lag | Metric::Workload(_)) {
+    if rule.site.is_some() && matches!(rule.metric, Metric::Lag | Metric::Cpu | Metric::Workload(_)) {
         return Err(fail(
             "site",
             format!("{} is measured for the whole runtime, not per spawn site", rule.metric.name()),
@@ -406,6 +483,27 @@ fn blocks_of(run: &Run, metric: &Metric, site: Option<&str>, warmup: u64) -> Res
                 )
             })?;
             Ok(vec![buckets(&[&d.dist]).map_err(bad)?])
+        }
+        Metric::Cpu => {
+            // One value per interval: the workers' CPU time over their polls, counted once per
+            // poll so that the statistic is a poll-weighted quantile of the intervals' figures.
+            let mut blocks = Vec::new();
+            let mut measured = false;
+            for i in run.intervals.iter().filter(|i| i.start_ns >= warmup) {
+                let (cpu, polls) =
+                    i.workers.iter().fold((0u64, 0u64), |(c, p), w| (c.saturating_add(w.cpu_ns), p + w.poll.count));
+                measured |= cpu > 0;
+                blocks.push(if cpu > 0 && polls > 0 { vec![(cpu / polls, polls)] } else { Vec::new() });
+            }
+            if measured {
+                Ok(blocks)
+            } else {
+                Err(format!(
+                    "{} holds no CPU time of its workers (recorded by an older loopscope, or on a kernel without \
+                     /proc/self/task/TID/schedstat)",
+                    run.path.display()
+                ))
+            }
         }
         Metric::Sched if !run.header.schedule_latency => Err(format!(
             "{} did not track per-task scheduling latency (recorded with --no-schedule-latency or the lean profile; its \
@@ -758,5 +856,92 @@ mod tests {
         assert_eq!(task_rules(&policy, &[run(vec![])], &[run(vec![])])[0].verdict, Verdict::Pass);
         policy.tasks.forbid_growth = false;
         assert!(task_rules(&policy, &[run(vec![])], &[run(vec![growth])]).is_empty());
+    }
+
+    /// A run of 20 intervals of 1,000 polls each, its polls taking `poll_ns` (± a little, varying
+    /// by interval), its worker `cpu_per_poll_ns` of CPU per poll and waiting `host_share` of
+    /// the time it wanted for a CPU.
+    fn storm_run(seed: u64, poll_ns: u64, cpu_per_poll_ns: u64, host_share: f64) -> Run {
+        use loopscope_core::dist::DistAcc;
+        use loopscope_core::model::{Interval, SiteDecl, SiteInterval, WorkerInterval};
+        let mut rng = crate::stats::Rng::new(seed);
+        let mut r = run(Vec::new());
+        r.sites = vec![SiteDecl { id: 0, file: "src/storm.rs".into(), line: 9, column: 5 }];
+        for k in 0..20u64 {
+            let jitter = |rng: &mut crate::stats::Rng, v: u64| v - v / 20 + rng.below((v / 10) as usize) as u64;
+            let mut poll = DistAcc::new();
+            for _ in 0..1_000 {
+                poll.record_n_ns(jitter(&mut rng, poll_ns), 1);
+            }
+            let cpu_ns = jitter(&mut rng, cpu_per_poll_ns) * 1_000;
+            let run_delay_ns = (cpu_ns as f64 * host_share / (1.0 - host_share)) as u64;
+            let poll = poll.to_dist();
+            r.intervals.push(Interval {
+                index: k,
+                start_ns: k * 100_000_000,
+                end_ns: (k + 1) * 100_000_000,
+                sites: vec![SiteInterval { site: 0, poll: poll.clone(), ..SiteInterval::default() }],
+                workers: vec![WorkerInterval { worker: 0, poll, cpu_ns, run_delay_ns, ..WorkerInterval::default() }],
+                ..Interval::default()
+            });
+        }
+        r
+    }
+
+    fn side(seed: u64, poll_ns: u64, cpu_per_poll_ns: u64, host_share: f64) -> Vec<Run> {
+        (0..3).map(|i| storm_run(seed * 10 + i, poll_ns, cpu_per_poll_ns, host_share)).collect()
+    }
+
+    #[test]
+    fn a_busy_host_sets_the_wall_time_rules_aside_and_cpu_per_poll_judges() {
+        let policy = Policy::default_policy();
+        // The host took half of each side's time; the candidate computes 50% more per poll,
+        // its wall-time polls hidden in the noise.
+        let o = check(&policy, &side(1, 40_000, 20_000, 0.5), &side(2, 40_000, 30_000, 0.5)).unwrap();
+        assert_eq!(o.verdict, Verdict::Regression);
+        assert!(!o.host.wall_time_judged);
+        assert!((o.host.baseline.unwrap() - 0.5).abs() < 0.01, "{:?}", o.host);
+        let poll = o.rules.iter().find(|r| r.metric == "poll").unwrap();
+        assert_eq!(poll.verdict, Verdict::NotJudged);
+        assert!(poll.detail.starts_with("not judged: the host took 50%"), "{}", poll.detail);
+        let cpu = o.rules.iter().find(|r| r.metric == "cpu").unwrap();
+        assert_eq!(cpu.verdict, Verdict::Regression, "{}", cpu.detail);
+        assert!((cpu.change.unwrap() - 0.5).abs() < 0.05, "{:?}", cpu.change);
+        // Only the judged rules share the confidence.
+        assert_eq!(o.statistical_rules, 1);
+
+        // No change: passes on CPU per poll, although the poll rule is left aside.
+        let o = check(&policy, &side(1, 40_000, 20_000, 0.5), &side(3, 40_000, 20_000, 0.5)).unwrap();
+        assert_eq!(o.verdict, Verdict::Pass, "{:#?}", o.rules);
+
+        // A policy without a CPU rule cannot pass on a busy host.
+        let wall_only =
+            Policy::parse("[[rule]]\nmetric = \"poll\"\nstat = \"p50\"\nmax_increase = \"10%\"\n", "p.toml").unwrap();
+        let o = check(&wall_only, &side(1, 40_000, 20_000, 0.5), &side(3, 40_000, 20_000, 0.5)).unwrap();
+        assert_eq!(o.verdict, Verdict::Inconclusive);
+        assert_eq!(o.rules[0].verdict, Verdict::NotJudged);
+
+        // A quiet host: the wall-time rules are judged as ever.
+        let o = check(&wall_only, &side(1, 40_000, 20_000, 0.02), &side(4, 60_000, 20_000, 0.02)).unwrap();
+        assert!(o.host.wall_time_judged);
+        assert_eq!(o.verdict, Verdict::Regression, "{:#?}", o.rules);
+    }
+
+    #[test]
+    fn the_hosts_bound_is_a_percentage_named_in_errors() {
+        let p = Policy::parse("[host]\nmax_share = \"25%\"\n", "p.toml").unwrap();
+        assert!((p.host_max_share - 0.25).abs() < 1e-9);
+        for bad in ["\"0%\"", "\"150%\"", "\"half\""] {
+            let e = Policy::parse(&format!("[host]\nmax_share = {bad}\n"), "p.toml").unwrap_err().to_string();
+            assert!(e.starts_with("p.toml:2"), "{e}");
+            assert!(e.contains("max_share"), "{e}");
+        }
+        let e = Policy::parse(
+            "[[rule]]\nmetric = \"cpu\"\nsite = \"src/a.rs\"\nstat = \"p50\"\nmax_increase = \"5%\"\n",
+            "p.toml",
+        );
+        let runs = side(1, 40_000, 20_000, 0.0);
+        let e = check(&e.unwrap(), &runs, &runs).unwrap_err().to_string();
+        assert!(e.contains("cpu is measured for the whole runtime"), "{e}");
     }
 }

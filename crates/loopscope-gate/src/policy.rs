@@ -73,17 +73,21 @@ pub enum Metric {
     Sched,
     /// The lean profile's lag probe.
     Lag,
+    /// CPU time per poll: each interval's CPU time of the workers (the kernel's account, which
+    /// time spent waiting for a CPU does not inflate) over its polls, weighted by its polls.
+    Cpu,
     /// A distribution the workload measured itself.
     Workload(String),
 }
 
 impl Metric {
-    /// Parses `poll`, `sched`, `lag` or `workload.NAME`.
+    /// Parses `poll`, `sched`, `lag`, `cpu` or `workload.NAME`.
     pub fn parse(s: &str) -> Option<Metric> {
         match s {
             "poll" => Some(Metric::Poll),
             "sched" => Some(Metric::Sched),
             "lag" => Some(Metric::Lag),
+            "cpu" => Some(Metric::Cpu),
             _ => s.strip_prefix("workload.").filter(|n| !n.is_empty()).map(|n| Metric::Workload(n.into())),
         }
     }
@@ -94,8 +98,15 @@ impl Metric {
             Metric::Poll => "poll".into(),
             Metric::Sched => "sched".into(),
             Metric::Lag => "lag".into(),
+            Metric::Cpu => "cpu".into(),
             Metric::Workload(n) => format!("workload.{n}"),
         }
+    }
+
+    /// Whether the metric is measured in wall time, which a host that keeps the program's
+    /// threads waiting for a CPU inflates (every metric but `cpu`).
+    pub fn wall_time(&self) -> bool {
+        !matches!(self, Metric::Cpu)
     }
 }
 
@@ -169,7 +180,13 @@ pub struct Policy {
     pub stalls: StallRules,
     /// Rules on tasks.
     pub tasks: TaskRules,
+    /// The most of the workers' time the host may take (waiting for a CPU) on either side for
+    /// rules on wall-time metrics to be judged (`[host] max_share`).
+    pub host_max_share: f64,
 }
+
+/// Default of `[host] max_share`.
+pub const DEFAULT_HOST_MAX_SHARE: f64 = 0.10;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,7 +198,15 @@ struct RawPolicy {
     #[serde(default)]
     tasks: RawTasks,
     #[serde(default)]
+    host: RawHost,
+    #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    max_share: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -271,13 +296,40 @@ impl Policy {
             forbid_at: st.forbid_at.clone().unwrap_or_default(),
         };
         let tasks = TaskRules { forbid_growth: raw.tasks.forbid_growth.unwrap_or(false) };
+        let host_max_share = match &raw.host.max_share {
+            Some(m) => match v.percent("host.max_share", &Some(m.clone()))? {
+                Some(x) if x <= 1.0 => x,
+                _ => {
+                    return Err(v.error(
+                        m.span(),
+                        "host.max_share",
+                        format!(
+                            "expected a percentage above 0 and at most 100% such as \"10%\", found {:?}",
+                            m.get_ref()
+                        ),
+                    ));
+                }
+            },
+            None => DEFAULT_HOST_MAX_SHARE,
+        };
         let rules = raw.rule.iter().enumerate().map(|(i, r)| v.rule(i + 1, r)).collect::<Result<_, _>>()?;
-        Ok(Policy { source: file.into(), confidence, resamples, seed, warmup, inconclusive, rules, stalls, tasks })
+        Ok(Policy {
+            source: file.into(),
+            confidence,
+            resamples,
+            seed,
+            warmup,
+            inconclusive,
+            rules,
+            stalls,
+            tasks,
+            host_max_share,
+        })
     }
 }
 
 const INCONCLUSIVE: &str = "\"exit3\", \"pass\" or \"fail\"";
-const METRICS: &str = "\"poll\", \"sched\", \"lag\" or \"workload.NAME\"";
+const METRICS: &str = "\"poll\", \"sched\", \"lag\", \"cpu\" or \"workload.NAME\"";
 const STATS: &str = "\"p50\", \"p90\", \"p99\", \"p99.9\" (any pN) or \"max\"";
 
 /// Checks the values of a policy's text, one helper per kind of value; every error names the
@@ -475,7 +527,9 @@ mod tests {
     fn the_default_policy_parses() {
         let p = Policy::default_policy();
         assert!(p.stalls.forbid_new);
-        assert_eq!(p.rules.len(), 3);
+        assert_eq!(p.rules.len(), 4);
+        assert_eq!(p.rules[3].metric, Metric::Cpu);
+        assert!((p.host_max_share - DEFAULT_HOST_MAX_SHARE).abs() < 1e-9);
         assert_eq!(p.rules[0].metric, Metric::Poll);
         assert_eq!(p.rules[0].limit, Limit::MaxIncrease(0.25));
         assert_eq!(p.rules[0].min_effect, Duration::from_micros(5));

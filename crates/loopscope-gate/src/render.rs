@@ -44,6 +44,9 @@ pub fn text(o: &Outcome) -> String {
     if let Some(note) = o.programs_note() {
         let _ = writeln!(out, "note: {note}");
     }
+    if let Some(host) = host_line(o) {
+        let _ = writeln!(out, "{host}");
+    }
     let rows: Vec<(&RuleResult, [String; 4])> = o.rules.iter().map(|r| (r, figures(r))).collect();
     type Row<'r> = (&'r RuleResult, [String; 4]);
     let table = Table::new(vec![
@@ -53,7 +56,7 @@ pub fn text(o: &Outcome) -> String {
         Column::right("candidate", |(_, f): &Row| f[1].clone()),
         Column::right("change", |(_, f): &Row| f[2].clone()),
         Column::right("interval", |(_, f): &Row| f[3].clone()),
-        Column::right("verdict", |(r, _): &Row| r.verdict.name().to_uppercase()),
+        Column::right("verdict", |(r, _): &Row| r.verdict.name().replace('-', " ").to_uppercase()),
     ])
     .gap(2);
     let _ = write!(out, "\n{}", table.render(&rows));
@@ -63,6 +66,20 @@ pub fn text(o: &Outcome) -> String {
     }
     let _ = writeln!(out, "verdict: {}", o.verdict.name().to_uppercase());
     out
+}
+
+/// What the host took of each side, and what that did to the rules on wall time.
+fn host_line(o: &Outcome) -> Option<String> {
+    let sentence = o.host.sentence()?;
+    Some(if o.host.wall_time_judged {
+        format!("host: {sentence}; within [host] max_share {:.0}%", o.host.max_share * 100.0)
+    } else {
+        format!(
+            "host: {sentence}; above [host] max_share {:.0}%: the rules on wall time (poll, sched, lag, workload) are \
+             not judged, CPU time per poll is",
+            o.host.max_share * 100.0
+        )
+    })
 }
 
 fn plural(n: usize) -> &'static str {
@@ -93,7 +110,11 @@ pub fn junit(o: &Outcome) -> String {
     let failed =
         |r: &RuleResult| r.verdict == Verdict::Regression || (r.verdict == Verdict::Inconclusive && inconclusive_fails);
     let failures = o.rules.iter().filter(|r| failed(r)).count();
-    let skipped = o.rules.iter().filter(|r| r.verdict == Verdict::Inconclusive && !inconclusive_fails).count();
+    let skipped = o
+        .rules
+        .iter()
+        .filter(|r| r.verdict == Verdict::NotJudged || (r.verdict == Verdict::Inconclusive && !inconclusive_fails))
+        .count();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
@@ -113,8 +134,13 @@ pub fn junit(o: &Outcome) -> String {
                 xml(&r.detail),
                 xml(&figures)
             );
-        } else if r.verdict == Verdict::Inconclusive {
-            let _ = writeln!(out, ">\n      <skipped message=\"inconclusive: {}\"/>\n    </testcase>", xml(&r.detail));
+        } else if matches!(r.verdict, Verdict::Inconclusive | Verdict::NotJudged) {
+            let message = if r.verdict == Verdict::Inconclusive {
+                format!("inconclusive: {}", r.detail)
+            } else {
+                r.detail.clone()
+            };
+            let _ = writeln!(out, ">\n      <skipped message=\"{}\"/>\n    </testcase>", xml(&message));
         } else {
             let _ = writeln!(out, ">\n      <system-out>{}</system-out>\n    </testcase>", xml(&figures));
         }
@@ -168,6 +194,7 @@ pub fn github_annotations(o: &Outcome) -> String {
 /// The Markdown job summary.
 pub fn markdown(o: &Outcome) -> String {
     let icon = |v: Verdict| match v {
+        Verdict::NotJudged => "➖",
         Verdict::Pass => "✅",
         Verdict::Inconclusive => "⚠️",
         Verdict::Regression => "❌",
@@ -182,6 +209,9 @@ pub fn markdown(o: &Outcome) -> String {
     );
     if let Some(note) = o.programs_note() {
         let _ = writeln!(out, "Note: {note}.\n");
+    }
+    if let Some(host) = host_line(o) {
+        let _ = writeln!(out, "{}.\n", host.replace("host: ", "Host: "));
     }
     out.push_str(
         "| rule | limit | baseline | candidate | change | interval | verdict |\n|---|---|---|---|---|---|---|\n",
@@ -340,6 +370,12 @@ mod tests {
             baseline: side("base"),
             candidate: side("cand"),
             programs_differ: false,
+            host: crate::check::HostShares {
+                baseline: Some(0.031),
+                candidate: Some(0.024),
+                max_share: 0.1,
+                wall_time_judged: true,
+            },
             rules: vec![
                 rule(
                     "poll at src/very/long/path/to/the/server.rs:88 p99",
