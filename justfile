@@ -71,6 +71,11 @@ gate WORKLOAD RUNS="5" POLICY="" *ARGS:
 gate-selftest TRIALS="20" RUNS="3" RUN_TIME="2s":
     scripts/gate-selftest {{TRIALS}} {{RUNS}} {{RUN_TIME}}
 
+# The same beside two busy loops (started and stopped by the script), with the default policy
+# against work per poll +50%.
+gate-selftest-loaded TRIALS="20" RUNS="3" RUN_TIME="2s":
+    scripts/gate-selftest --loaded {{TRIALS}} {{RUNS}} {{RUN_TIME}}
+
 # The worked example of gating a server (docs/ci-gates.md): tiny-server under the recorder, driven
 # by tiny-load, base against a candidate started with --slow 2ms. Needs `loopscope` on the PATH.
 gate-server-example:

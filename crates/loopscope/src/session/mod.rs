@@ -552,8 +552,10 @@ fn install_poll_hooks<const TSC: bool, const SCHED: bool>(builder: &mut Builder,
     builder.on_after_task_poll(move |_| s.after_poll::<TSC>());
 }
 
-/// The per-poll hooks of a `#[loopscope::test]`'s session: the recorder's, and around the poll
-/// the test's state in a thread-local (code inside the poll finds its test there).
+/// The per-poll hooks of a `#[loopscope::test]`'s session: the recorder's, and around them the
+/// test's state in a thread-local (code inside the poll finds its test there). The test's own
+/// figures (clocks, scheduler counts: system calls) are read outside the recorder's poll, so that
+/// a stack the watchdog takes while the thread is in them is never taken for the poll's.
 #[cfg(feature = "test")]
 fn install_test_poll_hooks<const TSC: bool>(
     builder: &mut Builder,
@@ -562,13 +564,14 @@ fn install_test_poll_hooks<const TSC: bool>(
 ) {
     let (s, t) = (Arc::clone(shared), Arc::clone(&test));
     builder.on_before_task_poll(move |meta| {
-        s.before_poll::<TSC, false>(meta);
         t.enter_poll();
+        s.before_poll::<TSC, false>(meta);
+        t.poll_began(s.current_poll());
     });
     let s = Arc::clone(shared);
     builder.on_after_task_poll(move |_| {
-        test.leave_poll();
         s.after_poll::<TSC>();
+        test.leave_poll();
     });
 }
 

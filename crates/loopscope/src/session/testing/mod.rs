@@ -406,8 +406,20 @@ impl Watch {
         done: Option<std::sync::mpsc::Receiver<()>>,
     ) -> Checked<T> {
         if let Some(done) = done
-            && let Some(stuck) = self.wait(&done)
+            && let Some((stuck, thread)) = self.wait(&done)
         {
+            // What the stuck thread is in now: the kernel's view over a short window (a thread
+            // stuck for seconds is the program's, whatever the watchdog saw when it was raised).
+            let cpu0 = crate::detector::kernel::thread_cpu_ns(thread.tid);
+            let window = Duration::from_millis(50);
+            std::thread::sleep(window);
+            let share = crate::detector::kernel::cpu_share(
+                cpu0,
+                crate::detector::kernel::thread_cpu_ns(thread.tid),
+                window.as_nanos() as u64,
+            );
+            let (category, _, _) = crate::detector::kernel::classify(thread.tid, share);
+            self.state.set_stuck(thread.decl.id, category);
             if let Some(Rt::Multi(rt)) = self.runtime.take() {
                 rt.shutdown_background();
             }
@@ -441,7 +453,7 @@ impl Watch {
 
     /// Waits until the body's task is done; `Some(how long)` if a poll blocked for
     /// [`GIVE_UP_AFTER`] first.
-    fn wait(&self, done: &std::sync::mpsc::Receiver<()>) -> Option<Duration> {
+    fn wait(&self, done: &std::sync::mpsc::Receiver<()>) -> Option<(Duration, Arc<crate::hot::ThreadSlot>)> {
         let shared = &self.session.as_ref()?.active.as_ref()?.shared;
         loop {
             match done.recv_timeout(Duration::from_millis(100)) {
@@ -454,15 +466,16 @@ impl Watch {
             let now = shared.now_raw();
             let longest = shared
                 .threads()
-                .iter()
+                .into_iter()
                 // A thread in `block_in_place` handed its worker over: the runtime goes on.
                 .filter(|t| !shared.handed_off(t))
-                .map(|t| t.in_poll_since.load(Ordering::Relaxed))
-                .filter(|since| *since != 0)
-                .map(|since| Duration::from_nanos(shared.nanos_between(since, now)))
-                .max();
-            if let Some(d) = longest.filter(|d| *d >= GIVE_UP_AFTER) {
-                return Some(d);
+                .filter_map(|t| {
+                    let since = t.in_poll_since.load(Ordering::Relaxed);
+                    (since != 0).then(|| (Duration::from_nanos(shared.nanos_between(since, now)), t))
+                })
+                .max_by_key(|(d, _)| *d);
+            if let Some(stuck) = longest.filter(|(d, _)| *d >= GIVE_UP_AFTER) {
+                return Some(stuck);
             }
         }
     }

@@ -43,6 +43,8 @@ struct PollContext {
     /// The thread's time waiting for a CPU (the kernel's run-queue delay) and its count of times
     /// given a CPU, when the poll began.
     sched_start: Cell<Option<(u64, u64)>>,
+    /// The poll's worker and spawn site, as the recorder began it.
+    poll: Cell<Option<(u32, u32)>>,
 }
 
 thread_local! {
@@ -57,6 +59,7 @@ thread_local! {
             slept_ns: Cell::new(0),
             called_ns: Cell::new(0),
             sched_start: Cell::new(None),
+            poll: Cell::new(None),
         }
     };
     /// This thread's `/proc/thread-self/schedstat`, opened once and closed when the thread ends.
@@ -235,6 +238,7 @@ pub(crate) struct TestState {
     /// Blocking calls past [`MAX_HITS`] distinct ones.
     hits_dropped: std::sync::atomic::AtomicU64,
     long_calls: Mutex<Vec<LongCall>>,
+    stuck: Mutex<Option<(u32, StallCategory)>>,
     /// Threads inside `allow_blocking` in a poll of this test, now.
     allowing: AtomicUsize,
     accounts: Mutex<Vec<PollAccount>>,
@@ -258,6 +262,7 @@ impl TestState {
             hits: Mutex::new(Vec::new()),
             hits_dropped: std::sync::atomic::AtomicU64::new(0),
             long_calls: Mutex::new(Vec::new()),
+            stuck: Mutex::new(None),
             allowing: AtomicUsize::new(0),
             accounts: Mutex::new(Vec::new()),
         })
@@ -268,7 +273,7 @@ impl TestState {
         let _ = self.shared.set(Arc::clone(shared));
     }
 
-    /// Called by the before-poll hook, after the recorder's own.
+    /// Called by the before-poll hook, before the recorder's own.
     ///
     /// Besides the poll's start, it reads the thread's CPU clock and its scheduler figures (two
     /// system calls): a test's poll is judged by the time it took itself, not by the time the host
@@ -281,6 +286,7 @@ impl TestState {
         let cpu = thread_cpu_ns();
         let _ = POLL.try_with(|p| {
             p.sched_start.set(sched);
+            p.poll.set(None);
             p.test.set(self);
             p.start_ns.set(now);
             p.allowed_ns.set(0);
@@ -290,17 +296,24 @@ impl TestState {
         });
     }
 
-    /// Called by the after-poll hook, before the recorder's own (which ends the poll).
+    /// Called by the before-poll hook once the recorder's has begun the poll: its worker and
+    /// spawn site, for its account.
+    #[inline]
+    pub(crate) fn poll_began(&self, poll: Option<(u32, u32)>) {
+        let _ = POLL.try_with(|p| p.poll.set(poll));
+    }
+
+    /// Called by the after-poll hook, after the recorder's own (which ended the poll).
     #[inline]
     pub(crate) fn leave_poll(&self) {
         let Some(shared) = self.shared.get() else { return };
         let end_ns = shared.now_ns();
         let _ = POLL.try_with(|p| {
             p.test.set(std::ptr::null());
-            // From half the threshold: this poll's bounds are a few instructions inside the
-            // recorder's, and a thread preempted between the two must not lose a stall its account.
+            // From half the threshold: a thread preempted between this poll's bounds and the
+            // recorder's must not lose a stall its account.
             if end_ns.saturating_sub(p.start_ns.get()) >= self.threshold_ns / 2 {
-                self.long_poll(shared, p, end_ns);
+                self.long_poll(p, end_ns);
             }
         });
     }
@@ -308,8 +321,8 @@ impl TestState {
     /// A poll that lasted half the threshold or more: what it did with its time, and whether its
     /// allowed sections excuse it.
     #[cold]
-    fn long_poll(&self, shared: &Shared, p: &PollContext, end_ns: u64) {
-        let Some((worker, site)) = shared.current_poll() else { return };
+    fn long_poll(&self, p: &PollContext, end_ns: u64) {
+        let Some((worker, site)) = p.poll.get() else { return };
         let start_ns = p.start_ns.get();
         let took = end_ns.saturating_sub(start_ns);
         let cpu = thread_cpu_ns();
@@ -340,6 +353,15 @@ impl TestState {
                 excused.push(Excused { worker, start_ns, end_ns });
             }
         }
+    }
+
+    /// The kernel's view of the thread whose poll never returned (the test gave up on it).
+    pub(crate) fn set_stuck(&self, worker: u32, category: StallCategory) {
+        *lock(&self.stuck) = Some((worker, category));
+    }
+
+    pub(crate) fn stuck(&self) -> Option<(u32, StallCategory)> {
+        *lock(&self.stuck)
     }
 
     pub(crate) fn accounts(&self) -> Vec<PollAccount> {

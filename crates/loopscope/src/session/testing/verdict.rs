@@ -332,6 +332,7 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
         in_test_body: site(s.site).is_some_and(|d| d.location() == i.body_site),
         stack: shown_stack(&s.stack, &paths),
     };
+    let stuck = i.state.stuck();
     let paired = stall::pair(&rec.events);
     for p in &paired {
         let duration = p.duration_ns.map(Duration::from_nanos);
@@ -344,8 +345,20 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
         if sightings.iter().any(|(_, stack)| stall::is_block_in_place(stack)) {
             continue;
         }
-        let mut s = decisive(&p.stall, p.category, sightings, accepted);
-        s.category = p.category;
+        // A poll that never returned (the test gave up on it after seconds) is the program's,
+        // whatever the watchdog saw as it was raised: it is in what the kernel shows it in now,
+        // as its stacks tell it.
+        let unfinished = p.duration_ns.is_none();
+        let mut category = p.category;
+        if unfinished
+            && matches!(category, StallCategory::Preempted | StallCategory::Unknown)
+            && let Some((_, now)) = stuck.filter(|(w, _)| *w == p.stall.worker)
+        {
+            let stack = sightings.iter().rev().map(|(_, st)| st).find(|st| !st.is_empty()).unwrap_or(&p.stall.stack);
+            category = stall::refine(now, stack);
+        }
+        let mut s = decisive(&p.stall, category, sightings, accepted);
+        s.category = category;
         let start = p.stall.started_ns;
         let end = start.saturating_add(p.duration_ns.unwrap_or(u64::MAX / 2));
         // What the poll did with its time, measured on its thread: if the kernel never saw it
@@ -373,7 +386,7 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
             });
         // Whether the poll's own account shows it took the threshold itself: then it is the
         // program's, whatever the kernel's view at one instant said.
-        let mut owned = false;
+        let mut owned = unfinished;
         // A runtime started inside a runtime is tokio's refusal, not a length: never the host's.
         let refused = s.category == StallCategory::NestedRuntime;
         match account.filter(|_| !refused).map(|a| (a, a.own_ns(quiet))) {
