@@ -180,7 +180,7 @@ pub struct Policy {
     pub stalls: StallRules,
     /// Rules on tasks.
     pub tasks: TaskRules,
-    /// The most of the workers' time the host may take (waiting for a CPU) on either side for
+    /// The most of the poll time the host may take (polls preempted) on both sides for
     /// rules on wall-time metrics to be judged (`[host] max_share`).
     pub host_max_share: f64,
 }
