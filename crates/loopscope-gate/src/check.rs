@@ -272,7 +272,7 @@ pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Out
         let mut r = judge(policy, inst, level);
         if !judged(inst) {
             r.detail = format!(
-                "not judged: {}, above [host] max_share {:.0}%; had it been judged: {} ({})",
+                "{}, above [host] max_share {:.0}%; had it been judged: {} ({})",
                 host.sentence().unwrap_or_default(),
                 host.max_share * 100.0,
                 r.verdict.name(),
@@ -913,7 +913,7 @@ mod tests {
         assert!((0.45..0.55).contains(&o.host.baseline.unwrap()), "{:?}", o.host);
         let poll = o.rules.iter().find(|r| r.metric == "poll").unwrap();
         assert_eq!(poll.verdict, Verdict::NotJudged);
-        assert!(poll.detail.starts_with("not judged: the host took "), "{}", poll.detail);
+        assert!(poll.detail.starts_with("the host took "), "{}", poll.detail);
         let cpu = o.rules.iter().find(|r| r.metric == "cpu").unwrap();
         assert_eq!(cpu.verdict, Verdict::Regression, "{}", cpu.detail);
         assert!((cpu.change.unwrap() - 0.5).abs() < 0.05, "{:?}", cpu.change);
