@@ -62,7 +62,7 @@ pub fn text(o: &Outcome) -> String {
     let _ = write!(out, "\n{}", table.render(&rows));
     let _ = writeln!(out);
     for r in o.rules.iter().filter(|r| r.verdict != Verdict::Pass) {
-        let _ = writeln!(out, "{}: {}: {}", r.verdict.name(), r.name, r.detail);
+        let _ = writeln!(out, "{}: {}: {}", r.verdict.name().replace('-', " "), r.name, r.detail);
     }
     let _ = writeln!(out, "verdict: {}", o.verdict.name().to_uppercase());
     out
@@ -135,11 +135,7 @@ pub fn junit(o: &Outcome) -> String {
                 xml(&figures)
             );
         } else if matches!(r.verdict, Verdict::Inconclusive | Verdict::NotJudged) {
-            let message = if r.verdict == Verdict::Inconclusive {
-                format!("inconclusive: {}", r.detail)
-            } else {
-                r.detail.clone()
-            };
+            let message = format!("{}: {}", r.verdict.name().replace('-', " "), r.detail);
             let _ = writeln!(out, ">\n      <skipped message=\"{}\"/>\n    </testcase>", xml(&message));
         } else {
             let _ = writeln!(out, ">\n      <system-out>{}</system-out>\n    </testcase>", xml(&figures));
