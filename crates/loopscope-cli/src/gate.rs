@@ -134,10 +134,22 @@ pub fn gate_command(args: &GateArgs) -> Result<u8, Failure> {
 /// the verdict is inconclusive and its intervals still narrow, adds pairs of runs up to
 /// `--max-runs`.
 fn run_and_judge(args: &GateArgs, base_cmd: &[String], new_cmd: &[String], dir: &Path) -> Result<u8, Failure> {
-    let policy = policy(&args.gate)?;
+    let mut policy = policy(&args.gate)?;
     let max_runs = args.max_runs.unwrap_or(args.runs).max(args.runs);
+    // Each look at the data may stop the gate: the family-wise error is shared out over every
+    // look it may take (Bonferroni again), so that looking until an answer comes does not make
+    // one more likely than the policy allows.
+    let looks = max_runs - args.runs + 1;
+    if looks > 1 {
+        policy.confidence = 1.0 - (1.0 - policy.confidence) / f64::from(looks);
+        eprintln!(
+            "gate: up to {looks} looks at the data ({} to {max_runs} pairs), each at {:.2}% confidence",
+            args.runs,
+            policy.confidence * 100.0
+        );
+    }
     let (mut base, mut cand) = (Vec::new(), Vec::new());
-    let mut widths: Vec<f64> = Vec::new();
+    let mut widths: Vec<OpenWidths> = Vec::new();
     let mut i = 0;
     let outcome = loop {
         i += 1;
@@ -153,7 +165,7 @@ fn run_and_judge(args: &GateArgs, base_cmd: &[String], new_cmd: &[String], dir: 
         if max_runs == args.runs {
             break outcome;
         }
-        widths.push(widest_open_interval(&outcome));
+        widths.push(open_widths(&outcome));
         match next_pair(&outcome, &widths, i, max_runs) {
             Continue::Yes => {
                 eprintln!(
@@ -177,36 +189,43 @@ enum Continue {
     No(String),
 }
 
-/// The sum of the widths of the inconclusive rules' intervals (relative changes, or budgets'
-/// nanoseconds): what one more pair of runs would have to narrow.
-fn widest_open_interval(o: &Outcome) -> f64 {
+/// The interval widths of the inconclusive rules, by rule: what one more pair of runs would
+/// have to narrow.
+type OpenWidths = std::collections::BTreeMap<String, f64>;
+
+fn open_widths(o: &Outcome) -> OpenWidths {
     o.rules
         .iter()
         .filter(|r| r.verdict == loopscope_gate::Verdict::Inconclusive)
-        .filter_map(|r| r.interval.map(|[lo, hi]| hi - lo))
-        .sum()
+        .map(|r| (r.name.clone(), r.interval.map_or(0.0, |[lo, hi]| hi - lo)))
+        .collect()
+}
+
+/// Whether the pair between two looks narrowed the intervals of the rules open at both by at
+/// least 5% in all (each rule relative to its own width, so that a budget's nanoseconds and a
+/// change's fraction weigh alike). No rule open at both: a new situation, as good as narrowing.
+fn narrowed(before: &OpenWidths, after: &OpenWidths) -> bool {
+    let both: Vec<(f64, f64)> =
+        after.iter().filter_map(|(name, w)| before.get(name).filter(|b| **b > 0.0).map(|b| (*b, *w))).collect();
+    both.is_empty() || both.iter().map(|(b, a)| a / b).sum::<f64>() < 0.95 * both.len() as f64
 }
 
 /// An inconclusive verdict earns another pair while runs are left and the last pairs narrowed
-/// the open intervals by at least 5% (two pairs that did not are a plateau: more runs of this
-/// noise will not decide it).
-fn next_pair(o: &Outcome, widths: &[f64], pairs: u32, max_runs: u32) -> Continue {
+/// the open intervals (two pairs in a row that did not are a plateau: more runs of this noise
+/// will not decide).
+fn next_pair(o: &Outcome, widths: &[OpenWidths], pairs: u32, max_runs: u32) -> Continue {
     if o.verdict != loopscope_gate::Verdict::Inconclusive {
         return Continue::No(format!("the verdict is {}", o.verdict.name()));
     }
     if pairs >= max_runs {
         return Continue::No(format!("still inconclusive at --max-runs {max_runs}"));
     }
-    let narrowed = |w: &[f64]| w[1] < w[0] * 0.95;
+    if widths.last().is_some_and(|w| w.values().all(|w| *w == 0.0)) {
+        return Continue::No("inconclusive for want of data, which more runs will not give".into());
+    }
     match widths {
-        [.., a, b, c] if !narrowed(&[*a, *b]) && !narrowed(&[*b, *c]) => Continue::No(format!(
-            "still inconclusive, and the last two pairs did not narrow the open intervals (summed width {:.1}% → \
-             {:.1}%)",
-            a * 100.0,
-            c * 100.0
-        )),
-        _ if widths.last().is_some_and(|w| *w == 0.0) => {
-            Continue::No("inconclusive for want of data, which more runs will not give".into())
+        [.., a, b, c] if !narrowed(a, b) && !narrowed(b, c) => {
+            Continue::No("still inconclusive, and the last two pairs did not narrow the open intervals".into())
         }
         _ => Continue::Yes,
     }
@@ -272,8 +291,11 @@ mod tests {
     #[test]
     fn pairs_are_added_while_inconclusive_and_narrowing_and_never_past_the_maximum() {
         let open = outcome(Verdict::Inconclusive);
-        let go = |widths: &[f64], pairs| matches!(next_pair(&open, widths, pairs, 10), Continue::Yes);
-        let why = |o: &Outcome, widths: &[f64], pairs, max| match next_pair(o, widths, pairs, max) {
+        let w = |ws: &[f64]| -> Vec<OpenWidths> {
+            ws.iter().map(|w| [("poll p99".to_string(), *w)].into_iter().collect()).collect()
+        };
+        let go = |widths: &[f64], pairs| matches!(next_pair(&open, &w(widths), pairs, 10), Continue::Yes);
+        let why = |o: &Outcome, widths: &[f64], pairs, max| match next_pair(o, &w(widths), pairs, max) {
             Continue::Yes => String::new(),
             Continue::No(why) => why,
         };
@@ -287,5 +309,12 @@ mod tests {
         assert!(why(&open, &[0.0], 1, 10).contains("for want of data"));
         assert_eq!(why(&outcome(Verdict::Pass), &[0.4], 1, 10), "the verdict is pass");
         assert_eq!(why(&outcome(Verdict::Regression), &[0.4], 1, 10), "the verdict is regression");
+        // Widths of different rules are not compared: a rule that turned inconclusive is new.
+        let mixed: Vec<OpenWidths> = vec![
+            [("a".to_string(), 0.4)].into_iter().collect(),
+            [("a".to_string(), 0.4)].into_iter().collect(),
+            [("b".to_string(), 9e6)].into_iter().collect(),
+        ];
+        assert!(matches!(next_pair(&open, &mixed, 3, 10), Continue::Yes));
     }
 }

@@ -94,6 +94,8 @@ fn server_frames() -> Vec<Frame> {
                     sched: dist(15_000, 300, 1_200),
                     cpu_ns: 60 * MS,
                     run_delay_ns: 0,
+                    switches: 0,
+                    preemptions: 0,
                 },
                 WorkerInterval {
                     worker: 1,
@@ -102,6 +104,8 @@ fn server_frames() -> Vec<Frame> {
                     sched: dist(4_000, 50, 80),
                     cpu_ns: 40 * MS,
                     run_delay_ns: 0,
+                    switches: 0,
+                    preemptions: 0,
                 },
             ],
             gauges: Gauges { alive_tasks: 10, global_queue: i, local_queues: vec![3, 1], ..Gauges::default() },

@@ -239,8 +239,15 @@ pub struct WorkerInterval {
     /// `/proc/self/task/TID/schedstat`; 0 when unknown).
     pub cpu_ns: u64,
     /// Time the thread was runnable but waiting for a CPU during the interval, in nanoseconds:
-    /// what the host took from it (run-queue delay, same source; 0 when unknown).
+    /// what the host took from it (run-queue delay, same source; 0 when unknown). It counts the
+    /// wait after every wake-up as well as after every preemption.
     pub run_delay_ns: u64,
+    /// Times the thread gave its CPU up itself (to sleep or wait) during the interval
+    /// (`voluntary_ctxt_switches` in `/proc/self/task/TID/status`; 0 when unknown).
+    pub switches: u64,
+    /// Times the thread was preempted during the interval (`nonvoluntary_ctxt_switches`; 0 when
+    /// unknown).
+    pub preemptions: u64,
 }
 
 /// Stalls the recorder counted but did not record one by one (past its budget of stall events:

@@ -46,6 +46,8 @@ impl From<Interval> for model::Interval {
                     sched: w.sched,
                     cpu_ns: 0,
                     run_delay_ns: 0,
+                    switches: 0,
+                    preemptions: 0,
                 })
                 .collect(),
             gauges: i.gauges,

@@ -73,6 +73,8 @@ fn frames() -> Vec<Frame> {
                 sched: dist(1, 43),
                 cpu_ns: 900_000_000,
                 run_delay_ns: 5_000_000,
+                switches: 40,
+                preemptions: 3,
             }],
             gauges: Gauges { alive_tasks: 3, global_queue: i, local_queues: vec![1, 2], ..Gauges::default() },
             lag: dist(700, 5),

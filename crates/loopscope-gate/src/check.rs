@@ -47,7 +47,8 @@ impl Verdict {
 pub struct RuleResult {
     /// Short name, e.g. `poll p99 (runtime)` or `stalls: new blocking calls`.
     pub name: String,
-    /// `max-increase`, `budget`, `stalls-new`, `stalls-max-per-run`, `stalls-at` or `tasks-growth`.
+    /// `max-increase`, `budget`, `stalls-new`, `stalls-max-per-run`, `stalls-at`, `tasks-growth`
+    /// or `host` (wall-time rules set aside with no CPU rule in their place).
     pub kind: &'static str,
     /// Line of the rule in the policy file, for distribution rules.
     pub policy_line: Option<usize>,
@@ -59,7 +60,8 @@ pub struct RuleResult {
     pub stat: Option<String>,
     /// The limit, as written (`+10%`, `2ms`, `0`).
     pub limit: String,
-    /// Unit of the figures below: `ns`, `stalls` or `sites` (spawn sites whose tasks kept growing).
+    /// Unit of the figures below: `ns`, `stalls`, `sites` (spawn sites whose tasks kept growing)
+    /// or `share` (the host's share of the poll time, in [0, 1]).
     pub unit: &'static str,
     /// The baseline's figure (the statistic over all its data, or its stall count).
     pub baseline: Option<f64>,
@@ -198,7 +200,7 @@ impl HostShares {
             {
                 measured |= w.cpu_ns > 0;
                 polls = polls.saturating_add(w.poll.sum_ns);
-                taken = taken.saturating_add(w.poll.sum_ns.saturating_sub(w.cpu_ns).min(w.run_delay_ns));
+                taken = taken.saturating_add(w.poll.sum_ns.saturating_sub(w.cpu_ns).min(preempted_ns(w)));
             }
             (measured && polls > 0).then(|| taken as f64 / polls as f64)
         };
@@ -223,6 +225,17 @@ impl HostShares {
             )
         })
     }
+}
+
+/// The part of a worker's run-queue delay that followed its preemptions: the delay shared out
+/// over its switches (a wake-up's wait is no preemption, and on a virtual machine it is large even
+/// on an idle host). Without switch counts (recorded by an older loopscope), all of it.
+fn preempted_ns(w: &loopscope_core::model::WorkerInterval) -> u64 {
+    let all = w.switches.saturating_add(w.preemptions);
+    if all == 0 {
+        return w.run_delay_ns;
+    }
+    (u128::from(w.run_delay_ns) * u128::from(w.preemptions) / u128::from(all)) as u64
 }
 
 /// One run's blocks before they are put on a shared scale: (bucket value in ns, count) pairs.
@@ -292,13 +305,34 @@ pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Out
     }
     results.extend(stall_rules(policy, baseline, candidate));
     results.extend(task_rules(policy, baseline, candidate));
-    let mut verdict = results.iter().map(|r| r.verdict).max().unwrap_or(Verdict::Pass).max(Verdict::Pass);
     // Rules left aside and none on CPU time judged in their place: nothing says the program's
-    // own time did not grow.
+    // own time did not grow. A result of its own says so, to every output.
     let cpu_judged = instances.iter().any(|i| !i.rule.metric.wall_time());
     if set_aside && !cpu_judged {
-        verdict = verdict.max(Verdict::Inconclusive);
+        results.push(RuleResult {
+            name: "host: wall time not judged".into(),
+            kind: "host",
+            policy_line: None,
+            metric: "host".into(),
+            site: None,
+            stat: None,
+            limit: format!("{:.0}%", host.max_share * 100.0),
+            unit: "share",
+            baseline: host.baseline,
+            candidate: host.candidate,
+            change: None,
+            interval: None,
+            confidence: None,
+            interval_method: None,
+            verdict: Verdict::Inconclusive,
+            detail: format!(
+                "{}: the rules on wall time are set aside, and the policy has no rule on CPU time per poll \
+                 (metric = \"cpu\") to judge in their place",
+                host.sentence().unwrap_or_default()
+            ),
+        });
     }
+    let verdict = results.iter().map(|r| r.verdict).max().unwrap_or(Verdict::Pass).max(Verdict::Pass);
     let side = |runs: &[Run]| SideInfo {
         files: runs.iter().map(|r| r.path.display().to_string()).collect(),
         workload: runs.first().and_then(|r| r.header.workload.clone()),
@@ -315,7 +349,7 @@ pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Out
         },
         policy: policy.source.clone(),
         confidence: policy.confidence,
-        statistical_rules: m.min(instances.len()),
+        statistical_rules: instances.iter().filter(|i| judged(i)).count(),
         resamples: policy.resamples,
         seed: policy.seed,
         programs_differ: programs(baseline) != programs(candidate),
@@ -499,8 +533,12 @@ fn blocks_of(run: &Run, metric: &Metric, site: Option<&str>, warmup: u64) -> Res
             let mut blocks = Vec::new();
             let mut measured = false;
             for i in run.intervals.iter().filter(|i| i.start_ns >= warmup) {
-                let (cpu, polls) =
-                    i.workers.iter().fold((0u64, 0u64), |(c, p), w| (c.saturating_add(w.cpu_ns), p + w.poll.count));
+                // A worker without a CPU figure (its first interval, say) would count polls at no cost.
+                let (cpu, polls) = i
+                    .workers
+                    .iter()
+                    .filter(|w| w.cpu_ns > 0)
+                    .fold((0u64, 0u64), |(c, p), w| (c.saturating_add(w.cpu_ns), p + w.poll.count));
                 measured |= cpu > 0;
                 blocks.push(if cpu > 0 && polls > 0 { vec![(cpu / polls, polls)] } else { Vec::new() });
             }
@@ -890,7 +928,16 @@ mod tests {
                 start_ns: k * 100_000_000,
                 end_ns: (k + 1) * 100_000_000,
                 sites: vec![SiteInterval { site: 0, poll: poll.clone(), ..SiteInterval::default() }],
-                workers: vec![WorkerInterval { worker: 0, poll, cpu_ns, run_delay_ns, ..WorkerInterval::default() }],
+                // Preempted as often as it slept on the busy host; hardly ever on the quiet one.
+                workers: vec![WorkerInterval {
+                    worker: 0,
+                    poll,
+                    cpu_ns,
+                    run_delay_ns: run_delay_ns * 2,
+                    switches: 1_000,
+                    preemptions: if host_share > 0.1 { 1_000 } else { 10 },
+                    ..WorkerInterval::default()
+                }],
                 ..Interval::default()
             });
         }
@@ -930,6 +977,9 @@ mod tests {
         let o = check(&wall_only, &side(1, 40_000, 20_000, 0.5), &side(3, 40_000, 20_000, 0.5)).unwrap();
         assert_eq!(o.verdict, Verdict::Inconclusive);
         assert_eq!(o.rules[0].verdict, Verdict::NotJudged);
+        let host = o.rules.iter().find(|r| r.kind == "host").expect("a result that says why");
+        assert_eq!(host.verdict, Verdict::Inconclusive);
+        assert_eq!(o.statistical_rules, 0);
 
         // A quiet host: the wall-time rules are judged as ever (the polls were off the CPU, but
         // their threads hardly waited for one: they blocked).
@@ -937,6 +987,15 @@ mod tests {
         assert!(o.host.wall_time_judged);
         assert!(o.host.candidate.unwrap() < 0.05, "{:?}", o.host);
         assert_eq!(o.verdict, Verdict::Regression, "{:#?}", o.rules);
+
+        // Polls off their CPU and long run-queue waits, but hardly a preemption: a program that
+        // blocks and wakes up (on a virtual machine each wake-up waits), judged.
+        let mut blocking = side(1, 40_000, 20_000, 0.5);
+        for w in blocking.iter_mut().flat_map(|r| &mut r.intervals).flat_map(|i| &mut i.workers) {
+            w.preemptions = 5;
+        }
+        let o = check(&wall_only, &blocking, &blocking.clone()).unwrap();
+        assert!(o.host.wall_time_judged && o.host.baseline.unwrap() < 0.01, "{:?}", o.host);
 
         // Only the candidate's polls off their CPU: maybe its own doing, judged.
         let o = check(&wall_only, &side(1, 40_000, 20_000, 0.02), &side(4, 60_000, 20_000, 0.5)).unwrap();

@@ -12,6 +12,7 @@ fn figures(r: &RuleResult) -> [String; 4] {
     let value = |v: Option<f64>| match (v, r.unit) {
         (None, _) => "-".to_string(),
         (Some(v), "ns") => fmt_nanos(v),
+        (Some(v), "share") => format!("{:.0}%", v * 100.0),
         (Some(v), _) => format!("{v}"),
     };
     let pct = |x: f64| format!("{:+.1}%", x * 100.0);
@@ -71,8 +72,15 @@ pub fn text(o: &Outcome) -> String {
 /// What the host took of each side, and what that did to the rules on wall time.
 fn host_line(o: &Outcome) -> Option<String> {
     let sentence = o.host.sentence()?;
+    let cpu_judged = o.rules.iter().any(|r| r.metric == "cpu" && r.verdict != Verdict::NotJudged);
     Some(if o.host.wall_time_judged {
         format!("host: {sentence}; within [host] max_share {:.0}%", o.host.max_share * 100.0)
+    } else if !cpu_judged {
+        format!(
+            "host: {sentence}; above [host] max_share {:.0}%: the rules on wall time are not judged, and the policy \
+             has no rule on CPU time per poll to judge in their place",
+            o.host.max_share * 100.0
+        )
     } else {
         format!(
             "host: {sentence}; above [host] max_share {:.0}%: the rules on wall time (poll, sched, lag, workload) are \

@@ -179,6 +179,8 @@ fn frames() -> Vec<Frame> {
                 sched: dist(&[(20 * US, 60)]),
                 cpu_ns: 70 * MS,
                 run_delay_ns: 0,
+                switches: 0,
+                preemptions: 0,
             }],
             gauges: Gauges { alive_tasks: 3, local_queues: vec![0], ..Gauges::default() },
             lag: Dist::default(),

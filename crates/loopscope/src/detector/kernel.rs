@@ -237,10 +237,31 @@ pub(crate) fn schedstat(tid: i32) -> Option<(u64, u64)> {
     }
 }
 
+/// How often the thread gave up its CPU itself (to sleep or wait) and how often it was
+/// preempted (`voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` in
+/// `/proc/self/task/<tid>/status`).
+pub(crate) fn switches(tid: i32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+    let field =
+        |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok());
+    Some((field("voluntary_ctxt_switches:")?, field("nonvoluntary_ctxt_switches:")?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_threads_switches_are_counted() {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let (before, _) = switches(tid).expect("this thread's status");
+        // Sleeping gives the CPU up: a voluntary switch.
+        std::thread::sleep(Duration::from_millis(2));
+        let (after, _) = switches(tid).unwrap();
+        assert!(after > before, "{before} -> {after}");
+    }
 
     #[test]
     fn another_threads_cpu_time_is_read_exactly() {

@@ -85,7 +85,7 @@ pub(crate) struct Flusher {
     finished: bool,
     prev: HashMap<(u32, u32), PrevCells>,
     /// Per worker: its CPU time and run-queue delay at the last interval.
-    prev_sched: HashMap<u32, (u64, u64)>,
+    prev_sched: HashMap<u32, [u64; 4]>,
     /// This interval's slow-poll samples: (site, category, frames, spans) → count; samples past
     /// the cap of distinct stacks are counted at their site without frames.
     samples: HashMap<SampleKey, u64>,
@@ -395,7 +395,7 @@ impl Flusher {
                 let acc = span_acc.entry((site, span)).or_default();
                 hist.drain_into(prev, &mut [acc]);
             }
-            let (cpu_ns, run_delay_ns) = self.sched_delta(t);
+            let [cpu_ns, run_delay_ns, switches, preemptions] = self.sched_delta(t);
             if wpoll.count() > 0 || wsched.count() > 0 || run_delay_ns > 0 {
                 workers.push(WorkerInterval {
                     worker: t.decl.id,
@@ -404,6 +404,8 @@ impl Flusher {
                     sched: wsched.to_dist(),
                     cpu_ns,
                     run_delay_ns,
+                    switches,
+                    preemptions,
                 });
             }
         }
@@ -463,13 +465,13 @@ impl Flusher {
         self.prev_sched.retain(|worker, _| !gone.contains(worker));
     }
 
-    /// The CPU time and run-queue delay of a worker since the last interval (both 0 when the
-    /// kernel does not say).
-    fn sched_delta(&mut self, t: &crate::hot::ThreadSlot) -> (u64, u64) {
-        let Some(now) = crate::detector::kernel::schedstat(t.tid) else { return (0, 0) };
+    /// The CPU time, run-queue delay, voluntary and involuntary switches of a worker since the
+    /// last interval, or since it was declared (all 0 when the kernel does not say).
+    fn sched_delta(&mut self, t: &crate::hot::ThreadSlot) -> [u64; 4] {
+        let Some(now) = sched_now(t.tid) else { return [0; 4] };
         match self.prev_sched.insert(t.decl.id, now) {
-            Some(prev) => (now.0.saturating_sub(prev.0), now.1.saturating_sub(prev.1)),
-            None => (0, 0),
+            Some(prev) => std::array::from_fn(|k| now[k].saturating_sub(prev[k])),
+            None => [0; 4],
         }
     }
 
@@ -499,7 +501,7 @@ impl Flusher {
             new.sort_by_key(|t| t.decl.id);
             for t in &new {
                 // The baseline for the worker's first interval.
-                if let Some(now) = crate::detector::kernel::schedstat(t.tid) {
+                if let Some(now) = sched_now(t.tid) {
                     self.prev_sched.insert(t.decl.id, now);
                 }
             }
@@ -578,4 +580,11 @@ fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// A worker thread's CPU time, run-queue delay, voluntary and involuntary switches so far.
+fn sched_now(tid: i32) -> Option<[u64; 4]> {
+    let (cpu, delay) = crate::detector::kernel::schedstat(tid)?;
+    let (voluntary, involuntary) = crate::detector::kernel::switches(tid).unwrap_or((0, 0));
+    Some([cpu, delay, voluntary, involuntary])
 }

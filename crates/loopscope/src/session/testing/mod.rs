@@ -362,6 +362,10 @@ struct Watch {
 /// How long a multi-thread test waits for a poll that does not return before it gives up on it.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(5);
 
+/// The same for a thread inside `tokio::task::block_in_place` (its worker handed over, the
+/// runtime going on without it): blocking there is allowed, waiting this long is not.
+pub const GIVE_UP_IN_PLACE_AFTER: Duration = Duration::from_secs(60);
+
 /// Says that the body's task is done (returned or panicked) when dropped.
 struct Done(std::sync::mpsc::Sender<()>);
 
@@ -467,14 +471,16 @@ impl Watch {
             let longest = shared
                 .threads()
                 .into_iter()
-                // A thread in `block_in_place` handed its worker over: the runtime goes on.
-                .filter(|t| !shared.handed_off(t))
                 .filter_map(|t| {
                     let since = t.in_poll_since.load(Ordering::Relaxed);
-                    (since != 0).then(|| (Duration::from_nanos(shared.nanos_between(since, now)), t))
+                    // A thread in `block_in_place` handed its worker over: the runtime goes on,
+                    // and only a far longer wait is taken for a deadlock.
+                    let limit = if shared.handed_off(&t) { GIVE_UP_IN_PLACE_AFTER } else { GIVE_UP_AFTER };
+                    let d = Duration::from_nanos(shared.nanos_between(since, now));
+                    (since != 0 && d >= limit).then_some((d, t))
                 })
                 .max_by_key(|(d, _)| *d);
-            if let Some(stuck) = longest.filter(|(d, _)| *d >= GIVE_UP_AFTER) {
+            if let Some(stuck) = longest {
                 return Some(stuck);
             }
         }

@@ -280,10 +280,11 @@ impl TestState {
     /// kept it waiting.
     #[inline]
     pub(crate) fn enter_poll(&self) {
-        // The clock first: the account spans the recorder's poll as nearly as it can.
-        let now = self.shared.get().map_or(0, |s| s.now_ns());
+        // The scheduler's counts first, the clock last: a preemption between them must not
+        // lengthen the poll without adding to its run-queue wait.
         let sched = sched_counts();
         let cpu = thread_cpu_ns();
+        let now = self.shared.get().map_or(0, |s| s.now_ns());
         let _ = POLL.try_with(|p| {
             p.sched_start.set(sched);
             p.poll.set(None);

@@ -266,13 +266,13 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
     // What the kernel saw of each stall (before the stacks refine it): as raised, at each further
     // look, and over its whole length.
     let mut seen: HashMap<u64, Vec<StallCategory>> = HashMap::new();
-    // Stalls raised in a system call the kernel view has no category for (`flock`, `wait4`...):
-    // blocked in the kernel, never quiet.
+    // Stalls raised waiting in a system call the kernel view has no category for (a child
+    // process's end): blocked in the kernel, never quiet.
     let mut in_other_call: std::collections::HashSet<u64> = std::collections::HashSet::new();
     for e in &raw.events {
         match e {
             Event::StallBegin(s) => {
-                if s.category == StallCategory::Unknown && s.syscall.is_some() {
+                if s.category == StallCategory::Unknown && s.syscall.as_deref().is_some_and(|c| WAITS.contains(&c)) {
                     in_other_call.insert(s.id);
                 }
                 seen.entry(s.id).or_default().push(s.category)
@@ -386,7 +386,8 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
             });
         // Whether the poll's own account shows it took the threshold itself: then it is the
         // program's, whatever the kernel's view at one instant said.
-        let mut owned = unfinished;
+        // The test gave up on the stuck worker's poll; others still open then were cut short.
+        let mut owned = unfinished && stuck.is_some_and(|(w, _)| w == p.stall.worker);
         // A runtime started inside a runtime is tokio's refusal, not a length: never the host's.
         let refused = s.category == StallCategory::NestedRuntime;
         match account.filter(|_| !refused).map(|a| (a, a.own_ns(quiet))) {
@@ -636,6 +637,9 @@ fn decisive(
         _ => raised.clone(),
     }
 }
+
+/// System calls that wait for another process, which the kernel view files under no category.
+const WAITS: [&str; 2] = ["wait4", "waitid"];
 
 /// Whether a stack is inside `loopscope::allow_blocking`.
 fn in_allowed_section(stack: &[StackFrame]) -> bool {
