@@ -186,7 +186,7 @@ pub struct Policy {
 }
 
 /// Default of `[host] max_share`.
-pub const DEFAULT_HOST_MAX_SHARE: f64 = 0.10;
+pub const DEFAULT_HOST_MAX_SHARE: f64 = 0.03;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
