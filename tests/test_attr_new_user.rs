@@ -97,15 +97,20 @@ fn an_existing_suite_fails_the_test_that_blocks_under_cargo_test_and_nextest() {
     assert!(all.contains("1 passed, 1 failed"), "{all}");
 }
 
-#[test]
-fn without_the_cfg_the_test_build_fails_with_the_set_up_instruction() {
-    let project = project("adopt-no-cfg", false, ", features = [\"test\"]");
+/// Builds the project's tests, which must fail; the output and the compiler's errors.
+fn failed_build(project: &tempfile::TempDir) -> (std::process::Output, Vec<String>) {
     let out = scratch::cargo(project.path())
         .args(["test", "--no-run", "--offline", "--message-format", "json"])
         .output()
         .unwrap();
     assert!(!out.status.success(), "{}", all_output(&out));
     let errors = build_errors(&out);
+    (out, errors)
+}
+
+#[test]
+fn without_the_cfg_the_test_build_fails_with_the_set_up_instruction() {
+    let (out, errors) = failed_build(&project("adopt-no-cfg", false, ", features = [\"test\"]"));
     assert_eq!(errors.len(), 1, "one error, loopscope's: {errors:#?}\n{}", text(&out.stderr));
     for needle in ["--cfg tokio_unstable", ".cargo/config.toml", CFG_LINES.lines().nth(1).unwrap()] {
         assert!(errors[0].contains(needle), "{needle:?} not in: {}", errors[0]);
@@ -114,13 +119,7 @@ fn without_the_cfg_the_test_build_fails_with_the_set_up_instruction() {
 
 #[test]
 fn without_the_feature_the_attribute_says_how_to_turn_it_on() {
-    let project = project("adopt-no-feature", true, "");
-    let out = scratch::cargo(project.path())
-        .args(["test", "--no-run", "--offline", "--message-format", "json"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "{}", all_output(&out));
-    let errors = build_errors(&out);
+    let (_, errors) = failed_build(&project("adopt-no-feature", true, ""));
     // One per attribute, each the same, and nothing else.
     assert_eq!(errors.len(), 2, "{errors:#?}");
     for e in &errors {
