@@ -280,11 +280,9 @@ impl TestState {
     /// kept it waiting.
     #[inline]
     pub(crate) fn enter_poll(&self) {
-        // The scheduler's counts first, the clock last: a preemption between them must not
-        // lengthen the poll without adding to its run-queue wait.
-        let sched = sched_counts();
+        let Some(shared) = self.shared.get() else { return };
+        let (now, sched, _) = bracketed(shared);
         let cpu = thread_cpu_ns();
-        let now = self.shared.get().map_or(0, |s| s.now_ns());
         let _ = POLL.try_with(|p| {
             p.sched_start.set(sched);
             p.poll.set(None);
@@ -314,7 +312,7 @@ impl TestState {
             // From half the threshold: a thread preempted between this poll's bounds and the
             // recorder's must not lose a stall its account.
             if end_ns.saturating_sub(p.start_ns.get()) >= self.threshold_ns / 2 {
-                self.long_poll(p, end_ns);
+                self.long_poll(shared, p);
             }
         });
     }
@@ -322,12 +320,14 @@ impl TestState {
     /// A poll that lasted half the threshold or more: what it did with its time, and whether its
     /// allowed sections excuse it.
     #[cold]
-    fn long_poll(&self, p: &PollContext, end_ns: u64) {
+    fn long_poll(&self, shared: &Shared, p: &PollContext) {
         let Some((worker, site)) = p.poll.get() else { return };
         let start_ns = p.start_ns.get();
-        let took = end_ns.saturating_sub(start_ns);
         let cpu = thread_cpu_ns();
-        let sched = p.sched_start.get().zip(sched_counts());
+        // The poll's end is taken again after the scheduler's figures, which then fall inside it.
+        let (_, end_sched, end_ns) = bracketed(shared);
+        let took = end_ns.saturating_sub(start_ns);
+        let sched = p.sched_start.get().zip(end_sched);
         let account = PollAccount {
             worker,
             site,
@@ -449,6 +449,25 @@ pub(crate) fn allow_blocking<R>(f: impl FnOnce() -> R) -> R {
         .flatten();
     let _leave = Leave { start };
     f()
+}
+
+/// The thread's scheduler figures (`sched_counts`) read between two readings of the clock that
+/// lie close together, so that a preemption while they are read is in neither or both of the
+/// poll's length and its run-queue wait (an account with one and not the other would take the
+/// host's time for the poll's, or the poll's for the host's). The clock before and after.
+fn bracketed(shared: &Shared) -> (u64, Option<(u64, u64)>, u64) {
+    const CLOSE_NS: u64 = 100_000;
+    let mut last = (0, None, 0);
+    for _ in 0..4 {
+        let before = shared.now_ns();
+        let sched = sched_counts();
+        let after = shared.now_ns();
+        last = (before, sched, after);
+        if after.saturating_sub(before) < CLOSE_NS {
+            break;
+        }
+    }
+    last
 }
 
 /// A child forked inside a test's poll (`std::process::Command` forks, and writes an `exec`
