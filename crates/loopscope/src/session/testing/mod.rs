@@ -455,8 +455,8 @@ impl Watch {
         }
     }
 
-    /// Waits until the body's task is done; `Some(how long)` if a poll blocked for
-    /// [`GIVE_UP_AFTER`] first.
+    /// Waits until the body's task is done; `Some((how long, its thread))` if a poll blocked for
+    /// [`GIVE_UP_AFTER`] first ([`GIVE_UP_IN_PLACE_AFTER`] inside `block_in_place`).
     fn wait(&self, done: &std::sync::mpsc::Receiver<()>) -> Option<(Duration, Arc<crate::hot::ThreadSlot>)> {
         let shared = &self.session.as_ref()?.active.as_ref()?.shared;
         loop {
