@@ -31,7 +31,10 @@ fn record(app: impl std::future::Future<Output = ()>) -> Report {
     let path = dir.path().join("sampling.loopscope");
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.worker_threads(2).enable_all();
-    let session = Session::builder().record_to(&path).install(&mut b).unwrap();
+    // A stall threshold far above the polls sampled here, so that a host that holds a worker up
+    // for milliseconds (a busy machine) does not make one of them a stall.
+    let session =
+        Session::builder().record_to(&path).stall_threshold(Duration::from_millis(50)).install(&mut b).unwrap();
     let rt = b.build().unwrap();
     rt.block_on(app);
     drop(rt);
@@ -50,10 +53,9 @@ fn polls_of_six_milliseconds_are_attributed_to_the_loop_that_spends_them() {
         }
     });
     let took = started.elapsed();
-    // No poll blocked at a line of the program for the stall threshold of 10 ms. (On a machine
-    // that holds a worker up for milliseconds, a 6 ms poll can last longer than 10 ms: such a
-    // stall is the host's, or has no line to name when the watchdog itself was held up; never
-    // one at the loop's line, which the samples below account for.)
+    // No poll blocked at a line of the program for the stall threshold: the 6 ms polls are below
+    // it, and the samples below account for them. (At the default 10 ms, a CI run beside two
+    // busy loops once stretched one past it, classified `unknown` at the loop's line.)
     let program_stalls: u64 =
         report.stalls.iter().filter(|g| g.origin == loopscope::core::stall::Origin::Program).map(|g| g.count).sum();
     assert_eq!(program_stalls, 0, "{:#?}", report.stalls);
