@@ -185,7 +185,7 @@ pub struct HostShares {
     pub candidate: Option<f64>,
     /// The policy's `[host] max_share`.
     pub max_share: f64,
-    /// Whether rules on wall-time metrics were judged: unless both sides' shares are known and
+    /// Whether rules on wall-time tails (above the median) were judged: unless both sides' shares are known and
     /// above the bound (interleaved runs see the same host; one side alone above it may be the
     /// program blocking inside its polls, which the wall-time rules must see).
     pub wall_time_judged: bool,
@@ -214,6 +214,12 @@ impl HostShares {
         }
     }
 
+    /// Whether the host took less than half of each side's poll time: then it cannot have moved
+    /// the median of the polls' times by much (fewer than half the polls can have waited).
+    fn below_half(&self) -> bool {
+        [self.baseline, self.candidate].iter().all(|s| s.is_some_and(|s| s < 0.5))
+    }
+
     /// "the host took 41% of the baseline's poll time and 38% of the candidate's".
     pub fn sentence(&self) -> Option<String> {
         let pct = |s: Option<f64>| s.map_or_else(|| "an unknown share".into(), |s| format!("{:.0}%", s * 100.0));
@@ -225,6 +231,12 @@ impl HostShares {
             )
         })
     }
+}
+
+/// Whether a statistic is the median or below: preemption lengthens a minority of polls, which
+/// moves a tail percentile by any amount and the median hardly at all.
+fn is_central(stat: Stat) -> bool {
+    matches!(stat, Stat::Quantile(q) if q <= 0.5)
 }
 
 /// The part of a worker's run-queue delay that followed its preemptions: the delay shared out
@@ -275,7 +287,9 @@ pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Out
         instances.extend(instances_of(policy, rule, baseline, candidate, warmup, &mut extracted)?);
     }
     let host = HostShares::of(policy, baseline, candidate, warmup);
-    let judged = |inst: &Instance<'_>| host.wall_time_judged || !inst.rule.metric.wall_time();
+    let judged = |inst: &Instance<'_>| {
+        host.wall_time_judged || !inst.rule.metric.wall_time() || (is_central(inst.rule.stat) && host.below_half())
+    };
     let m = instances.iter().filter(|i| judged(i)).count().max(1);
     let level = 1.0 - (1.0 - policy.confidence) / m as f64;
     let mut results = Vec::new();
@@ -973,13 +987,21 @@ mod tests {
 
         // A policy without a CPU rule cannot pass on a busy host.
         let wall_only =
-            Policy::parse("[[rule]]\nmetric = \"poll\"\nstat = \"p50\"\nmax_increase = \"10%\"\n", "p.toml").unwrap();
+            Policy::parse("[[rule]]\nmetric = \"poll\"\nstat = \"p90\"\nmax_increase = \"10%\"\n", "p.toml").unwrap();
         let o = check(&wall_only, &side(1, 40_000, 20_000, 0.5), &side(3, 40_000, 20_000, 0.5)).unwrap();
         assert_eq!(o.verdict, Verdict::Inconclusive);
         assert_eq!(o.rules[0].verdict, Verdict::NotJudged);
         let host = o.rules.iter().find(|r| r.kind == "host").expect("a result that says why");
         assert_eq!(host.verdict, Verdict::Inconclusive);
         assert_eq!(o.statistical_rules, 0);
+
+        // The median is judged while the host took less than half of the polls' time: a minority
+        // of preempted polls does not move it.
+        let median =
+            Policy::parse("[[rule]]\nmetric = \"poll\"\nstat = \"p50\"\nmax_increase = \"10%\"\n", "p.toml").unwrap();
+        let o = check(&median, &side(1, 40_000, 20_000, 0.2), &side(4, 60_000, 20_000, 0.2)).unwrap();
+        assert!(!o.host.wall_time_judged && o.host.baseline.unwrap() < 0.5, "{:?}", o.host);
+        assert_eq!(o.rules[0].verdict, Verdict::Regression, "{:#?}", o.rules);
 
         // A quiet host: the wall-time rules are judged as ever (the polls were off the CPU, but
         // their threads hardly waited for one: they blocked).

@@ -77,13 +77,13 @@ fn host_line(o: &Outcome) -> Option<String> {
         format!("host: {sentence}; within [host] max_share {:.0}%", o.host.max_share * 100.0)
     } else if !cpu_judged {
         format!(
-            "host: {sentence}; above [host] max_share {:.0}%: the rules on wall time are not judged, and the policy \
+            "host: {sentence}; above [host] max_share {:.0}%: the rules on wall-time tails are not judged, and the policy \
              has no rule on CPU time per poll to judge in their place",
             o.host.max_share * 100.0
         )
     } else {
         format!(
-            "host: {sentence}; above [host] max_share {:.0}%: the rules on wall time (poll, sched, lag, workload) are \
+            "host: {sentence}; above [host] max_share {:.0}%: the rules on wall-time tails (poll, sched, lag, workload above the median) are \
              not judged, CPU time per poll is",
             o.host.max_share * 100.0
         )
