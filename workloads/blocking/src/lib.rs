@@ -279,9 +279,9 @@ async fn cpu_loop(fixed: bool) -> Outcome {
     Ok(0)
 }
 
-/// Bytes each `blocking-fs` round writes (and syncs), and reads back from the start.
+/// Bytes written (and synced), and read back (a little: tokio::fs copies it on the worker).
 const FS_WRITE: usize = 64 << 20;
-const FS_READ_BACK: u64 = 1 << 20;
+const FS_READ_BACK: u64 = 64 << 10;
 
 async fn blocking_fs(fixed: bool, path: std::path::PathBuf) -> Outcome {
     // Zeroed memory is mapped lazily: making the buffer costs nothing, writing it out does.
