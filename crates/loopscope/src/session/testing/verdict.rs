@@ -301,6 +301,20 @@ pub(crate) fn judge(i: Inputs<'_>) -> Verdict {
     } else {
         raw
     };
+    // A look that caught the thread inside the test's own recording of a blocking call (after
+    // the call returned, still in the poll: taking the unwinder's lock can wait on a busy host)
+    // says nothing of the program: it is left out, and a stall raised there is the call's.
+    let mut rec = rec;
+    rec.events.retain(|e| !matches!(e, Event::StallLook { stack, .. } if in_own_recording(stack)));
+    for e in &mut rec.events {
+        if let Event::StallBegin(s) = e
+            && in_own_recording(&s.stack)
+        {
+            s.category = StallCategory::Unknown;
+            s.stack.clear();
+            s.syscall = None;
+        }
+    }
     let paths = Paths { relative: rec.sites.iter().map(|s| s.file.clone()).chain([i.body_site.to_string()]).collect() };
     let site =
         |id: Option<u32>| id.and_then(|id| rec.sites.get(id as usize)).filter(|s| s.file != SiteDecl::OTHER_FILE);
@@ -639,6 +653,11 @@ fn decisive(
         }
         _ => raised.clone(),
     }
+}
+
+/// Whether a stack was taken inside the test's own recording of a blocking call.
+fn in_own_recording(stack: &[StackFrame]) -> bool {
+    stack.iter().any(|f| f.function.starts_with("loopscope::session::testing::state::"))
 }
 
 /// System calls that wait for another process, which the kernel view files under no category.
