@@ -83,6 +83,37 @@ pub struct RuleResult {
     pub detail: String,
 }
 
+impl RuleResult {
+    /// A rule judged exactly (a count, no interval): the fields every such result shares.
+    fn exact(
+        name: String,
+        kind: &'static str,
+        metric: &str,
+        unit: &'static str,
+        verdict: Verdict,
+        detail: String,
+    ) -> Self {
+        RuleResult {
+            name,
+            kind,
+            policy_line: None,
+            metric: metric.into(),
+            site: None,
+            stat: None,
+            limit: String::new(),
+            unit,
+            baseline: None,
+            candidate: None,
+            change: None,
+            interval: None,
+            confidence: None,
+            interval_method: None,
+            verdict,
+            detail,
+        }
+    }
+}
+
 /// Which recordings one side used.
 #[derive(Clone, Debug, Serialize)]
 pub struct SideInfo {
@@ -323,27 +354,23 @@ pub fn check(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Result<Out
     // own time did not grow. A result of its own says so, to every output.
     let cpu_judged = instances.iter().any(|i| !i.rule.metric.wall_time());
     if set_aside && !cpu_judged {
+        let detail = format!(
+            "{}: the rules on wall time are set aside, and the policy has no rule on CPU time per poll \
+             (metric = \"cpu\") to judge in their place",
+            host.sentence().unwrap_or_default()
+        );
         results.push(RuleResult {
-            name: "host: wall time not judged".into(),
-            kind: "host",
-            policy_line: None,
-            metric: "host".into(),
-            site: None,
-            stat: None,
             limit: format!("{:.0}%", host.max_share * 100.0),
-            unit: "share",
             baseline: host.baseline,
             candidate: host.candidate,
-            change: None,
-            interval: None,
-            confidence: None,
-            interval_method: None,
-            verdict: Verdict::Inconclusive,
-            detail: format!(
-                "{}: the rules on wall time are set aside, and the policy has no rule on CPU time per poll \
-                 (metric = \"cpu\") to judge in their place",
-                host.sentence().unwrap_or_default()
-            ),
+            ..RuleResult::exact(
+                "host: wall time not judged".into(),
+                "host",
+                "host",
+                "share",
+                Verdict::Inconclusive,
+                detail,
+            )
         });
     }
     let verdict = results.iter().map(|r| r.verdict).max().unwrap_or(Verdict::Pass).max(Verdict::Pass);
@@ -723,22 +750,10 @@ fn stall_rules(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Vec<Rule
     let count =
         |runs: &[Run]| runs.iter().flat_map(|r| &r.stalls).filter(|g| counted(g)).map(|g| g.count).sum::<u64>() as f64;
     let stall_result = |name: String, kind: &'static str, limit: String, verdict: Verdict, detail: String| RuleResult {
-        name,
-        kind,
-        policy_line: None,
-        metric: "stalls".into(),
-        site: None,
-        stat: None,
         limit,
-        unit: "stalls",
         baseline: Some(count(baseline)),
         candidate: Some(count(candidate)),
-        change: None,
-        interval: None,
-        confidence: None,
-        interval_method: None,
-        verdict,
-        detail,
+        ..RuleResult::exact(name, kind, "stalls", "stalls", verdict, detail)
     };
     let mut out = Vec::new();
     if rules.forbid_new {
@@ -815,22 +830,10 @@ fn task_rules(policy: &Policy, baseline: &[Run], candidate: &[Run]) -> Vec<RuleR
         None => (Verdict::Pass, "no spawn site's tasks kept growing".into()),
     };
     vec![RuleResult {
-        name: "tasks: growth".into(),
-        kind: "tasks-growth",
-        policy_line: None,
-        metric: "tasks".into(),
-        site: None,
-        stat: None,
         limit: "0".into(),
-        unit: "sites",
         baseline: Some(growing(baseline)),
         candidate: Some(growing(candidate)),
-        change: None,
-        interval: None,
-        confidence: None,
-        interval_method: None,
-        verdict,
-        detail,
+        ..RuleResult::exact("tasks: growth".into(), "tasks-growth", "tasks", "sites", verdict, detail)
     }]
 }
 
