@@ -58,6 +58,8 @@ mod kind {
     pub const MODULES: u8 = 9;
     pub const SAMPLES: u8 = 10;
     pub const SPANS: u8 = 11;
+    pub const TASK_AGES: u8 = 12;
+    pub const TASK_DUMP: u8 = 13;
 }
 
 /// Why writing a recording failed.
@@ -165,6 +167,8 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) -> Result<(), WriteError> 
         Frame::Interval(i) => (kind::INTERVAL | COMPRESSED, compress(&encode(i)?)?),
         Frame::Event(e) => (kind::EVENT, encode(e)?),
         Frame::Workload(w) => (kind::WORKLOAD | COMPRESSED, compress(&encode(w)?)?),
+        Frame::TaskAges(t) => (kind::TASK_AGES | COMPRESSED, compress(&encode(t)?)?),
+        Frame::TaskDump(d) => (kind::TASK_DUMP | COMPRESSED, compress(&encode(d)?)?),
         Frame::Footer(f) => (kind::FOOTER, encode(f)?),
     };
     let len = u32::try_from(payload.len())
@@ -338,6 +342,12 @@ impl<R: Read> Reader<R> {
                     Frame::Modules(self.decode_list::<ModuleDecl>(at, &payload, self.declared.room().modules)?)
                 }
                 kind::SAMPLES if !v1 => Frame::Samples(Box::new(self.decode::<crate::model::Samples>(at, &payload)?)),
+                kind::TASK_AGES if !v1 => {
+                    Frame::TaskAges(Box::new(self.decode::<crate::model::TaskAges>(at, &payload)?))
+                }
+                kind::TASK_DUMP if !v1 => {
+                    Frame::TaskDump(Box::new(self.decode::<crate::model::TaskDump>(at, &payload)?))
+                }
                 kind::SPANS if !v1 => Frame::Spans(self.decode_list::<crate::model::SpanDecl>(
                     at,
                     &payload,
@@ -556,6 +566,10 @@ pub struct Recording {
     pub samples: Vec<crate::model::Samples>,
     /// Intervals in order.
     pub intervals: Vec<Interval>,
+    /// The alive tasks' ages, per interval.
+    pub task_ages: Vec<crate::model::TaskAges>,
+    /// Task dumps, in order.
+    pub dumps: Vec<crate::model::TaskDump>,
     /// Events in order.
     pub events: Vec<Event>,
     /// The workload's own result, if it reported one.
@@ -608,6 +622,8 @@ impl Recording {
             spans: Vec::new(),
             samples: Vec::new(),
             intervals: Vec::new(),
+            task_ages: Vec::new(),
+            dumps: Vec::new(),
             events: Vec::new(),
             workload: None,
             footer: None,
@@ -627,6 +643,8 @@ impl Recording {
             Frame::Sites(s) => self.sites.extend(s),
             Frame::Workers(w) => self.workers.extend(w),
             Frame::Interval(i) => self.intervals.push(*i),
+            Frame::TaskAges(t) => self.task_ages.push(*t),
+            Frame::TaskDump(d) => self.dumps.push(*d),
             Frame::Event(e) => self.events.push(e),
             Frame::Workload(w) => self.workload = Some(*w),
             Frame::Footer(f) => self.footer = Some(f),

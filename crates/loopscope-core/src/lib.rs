@@ -13,6 +13,7 @@
 //! - [`stall`]: the one stall model: blocking sites, categories from stacks, begin/look/end pairing.
 //! - [`report`]: aggregation of a recording into the per-runtime / per-site report and its JSON
 //!   (its text rendering is the command's: `loopscope-cli`'s `report_text`).
+//! - [`tasks`]: what the program's tasks wait for: idle times per spawn site, task dumps' await points.
 //! - [`workload`]: the end-to-end figures a workload reports beside the recorder's.
 //! - [`text`]: plain-text tables built from one column spec (no I/O), for every reader's tables.
 #![warn(missing_docs)]
@@ -27,6 +28,7 @@ mod model_v1;
 pub mod report;
 pub mod resolve;
 pub mod stall;
+pub mod tasks;
 pub mod text;
 pub mod units;
 pub mod validate;

@@ -558,6 +558,140 @@ pub struct SampledStack {
     pub spans: Vec<u32>,
 }
 
+/// The program's alive tasks at the end of one interval, as the recorder follows them: per spawn
+/// site, how long since each was spawned and since its last poll began. Tasks are followed in a
+/// table of bounded size (see [`TaskAges::untracked`]). Written just before the interval's own
+/// frame.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskAges {
+    /// The interval it belongs to ([`Interval::index`]).
+    pub interval: u64,
+    /// Per spawn site with alive tasks.
+    pub sites: Vec<SiteTasks>,
+    /// The tasks idle the longest (not polled for the longest time), longest first; at most
+    /// [`TaskAges::MAX_IDLEST`].
+    pub idlest: Vec<IdleTask>,
+    /// Alive tasks the recorder does not follow: spawned while the places their ids map to in its
+    /// table were taken by older tasks.
+    pub untracked: u64,
+}
+
+impl TaskAges {
+    /// The most idle tasks listed per interval.
+    pub const MAX_IDLEST: usize = 16;
+}
+
+/// The alive tasks of one spawn site at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteTasks {
+    /// The [`SiteDecl::id`].
+    pub site: u32,
+    /// Alive tasks followed.
+    pub alive: u64,
+    /// How long since each alive task's last poll began (since its spawn, if never polled).
+    pub idle: Dist,
+    /// How long since each alive task was spawned.
+    pub age: Dist,
+}
+
+/// One alive task that has not been polled for a long time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdleTask {
+    /// tokio's task id (`tokio::task::Id`, as printed by it).
+    pub id: u64,
+    /// The [`SiteDecl::id`] of its spawn site.
+    pub site: u32,
+    /// Nanoseconds since its last poll began (since its spawn, if never polled).
+    pub idle_ns: u64,
+    /// Nanoseconds since it was spawned.
+    pub age_ns: u64,
+    /// Whether it has never been polled.
+    pub never_polled: bool,
+}
+
+/// A task dump: what every task of the runtime was waiting for, from tokio's own task dump
+/// (`Handle::dump`, with the `taskdump` feature), grouped by identical traces.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDump {
+    /// When it was asked for, in nanoseconds since the session started.
+    pub at_ns: u64,
+    /// Why it was taken.
+    pub trigger: DumpTrigger,
+    /// The number a viewer gave its request (`loopscope dump --attach`), to find its answer among
+    /// the frames; 0 for the others.
+    pub request: u64,
+    /// How it went.
+    pub outcome: DumpOutcome,
+    /// Tasks in the dump.
+    pub tasks: u64,
+    /// Tasks with the same spawn site and the same trace, the largest groups first.
+    pub groups: Vec<DumpGroup>,
+}
+
+impl TaskDump {
+    /// The most groups a dump keeps (the rest are counted in [`TaskDump::tasks`] only).
+    pub const MAX_GROUPS: usize = 256;
+    /// The most task ids a group lists.
+    pub const MAX_IDS: usize = 16;
+}
+
+/// Why a task dump was taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DumpTrigger {
+    /// Asked for by a viewer (`loopscope dump --attach`, a key in the TUI) or the program.
+    #[default]
+    Request,
+    /// The program received the dump signal (`SIGUSR2`, when enabled).
+    Signal,
+    /// A spawn site's tasks had been idle beyond the dump threshold.
+    Idle {
+        /// The [`SiteDecl::id`].
+        site: u32,
+        /// How long its idlest task had not been polled, in nanoseconds.
+        idle_ns: u64,
+    },
+}
+
+/// How a task dump went.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DumpOutcome {
+    /// Every task was traced.
+    #[default]
+    Complete,
+    /// The dump did not finish in time: tokio pauses every worker for a dump, and a worker stuck
+    /// in a poll never pauses.
+    TimedOut {
+        /// How long the recorder waited, in nanoseconds.
+        waited_ns: u64,
+        /// The [`WorkerDecl::id`]s of the threads stuck in a poll past the stall threshold when it
+        /// gave up (what held the dump up; their stalls name the line).
+        stalled_workers: Vec<u32>,
+    },
+    /// Dumps cannot be taken in this program (why: the feature is off, the platform has none).
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Tasks of one spawn site caught in one identical trace by a task dump.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpGroup {
+    /// The [`SiteDecl::id`] of their spawn site, when the recorder follows them.
+    pub site: Option<u32>,
+    /// Tasks in the group.
+    pub count: u64,
+    /// Some of their task ids (at most [`TaskDump::MAX_IDS`]).
+    pub ids: Vec<u64>,
+    /// The longest time one of them had not been polled, in nanoseconds (0: unknown).
+    pub idle_ns: u64,
+    /// The trace: one stack per future the task was waiting on (a `join!` of two futures waits on
+    /// both), each innermost first, symbolized in the program when the dump was taken.
+    pub traces: Vec<Vec<StackFrame>>,
+}
+
 /// Last frame of a complete recording.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Footer {
@@ -592,6 +726,10 @@ pub enum Frame {
     Event(Event),
     /// The workload's own end-to-end figures.
     Workload(Box<WorkloadResult>),
+    /// The alive tasks' ages at the end of one interval.
+    TaskAges(Box<TaskAges>),
+    /// A task dump.
+    TaskDump(Box<TaskDump>),
     /// Always last, when the recording ended cleanly.
     Footer(Footer),
 }

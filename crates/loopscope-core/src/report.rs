@@ -99,6 +99,8 @@ pub struct Aggregator {
     alive: Vec<Option<crate::growth::AliveSeries>>,
     /// Tasks that panicked, by (site, location, message).
     panics: BTreeMap<(Option<u32>, Option<String>, String), u64>,
+    /// Alive tasks' idle times and task dumps.
+    tasks: crate::tasks::TaskState,
     sampling: Sampling,
     detection_sum_ns: u64,
     detection_max_ns: u64,
@@ -175,6 +177,7 @@ impl Aggregator {
             span_acc: BTreeMap::new(),
             alive: Vec::new(),
             panics: BTreeMap::new(),
+            tasks: crate::tasks::TaskState::default(),
             sampling: Sampling::default(),
             detection_sum_ns: 0,
             detection_max_ns: 0,
@@ -253,6 +256,8 @@ impl Aggregator {
             Frame::Header(_) | Frame::Modules(_) => {}
             Frame::Spans(d) => self.span_decls.extend(d.iter().cloned()),
             Frame::Samples(samples) => self.push_samples(samples),
+            Frame::TaskAges(t) => self.tasks.push_ages(t),
+            Frame::TaskDump(d) => self.tasks.push_dump(d),
             Frame::Runtime(r) => self.header.apply_runtime(r),
             Frame::Sites(s) => {
                 self.sites.extend(s.iter().cloned());
@@ -656,6 +661,12 @@ impl Aggregator {
             spans,
             panics,
             growing,
+            waiting: self.tasks.waiting(site_name),
+            idlest: self.tasks.idlest(site_name),
+            untracked_tasks: self.tasks.untracked(),
+            tasks_followed: self.tasks.followed(),
+            dumps: self.tasks.dumps().map(|d| crate::tasks::DumpReport::new(d, site_name)).collect(),
+            dumps_total: self.tasks.dumps_total(),
             workload: self.workload.as_ref().map(WorkloadReport::from),
             errors,
             notes: Vec::new(),
@@ -1019,6 +1030,19 @@ pub struct Report {
     pub panics: Vec<PanicReport>,
     /// Spawn sites whose alive tasks kept growing over the recording (a leak).
     pub growing: Vec<TaskGrowth>,
+    /// Alive tasks per spawn site, the last time each site had any: how long since their last
+    /// poll, the longest idle first (empty when the recorder did not follow tasks).
+    pub waiting: Vec<crate::tasks::WaitingSite>,
+    /// The tasks idle the longest, with their ids.
+    pub idlest: Vec<crate::tasks::IdleTaskReport>,
+    /// Alive tasks the recorder could not follow (its table of tasks was full where they fell).
+    pub untracked_tasks: u64,
+    /// Whether the recorder followed tasks' ages.
+    pub tasks_followed: bool,
+    /// The latest task dumps (at most [`crate::tasks::MAX_REPORTED_DUMPS`]), oldest first.
+    pub dumps: Vec<crate::tasks::DumpReport>,
+    /// Task dumps taken in all.
+    pub dumps_total: u64,
     /// The workload's own figures.
     pub workload: Option<WorkloadReport>,
     /// Errors the recorder reported.

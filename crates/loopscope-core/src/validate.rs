@@ -299,6 +299,72 @@ impl Declared {
                 }
                 Ok(())
             }
+            Frame::TaskAges(t) => {
+                let ctx = |e: String| format!("task ages of interval {}: {e}", t.interval);
+                unique("site", t.sites.iter().map(|s| s.site), self.sites).map_err(ctx)?;
+                for s in &t.sites {
+                    dist("idle times", &s.idle).map_err(ctx)?;
+                    dist("ages", &s.age).map_err(ctx)?;
+                }
+                if t.idlest.len() > crate::model::TaskAges::MAX_IDLEST {
+                    return Err(ctx(format!(
+                        "{} idle tasks listed (at most {})",
+                        t.idlest.len(),
+                        crate::model::TaskAges::MAX_IDLEST
+                    )));
+                }
+                match t.idlest.iter().find(|i| i.site as usize >= self.sites) {
+                    Some(i) => Err(ctx(format!("an idle task refers to undeclared site {}", i.site))),
+                    None => Ok(()),
+                }
+            }
+            Frame::TaskDump(d) => {
+                let ctx = |e: String| format!("a task dump: {e}");
+                if d.groups.len() > crate::model::TaskDump::MAX_GROUPS {
+                    return Err(ctx(format!(
+                        "{} groups (at most {})",
+                        d.groups.len(),
+                        crate::model::TaskDump::MAX_GROUPS
+                    )));
+                }
+                match &d.outcome {
+                    crate::model::DumpOutcome::TimedOut { stalled_workers, .. } => {
+                        list("stalled workers", stalled_workers).map_err(ctx)?;
+                        if let Some(w) = stalled_workers.iter().find(|w| **w as usize >= self.workers) {
+                            return Err(ctx(format!("refers to undeclared worker {w}")));
+                        }
+                    }
+                    crate::model::DumpOutcome::Unavailable { reason } => string("a reason", reason).map_err(ctx)?,
+                    crate::model::DumpOutcome::Complete => {}
+                }
+                if let crate::model::DumpTrigger::Idle { site, .. } = d.trigger
+                    && site as usize >= self.sites
+                {
+                    return Err(ctx(format!("its trigger refers to undeclared site {site}")));
+                }
+                let mut frames = 0usize;
+                for g in &d.groups {
+                    if g.site.is_some_and(|s| s as usize >= self.sites) {
+                        return Err(ctx(format!("a group refers to undeclared site {:?}", g.site)));
+                    }
+                    if g.ids.len() > crate::model::TaskDump::MAX_IDS {
+                        return Err(ctx(format!(
+                            "a group lists {} task ids (at most {})",
+                            g.ids.len(),
+                            crate::model::TaskDump::MAX_IDS
+                        )));
+                    }
+                    list("traces", &g.traces).map_err(ctx)?;
+                    for t in &g.traces {
+                        frames += t.len();
+                        self.stack(&[], t).map_err(ctx)?;
+                    }
+                }
+                if frames > MAX_SAMPLED_FRAMES {
+                    return Err(ctx(format!("{frames} frames in all (at most {MAX_SAMPLED_FRAMES})")));
+                }
+                Ok(())
+            }
             Frame::Footer(f) => {
                 list("errors", &f.errors)?;
                 for e in &f.errors {
@@ -378,7 +444,13 @@ pub fn clean_frame(frame: &mut Frame) {
             clean(&mut p.message);
             clean_opt(&mut p.location);
         }),
-        Frame::Runtime(_) | Frame::Event(Event::StallEnd { .. }) => {}
+        Frame::TaskDump(d) => {
+            if let crate::model::DumpOutcome::Unavailable { reason } = &mut d.outcome {
+                clean(reason);
+            }
+            d.groups.iter_mut().flat_map(|g| g.traces.iter_mut()).for_each(|t| clean_stack(t));
+        }
+        Frame::Runtime(_) | Frame::TaskAges(_) | Frame::Event(Event::StallEnd { .. }) => {}
     }
 }
 

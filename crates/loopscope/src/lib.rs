@@ -25,6 +25,9 @@ compile_error!(
 /// The stall detector: watchdog, stack capture and unwinding, the kernel's view of a thread.
 #[cfg(tokio_unstable)]
 mod detector;
+/// Task dumps: every task's await point, from tokio's task dump (the `taskdump` feature).
+#[cfg(tokio_unstable)]
+mod dump;
 /// The per-poll path and what it writes: clock, spawn sites, per-thread cells; the lag probe.
 #[cfg(tokio_unstable)]
 mod hot;

@@ -21,6 +21,7 @@ pub(crate) mod cells;
 mod clock;
 pub(crate) mod probe;
 mod sites;
+pub(crate) mod tasks;
 // Fed by the `tracing` layer; without the feature only the (empty) span stacks are read.
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) mod spans;
@@ -101,6 +102,10 @@ pub(crate) struct Shared {
     stall_raw: u64,
     enabled: AtomicBool,
     sites: SiteTable,
+    /// Every alive task's site, spawn time and latest poll.
+    tasks: tasks::TaskTable,
+    /// Task dumps.
+    dumps: crate::dump::Dumps,
     threads: Mutex<Vec<Arc<ThreadSlot>>>,
     handle: Mutex<Option<Handle>>,
     threads_full: AtomicBool,
@@ -147,6 +152,8 @@ impl Shared {
             stall_raw,
             enabled: AtomicBool::new(true),
             sites: SiteTable::new(max_sites),
+            tasks: tasks::TaskTable::new(),
+            dumps: crate::dump::Dumps::default(),
             threads: Mutex::new(Vec::new()),
             handle: Mutex::new(None),
             threads_full: AtomicBool::new(false),
@@ -203,6 +210,36 @@ impl Shared {
     /// The spawn-site table.
     pub(crate) fn sites(&self) -> &SiteTable {
         &self.sites
+    }
+
+    /// The recorder's own tasks alive in the runtime (the lag probe's), which tokio counts with
+    /// the program's.
+    pub(crate) fn own_tasks(&self) -> u64 {
+        u64::from(self.probe_started.load(Ordering::Relaxed))
+    }
+
+    /// Task dumps.
+    pub(crate) fn dumps(&self) -> &crate::dump::Dumps {
+        &self.dumps
+    }
+
+    /// The workers stuck in a poll for longer than the stall threshold now.
+    #[cfg_attr(not(feature = "taskdump"), allow(dead_code))]
+    pub(crate) fn stalled_workers(&self) -> Vec<u32> {
+        let now = self.clock.raw();
+        self.threads()
+            .iter()
+            .filter(|t| {
+                let since = t.in_poll_since.load(Ordering::Relaxed);
+                since != 0 && now.saturating_sub(since) >= self.stall_raw
+            })
+            .map(|t| t.decl.id)
+            .collect()
+    }
+
+    /// The task table.
+    pub(crate) fn tasks(&self) -> &tasks::TaskTable {
+        &self.tasks
     }
 
     /// The threads recorded now (a snapshot).
@@ -378,6 +415,10 @@ impl Shared {
     // leaves `in_poll_since` at 0, and the after-hook then records nothing.
     #[inline]
     pub(crate) fn before_poll<const TSC: bool, const SCHED: bool>(&self, meta: &TaskMeta<'_>) {
+        // While a task dump runs, tokio re-polls every task to trace it: not the program's polls.
+        if self.dumps.busy() && crate::dump::tracing_poll() {
+            return;
+        }
         let key = meta.spawned_at() as *const Location<'static> as usize;
         let _ = LOCAL.try_with(|l| {
             // SAFETY: the pointer was set by `register_thread` of this session (checked by id) from
@@ -395,7 +436,9 @@ impl Shared {
                         l.last_cells.set(recent.cells.get());
                         slot.in_poll_site.store(recent.site.get(), Ordering::Relaxed);
                     }
-                    slot.in_poll_since.store(self.clock.raw_as::<TSC>(), Ordering::Relaxed);
+                    let now = self.clock.raw_as::<TSC>();
+                    slot.in_poll_since.store(now, Ordering::Relaxed);
+                    self.tasks.polled(tasks::task_id(meta), now);
                     if SCHED {
                         self.record_schedule_latency(l, meta);
                     }
@@ -425,7 +468,9 @@ impl Shared {
         if key != l.last_location.get() && !self.contain(false, || self.enter_site(l, slot, spawned_at)) {
             return;
         }
-        slot.in_poll_since.store(self.clock.raw_as::<TSC>(), Ordering::Relaxed);
+        let now = self.clock.raw_as::<TSC>();
+        slot.in_poll_since.store(now, Ordering::Relaxed);
+        self.tasks.polled(tasks::task_id(meta), now);
         if SCHED {
             self.record_schedule_latency(l, meta);
         }
@@ -444,8 +489,8 @@ impl Shared {
     /// program's profile.
     #[inline(never)]
     fn enter_site(&self, l: &Local, slot: &ThreadSlot, loc: &'static Location<'static>) -> bool {
-        if !self.enabled.load(Ordering::Relaxed) || crate::hot::probe::location().is_some_and(|p| std::ptr::eq(loc, p))
-        {
+        let own = |at: Option<&'static Location<'static>>| at.is_some_and(|p| std::ptr::eq(loc, p));
+        if !self.enabled.load(Ordering::Relaxed) || own(crate::hot::probe::location()) || own(crate::dump::location()) {
             return false;
         }
         let key = loc as *const Location<'static> as usize;
@@ -551,13 +596,19 @@ impl Shared {
     }
 
     pub(crate) fn on_spawn(&self, meta: &TaskMeta<'_>) {
-        if crate::hot::probe::location().is_some_and(|p| std::ptr::eq(meta.spawned_at(), p)) {
+        let own = |at: Option<&'static Location<'static>>| at.is_some_and(|p| std::ptr::eq(meta.spawned_at(), p));
+        if own(crate::hot::probe::location()) || own(crate::dump::location()) {
             return;
         }
-        self.sites.count_spawn(self.sites.lookup(meta.spawned_at()) as usize);
+        let site = self.sites.lookup(meta.spawned_at());
+        self.sites.count_spawn(site as usize);
+        if self.enabled.load(Ordering::Relaxed) {
+            self.tasks.spawn(tasks::task_id(meta), site, self.clock.raw());
+        }
     }
 
     pub(crate) fn on_terminate(&self, meta: &TaskMeta<'_>) {
+        self.tasks.terminated(tasks::task_id(meta));
         if let Some(site) = self.sites.find(meta.spawned_at()) {
             self.sites.count_finish(site as usize);
         }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use loopscope_core::dist::DistAcc;
 use loopscope_core::format::{Completeness, Writer};
 use loopscope_core::model::{
-    Event, FORMAT_VERSION, Flavor, Footer, Frame, Gauges, Header, Interval, ModuleDecl, RuntimeDecl, SampledStack,
-    Samples, SiteInterval, SpanInterval, StallCategory, WorkerInterval,
+    Event, FORMAT_VERSION, Flavor, Footer, Frame, Gauges, Header, IdleTask, Interval, ModuleDecl, RuntimeDecl,
+    SampledStack, Samples, SiteInterval, SiteTasks, SpanInterval, StallCategory, TaskAges, WorkerInterval,
 };
 
 /// Distinct sampled stacks kept per interval; further samples are counted at their site.
@@ -48,6 +48,8 @@ pub(crate) enum Cmd {
         frames: Vec<u64>,
         spans: Vec<u32>,
     },
+    /// A task dump, taken by the dumping thread.
+    Dump(Box<loopscope_core::model::TaskDump>),
     /// The process is exiting (`std::process::exit`): write what was measured and the footer
     /// now, then say so. Threads are not joined: the process ends right after.
     Exit(SyncSender<()>),
@@ -67,6 +69,8 @@ pub(crate) struct Meta {
     pub(crate) live: Vec<SyncSender<Frame>>,
     /// Slow-poll sampling's threshold and period, in ns, when it is on.
     pub(crate) sampling: Option<(u64, u64)>,
+    /// A site's tasks idle this long set off a task dump (once per site).
+    pub(crate) dump_idle: Option<Duration>,
 }
 
 enum Sink {
@@ -107,6 +111,8 @@ pub(crate) struct Flusher {
     workers_declared: usize,
     index: u64,
     interval_start_ns: u64,
+    /// Whether the last interval's task ages followed any task.
+    tasks_followed: bool,
 }
 
 impl Flusher {
@@ -152,6 +158,7 @@ impl Flusher {
             workers_declared: 0,
             index: 0,
             interval_start_ns: 0,
+            tasks_followed: false,
         };
         f.send_live(Frame::Header(header));
         f
@@ -179,6 +186,11 @@ impl Flusher {
                     f.emit(Frame::Event(*e));
                     #[cfg(feature = "tracing")]
                     f.log_stall(&logged);
+                }),
+                Ok(Cmd::Dump(d)) => self.guarded(|f| {
+                    // Declare the sites its groups name first.
+                    f.declare_new();
+                    f.emit(Frame::TaskDump(d));
                 }),
                 Ok(Cmd::Exit(done)) => {
                     self.guarded(|f| {
@@ -432,13 +444,15 @@ impl Flusher {
                 sched: sched.to_dist(),
             });
         }
+        let gauges = self.gauges();
+        let ages = self.task_ages(gauges.alive_tasks);
         let interval = Interval {
             index: self.index,
             start_ns: self.interval_start_ns,
             end_ns,
             sites: out_sites,
             workers,
-            gauges: self.gauges(),
+            gauges,
             lag: self.shared.take_lag(),
             stall_tally: self.shared.take_tally(),
             panics: self.shared.take_panics(),
@@ -451,6 +465,21 @@ impl Flusher {
         // Site declarations first (in `declare_new` above), then the samples, then the interval.
         if let Some(samples) = self.samples_frame() {
             self.emit(samples);
+        }
+        if let Some(ages) = ages {
+            // Per site, its idlest task's time since its last poll: an automatic dump's trigger.
+            let mut idle: Vec<(u32, u64)> = Vec::new();
+            for t in &ages.idlest {
+                if !idle.iter().any(|(s, _)| *s == t.site) {
+                    idle.push((t.site, t.idle_ns));
+                }
+            }
+            self.emit(Frame::TaskAges(Box::new(ages)));
+            let shared = Arc::clone(&self.shared);
+            shared.dumps().check(&shared, &idle, self.meta.dump_idle);
+        } else {
+            let shared = Arc::clone(&self.shared);
+            shared.dumps().check(&shared, &[], None);
         }
         self.index += 1;
         self.interval_start_ns = end_ns;
@@ -520,6 +549,49 @@ impl Flusher {
             self.emit(Frame::Workers(decls));
         }
         threads
+    }
+
+    /// The alive tasks' idle times and ages per site, from the task table (`None` when no task is
+    /// followed and none was in the last interval, so an idle program's recording stays small).
+    fn task_ages(&mut self, alive_in_runtime: u64) -> Option<TaskAges> {
+        let now = self.shared.now_raw();
+        let mut per_site: std::collections::BTreeMap<u32, (u64, DistAcc, DistAcc)> = Default::default();
+        // The idlest tasks, kept as a small list sorted longest first.
+        let mut idlest: Vec<IdleTask> = Vec::with_capacity(TaskAges::MAX_IDLEST + 1);
+        let mut followed = 0u64;
+        for t in self.shared.tasks().alive() {
+            // Only sites already declared (a newer one is declared next interval).
+            if t.site as usize >= self.sites_declared {
+                continue;
+            }
+            followed += 1;
+            let idle_ns = self.shared.nanos_between(if t.last == 0 { t.spawned } else { t.last }, now);
+            let age_ns = self.shared.nanos_between(t.spawned, now);
+            let e = per_site.entry(t.site).or_default();
+            e.0 += 1;
+            e.1.record_n_ns(idle_ns, 1);
+            e.2.record_n_ns(age_ns, 1);
+            if idlest.len() < TaskAges::MAX_IDLEST || idlest.last().is_some_and(|l| l.idle_ns < idle_ns) {
+                let at = idlest.partition_point(|i| i.idle_ns >= idle_ns);
+                idlest.insert(at, IdleTask { id: t.id, site: t.site, idle_ns, age_ns, never_polled: t.last == 0 });
+                idlest.truncate(TaskAges::MAX_IDLEST);
+            }
+        }
+        let had = std::mem::replace(&mut self.tasks_followed, followed > 0);
+        if followed == 0 && !had {
+            return None;
+        }
+        Some(TaskAges {
+            interval: self.index,
+            sites: per_site
+                .into_iter()
+                .map(|(site, (alive, idle, age))| SiteTasks { site, alive, idle: idle.to_dist(), age: age.to_dist() })
+                .collect(),
+            idlest,
+            // The runtime's count includes the recorder's own tasks (the lag probe, a dump): at
+            // most a few, and never more than it says.
+            untracked: alive_in_runtime.saturating_sub(followed + self.shared.own_tasks()),
+        })
     }
 
     fn gauges(&self) -> Gauges {

@@ -42,7 +42,7 @@ pub const MAX_GREETING: usize = 4;
 const HELLO_WITHIN: Duration = Duration::from_millis(500);
 
 /// Intervals and events a new client receives from before it connected.
-const HISTORY_INTERVALS: usize = 600;
+const HISTORY_INTERVALS: usize = 1800;
 const HISTORY_EVENTS: usize = 1000;
 
 enum Listener {
@@ -166,13 +166,13 @@ fn broadcast(frames: Receiver<Frame>, hub: &Mutex<Hub>) {
             Frame::Runtime(_) | Frame::Modules(_) | Frame::Sites(_) | Frame::Spans(_) | Frame::Workers(_) => {
                 h.declarations.push(Arc::clone(&bytes))
             }
-            Frame::Interval(_) | Frame::Samples(_) => {
+            Frame::Interval(_) | Frame::Samples(_) | Frame::TaskAges(_) => {
                 if h.intervals.len() == HISTORY_INTERVALS {
                     h.intervals.pop_front();
                 }
                 h.intervals.push_back(Arc::clone(&bytes));
             }
-            Frame::Event(_) => {
+            Frame::Event(_) | Frame::TaskDump(_) => {
                 if h.events.len() == HISTORY_EVENTS {
                     h.events.pop_front();
                 }

@@ -32,6 +32,8 @@ pub const DEFAULT_SAMPLE_THRESHOLD: Duration = Duration::from_millis(1);
 pub const DEFAULT_SAMPLE_PERIOD: Duration = Duration::from_millis(1);
 /// Default budget of slow-poll samples for the whole program, per second.
 pub const DEFAULT_SAMPLES_PER_SECOND: u32 = 100;
+/// Default dump threshold: a site's tasks not polled for this long set off one task dump.
+pub const DEFAULT_DUMP_IDLE: Duration = Duration::from_secs(2);
 /// Default limit on distinct spawn sites; further sites are merged into one "other" site.
 pub const DEFAULT_MAX_SITES: u32 = 1000;
 /// How often [`SessionBuilder::otlp`] exports, by default.
@@ -128,6 +130,8 @@ pub struct SessionBuilder {
     sampling: Option<crate::detector::watchdog::Sampling>,
     capture_stacks: bool,
     max_sites: u32,
+    dump_idle: Option<Duration>,
+    dump_signal: bool,
     workload: Option<String>,
     live: Option<std::sync::mpsc::SyncSender<crate::core::model::Frame>>,
     serve: Option<String>,
@@ -158,6 +162,8 @@ impl Default for SessionBuilder {
                 per_second: DEFAULT_SAMPLES_PER_SECOND,
             }),
             capture_stacks: true,
+            dump_idle: Some(DEFAULT_DUMP_IDLE),
+            dump_signal: false,
             max_sites: DEFAULT_MAX_SITES,
             workload: None,
             live: None,
@@ -329,6 +335,21 @@ impl SessionBuilder {
         self
     }
 
+    /// Takes a task dump (with the `taskdump` feature) once when a spawn site's tasks have not
+    /// been polled for `after` (default 2 s; `None`: never), at most once per site and four times
+    /// in all: what they wait for, with each group's await point. See docs/tasks.md.
+    pub fn dump_when_idle(mut self, after: Option<Duration>) -> Self {
+        self.dump_idle = after;
+        self
+    }
+
+    /// Takes a task dump when the process receives `SIGUSR2` (default off; left off, with an
+    /// error in the report, when the program handles `SIGUSR2` itself).
+    pub fn dump_on_signal(mut self, on: bool) -> Self {
+        self.dump_signal = on;
+        self
+    }
+
     /// Names the workload in the recording's header.
     pub fn workload(mut self, name: impl Into<String>) -> Self {
         self.workload = Some(name.into());
@@ -470,6 +491,7 @@ impl SessionBuilder {
                 .sampling
                 .filter(|sm| self.stall_threshold.is_none_or(|t| sm.threshold < t))
                 .map(|sm| (sm.threshold.as_nanos() as u64, sm.period.as_nanos() as u64)),
+            dump_idle: self.dump_idle,
         };
         let (tx, rx) = mpsc::channel();
         let flusher = Flusher::new(Arc::clone(&shared), meta);
@@ -505,6 +527,12 @@ impl SessionBuilder {
                 }
             }
         };
+        shared.dumps().set_sink(Some(tx.clone()));
+        if self.dump_signal
+            && let Err(e) = crate::dump::signal::install()
+        {
+            shared.report_error(e);
+        }
         crate::session::exit::register(shared.id(), tx.clone());
         // Panics in tasks are counted whatever the detector does (a nested runtime is also a
         // stall when it runs).
@@ -643,6 +671,8 @@ impl Session {
     /// | `LOOPSCOPE_PROMETHEUS_PUBLIC` | `1` allows a non-loopback `LOOPSCOPE_PROMETHEUS` address |
     /// | `LOOPSCOPE_OTLP` | push figures to an OTLP/HTTP collector, e.g. `http://127.0.0.1:4318` (`otlp` feature) |
     /// | `LOOPSCOPE_OTLP_PERIOD` | its export period, e.g. `10s` |
+    /// | `LOOPSCOPE_DUMP_IDLE` | take a task dump when a site's tasks are idle this long, e.g. `2s`; `off` never |
+    /// | `LOOPSCOPE_DUMP_SIGNAL` | `1` takes a task dump on `SIGUSR2` |
     pub fn from_env() -> Result<SessionBuilder, Error> {
         let mut b = SessionBuilder::default();
         let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
@@ -717,6 +747,15 @@ impl Session {
         if let Some(d) = env_duration("LOOPSCOPE_OTLP_PERIOD")? {
             b.otlp_period = d;
         }
+        match std::env::var("LOOPSCOPE_DUMP_IDLE") {
+            Ok(v) if v == "off" => b.dump_idle = None,
+            _ => {
+                if let Some(d) = env_duration("LOOPSCOPE_DUMP_IDLE")? {
+                    b.dump_idle = Some(d);
+                }
+            }
+        }
+        b.dump_signal = env_flag("LOOPSCOPE_DUMP_SIGNAL")?;
         if let Ok(v) = std::env::var("LOOPSCOPE_SCHEDULE_LATENCY") {
             b.schedule_latency = match v.as_str() {
                 "1" | "true" | "on" => true,
@@ -738,6 +777,15 @@ impl Session {
     /// Where the live data is served ([`SessionBuilder::serve`]), with a TCP port 0 resolved.
     pub fn serving_at(&self) -> Option<String> {
         self.active.as_ref()?.server.as_ref().map(|s| s.bound.to_string())
+    }
+
+    /// Asks for a task dump now: what every task waits for, recorded as a frame of the
+    /// recording (with the `taskdump` feature; without it the recording says a dump was asked for
+    /// and could not be taken). Returns at once; false when a dump is under way already or the
+    /// session records nothing.
+    pub fn request_dump(&self) -> bool {
+        let Some(a) = self.active.as_ref() else { return false };
+        a.shared.dumps().request(&a.shared, loopscope_core::model::DumpTrigger::Request, 0)
     }
 
     /// Whether this session records anything.
@@ -773,6 +821,7 @@ impl Active {
         // Polls from now on are not recorded, and no thread takes the runtime's handle again.
         self.shared.stop_recording();
         self.shared.set_event_sink(None);
+        self.shared.dumps().set_sink(None);
         // The watchdog first: its last events reach the flusher before the finish message.
         if let Some((stop, handle)) = self.watchdog.take() {
             let _ = stop.send(());

@@ -1,0 +1,263 @@
+//! What the program's tasks are waiting for: the recorder's task ages (per spawn site, how long
+//! since each alive task's last poll) and tokio's task dumps (each task's await point), folded
+//! for the report and the TUI. One place for both readers: the "waiting" view of a site, the
+//! await point of a dump group (the innermost line of the program's own code in its trace).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::dist::Summary;
+use crate::model::{DumpOutcome, DumpTrigger, IdleTask, SiteTasks, TaskAges, TaskDump};
+use crate::stall::{ProgramLine, program_line};
+
+/// Dumps a report keeps (the latest).
+pub const MAX_REPORTED_DUMPS: usize = 8;
+
+/// Idle-time bounds the report counts tasks above.
+pub const IDLE_BOUNDS: [Duration; 3] = [Duration::from_secs(1), Duration::from_secs(10), Duration::from_secs(60)];
+
+/// Task ages and dumps folded from a recording's frames.
+#[derive(Clone, Debug, Default)]
+pub struct TaskState {
+    /// Per site id: the latest figures of an interval in which the site had alive tasks. A run's
+    /// last interval comes after the runtime shut down (no task alive); what the tasks were doing
+    /// before is the interval before that.
+    latest: Vec<Option<SiteTasks>>,
+    /// The latest non-empty list of the idlest tasks.
+    idlest: Vec<IdleTask>,
+    untracked: u64,
+    /// Whether any task ages were recorded (a recorder that follows tasks).
+    seen: bool,
+    dumps: VecDeque<TaskDump>,
+    dumps_total: u64,
+}
+
+impl TaskState {
+    /// Folds one interval's task ages.
+    pub fn push_ages(&mut self, t: &TaskAges) {
+        self.seen = true;
+        for s in &t.sites {
+            let i = s.site as usize;
+            if i >= self.latest.len() {
+                self.latest.resize(i + 1, None);
+            }
+            if s.alive > 0 {
+                self.latest[i] = Some(s.clone());
+            }
+        }
+        if !t.idlest.is_empty() {
+            self.idlest.clone_from(&t.idlest);
+            self.untracked = t.untracked;
+        }
+    }
+
+    /// Folds one task dump.
+    pub fn push_dump(&mut self, d: &TaskDump) {
+        self.dumps_total += 1;
+        if self.dumps.len() == MAX_REPORTED_DUMPS {
+            self.dumps.pop_front();
+        }
+        self.dumps.push_back(d.clone());
+    }
+
+    /// Whether the recorder followed task ages.
+    pub fn followed(&self) -> bool {
+        self.seen
+    }
+
+    /// Dumps taken in all.
+    pub fn dumps_total(&self) -> u64 {
+        self.dumps_total
+    }
+
+    /// The latest dumps, oldest first.
+    pub fn dumps(&self) -> impl Iterator<Item = &TaskDump> {
+        self.dumps.iter()
+    }
+
+    /// The latest figures of a site (its alive tasks' idle times and ages), if it had any alive.
+    pub fn site(&self, site: u32) -> Option<&SiteTasks> {
+        self.latest.get(site as usize)?.as_ref()
+    }
+
+    /// Per site with alive tasks, the waiting view, the longest idle first. `site_name` turns a
+    /// site id into its location.
+    pub fn waiting(&self, site_name: impl Fn(Option<u32>) -> Option<String>) -> Vec<WaitingSite> {
+        let mut out: Vec<WaitingSite> =
+            self.latest.iter().flatten().filter_map(|s| WaitingSite::new(s, site_name(Some(s.site)))).collect();
+        out.sort_by(|a, b| b.idle.max.cmp(&a.idle.max).then(b.alive.cmp(&a.alive)));
+        out
+    }
+
+    /// The idlest tasks of the latest interval that had any.
+    pub fn idlest(&self, site_name: impl Fn(Option<u32>) -> Option<String>) -> Vec<IdleTaskReport> {
+        self.idlest
+            .iter()
+            .map(|t| IdleTaskReport {
+                id: t.id,
+                spawn_site: site_name(Some(t.site)),
+                idle: Duration::from_nanos(t.idle_ns),
+                age: Duration::from_nanos(t.age_ns),
+                never_polled: t.never_polled,
+            })
+            .collect()
+    }
+
+    /// Alive tasks the recorder could not follow, at the latest interval with idle tasks.
+    pub fn untracked(&self) -> u64 {
+        self.untracked
+    }
+}
+
+/// The alive tasks of one spawn site, the last time it had any.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WaitingSite {
+    /// The spawn site.
+    pub spawn_site: Option<String>,
+    /// Alive tasks.
+    pub alive: u64,
+    /// Time since each task's last poll began.
+    pub idle: Summary,
+    /// Time since each task was spawned.
+    pub age: Summary,
+    /// Tasks idle for more than 1 s, 10 s and 60 s ([`IDLE_BOUNDS`]).
+    pub idle_over: [u64; 3],
+}
+
+impl WaitingSite {
+    fn new(s: &SiteTasks, spawn_site: Option<String>) -> Option<WaitingSite> {
+        let idle = s.idle.decode().ok()?;
+        let age = s.age.decode().ok()?;
+        Some(WaitingSite {
+            spawn_site,
+            alive: s.alive,
+            idle_over: IDLE_BOUNDS.map(|b| idle.count_above(b)),
+            idle: idle.summary(),
+            age: age.summary(),
+        })
+    }
+
+    /// Tasks idle for more than `bound` (one of [`IDLE_BOUNDS`]; the next lower one otherwise).
+    pub fn idle_above(&self, bound: Duration) -> (Duration, u64) {
+        let i = IDLE_BOUNDS.iter().rposition(|b| *b <= bound).unwrap_or(0);
+        (IDLE_BOUNDS[i], self.idle_over[i])
+    }
+}
+
+/// One alive task not polled for a long time.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IdleTaskReport {
+    /// tokio's task id.
+    pub id: u64,
+    /// Its spawn site.
+    pub spawn_site: Option<String>,
+    /// Time since its last poll began.
+    #[serde(rename = "idle_ns", with = "crate::units::duration_ns")]
+    pub idle: Duration,
+    /// Time since it was spawned.
+    #[serde(rename = "age_ns", with = "crate::units::duration_ns")]
+    pub age: Duration,
+    /// Whether it was never polled.
+    pub never_polled: bool,
+}
+
+/// A task dump, as the report shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DumpReport {
+    /// When, since the session started.
+    #[serde(rename = "at_ns", with = "crate::units::duration_ns")]
+    pub at: Duration,
+    /// Why it was taken: `request`, `signal`, or `idle` (a site's tasks idle past the threshold).
+    pub trigger: String,
+    /// The spawn site whose idle tasks set it off, for an `idle` dump.
+    pub idle_site: Option<String>,
+    /// `complete`, `timed-out` or `unavailable`.
+    pub outcome: String,
+    /// What held a timed-out dump up (the stalls in progress), or why none can be taken.
+    pub detail: Option<String>,
+    /// The workers stuck in a poll when a dump timed out (their stalls name the line).
+    pub stalled_workers: Vec<u32>,
+    /// Tasks in the dump.
+    pub tasks: u64,
+    /// Groups of tasks with one spawn site and one trace, the largest first.
+    pub groups: Vec<DumpGroupReport>,
+}
+
+/// Tasks of one spawn site waiting at the same place.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DumpGroupReport {
+    /// Their spawn site.
+    pub spawn_site: Option<String>,
+    /// How many.
+    pub count: u64,
+    /// Some of their task ids.
+    pub ids: Vec<u64>,
+    /// The longest time one of them had not been polled (zero: unknown).
+    #[serde(rename = "idle_ns", with = "crate::units::duration_ns")]
+    pub idle: Duration,
+    /// Where each waits in the program's own code: per future it waits on, the innermost line of
+    /// the program's code in its trace (`file:line`), with the function there and what it called.
+    pub await_points: Vec<AwaitPoint>,
+}
+
+/// Where a task waits, in the program's own code.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AwaitPoint {
+    /// `file:line` of the innermost frame of the program's code (the `.await`).
+    pub line: Option<String>,
+    /// The function there.
+    pub function: Option<String>,
+    /// What it awaited (the library function just inside it).
+    pub call: Option<String>,
+}
+
+impl From<ProgramLine> for AwaitPoint {
+    fn from(p: ProgramLine) -> Self {
+        AwaitPoint { line: p.line, function: p.function, call: p.call }
+    }
+}
+
+impl DumpReport {
+    /// The report's view of one dump.
+    pub fn new(d: &TaskDump, site_name: impl Fn(Option<u32>) -> Option<String>) -> DumpReport {
+        let (trigger, idle_site) = match d.trigger {
+            DumpTrigger::Request => ("request", None),
+            DumpTrigger::Signal => ("signal", None),
+            DumpTrigger::Idle { site, .. } => ("idle", site_name(Some(site))),
+        };
+        let (outcome, detail, stalled_workers) = match &d.outcome {
+            DumpOutcome::Complete => ("complete", None, Vec::new()),
+            DumpOutcome::TimedOut { waited_ns, stalled_workers } => (
+                "timed-out",
+                Some(format!(
+                    "no answer in {}: tokio pauses every worker for a dump, and a worker stuck in a poll never pauses",
+                    crate::units::fmt_duration(Duration::from_nanos(*waited_ns))
+                )),
+                stalled_workers.clone(),
+            ),
+            DumpOutcome::Unavailable { reason } => ("unavailable", Some(reason.clone()), Vec::new()),
+        };
+        DumpReport {
+            at: Duration::from_nanos(d.at_ns),
+            trigger: trigger.into(),
+            idle_site,
+            outcome: outcome.into(),
+            detail,
+            stalled_workers,
+            tasks: d.tasks,
+            groups: d
+                .groups
+                .iter()
+                .map(|g| DumpGroupReport {
+                    spawn_site: site_name(g.site),
+                    count: g.count,
+                    ids: g.ids.clone(),
+                    idle: Duration::from_nanos(g.idle_ns),
+                    await_points: g.traces.iter().map(|t| AwaitPoint::from(program_line(t))).collect(),
+                })
+                .collect(),
+        }
+    }
+}

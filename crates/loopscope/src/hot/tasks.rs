@@ -1,0 +1,206 @@
+//! The task table: every alive task's spawn site, spawn time and the start of its latest poll, so
+//! that the flusher can say, per spawn site, how long tasks have waited since they were last
+//! polled (a deadlocked or forgotten task is one that is never polled again).
+//!
+//! A table of [`SLOTS`] places indexed by tokio's task id: a task goes to the place its id maps
+//! to, or to a second one half the table away when an older task holds the first (tokio's ids
+//! count up, so places are reused in order and only long-lived tasks collide). A task that finds
+//! both taken is not followed (counted as untracked). Per poll the cost is one load, one compare
+//! and one store into the task's place, beside the poll's other clock store. Memory: [`SLOTS`] ×
+//! 32 bytes (2 MiB), whatever the program does.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use tokio::runtime::TaskMeta;
+
+/// Places in the table.
+pub(crate) const SLOTS: usize = 1 << 16;
+
+#[repr(align(32))]
+struct Slot {
+    /// The task's id; 0 when free.
+    id: AtomicU64,
+    site: AtomicU32,
+    /// Raw clock at spawn; 0 while the place is being filled or emptied.
+    spawned: AtomicU64,
+    /// Raw clock at the start of the latest poll; 0 before the first.
+    last: AtomicU64,
+}
+
+/// One alive task, as the flusher reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TaskView {
+    pub(crate) id: u64,
+    pub(crate) site: u32,
+    /// Raw clock at spawn.
+    pub(crate) spawned: u64,
+    /// Raw clock at the start of the latest poll, 0 if never polled.
+    pub(crate) last: u64,
+}
+
+/// See the module's documentation.
+pub(crate) struct TaskTable {
+    slots: Box<[Slot]>,
+}
+
+/// tokio's task id as a number. `tokio::task::Id` shows it (`Display`) and hashes it (its only
+/// field, a `NonZeroU64`, hashed with `write_u64`) but has no accessor: a hasher that keeps what
+/// it is given reads it without formatting.
+#[inline(always)]
+pub(crate) fn task_id(meta: &TaskMeta<'_>) -> u64 {
+    id_of(&meta.id())
+}
+
+#[inline(always)]
+pub(crate) fn id_of(id: &tokio::task::Id) -> u64 {
+    struct Keep(u64);
+    impl Hasher for Keep {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            // Not reached for tokio's ids (`write_u64` below); kept whole for any other layout.
+            for b in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+            }
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.0 = n;
+        }
+    }
+    let mut h = Keep(0);
+    id.hash(&mut h);
+    h.0
+}
+
+impl TaskTable {
+    pub(crate) fn new() -> Self {
+        // Zeroed memory is an empty table (all atomics 0), and the allocator hands large zeroed
+        // blocks out as untouched pages: a place costs memory once a task has used it.
+        // SAFETY: every field of `Slot` is an atomic integer, for which all-zero bytes are valid.
+        TaskTable { slots: unsafe { Box::<[Slot]>::new_zeroed_slice(SLOTS).assume_init() } }
+    }
+
+    #[inline(always)]
+    fn places(id: u64) -> [usize; 2] {
+        let a = (id as usize) & (SLOTS - 1);
+        [a, a ^ (SLOTS / 2)]
+    }
+
+    /// A task was spawned: takes a place for it. False when both its places are taken.
+    pub(crate) fn spawn(&self, id: u64, site: u32, now: u64) -> bool {
+        if id == 0 {
+            return false;
+        }
+        for p in Self::places(id) {
+            let s = &self.slots[p];
+            if s.id.compare_exchange(0, id, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                s.site.store(site, Ordering::Relaxed);
+                s.last.store(0, Ordering::Relaxed);
+                // Last: a reader takes the place as filled once `spawned` is set.
+                s.spawned.store(now.max(1), Ordering::Release);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A task is being polled: the start of its poll is its latest.
+    #[inline(always)]
+    pub(crate) fn polled(&self, id: u64, now: u64) {
+        let [a, b] = Self::places(id);
+        // SAFETY: `places` masks with `SLOTS - 1`, and the table has `SLOTS` places.
+        let s = unsafe { self.slots.get_unchecked(a) };
+        if s.id.load(Ordering::Relaxed) == id {
+            s.last.store(now, Ordering::Relaxed);
+            return;
+        }
+        // SAFETY: as above.
+        let s = unsafe { self.slots.get_unchecked(b) };
+        if s.id.load(Ordering::Relaxed) == id {
+            s.last.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// A task ended: frees its place.
+    pub(crate) fn terminated(&self, id: u64) {
+        for p in Self::places(id) {
+            let s = &self.slots[p];
+            if s.id.load(Ordering::Relaxed) == id {
+                s.spawned.store(0, Ordering::Relaxed);
+                s.id.store(0, Ordering::Release);
+                return;
+            }
+        }
+    }
+
+    /// The task with this id, if followed.
+    #[cfg_attr(not(feature = "taskdump"), allow(dead_code))]
+    pub(crate) fn get(&self, id: u64) -> Option<TaskView> {
+        Self::places(id).into_iter().find_map(|p| self.read(p).filter(|t| t.id == id))
+    }
+
+    /// Puts a task's latest poll back to `to` if it is still `seen`: a task dump wakes every task
+    /// once (tokio re-polls what it traced), and that poll is not the program's.
+    #[cfg_attr(not(feature = "taskdump"), allow(dead_code))]
+    pub(crate) fn restore(&self, id: u64, seen: u64, to: u64) {
+        for p in Self::places(id) {
+            let s = &self.slots[p];
+            if s.id.load(Ordering::Acquire) == id {
+                let _ = s.last.compare_exchange(seen, to, Ordering::Relaxed, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+
+    fn read(&self, p: usize) -> Option<TaskView> {
+        let s = &self.slots[p];
+        let id = s.id.load(Ordering::Acquire);
+        if id == 0 {
+            return None;
+        }
+        let spawned = s.spawned.load(Ordering::Acquire);
+        let site = s.site.load(Ordering::Relaxed);
+        let last = s.last.load(Ordering::Relaxed);
+        // Emptied or refilled meanwhile: leave it for the next reading.
+        (spawned != 0 && s.id.load(Ordering::Acquire) == id).then_some(TaskView { id, site, spawned, last })
+    }
+
+    /// Every task followed, in no order.
+    pub(crate) fn alive(&self) -> impl Iterator<Item = TaskView> + '_ {
+        (0..SLOTS).filter_map(|p| self.read(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_read_from_the_hash_are_tokios_ids() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        for _ in 0..3 {
+            let h = rt.spawn(async { tokio::task::id() });
+            let id = rt.block_on(h).unwrap();
+            assert_eq!(id_of(&id), id.to_string().parse::<u64>().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_task_takes_its_place_or_the_one_half_a_table_away_and_frees_it() {
+        let t = TaskTable::new();
+        assert!(t.spawn(7, 1, 100));
+        assert!(t.spawn(7 + SLOTS as u64, 2, 200), "the second place");
+        assert!(!t.spawn(7 + 2 * SLOTS as u64, 3, 300), "both taken");
+        t.polled(7 + SLOTS as u64, 250);
+        assert_eq!(t.get(7 + SLOTS as u64), Some(TaskView { id: 7 + SLOTS as u64, site: 2, spawned: 200, last: 250 }));
+        assert_eq!(t.get(7).map(|v| v.last), Some(0), "never polled");
+        t.terminated(7);
+        assert_eq!(t.get(7), None);
+        assert_eq!(t.alive().count(), 1);
+        assert!(t.spawn(7 + 2 * SLOTS as u64, 3, 300), "a freed place is taken again");
+        t.polled(12345, 1);
+        assert_eq!(t.alive().count(), 2, "a poll of an unknown task changes nothing");
+    }
+}
