@@ -9,7 +9,8 @@ const AFTER_HELP: &str = "\
 Exit codes:
   0  success (check, gate: the candidate passed)
      record: the program's own exit code (128+N if signal N killed it); 1 if it wrote no recording
-  1  a workload or the recorder failed (check, gate: a regression; doctor: something to fix)
+  1  a workload or the recorder failed (check, gate: a regression; doctor: something to fix;
+     dump: no dump came back in time)
   2  usage or input error (bad flag, missing, corrupt or foreign recording, malformed policy)
   3  check, gate: inconclusive (the confidence interval straddles a limit; see --inconclusive)
 
@@ -20,9 +21,11 @@ Examples:
   loopscope run chat --clients 5000 --for 20s
   loopscope run blocking                      # every classic mistake beside its fix
   loopscope run blocking --scenario sync-sleep --record mistake.loopscope
+  loopscope run hangs --scenario deadlock --for 10s   # an async hang: tasks that wait forever
   loopscope report storm.loopscope --json
   loopscope tui storm.loopscope               # replay: ←/→ step, Space play, ? keys
   loopscope tui --console http://127.0.0.1:6669   # any program running console-subscriber
+  loopscope dump --attach 127.0.0.1:6670      # what every task of a running program waits for
   loopscope run chat --clients 2000 --tui     # watch a run live
   loopscope export storm.loopscope --hlog storm.hlog
   loopscope export mistake.loopscope --trace stalls.json   # open in ui.perfetto.dev
@@ -58,10 +61,28 @@ pub enum Command {
     /// Run any program that embeds the recorder (`#[loopscope::main]`, `Session::from_env`) with
     /// recording switched on, then print its report. Leaves with the program's exit code.
     Record(RecordArgs),
+    /// Ask a running program (serving live data: `LOOPSCOPE_SERVE`, `run --serve`) for a task
+    /// dump and print it: every task's await point, grouped by spawn site and trace. Needs the
+    /// program's loopscope built with its `taskdump` feature (docs/tasks.md).
+    Dump(DumpArgs),
     /// Check a cargo project's set-up for loopscope and say what to change: tokio's version, the
     /// `--cfg tokio_unstable` flag, the loopscope dependency, and the debug information stall
     /// reports need.
     Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// The program's live-data address: `unix:PATH` or `127.0.0.1:PORT`.
+    #[arg(long, value_name = "ADDR", value_parser = parse_serve_addr)]
+    pub attach: loopscope::core::live::ServeAddr,
+    /// How long to wait for the dump (tokio's dump waits for every worker; a worker stuck in a
+    /// poll holds it up: the program gives up after 2 s and says which).
+    #[arg(long, default_value = "15s", value_parser = parse_positive, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// Print JSON (the report's `dumps` entry) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -355,6 +376,9 @@ pub enum WorkloadCmd {
     /// The catalogue of accidental blocking calls, each mistake beside its fix (`--for` does not
     /// apply: each scenario runs `--repeat` rounds).
     Blocking(blocking::Config),
+    /// The catalogue of async hangs: deadlocks, lost wakers, task leaks, lost panics, forgotten
+    /// handles; each mistake beside its fix.
+    Hangs(hangs::Config),
 }
 
 impl WorkloadCmd {
@@ -362,6 +386,7 @@ impl WorkloadCmd {
         match self {
             WorkloadCmd::SleepStorm(_) => sleep_storm::NAME,
             WorkloadCmd::Blocking(_) => blocking::NAME,
+            WorkloadCmd::Hangs(_) => hangs::NAME,
             WorkloadCmd::Scraper(_) => scraper::NAME,
             WorkloadCmd::Chat(_) => chat::NAME,
         }

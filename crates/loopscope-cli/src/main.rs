@@ -69,6 +69,7 @@ fn main() -> ExitCode {
         Command::Gate(args) => gate::gate_command(&args),
         Command::Record(args) => record::record_command(&args),
         Command::Doctor(args) => doctor::doctor_command(&args),
+        Command::Dump(args) => done(run::dump_command(&args)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

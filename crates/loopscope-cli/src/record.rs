@@ -133,7 +133,8 @@ fn wait_unreaped(pid: u32) {
 /// the TUI is closed.
 fn watch(child: &Child, socket: loopscope::core::live::ServeAddr) {
     let source = loopscope_tui::Source::Attached(format!("pid {}", child.id()));
-    if let Err(e) = crate::tui::watch_feed(source, loopscope::core::live::attach(socket)) {
+    let dumper = crate::tui::attached_dumper(socket.clone());
+    if let Err(e) = crate::tui::watch_feed(source, loopscope::core::live::attach(socket), Some(dumper)) {
         eprintln!("error: terminal: {e}");
     }
     eprintln!("waiting for the program (pid {}) to end; Ctrl-C stops it", child.id());

@@ -10,6 +10,7 @@ use loopscope_core::format::Completeness;
 use loopscope_core::model::Flavor;
 use loopscope_core::report::{HotLine, PanicReport, Report, SpanReport, StallGroup, TaskGrowth, WorkerReport};
 use loopscope_core::stall::{Origin, short_name};
+use loopscope_core::tasks::{DumpGroupReport, DumpReport, IDLE_BOUNDS, WaitingSite};
 use loopscope_core::text::{Column, Table, group, plural};
 use loopscope_core::units::fmt_duration;
 
@@ -470,10 +471,16 @@ fn tasks(o: &mut String, report: &Report) {
                 format!("{} → {}", group(g.growth.first_third_max), group(g.growth.last_third_min))
             }),
             Column::right("over", |g: &TaskGrowth| fmt_duration(g.growth.over)).width(DURATION),
+            Column::right("idle >10s", |g: &TaskGrowth| {
+                let w = report.waiting.iter().find(|w| w.spawn_site == g.spawn_site);
+                w.map_or_else(|| "-".into(), |w| group(w.idle_above(Duration::from_secs(10)).1))
+            }),
         ])
         .indent(INDENT);
         o.push_str(&table.render(&report.growing));
     }
+    waiting(o, report);
+    dumps(o, report);
     if !report.panics.is_empty() {
         let n: u64 = report.panics.iter().map(|p| p.count).sum();
         let _ = writeln!(
@@ -493,6 +500,148 @@ fn tasks(o: &mut String, report: &Report) {
         o.push_str(&table.render(report.panics.iter().take(MAX_SPAN_ROWS)));
         if report.panics.len() > MAX_SPAN_ROWS {
             let _ = writeln!(o, "  … {} more (--json has them all)", report.panics.len() - MAX_SPAN_ROWS);
+        }
+    }
+}
+
+/// Spawn sites whose tasks have waited at least a second, and the idlest tasks.
+fn waiting(o: &mut String, report: &Report) {
+    let idle: Vec<&WaitingSite> = report.waiting.iter().filter(|w| w.idle.max >= IDLE_BOUNDS[0]).collect();
+    if idle.is_empty() {
+        return;
+    }
+    let alive: u64 = idle.iter().map(|w| w.alive).sum();
+    let _ = writeln!(
+        o,
+        "\nWaiting tasks: {} spawn site{} with tasks not polled for a second or more ({} task{} alive there; idle = since the task's last poll)",
+        idle.len(),
+        plural(idle.len() as u64),
+        group(alive),
+        plural(alive)
+    );
+    let table = Table::new(vec![
+        Column::left("spawn site", |w: &&WaitingSite| w.spawn_site.clone().unwrap_or_else(|| "-".into())).clip(40),
+        Column::right("alive", |w: &&WaitingSite| group(w.alive)),
+        Column::right("idle p50", |w: &&WaitingSite| fmt_duration(w.idle.p50)).width(DURATION),
+        Column::right("idle max", |w: &&WaitingSite| fmt_duration(w.idle.max)).width(DURATION),
+        Column::right(">1s", |w: &&WaitingSite| group(w.idle_over[0])),
+        Column::right(">10s", |w: &&WaitingSite| group(w.idle_over[1])),
+        Column::right(">60s", |w: &&WaitingSite| group(w.idle_over[2])),
+        Column::right("oldest", |w: &&WaitingSite| fmt_duration(w.age.max)).width(DURATION),
+    ])
+    .indent(INDENT);
+    o.push_str(&table.render(idle.iter().take(MAX_SPAN_ROWS)));
+    if let Some(t) = report.idlest.first() {
+        let ids: Vec<String> = report.idlest.iter().take(8).map(|t| t.id.to_string()).collect();
+        let _ = writeln!(
+            o,
+            "  idlest: task {} from {}, {} since its last poll{} (tokio task ids, idlest first: {})",
+            t.id,
+            t.spawn_site.as_deref().unwrap_or("-"),
+            fmt_duration(t.idle),
+            if t.never_polled { ", never polled" } else { "" },
+            ids.join(", ")
+        );
+    }
+    if report.untracked_tasks > 0 {
+        let _ = writeln!(
+            o,
+            "  ({} alive task{} not followed: the recorder's task table was full where they fell)",
+            group(report.untracked_tasks),
+            plural(report.untracked_tasks)
+        );
+    }
+    if report.dumps_total == 0 {
+        let _ = writeln!(o, "  What they wait for: a task dump names each one's await point (docs/tasks.md).");
+    }
+}
+
+/// The latest task dumps: every task's await point, grouped.
+fn dumps(o: &mut String, report: &Report) {
+    const SHOWN: usize = 2;
+    if report.dumps.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\nTask dumps: {} taken{}",
+        group(report.dumps_total),
+        if report.dumps_total as usize > SHOWN {
+            format!(" (the latest {SHOWN} shown; --json has {})", report.dumps.len())
+        } else {
+            String::new()
+        }
+    );
+    for d in report.dumps.iter().rev().take(SHOWN).rev() {
+        dump_entry(o, report, d);
+    }
+}
+
+/// One task dump as `loopscope dump` prints it: what it says, then the waiting view.
+pub fn render_dump(report: &Report, d: &DumpReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "Task dump of {}", report.recording.subject());
+    dump_entry(&mut o, report, d);
+    waiting(&mut o, report);
+    o
+}
+
+fn dump_entry(o: &mut String, report: &Report, d: &DumpReport) {
+    let why = match (d.trigger.as_str(), &d.idle_site) {
+        ("idle", Some(site)) => format!("tasks of {site} idle"),
+        ("idle", None) => "tasks idle".into(),
+        (t, _) => t.to_string(),
+    };
+    match d.outcome.as_str() {
+        "complete" => {
+            let _ = writeln!(
+                o,
+                "  at {} ({why}): {} task{} in {} group{}",
+                fmt_duration(d.at),
+                group(d.tasks),
+                plural(d.tasks),
+                d.groups.len(),
+                plural(d.groups.len() as u64)
+            );
+            let table = Table::new(vec![
+                Column::right("tasks", |g: &DumpGroupReport| group(g.count)),
+                Column::left("spawn site", |g: &DumpGroupReport| g.spawn_site.clone().unwrap_or_else(|| "-".into()))
+                    .clip(36),
+                Column::right(
+                    "idle",
+                    |g: &DumpGroupReport| if g.idle.is_zero() { "-".into() } else { fmt_duration(g.idle) },
+                )
+                .width(DURATION),
+                Column::left("waiting at", |g: &DumpGroupReport| g.waiting_at(display_path)),
+            ])
+            .indent(INDENT + 2)
+            .gap(2);
+            o.push_str(&table.render(d.groups.iter().take(MAX_SPAN_ROWS)));
+        }
+        _ => {
+            let stuck: Vec<String> = d
+                .stalled_workers
+                .iter()
+                .map(|w| {
+                    report
+                        .workers
+                        .iter()
+                        .find(|r| r.id == *w)
+                        .map_or_else(|| format!("worker {w}"), |r| r.thread_name.clone())
+                })
+                .collect();
+            let _ = writeln!(
+                o,
+                "  at {} ({why}): {}: {}{}",
+                fmt_duration(d.at),
+                d.outcome,
+                d.detail.as_deref().unwrap_or(""),
+                if stuck.is_empty() {
+                    String::new()
+                } else {
+                    format!("; stuck in a poll: {} (see Stalls)", stuck.join(", "))
+                }
+            );
         }
     }
 }

@@ -14,6 +14,8 @@ pub struct Live {
     pub frames: std::sync::mpsc::SyncSender<loopscope::core::model::Frame>,
     /// Notified when the viewer quits: the workload is dropped and the session finished.
     pub stop: std::sync::Arc<tokio::sync::Notify>,
+    /// Where the session's dump handle goes once it is installed (the viewer's `d` key).
+    pub dumps: std::sync::Arc<std::sync::Mutex<Option<loopscope::DumpHandle>>>,
 }
 
 /// Runs one workload on a fresh runtime under the recorder; returns its report.
@@ -81,10 +83,14 @@ pub fn run_workload_with(opts: &RunOpts, workload: &WorkloadCmd, live: Option<Li
         session = session.otlp(url);
     }
     let stop = live.as_ref().map(|l| std::sync::Arc::clone(&l.stop));
+    let dumps = live.as_ref().map(|l| std::sync::Arc::clone(&l.dumps));
     if let Some(l) = live {
         session = session.live_frames(l.frames);
     }
     let session = session.install(&mut builder).map_err(|e| Failure::Input(e.into()))?;
+    if let Some(d) = dumps {
+        *d.lock().unwrap_or_else(|p| p.into_inner()) = session.dump_handle();
+    }
     if let Some(at) = session.serving_at() {
         eprintln!("serving live data: loopscope tui --attach {at}");
     }
@@ -100,6 +106,7 @@ pub fn run_workload_with(opts: &RunOpts, workload: &WorkloadCmd, live: Option<Li
             match workload {
                 WorkloadCmd::SleepStorm(cfg) => Ok(sleep_storm::run(cfg, opts.run_for, opts.seed).await?),
                 WorkloadCmd::Blocking(cfg) => Ok(blocking::run(cfg).await?),
+                WorkloadCmd::Hangs(cfg) => Ok(hangs::run(cfg, opts.run_for).await?),
                 WorkloadCmd::Scraper(cfg) => Ok(scraper::run(cfg, opts.run_for, opts.seed).await?),
                 WorkloadCmd::Chat(cfg) => Ok(chat::run(cfg, opts.run_for, opts.seed).await?),
             }
@@ -192,6 +199,30 @@ pub fn report_command(args: &ReportArgs) -> Result<(), Failure> {
         );
     }
     print_report(&report, args.json, args.top);
+    Ok(())
+}
+
+/// `loopscope dump --attach ADDR`: asks the program for a task dump and prints it.
+pub fn dump_command(args: &crate::cli::DumpArgs) -> Result<(), Failure> {
+    // A number of its own, to find its answer among the stream's frames.
+    let request = loopscope::core::units::unix_now_ns() ^ (u64::from(std::process::id()) << 32) | 1;
+    let frames = loopscope::core::live::request_dump(&args.attach, request, args.timeout)
+        .map_err(|e| Failure::Run(anyhow!(e)))?;
+    let header = match frames.first() {
+        Some(loopscope::core::model::Frame::Header(h)) => h.clone(),
+        _ => return Err(Failure::Run(anyhow!("{}: the stream did not start with a header", args.attach))),
+    };
+    let mut agg = loopscope::core::report::Aggregator::new(header);
+    for f in &frames {
+        agg.push(f).map_err(|e| Failure::Run(anyhow!("{}: {}", args.attach, e.0)))?;
+    }
+    let report = agg.report(Completeness::Complete, 0);
+    let dump = report.dumps.last().ok_or_else(|| Failure::Run(anyhow!("{}: no dump in the answer", args.attach)))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(dump).map_err(|e| Failure::Run(e.into()))?);
+    } else {
+        print!("{}", loopscope_cli::report_text::render_dump(&report, dump));
+    }
     Ok(())
 }
 

@@ -20,6 +20,11 @@ use crate::model::Frame;
 /// What a client sends first: the protocol and its version.
 pub const HELLO: &[u8; 16] = b"LSCOPE-ATTACH 1\n";
 
+/// The hello of a client that asks for a task dump (`loopscope dump --attach`), followed by the
+/// request's number (8 bytes, little-endian; not 0): the server takes a dump (or lets the one under
+/// way answer) and streams the session as after [`HELLO`]; the dump's frame carries the number.
+pub const DUMP_HELLO: &[u8; 16] = b"LSCOPE-DUMPRQ 1\n";
+
 /// Where a session serves its live data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServeAddr {
@@ -79,6 +84,53 @@ fn stalled_after(interval_ns: u64) -> Duration {
     Duration::from_nanos(interval_ns.saturating_mul(10)).clamp(SILENCE, Duration::from_secs(600))
 }
 
+/// Asks the session at `addr` for a task dump and returns at once (the dump comes on the
+/// session's stream, e.g. to a viewer attached with [`attach`]).
+pub fn ask_dump(addr: &ServeAddr, request: u64) -> std::io::Result<()> {
+    let mut hello = DUMP_HELLO.to_vec();
+    hello.extend_from_slice(&request.to_le_bytes());
+    open(addr, &hello).map(drop)
+}
+
+/// Asks the session at `addr` for a task dump and waits up to `within` for it: the session's
+/// frames up to the dump (declarations, intervals, events), the dump last. An error says what
+/// failed (connecting, the stream, the deadline).
+pub fn request_dump(addr: &ServeAddr, request: u64, within: Duration) -> Result<Vec<Frame>, String> {
+    let mut hello = DUMP_HELLO.to_vec();
+    hello.extend_from_slice(&request.to_le_bytes());
+    let (stream, deadline) = open(addr, &hello).map_err(|e| format!("{addr}: cannot connect: {e}"))?;
+    let until = std::time::Instant::now() + within;
+    let mut reader = Reader::new(stream, addr.to_string()).map_err(|e| e.to_string())?;
+    let mut frames = vec![Frame::Header(reader.header().clone())];
+    // Bounded: the backlog of a session is bounded by its server; past that, only what a dump
+    // needs (declarations) is kept.
+    const KEEP: usize = 100_000;
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(format!("{addr}: no task dump within {within:?} (the session may be finishing)"));
+        }
+        let _ = deadline.set_read_deadline(left);
+        match reader.next_frame() {
+            Ok(Some(Frame::TaskDump(d))) if d.requests.contains(&request) => {
+                frames.push(Frame::TaskDump(d));
+                return Ok(frames);
+            }
+            Ok(Some(f)) => {
+                let declaration = matches!(
+                    f,
+                    Frame::Sites(_) | Frame::Workers(_) | Frame::Modules(_) | Frame::Spans(_) | Frame::Runtime(_)
+                );
+                if declaration || frames.len() < KEEP {
+                    frames.push(f);
+                }
+            }
+            Ok(None) => return Err(format!("{addr}: the session ended before the dump")),
+            Err(e) => return Err(format!("{addr}: {e}")),
+        }
+    }
+}
+
 /// Starts attaching to `addr`; events arrive on the returned channel, until it is dropped.
 pub fn attach(addr: ServeAddr) -> Receiver<FeedEvent> {
     let (tx, rx) = std::sync::mpsc::sync_channel(FEED_QUEUE);
@@ -106,20 +158,24 @@ impl Deadline for UnixStream {
 type Connection = (Box<dyn Read + Send>, Box<dyn Deadline>);
 
 fn connect(addr: &ServeAddr) -> std::io::Result<Connection> {
+    open(addr, HELLO)
+}
+
+fn open(addr: &ServeAddr, hello: &[u8]) -> std::io::Result<Connection> {
     let timeout = Some(Duration::from_secs(5));
     Ok(match addr {
         ServeAddr::Tcp(a) => {
             let mut s = TcpStream::connect_timeout(a, Duration::from_secs(5))?;
             s.set_write_timeout(timeout)?;
             s.set_read_timeout(Some(SILENCE))?;
-            s.write_all(HELLO)?;
+            s.write_all(hello)?;
             (Box::new(s.try_clone()?), Box::new(s))
         }
         ServeAddr::Unix(p) => {
             let mut s = UnixStream::connect(p)?;
             s.set_write_timeout(timeout)?;
             s.set_read_timeout(Some(SILENCE))?;
-            s.write_all(HELLO)?;
+            s.write_all(hello)?;
             (Box::new(s.try_clone()?), Box::new(s))
         }
     })

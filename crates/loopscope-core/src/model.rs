@@ -617,9 +617,10 @@ pub struct TaskDump {
     pub at_ns: u64,
     /// Why it was taken.
     pub trigger: DumpTrigger,
-    /// The number a viewer gave its request (`loopscope dump --attach`), to find its answer among
-    /// the frames; 0 for the others.
-    pub request: u64,
+    /// The numbers viewers gave their requests (`loopscope dump --attach`), to find their answer
+    /// among the frames: the one that set the dump off and any that came while it ran (at most
+    /// [`TaskDump::MAX_REQUESTS`]).
+    pub requests: Vec<u64>,
     /// How it went.
     pub outcome: DumpOutcome,
     /// Tasks in the dump.
@@ -633,6 +634,8 @@ impl TaskDump {
     pub const MAX_GROUPS: usize = 256;
     /// The most task ids a group lists.
     pub const MAX_IDS: usize = 16;
+    /// The most viewers' requests one dump answers.
+    pub const MAX_REQUESTS: usize = 16;
 }
 
 /// Why a task dump was taken.

@@ -202,6 +202,45 @@ pub struct DumpGroupReport {
     pub await_points: Vec<AwaitPoint>,
 }
 
+impl DumpGroupReport {
+    /// Where the group waits, in words: each future's await point in the program's code and
+    /// what it awaited (`src/bank.rs:42 (Mutex::lock)`), `path` shortening file paths.
+    pub fn waiting_at(&self, path: impl Fn(&str) -> String) -> String {
+        let mut parts: Vec<String> = self
+            .await_points
+            .iter()
+            .map(|p| match (&p.line, &p.call) {
+                (Some(line), Some(call)) => format!("{} ({})", path(line), call_name(call)),
+                (Some(line), None) => path(line),
+                _ => "(library code only)".into(),
+            })
+            .collect();
+        parts.dedup();
+        if parts.is_empty() {
+            // tokio traces the futures of its own resources (timers, I/O, channels, locks); a
+            // task waiting on none of them was woken by nothing tokio knows.
+            "(no tokio resource in its trace: a future of its own, or a lost waker?)".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// What an await point awaited, as people name it: `Mutex::lock` for
+/// `tokio::sync::mutex::Mutex<T>::lock::{{closure}}` (the type or module and the function).
+pub fn call_name(function: &str) -> String {
+    let mut short = crate::stall::short_name(function);
+    // `<Sleep as Future>::poll`: the type, then the method.
+    if let Some(rest) = short.strip_prefix('<')
+        && let Some((ty, after)) = rest.split_once(" as ")
+        && let Some((_, method)) = after.split_once(">::")
+    {
+        short = format!("{ty}::{method}");
+    }
+    let parts: Vec<&str> = short.split("::").filter(|p| !p.is_empty() && !p.starts_with('{')).collect();
+    parts[parts.len().saturating_sub(2)..].join("::")
+}
+
 /// Where a task waits, in the program's own code.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AwaitPoint {
@@ -259,5 +298,18 @@ impl DumpReport {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn awaited_calls_are_named_by_type_and_function() {
+        assert_eq!(call_name("tokio::sync::mutex::Mutex<T>::lock::{{closure}}"), "Mutex::lock");
+        assert_eq!(call_name("tokio::sync::mpsc::bounded::Receiver<T>::recv::{{closure}}"), "Receiver::recv");
+        assert_eq!(call_name("<tokio::time::sleep::Sleep as core::future::future::Future>::poll"), "Sleep::poll");
+        assert_eq!(call_name("poll"), "poll");
     }
 }

@@ -320,6 +320,13 @@ impl Declared {
             }
             Frame::TaskDump(d) => {
                 let ctx = |e: String| format!("a task dump: {e}");
+                if d.requests.len() > crate::model::TaskDump::MAX_REQUESTS {
+                    return Err(ctx(format!(
+                        "{} requests (at most {})",
+                        d.requests.len(),
+                        crate::model::TaskDump::MAX_REQUESTS
+                    )));
+                }
                 if d.groups.len() > crate::model::TaskDump::MAX_GROUPS {
                     return Err(ctx(format!(
                         "{} groups (at most {})",

@@ -27,11 +27,13 @@ pub enum View {
     HotLines,
     /// One hot line of a site: its source and heaviest stack.
     LineDetail,
+    /// Alive tasks by site and how long they have waited, the latest task dump, panics.
+    Tasks,
 }
 
 impl View {
     /// The views Tab cycles through.
-    pub const TABS: [View; 4] = [View::Overview, View::Sites, View::Stalls, View::HotLines];
+    pub const TABS: [View; 5] = [View::Overview, View::Sites, View::Stalls, View::HotLines, View::Tasks];
 
     /// Title on the tab bar.
     pub fn title(self) -> &'static str {
@@ -40,6 +42,7 @@ impl View {
             View::Sites | View::Detail | View::LineDetail => "Spawn sites",
             View::Stalls | View::StallDetail => "Stalls",
             View::HotLines => "Hot lines",
+            View::Tasks => "Tasks",
         }
     }
 }
@@ -202,12 +205,15 @@ pub enum Action {
     Back,
     /// Show or hide the help overlay.
     ToggleHelp,
+    /// Ask the live program for a task dump.
+    Dump,
 }
 
 /// The keys, for the help overlay: (keys, what they do).
 pub const KEYS: &[(&str, &str)] = &[
     ("Tab / Shift-Tab", "next / previous view"),
-    ("1 2 3 4", "overview, spawn sites, stalls, hot lines"),
+    ("1 2 3 4 5", "overview, spawn sites, stalls, hot lines, tasks"),
+    ("d", "live: take a task dump (shown in the Tasks view)"),
     ("↑ ↓  k j", "move the selection"),
     ("PgUp PgDn", "move a page"),
     ("Home End  g G", "timeline: first / newest interval (End follows live data)"),
@@ -258,6 +264,8 @@ pub fn map_key(key: KeyEvent, typing_filter: bool, help: bool) -> Option<Action>
         KeyCode::Char('2') => Action::Goto(View::Sites),
         KeyCode::Char('3') => Action::Goto(View::Stalls),
         KeyCode::Char('4') => Action::Goto(View::HotLines),
+        KeyCode::Char('5') => Action::Goto(View::Tasks),
+        KeyCode::Char('d') => Action::Dump,
         KeyCode::Up | KeyCode::Char('k') => Action::Move(-1),
         KeyCode::Down | KeyCode::Char('j') => Action::Move(1),
         KeyCode::PageUp => Action::Move(-PAGE),
@@ -278,6 +286,15 @@ pub fn map_key(key: KeyEvent, typing_filter: bool, help: bool) -> Option<Action>
         KeyCode::Char('?') => Action::ToggleHelp,
         _ => return None,
     })
+}
+
+/// Asks a live program for a task dump; an error says why it could not.
+pub struct Dumper(pub Box<dyn Fn() -> Result<(), String> + Send>);
+
+impl std::fmt::Debug for Dumper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dumper")
+    }
 }
 
 /// Rows a page key moves.
@@ -361,6 +378,10 @@ pub struct App {
     pub quit: bool,
     /// A message for the status bar (a disconnect, the end of the session).
     pub status: Option<String>,
+    /// Asks the live program for a task dump (`None`: a recording, or a source without dumps).
+    pub dumper: Option<Dumper>,
+    /// Selected row of the tasks view.
+    pub tasks_sel: usize,
     cache: Option<Cache>,
     rows: Vec<usize>,
 }
@@ -394,6 +415,8 @@ impl App {
             help: false,
             quit: false,
             status: None,
+            dumper: None,
+            tasks_sel: 0,
             cache: None,
             rows: Vec::new(),
         }
@@ -403,6 +426,11 @@ impl App {
     /// categories or stacks).
     pub fn from_console(&self) -> bool {
         matches!(self.source, Source::Console(_))
+    }
+
+    /// Groups of the latest task dump.
+    pub fn dump_groups(&self) -> usize {
+        self.timeline.tasks.dumps().last().map_or(0, |d| d.groups.len())
     }
 
     /// Whether the data is live (it can grow).
@@ -576,6 +604,17 @@ impl App {
         match action {
             Action::Quit => self.quit = true,
             Action::ToggleHelp => self.help = !self.help,
+            Action::Dump => {
+                self.status = Some(match &self.dumper {
+                    None if self.is_live() => "this source cannot take task dumps".into(),
+                    None => "a recording holds the dumps taken while it ran (Tasks view); none can be taken now".into(),
+                    Some(ask) => match (ask.0)() {
+                        Ok(()) => "task dump asked for: the Tasks view (5) shows it when it comes".into(),
+                        Err(e) => format!("task dump: {e}"),
+                    },
+                });
+                self.view = View::Tasks;
+            }
             Action::NextView | Action::PrevView => {
                 let at = View::TABS.iter().position(|v| v.title() == self.view.title()).unwrap_or(0);
                 let n = View::TABS.len();
@@ -733,6 +772,7 @@ impl App {
                 }
             }
             View::StallDetail | View::LineDetail => self.detail_scroll = step(self.detail_scroll, 10_000),
+            View::Tasks => self.tasks_sel = step(self.tasks_sel, self.dump_groups().max(1)),
             View::Overview => {}
         }
     }
@@ -802,6 +842,28 @@ mod tests {
     }
 
     #[test]
+    fn the_dump_key_asks_the_live_program_and_says_so() {
+        let mut a = app();
+        a.apply(Action::Dump);
+        assert_eq!(a.view, View::Tasks);
+        assert!(a.status.as_deref().is_some_and(|s| s.contains("recording")), "{:?}", a.status);
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = std::sync::Arc::clone(&asked);
+        a.dumper = Some(Dumper(Box::new(move || {
+            match n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+                0 => Ok(()),
+                _ => Err("one is under way".into()),
+            }
+        })));
+        a.apply(Action::Dump);
+        assert!(a.status.as_deref().is_some_and(|s| s.contains("asked for")), "{:?}", a.status);
+        a.apply(Action::Dump);
+        assert_eq!(a.status.as_deref(), Some("task dump: one is under way"));
+        assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(map_key(key(KeyCode::Char('d')), false, false), Some(Action::Dump));
+    }
+
+    #[test]
     fn tabs_cycle_and_detail_views_back_out() {
         let mut a = app();
         a.apply(Action::NextView);
@@ -811,10 +873,15 @@ mod tests {
         a.apply(Action::NextView);
         assert_eq!(a.view, View::HotLines);
         a.apply(Action::NextView);
+        assert_eq!(a.view, View::Tasks);
+        a.apply(Action::NextView);
         assert_eq!(a.view, View::Overview);
+        a.apply(Action::PrevView);
+        assert_eq!(a.view, View::Tasks);
         a.apply(Action::PrevView);
         assert_eq!(a.view, View::HotLines);
         assert_eq!(map_key(key(KeyCode::Char('4')), false, false), Some(Action::Goto(View::HotLines)));
+        assert_eq!(map_key(key(KeyCode::Char('5')), false, false), Some(Action::Goto(View::Tasks)));
         // Enter and Esc on an empty session go nowhere.
         a.apply(Action::Open);
         assert_eq!(a.view, View::HotLines);

@@ -8,6 +8,7 @@ pub mod app;
 pub mod hot;
 pub mod stalls;
 pub mod stats;
+pub mod tasks_view;
 pub mod term;
 pub mod timeline;
 pub mod ui;

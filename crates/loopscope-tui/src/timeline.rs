@@ -45,6 +45,8 @@ pub struct Timeline {
     pub dropped_spawned: Vec<(u64, u64)>,
     /// Stalls, in the order raised (the newest [`Timeline::MAX_STALLS`]).
     pub stalls: VecDeque<StallView>,
+    /// Alive tasks' idle times per site and task dumps (core's one model of both).
+    pub tasks: loopscope_core::tasks::TaskState,
     /// Recorder errors.
     pub errors: Vec<String>,
     /// Whether the session ended (footer seen).
@@ -76,6 +78,7 @@ impl Clone for Timeline {
             stacks: self.stacks.clone(),
             dropped_spawned: self.dropped_spawned.clone(),
             stalls: self.stalls.clone(),
+            tasks: self.tasks.clone(),
             errors: self.errors.clone(),
             finished: self.finished,
             modules: self.modules.clone(),
@@ -139,6 +142,12 @@ impl Timeline {
         }
         for e in rec.events {
             t.push(Frame::Event(e));
+        }
+        for a in rec.task_ages {
+            t.push(Frame::TaskAges(Box::new(a)));
+        }
+        for d in rec.dumps {
+            t.push(Frame::TaskDump(Box::new(d)));
         }
         t.finished = rec.footer.is_some();
         t
@@ -218,6 +227,8 @@ impl Timeline {
                     self.errors.push(message);
                 }
             }
+            Frame::TaskAges(a) => self.tasks.push_ages(&a),
+            Frame::TaskDump(d) => self.tasks.push_dump(&d),
             Frame::Workload(_) => {}
             Frame::Footer(_) => self.finished = true,
         }

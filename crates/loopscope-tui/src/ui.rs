@@ -27,6 +27,7 @@ pub fn render(frame: &mut Frame<'_>, app: &mut App) {
         View::Stalls => stalls(frame, main, app),
         View::StallDetail => stall_detail(frame, main, app),
         View::HotLines => hot_lines(frame, main, app),
+        View::Tasks => crate::tasks_view::render(frame, main, app),
         View::LineDetail => line_detail(frame, main, app),
     }
     status(frame, bottom, app);
@@ -39,7 +40,7 @@ fn d(v: Duration) -> String {
     fmt_duration(v)
 }
 
-fn clip_left(s: &str, width: usize) -> String {
+pub(crate) fn clip_left(s: &str, width: usize) -> String {
     loopscope_core::report::clip_left(s, width)
 }
 

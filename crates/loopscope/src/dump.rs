@@ -57,7 +57,6 @@ pub(crate) fn location() -> Option<&'static Location<'static>> {
 
 struct Request {
     trigger: DumpTrigger,
-    request: u64,
     at_ns: u64,
 }
 
@@ -70,6 +69,8 @@ pub(crate) struct Dumps {
     /// Sites whose idle tasks set off an automatic dump already.
     dumped_sites: Mutex<Vec<u32>>,
     signals_seen: AtomicU64,
+    /// Viewers' request numbers the dump under way answers.
+    requests: Mutex<Vec<u64>>,
     errors: AtomicBool,
     /// The flusher, while the session runs.
     sink: Mutex<Option<std::sync::mpsc::Sender<Cmd>>>,
@@ -87,13 +88,22 @@ impl Dumps {
         *lock(&self.sink) = sink;
     }
 
-    /// Asks for a dump; false when one is under way (the request is dropped: its answer would be
-    /// the same dump).
+    /// Asks for a dump; false when one is under way (the dump under way answers it: a viewer's
+    /// request number `request`, when not 0, is added to its numbers).
     pub(crate) fn request(&self, shared: &Arc<Shared>, trigger: DumpTrigger, request: u64) -> bool {
-        if !shared.is_recording() || self.busy.swap(true, Ordering::AcqRel) {
+        if !shared.is_recording() {
             return false;
         }
-        let req = Request { trigger, request, at_ns: shared.now_ns() };
+        if request != 0 {
+            let mut r = lock(&self.requests);
+            if r.len() < TaskDump::MAX_REQUESTS {
+                r.push(request);
+            }
+        }
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let req = Request { trigger, at_ns: shared.now_ns() };
         let mut tx = lock(&self.tx);
         if tx.is_none() {
             let (t, rx) = sync_channel::<Request>(1);
@@ -156,20 +166,24 @@ fn dumper(shared: &Weak<Shared>, rx: &Receiver<Request>) {
             Err(_) => TaskDump {
                 at_ns: req.at_ns,
                 trigger: req.trigger,
-                request: req.request,
                 outcome: DumpOutcome::Unavailable { reason: "the task dump failed inside tokio".into() },
                 ..TaskDump::default()
             },
         };
+        // Taken under the lock that requests are added under, just before the dump is no longer
+        // busy: a request that finds it busy is answered by this dump.
+        let mut requests = lock(&s.dumps().requests);
+        let dump = TaskDump { requests: std::mem::take(&mut *requests), ..dump };
+        s.dumps().busy.store(false, Ordering::Release);
+        drop(requests);
         if let Some(sink) = lock(&s.dumps().sink).clone() {
             let _ = sink.send(Cmd::Dump(Box::new(dump)));
         }
-        s.dumps().busy.store(false, Ordering::Release);
     }
 }
 
 fn take(shared: &Arc<Shared>, req: &Request) -> TaskDump {
-    let base = TaskDump { at_ns: req.at_ns, trigger: req.trigger, request: req.request, ..TaskDump::default() };
+    let base = TaskDump { at_ns: req.at_ns, trigger: req.trigger, ..TaskDump::default() };
     let unavailable =
         |reason: &str| TaskDump { outcome: DumpOutcome::Unavailable { reason: reason.into() }, ..base.clone() };
     if !AVAILABLE {

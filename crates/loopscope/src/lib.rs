@@ -53,8 +53,8 @@ pub use loopscope_core::report::Report;
 pub use loopscope_core::workload::WorkloadResult;
 #[cfg(tokio_unstable)]
 pub use session::{
-    DEFAULT_SAMPLE_PERIOD, DEFAULT_SAMPLE_THRESHOLD, DEFAULT_SAMPLES_PER_SECOND, Error, Profile, Session,
-    SessionBuilder,
+    DEFAULT_DUMP_IDLE, DEFAULT_SAMPLE_PERIOD, DEFAULT_SAMPLE_THRESHOLD, DEFAULT_SAMPLES_PER_SECOND, DumpHandle, Error,
+    Profile, Session, SessionBuilder,
 };
 
 /// Runs an `async fn` on a tokio runtime with the recorder installed from the environment: a

@@ -1,6 +1,7 @@
 //! Serving a session's live data to `loopscope tui --attach`.
 //!
-//! The stream is the recording format itself: after a client's hello ([`HELLO`]), the server
+//! The stream is the recording format itself: after a client's hello ([`HELLO`], or [`DUMP_HELLO`]
+//! and a request number for a client that asks for a task dump first), the server
 //! sends the preamble, the session so far (header, declarations, the newest intervals and events)
 //! and then every frame as it is made. Everything runs on the server's own threads, never on the
 //! profiled runtime. A client that sends anything but the hello within two seconds, belongs to
@@ -23,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use loopscope_core::format::{encode_frame, preamble};
-pub use loopscope_core::live::{HELLO, ServeAddr};
+pub use loopscope_core::live::{DUMP_HELLO, HELLO, ServeAddr};
 use loopscope_core::model::Frame;
 
 use crate::hot::lock;
@@ -78,7 +79,12 @@ pub(crate) struct Server {
 
 impl Server {
     /// Binds `addr` and starts serving the frames that arrive on `frames`.
-    pub(crate) fn start(addr: &ServeAddr, public: bool, frames: Receiver<Frame>) -> Result<Server, Error> {
+    pub(crate) fn start(
+        addr: &ServeAddr,
+        public: bool,
+        frames: Receiver<Frame>,
+        on_dump: DumpHook,
+    ) -> Result<Server, Error> {
         let bad = |why: String| Error::Serve { addr: addr.to_string(), why };
         let (listener, bound) = match addr {
             ServeAddr::Tcp(a) => {
@@ -129,7 +135,7 @@ impl Server {
         let a_stop = Arc::clone(&stop);
         let acceptor = std::thread::Builder::new()
             .name("loopscope-accept".into())
-            .spawn(move || accept(listener, &hub, &a_stop))
+            .spawn(move || accept(listener, &hub, &a_stop, &on_dump))
             .map_err(|e| Error::Recorder(format!("cannot start the accepting thread: {e}")))?;
         Ok(Server { bound, stop, acceptor: Some(acceptor), broadcaster: Some(broadcaster) })
     }
@@ -191,7 +197,10 @@ fn broadcast(frames: Receiver<Frame>, hub: &Mutex<Hub>) {
     h.clients.clear();
 }
 
-fn accept(listener: Listener, hub: &Arc<Mutex<Hub>>, stop: &AtomicBool) {
+/// What a client's dump request calls, with the request's number.
+pub(crate) type DumpHook = Arc<dyn Fn(u64) + Send + Sync>;
+
+fn accept(listener: Listener, hub: &Arc<Mutex<Hub>>, stop: &AtomicBool, on_dump: &DumpHook) {
     while !stop.load(Ordering::Relaxed) {
         let conn: Option<Box<dyn Conn>> = match &listener {
             Listener::Unix(l, _) => l.accept().ok().map(|(s, _)| Box::new(s) as Box<dyn Conn>),
@@ -216,8 +225,9 @@ fn accept(listener: Listener, hub: &Arc<Mutex<Hub>>, stop: &AtomicBool) {
             h.greeting += 1;
         }
         let client_hub = Arc::clone(hub);
+        let client_dump = Arc::clone(on_dump);
         let spawned = std::thread::Builder::new().name("loopscope-client".into()).spawn(move || {
-            serve_client(conn, &client_hub);
+            serve_client(conn, &client_hub, &client_dump);
             lock(&client_hub).threads -= 1;
         });
         if spawned.is_err() {
@@ -231,13 +241,21 @@ fn accept(listener: Listener, hub: &Arc<Mutex<Hub>>, stop: &AtomicBool) {
     }
 }
 
-/// Whether a new (trusted) connection says the hello in time.
-fn greet(conn: &mut dyn Conn) -> bool {
-    if conn.setup().is_err() {
-        return false;
-    }
+/// Whether a new (trusted) connection says a hello in time; a dump request's number, if it
+/// asks for one.
+fn greet(conn: &mut dyn Conn) -> Option<Option<u64>> {
+    conn.setup().ok()?;
     let mut hello = [0u8; HELLO.len()];
-    conn.read_exact(&mut hello).is_ok() && &hello == HELLO
+    conn.read_exact(&mut hello).ok()?;
+    if &hello == HELLO {
+        return Some(None);
+    }
+    if &hello != DUMP_HELLO {
+        return None;
+    }
+    let mut n = [0u8; 8];
+    conn.read_exact(&mut n).ok()?;
+    Some(Some(u64::from_le_bytes(n)).filter(|n| *n != 0))
 }
 
 /// A connected client socket.
@@ -307,11 +325,12 @@ impl Conn for UnixStream {
     }
 }
 
-fn serve_client(mut conn: Box<dyn Conn>, hub: &Mutex<Hub>) {
+fn serve_client(mut conn: Box<dyn Conn>, hub: &Mutex<Hub>, on_dump: &DumpHook) {
     let greeted = greet(&mut *conn);
     lock(hub).greeting -= 1;
-    if !greeted {
-        return;
+    let Some(dump) = greeted else { return };
+    if let Some(n) = dump {
+        on_dump(n);
     }
     let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(CLIENT_QUEUE);
     let backlog: Vec<Arc<Vec<u8>>> = {

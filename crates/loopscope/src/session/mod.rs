@@ -463,7 +463,13 @@ impl SessionBuilder {
         if let Some(parsed) = &serve_addr {
             let (frames, rx) = mpsc::sync_channel(crate::outputs::serve::CLIENT_QUEUE);
             live.push(frames);
-            server = Some(crate::outputs::serve::Server::start(parsed, self.serve_public, rx)?);
+            let weak = Arc::downgrade(&shared);
+            let on_dump: crate::outputs::serve::DumpHook = Arc::new(move |n| {
+                if let Some(s) = weak.upgrade() {
+                    s.dumps().request(&s, loopscope_core::model::DumpTrigger::Request, n);
+                }
+            });
+            server = Some(crate::outputs::serve::Server::start(parsed, self.serve_public, rx, on_dump)?);
         }
         if let Some(addr) = &self.prometheus {
             let (frames, rx) = mpsc::sync_channel(crate::outputs::serve::CLIENT_QUEUE);
@@ -601,6 +607,24 @@ fn install_test_poll_hooks<const TSC: bool>(
         s.after_poll::<TSC>();
         test.leave_poll();
     });
+}
+
+/// Asks a session for task dumps ([`Session::request_dump`]) without holding the session: it
+/// does nothing once the session has finished.
+#[derive(Clone)]
+pub struct DumpHandle(std::sync::Weak<Shared>);
+
+impl std::fmt::Debug for DumpHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DumpHandle")
+    }
+}
+
+impl DumpHandle {
+    /// Asks for a task dump now; false when the session has finished or a dump is under way.
+    pub fn request(&self) -> bool {
+        self.0.upgrade().is_some_and(|s| s.dumps().request(&s, loopscope_core::model::DumpTrigger::Request, 0))
+    }
 }
 
 /// A recording session attached to one tokio runtime.
@@ -786,6 +810,12 @@ impl Session {
     pub fn request_dump(&self) -> bool {
         let Some(a) = self.active.as_ref() else { return false };
         a.shared.dumps().request(&a.shared, loopscope_core::model::DumpTrigger::Request, 0)
+    }
+
+    /// A handle that asks this session for task dumps from anywhere (another thread, an admin
+    /// endpoint of the program); `None` when the session records nothing.
+    pub fn dump_handle(&self) -> Option<DumpHandle> {
+        self.active.as_ref().map(|a| DumpHandle(Arc::downgrade(&a.shared)))
     }
 
     /// Whether this session records anything.
