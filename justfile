@@ -43,7 +43,7 @@ bench-instructions:
     cargo build --release -p loopscope-bench --example instructions
     count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null --toggle-collect="$1" \
         target/release/examples/instructions "${@:2}" 2>&1 | sed -n 's/.*Collected : //p'; }
-    for m in floor floor-sched-latency lean lean-no-detector full "lean two-sites"; do
+    for m in floor floor-sched-latency lean lean-no-detector lean-no-tasks full "lean two-sites"; do
         pattern='*install_poll_hooks*'
         case $m in floor*) pattern='*floor::install*';; esac
         set -- $m

@@ -23,6 +23,7 @@ fn per_poll(c: &mut Criterion) {
         ("floor", Mode::Floor),
         ("floor_and_tokio_latency", Mode::FloorAndTokioLatency),
         ("lean_no_detector", Mode::LeanNoDetector),
+        ("lean_no_tasks", Mode::LeanNoTasks),
         ("lean", Mode::Lean),
         ("full", Mode::Full),
     ] {

@@ -18,9 +18,10 @@ fn main() {
         Some("lean") => Mode::Lean,
         Some("lean-no-detector") => Mode::LeanNoDetector,
         Some("full") => Mode::Full,
+        Some("lean-no-tasks") => Mode::LeanNoTasks,
         other => {
             eprintln!(
-                "instructions: unknown mode {other:?}: expected plain, empty-hooks, floor, floor-sched-latency, lean, lean-no-detector or full"
+                "instructions: unknown mode {other:?}: expected plain, empty-hooks, floor, floor-sched-latency, lean, lean-no-detector, lean-no-tasks or full"
             );
             std::process::exit(2);
         }

@@ -65,6 +65,11 @@ pub enum Instrument {
     /// loopscope `full` with the stall detector but without slow-poll sampling (what sampling
     /// costs is `full` against this).
     FullNoSampling,
+    /// loopscope `lean` without following alive tasks' ages (what task ages cost is `lean`
+    /// against this).
+    LeanNoTasks,
+    /// loopscope `full` without following alive tasks' ages.
+    FullNoTasks,
     /// Reference, not a profiler: two hooks reading the TSC into a thread-local histogram, the
     /// least a poll timer costs (`lean`'s floor).
     Floor,
@@ -83,13 +88,15 @@ pub enum Instrument {
 
 impl Instrument {
     /// Every instrumentation, in table order.
-    pub const ALL: [Instrument; 12] = [
+    pub const ALL: [Instrument; 14] = [
         Instrument::Plain,
         Instrument::Lean,
         Instrument::LeanNoDetector,
         Instrument::Full,
         Instrument::FullNoDetector,
         Instrument::FullNoSampling,
+        Instrument::LeanNoTasks,
+        Instrument::FullNoTasks,
         Instrument::Floor,
         Instrument::FloorSchedLatency,
         Instrument::PollHistogram,
@@ -107,6 +114,8 @@ impl Instrument {
             Instrument::Full => "full",
             Instrument::FullNoDetector => "full-no-detector",
             Instrument::FullNoSampling => "full-no-sampling",
+            Instrument::LeanNoTasks => "lean-no-tasks",
+            Instrument::FullNoTasks => "full-no-tasks",
             Instrument::Floor => "floor",
             Instrument::FloorSchedLatency => "floor-sched-latency",
             Instrument::PollHistogram => "poll-histogram",
@@ -232,17 +241,21 @@ pub fn run_once(workload: Workload, instrument: Instrument, reps: u32, run_for: 
         | Instrument::LeanNoDetector
         | Instrument::Full
         | Instrument::FullNoDetector
-        | Instrument::FullNoSampling => {
-            let profile = if matches!(instrument, Instrument::Lean | Instrument::LeanNoDetector) {
-                loopscope::Profile::Lean
-            } else {
-                loopscope::Profile::Full
-            };
-            let detector = matches!(instrument, Instrument::Lean | Instrument::Full | Instrument::FullNoSampling);
+        | Instrument::FullNoSampling
+        | Instrument::LeanNoTasks
+        | Instrument::FullNoTasks => {
+            let profile =
+                if matches!(instrument, Instrument::Lean | Instrument::LeanNoDetector | Instrument::LeanNoTasks) {
+                    loopscope::Profile::Lean
+                } else {
+                    loopscope::Profile::Full
+                };
+            let detector = !matches!(instrument, Instrument::LeanNoDetector | Instrument::FullNoDetector);
             let session = loopscope::Session::builder()
                 .profile(profile)
                 .stall_detector(detector)
-                .slow_poll_sampling(instrument != Instrument::FullNoSampling);
+                .slow_poll_sampling(instrument != Instrument::FullNoSampling)
+                .task_ages(!matches!(instrument, Instrument::LeanNoTasks | Instrument::FullNoTasks));
             Some(session.install(&mut builder)?)
         }
         _ => None,

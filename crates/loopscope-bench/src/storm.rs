@@ -26,6 +26,8 @@ pub enum Mode {
     LeanNoDetector,
     /// loopscope's `full` profile.
     Full,
+    /// loopscope's `lean` profile without following alive tasks' ages.
+    LeanNoTasks,
 }
 
 /// Runs at least `iters` empty polls (whole rounds, at least 20) and returns how long `iters` of
@@ -49,6 +51,7 @@ pub fn storm(mode: Mode, two_sites: bool, iters: u64) -> Duration {
             Some(loopscope::Session::builder().profile(loopscope::Profile::Lean).stall_detector(false))
         }
         Mode::Full => Some(loopscope::Session::builder().profile(loopscope::Profile::Full)),
+        Mode::LeanNoTasks => Some(loopscope::Session::builder().profile(loopscope::Profile::Lean).task_ages(false)),
     }
     .map(|s| s.install(&mut b).unwrap());
     let rt = b.build().unwrap();

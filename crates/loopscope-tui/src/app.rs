@@ -849,11 +849,9 @@ mod tests {
         assert!(a.status.as_deref().is_some_and(|s| s.contains("recording")), "{:?}", a.status);
         let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let n = std::sync::Arc::clone(&asked);
-        a.dumper = Some(Dumper(Box::new(move || {
-            match n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
-                0 => Ok(()),
-                _ => Err("one is under way".into()),
-            }
+        a.dumper = Some(Dumper(Box::new(move || match n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+            0 => Ok(()),
+            _ => Err("one is under way".into()),
         })));
         a.apply(Action::Dump);
         assert!(a.status.as_deref().is_some_and(|s| s.contains("asked for")), "{:?}", a.status);

@@ -106,6 +106,8 @@ pub(crate) struct Shared {
     tasks: tasks::TaskTable,
     /// Task dumps.
     dumps: crate::dump::Dumps,
+    /// Whether alive tasks are followed in `tasks` (`SessionBuilder::task_ages`).
+    follow_tasks: AtomicBool,
     threads: Mutex<Vec<Arc<ThreadSlot>>>,
     handle: Mutex<Option<Handle>>,
     threads_full: AtomicBool,
@@ -154,6 +156,7 @@ impl Shared {
             sites: SiteTable::new(max_sites),
             tasks: tasks::TaskTable::new(),
             dumps: crate::dump::Dumps::default(),
+            follow_tasks: AtomicBool::new(true),
             threads: Mutex::new(Vec::new()),
             handle: Mutex::new(None),
             threads_full: AtomicBool::new(false),
@@ -216,6 +219,11 @@ impl Shared {
     /// the program's.
     pub(crate) fn own_tasks(&self) -> u64 {
         u64::from(self.probe_started.load(Ordering::Relaxed))
+    }
+
+    /// Stops following alive tasks (before any task is spawned).
+    pub(crate) fn stop_following_tasks(&self) {
+        self.follow_tasks.store(false, Ordering::Relaxed);
     }
 
     /// Task dumps.
@@ -414,9 +422,10 @@ impl Shared {
     // start was not stored (the lag probe's, or one that began before this thread registered)
     // leaves `in_poll_since` at 0, and the after-hook then records nothing.
     #[inline]
-    pub(crate) fn before_poll<const TSC: bool, const SCHED: bool>(&self, meta: &TaskMeta<'_>) {
+    pub(crate) fn before_poll<const TSC: bool, const SCHED: bool, const TASKS: bool>(&self, meta: &TaskMeta<'_>) {
         // While a task dump runs, tokio re-polls every task to trace it: not the program's polls.
-        if self.dumps.busy() && crate::dump::tracing_poll() {
+        #[cfg(feature = "taskdump")]
+        if TASKS && self.dumps.busy() && crate::dump::tracing_poll() {
             return;
         }
         let key = meta.spawned_at() as *const Location<'static> as usize;
@@ -430,7 +439,7 @@ impl Shared {
                     if key != l.last_location.get() {
                         let recent = l.recent_entry(key);
                         if recent.location.get() != key {
-                            return self.before_poll_other::<TSC, SCHED>(l, meta);
+                            return self.before_poll_other::<TSC, SCHED, TASKS>(l, meta);
                         }
                         l.last_location.set(key);
                         l.last_cells.set(recent.cells.get());
@@ -438,12 +447,14 @@ impl Shared {
                     }
                     let now = self.clock.raw_as::<TSC>();
                     slot.in_poll_since.store(now, Ordering::Relaxed);
-                    self.tasks.polled(tasks::task_id(meta), now);
+                    if TASKS {
+                        self.tasks.polled(tasks::task_id(meta), now);
+                    }
                     if SCHED {
                         self.record_schedule_latency(l, meta);
                     }
                 }
-                _ => self.before_poll_other::<TSC, SCHED>(l, meta),
+                _ => self.before_poll_other::<TSC, SCHED, TASKS>(l, meta),
             }
         });
     }
@@ -452,7 +463,7 @@ impl Shared {
     /// lately.
     #[cold]
     #[inline(never)]
-    fn before_poll_other<const TSC: bool, const SCHED: bool>(&self, l: &Local, meta: &TaskMeta<'_>) {
+    fn before_poll_other<const TSC: bool, const SCHED: bool, const TASKS: bool>(&self, l: &Local, meta: &TaskMeta<'_>) {
         // Once the session is finished or failed (`enabled` false), threads and sites met for the
         // first time are not registered; known ones go on counting into cells nobody reads.
         let slot = if l.session.get() == self.id {
@@ -470,7 +481,9 @@ impl Shared {
         }
         let now = self.clock.raw_as::<TSC>();
         slot.in_poll_since.store(now, Ordering::Relaxed);
-        self.tasks.polled(tasks::task_id(meta), now);
+        if TASKS {
+            self.tasks.polled(tasks::task_id(meta), now);
+        }
         if SCHED {
             self.record_schedule_latency(l, meta);
         }
@@ -602,7 +615,7 @@ impl Shared {
         }
         let site = self.sites.lookup(meta.spawned_at());
         self.sites.count_spawn(site as usize);
-        if self.enabled.load(Ordering::Relaxed) {
+        if self.enabled.load(Ordering::Relaxed) && self.follow_tasks.load(Ordering::Relaxed) {
             self.tasks.spawn(tasks::task_id(meta), site, self.clock.raw());
         }
     }

@@ -132,6 +132,7 @@ pub struct SessionBuilder {
     max_sites: u32,
     dump_idle: Option<Duration>,
     dump_signal: bool,
+    task_ages: bool,
     workload: Option<String>,
     live: Option<std::sync::mpsc::SyncSender<crate::core::model::Frame>>,
     serve: Option<String>,
@@ -164,6 +165,7 @@ impl Default for SessionBuilder {
             capture_stacks: true,
             dump_idle: Some(DEFAULT_DUMP_IDLE),
             dump_signal: false,
+            task_ages: true,
             max_sites: DEFAULT_MAX_SITES,
             workload: None,
             live: None,
@@ -335,6 +337,15 @@ impl SessionBuilder {
         self
     }
 
+    /// Whether to follow every alive task: its spawn site, age and time since its last poll,
+    /// per site each interval (default on; one store per poll, 2 MiB of table at most). Off, the
+    /// report has no waiting tasks, task dumps have no idle times and no automatic dumps are
+    /// taken. See docs/tasks.md.
+    pub fn task_ages(mut self, on: bool) -> Self {
+        self.task_ages = on;
+        self
+    }
+
     /// Takes a task dump (with the `taskdump` feature) once when a spawn site's tasks have not
     /// been polled for `after` (default 2 s; `None`: never), at most once per site and four times
     /// in all: what they wait for, with each group's await point. See docs/tasks.md.
@@ -453,6 +464,9 @@ impl SessionBuilder {
         let slow_ns = u64::try_from(self.slow_poll.as_nanos()).unwrap_or(u64::MAX);
         let stall_ns = self.stall_threshold.map_or(u64::MAX, |t| t.as_nanos() as u64);
         let shared = Shared::new(slow_ns, stall_ns, self.max_sites, self.lag_probe);
+        if !self.task_ages {
+            shared.stop_following_tasks();
+        }
         // The outputs are declared before the senders that feed them, so that on an early return
         // the senders are dropped first and each output's threads see the end of their input
         // before the output is stopped (waiting for them).
@@ -562,11 +576,15 @@ impl SessionBuilder {
         #[cfg(not(feature = "test"))]
         let test_hooks: Option<()> = None;
         if test_hooks.is_none() {
-            match (shared.reads_tsc(), self.schedule_latency) {
-                (true, true) => install_poll_hooks::<true, true>(builder, &shared),
-                (true, false) => install_poll_hooks::<true, false>(builder, &shared),
-                (false, true) => install_poll_hooks::<false, true>(builder, &shared),
-                (false, false) => install_poll_hooks::<false, false>(builder, &shared),
+            match (shared.reads_tsc(), self.schedule_latency, self.task_ages) {
+                (true, true, true) => install_poll_hooks::<true, true, true>(builder, &shared),
+                (true, false, true) => install_poll_hooks::<true, false, true>(builder, &shared),
+                (false, true, true) => install_poll_hooks::<false, true, true>(builder, &shared),
+                (false, false, true) => install_poll_hooks::<false, false, true>(builder, &shared),
+                (true, true, false) => install_poll_hooks::<true, true, false>(builder, &shared),
+                (true, false, false) => install_poll_hooks::<true, false, false>(builder, &shared),
+                (false, true, false) => install_poll_hooks::<false, true, false>(builder, &shared),
+                (false, false, false) => install_poll_hooks::<false, false, false>(builder, &shared),
             }
         }
         let s = Arc::clone(&shared);
@@ -579,9 +597,12 @@ impl SessionBuilder {
 
 /// Installs the per-poll hooks, for a TSC clock or not and with per-task scheduling latency or
 /// not.
-fn install_poll_hooks<const TSC: bool, const SCHED: bool>(builder: &mut Builder, shared: &Arc<Shared>) {
+fn install_poll_hooks<const TSC: bool, const SCHED: bool, const TASKS: bool>(
+    builder: &mut Builder,
+    shared: &Arc<Shared>,
+) {
     let s = Arc::clone(shared);
-    builder.on_before_task_poll(move |meta| s.before_poll::<TSC, SCHED>(meta));
+    builder.on_before_task_poll(move |meta| s.before_poll::<TSC, SCHED, TASKS>(meta));
     let s = Arc::clone(shared);
     builder.on_after_task_poll(move |_| s.after_poll::<TSC>());
 }
@@ -599,7 +620,7 @@ fn install_test_poll_hooks<const TSC: bool>(
     let (s, t) = (Arc::clone(shared), Arc::clone(&test));
     builder.on_before_task_poll(move |meta| {
         t.enter_poll();
-        s.before_poll::<TSC, false>(meta);
+        s.before_poll::<TSC, false, true>(meta);
         t.poll_began(s.current_poll());
     });
     let s = Arc::clone(shared);
@@ -697,6 +718,7 @@ impl Session {
     /// | `LOOPSCOPE_OTLP_PERIOD` | its export period, e.g. `10s` |
     /// | `LOOPSCOPE_DUMP_IDLE` | take a task dump when a site's tasks are idle this long, e.g. `2s`; `off` never |
     /// | `LOOPSCOPE_DUMP_SIGNAL` | `1` takes a task dump on `SIGUSR2` |
+    /// | `LOOPSCOPE_TASK_AGES` | `0` stops following alive tasks' ages |
     pub fn from_env() -> Result<SessionBuilder, Error> {
         let mut b = SessionBuilder::default();
         let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
@@ -780,6 +802,13 @@ impl Session {
             }
         }
         b.dump_signal = env_flag("LOOPSCOPE_DUMP_SIGNAL")?;
+        if let Ok(v) = std::env::var("LOOPSCOPE_TASK_AGES") {
+            b.task_ages = match v.as_str() {
+                "1" | "true" | "on" | "" => true,
+                "0" | "false" | "off" => false,
+                _ => return Err(Error::Env { var: "LOOPSCOPE_TASK_AGES", value: v, expected: "0 or 1" }),
+            };
+        }
         if let Ok(v) = std::env::var("LOOPSCOPE_SCHEDULE_LATENCY") {
             b.schedule_latency = match v.as_str() {
                 "1" | "true" | "on" => true,
