@@ -329,3 +329,49 @@ fn console_reads_a_program_running_console_subscriber() {
     let _ = program.kill();
     let _ = program.wait();
 }
+
+#[test]
+fn a_deadlocked_program_is_dumped_from_the_command_line_and_from_the_tui() {
+    let _turn = support::one_workload_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("hang.sock");
+    let addr = format!("unix:{}", sock.display());
+    let mut program = support::loopscope()
+        .args(["run", "hangs", "--scenario", "deadlock", "--for", "60s", "--interval", "250ms", "--serve", &addr])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "the program never served {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // `loopscope dump`: both transfers, each at its second lock (asked again until the run has
+    // reached its deadlock: the socket is served from the start).
+    loop {
+        let out = support::run(&["dump", "--attach", &addr]);
+        let printed = support::text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{printed}{}", support::text(&out.stderr));
+        assert!(printed.contains("Task dump of hangs"), "{printed}");
+        if printed.contains("2 tasks in 2 groups") && printed.matches("(Mutex::lock)").count() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no dump showed the deadlock: {printed}");
+    }
+    // The TUI attached: the Tasks view shows the automatic dump, and `d` asks for another.
+    let mut t = Tty::start(&["tui", "--attach", &addr]);
+    t.wait_for("LIVE");
+    t.send("5");
+    t.wait_for("Mutex::lock");
+    t.send("d");
+    t.wait_for("task dump asked for");
+    t.wait_for("(request)");
+    t.send("q");
+    assert_eq!(t.exit_code(), 0, "{}", t.contents());
+    t.assert_restored();
+    // SAFETY: signals our own child.
+    assert_eq!(unsafe { libc::kill(program.id() as i32, libc::SIGTERM) }, 0);
+    let _ = program.wait();
+}

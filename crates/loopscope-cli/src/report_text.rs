@@ -10,7 +10,7 @@ use loopscope_core::format::Completeness;
 use loopscope_core::model::Flavor;
 use loopscope_core::report::{HotLine, PanicReport, Report, SpanReport, StallGroup, TaskGrowth, WorkerReport};
 use loopscope_core::stall::{Origin, short_name};
-use loopscope_core::tasks::{DumpGroupReport, DumpReport, IDLE_BOUNDS, WaitingSite};
+use loopscope_core::tasks::{DumpGroupReport, DumpReport, IDLE_BOUNDS, WaitingSite, fmt_percentile};
 use loopscope_core::text::{Column, Table, group, plural};
 use loopscope_core::units::fmt_duration;
 
@@ -482,7 +482,7 @@ fn tasks(o: &mut String, report: &Report) {
     waiting(o, report);
     dumps(o, report);
     if !report.panics.is_empty() {
-        let n: u64 = report.panics.iter().map(|p| p.count).sum();
+        let n = report.panics.iter().fold(0u64, |n, p| n.saturating_add(p.count));
         let _ = writeln!(
             o,
             "\nPanics in tasks: {} (tokio keeps a task's panic for its JoinHandle; a task nobody awaits loses it)",
@@ -510,7 +510,7 @@ fn waiting(o: &mut String, report: &Report) {
     if idle.is_empty() {
         return;
     }
-    let alive: u64 = idle.iter().map(|w| w.alive).sum();
+    let alive = idle.iter().fold(0u64, |n, w| n.saturating_add(w.alive));
     let _ = writeln!(
         o,
         "\nWaiting tasks: {} spawn site{} with tasks not polled for a second or more ({} task{} alive there; idle = since the task's last poll)",
@@ -522,7 +522,7 @@ fn waiting(o: &mut String, report: &Report) {
     let table = Table::new(vec![
         Column::left("spawn site", |w: &&WaitingSite| w.spawn_site.clone().unwrap_or_else(|| "-".into())).clip(40),
         Column::right("alive", |w: &&WaitingSite| group(w.alive)),
-        Column::right("idle p50", |w: &&WaitingSite| fmt_duration(w.idle.p50)).width(DURATION),
+        Column::right("idle p50", |w: &&WaitingSite| fmt_percentile(w.idle.p50)).width(DURATION),
         Column::right("idle max", |w: &&WaitingSite| fmt_duration(w.idle.max)).width(DURATION),
         Column::right(">1s", |w: &&WaitingSite| group(w.idle_over[0])),
         Column::right(">10s", |w: &&WaitingSite| group(w.idle_over[1])),

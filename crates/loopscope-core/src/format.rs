@@ -161,14 +161,14 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) -> Result<(), WriteError> 
         Frame::Runtime(r) => (kind::RUNTIME, encode(r)?),
         Frame::Modules(m) => (kind::MODULES, encode(m)?),
         Frame::Spans(d) => (kind::SPANS, encode(d)?),
-        Frame::Samples(s) => (kind::SAMPLES | COMPRESSED, compress(&encode(s)?)?),
+        Frame::Samples(s) => pack(kind::SAMPLES, encode(s)?)?,
         Frame::Sites(s) => (kind::SITES, encode(s)?),
         Frame::Workers(w) => (kind::WORKERS, encode(w)?),
-        Frame::Interval(i) => (kind::INTERVAL | COMPRESSED, compress(&encode(i)?)?),
+        Frame::Interval(i) => pack(kind::INTERVAL, encode(i)?)?,
         Frame::Event(e) => (kind::EVENT, encode(e)?),
-        Frame::Workload(w) => (kind::WORKLOAD | COMPRESSED, compress(&encode(w)?)?),
-        Frame::TaskAges(t) => (kind::TASK_AGES | COMPRESSED, compress(&encode(t)?)?),
-        Frame::TaskDump(d) => (kind::TASK_DUMP | COMPRESSED, compress(&encode(d)?)?),
+        Frame::Workload(w) => pack(kind::WORKLOAD, encode(w)?)?,
+        Frame::TaskAges(t) => pack(kind::TASK_AGES, encode(t)?)?,
+        Frame::TaskDump(d) => pack(kind::TASK_DUMP, encode(d)?)?,
         Frame::Footer(f) => (kind::FOOTER, encode(f)?),
     };
     let len = u32::try_from(payload.len())
@@ -214,6 +214,15 @@ impl<W: Write> Writer<W> {
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, WriteError> {
     postcard::to_stdvec(v).map_err(|e| WriteError::Encode(e.to_string()))
+}
+
+/// A frame's kind and payload, compressed unless readers would refuse to inflate it: a payload
+/// that compresses more than [`MAX_INFLATE_RATIO`] times (repetitive text, such as a task dump's
+/// stacks) or inflates beyond [`MAX_INFLATED_LEN`] is stored as it is.
+fn pack(kind: u8, plain: Vec<u8>) -> Result<(u8, Vec<u8>), WriteError> {
+    let packed = compress(&plain)?;
+    let cap = packed.len().saturating_mul(MAX_INFLATE_RATIO).clamp(64 << 10, MAX_INFLATED_LEN);
+    Ok(if plain.len() <= cap { (kind | COMPRESSED, packed) } else { (kind, plain) })
 }
 
 fn compress(payload: &[u8]) -> Result<Vec<u8>, WriteError> {

@@ -592,6 +592,9 @@ pub struct SiteTasks {
     pub idle: Dist,
     /// How long since each alive task was spawned.
     pub age: Dist,
+    /// Tasks idle for more than 1 s, 10 s and 60 s, counted exactly (`idle`'s histogram stops at
+    /// 60 s).
+    pub idle_over: [u64; 3],
 }
 
 /// One alive task that has not been polled for a long time.
@@ -625,6 +628,9 @@ pub struct TaskDump {
     pub outcome: DumpOutcome,
     /// Tasks in the dump.
     pub tasks: u64,
+    /// Tasks in the dump left out of `groups`: past the recorder's caps on tasks symbolized
+    /// (the idlest are kept), groups or frames.
+    pub skipped: u64,
     /// Tasks with the same spawn site and the same trace, the largest groups first.
     pub groups: Vec<DumpGroup>,
 }
@@ -663,10 +669,11 @@ pub enum DumpOutcome {
     /// Every task was traced.
     #[default]
     Complete,
-    /// The dump did not finish in time: tokio pauses every worker for a dump, and a worker stuck
-    /// in a poll never pauses.
+    /// The dump did not finish in time, or was not started: tokio pauses every worker for a
+    /// dump, and a worker stuck in a poll never pauses.
     TimedOut {
-        /// How long the recorder waited, in nanoseconds.
+        /// How long the recorder waited, in nanoseconds (0: not started, as a worker was stuck
+        /// in a poll already).
         waited_ns: u64,
         /// The [`WorkerDecl::id`]s of the threads stuck in a poll past the stall threshold when it
         /// gave up (what held the dump up; their stalls name the line).

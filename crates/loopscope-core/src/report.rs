@@ -1030,7 +1030,7 @@ pub struct Report {
     pub panics: Vec<PanicReport>,
     /// Spawn sites whose alive tasks kept growing over the recording (a leak).
     pub growing: Vec<TaskGrowth>,
-    /// Alive tasks per spawn site, the last time each site had any: how long since their last
+    /// Alive tasks per spawn site, in the last interval with any task alive: how long since their last
     /// poll, the longest idle first (empty when the recorder did not follow tasks).
     pub waiting: Vec<crate::tasks::WaitingSite>,
     /// The tasks idle the longest, with their ids.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::dist::Summary;
-use crate::model::{DumpOutcome, DumpTrigger, IdleTask, SiteTasks, TaskAges, TaskDump};
+use crate::model::{DumpOutcome, DumpTrigger, SiteTasks, TaskAges, TaskDump};
 use crate::stall::{ProgramLine, program_line};
 
 /// Dumps a report keeps (the latest).
@@ -21,13 +21,10 @@ pub const IDLE_BOUNDS: [Duration; 3] = [Duration::from_secs(1), Duration::from_s
 /// Task ages and dumps folded from a recording's frames.
 #[derive(Clone, Debug, Default)]
 pub struct TaskState {
-    /// Per site id: the latest figures of an interval in which the site had alive tasks. A run's
-    /// last interval comes after the runtime shut down (no task alive); what the tasks were doing
-    /// before is the interval before that.
-    latest: Vec<Option<SiteTasks>>,
-    /// The latest non-empty list of the idlest tasks.
-    idlest: Vec<IdleTask>,
-    untracked: u64,
+    /// The latest task ages in which any task was alive. A run's last interval comes after the
+    /// runtime shut down (no task alive); what the tasks were doing before is the interval
+    /// before that.
+    latest: Option<TaskAges>,
     /// Whether any task ages were recorded (a recorder that follows tasks).
     seen: bool,
     dumps: VecDeque<TaskDump>,
@@ -38,18 +35,8 @@ impl TaskState {
     /// Folds one interval's task ages.
     pub fn push_ages(&mut self, t: &TaskAges) {
         self.seen = true;
-        for s in &t.sites {
-            let i = s.site as usize;
-            if i >= self.latest.len() {
-                self.latest.resize(i + 1, None);
-            }
-            if s.alive > 0 {
-                self.latest[i] = Some(s.clone());
-            }
-        }
-        if !t.idlest.is_empty() {
-            self.idlest.clone_from(&t.idlest);
-            self.untracked = t.untracked;
+        if t.sites.iter().any(|s| s.alive > 0) {
+            self.latest = Some(t.clone());
         }
     }
 
@@ -77,23 +64,31 @@ impl TaskState {
         self.dumps.iter()
     }
 
-    /// The latest figures of a site (its alive tasks' idle times and ages), if it had any alive.
+    /// A site's figures (its alive tasks' idle times and ages) in the latest task ages with any
+    /// task alive.
     pub fn site(&self, site: u32) -> Option<&SiteTasks> {
-        self.latest.get(site as usize)?.as_ref()
+        self.latest.as_ref()?.sites.iter().find(|s| s.site == site)
     }
 
-    /// Per site with alive tasks, the waiting view, the longest idle first. `site_name` turns a
-    /// site id into its location.
+    /// The interval of the latest task ages with any task alive.
+    pub fn as_of(&self) -> Option<u64> {
+        self.latest.as_ref().map(|t| t.interval)
+    }
+
+    /// Per site with alive tasks (in the latest task ages with any), the waiting view, the
+    /// longest idle first. `site_name` turns a site id into its location.
     pub fn waiting(&self, site_name: impl Fn(Option<u32>) -> Option<String>) -> Vec<WaitingSite> {
+        let sites = self.latest.as_ref().map_or(&[][..], |t| &t.sites[..]);
         let mut out: Vec<WaitingSite> =
-            self.latest.iter().flatten().filter_map(|s| WaitingSite::new(s, site_name(Some(s.site)))).collect();
+            sites.iter().filter(|s| s.alive > 0).filter_map(|s| WaitingSite::new(s, site_name(Some(s.site)))).collect();
         out.sort_by(|a, b| b.idle.max.cmp(&a.idle.max).then(b.alive.cmp(&a.alive)));
         out
     }
 
-    /// The idlest tasks of the latest interval that had any.
+    /// The idlest tasks of the latest task ages with any task alive.
     pub fn idlest(&self, site_name: impl Fn(Option<u32>) -> Option<String>) -> Vec<IdleTaskReport> {
-        self.idlest
+        let idlest = self.latest.as_ref().map_or(&[][..], |t| &t.idlest[..]);
+        idlest
             .iter()
             .map(|t| IdleTaskReport {
                 id: t.id,
@@ -105,13 +100,13 @@ impl TaskState {
             .collect()
     }
 
-    /// Alive tasks the recorder could not follow, at the latest interval with idle tasks.
+    /// Alive tasks the recorder could not follow, in the latest task ages with any task alive.
     pub fn untracked(&self) -> u64 {
-        self.untracked
+        self.latest.as_ref().map_or(0, |t| t.untracked)
     }
 }
 
-/// The alive tasks of one spawn site, the last time it had any.
+/// The alive tasks of one spawn site, in the latest task ages with any task alive.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WaitingSite {
     /// The spawn site.
@@ -133,7 +128,7 @@ impl WaitingSite {
         Some(WaitingSite {
             spawn_site,
             alive: s.alive,
-            idle_over: IDLE_BOUNDS.map(|b| idle.count_above(b)),
+            idle_over: s.idle_over,
             idle: idle.summary(),
             age: age.summary(),
         })
@@ -181,6 +176,8 @@ pub struct DumpReport {
     pub stalled_workers: Vec<u32>,
     /// Tasks in the dump.
     pub tasks: u64,
+    /// Tasks left out of the groups (past the recorder's caps; the idlest are kept).
+    pub skipped: u64,
     /// Groups of tasks with one spawn site and one trace, the largest first.
     pub groups: Vec<DumpGroupReport>,
 }
@@ -226,6 +223,16 @@ impl DumpGroupReport {
     }
 }
 
+/// A percentile of idle times or ages as text: the histograms stop at 60 s (their maxima and
+/// the counts above 1, 10 and 60 s are exact), so a percentile there reads "≥60s".
+pub fn fmt_percentile(d: Duration) -> String {
+    if d.as_nanos() >= u128::from(crate::dist::HIGHEST_NS) * 99 / 100 {
+        "≥60s".into()
+    } else {
+        crate::units::fmt_duration(d)
+    }
+}
+
 /// What an await point awaited, as people name it: `Mutex::lock` for
 /// `tokio::sync::mutex::Mutex<T>::lock::{{closure}}` (the type or module and the function).
 pub fn call_name(function: &str) -> String {
@@ -268,6 +275,15 @@ impl DumpReport {
         };
         let (outcome, detail, stalled_workers) = match &d.outcome {
             DumpOutcome::Complete => ("complete", None, Vec::new()),
+            DumpOutcome::TimedOut { waited_ns: 0, stalled_workers } => (
+                "timed-out",
+                Some(
+                    "not taken: a worker was stuck in a poll, and tokio's dump waits for every worker (pausing the \
+                     others meanwhile)"
+                        .to_string(),
+                ),
+                stalled_workers.clone(),
+            ),
             DumpOutcome::TimedOut { waited_ns, stalled_workers } => (
                 "timed-out",
                 Some(format!(
@@ -286,6 +302,7 @@ impl DumpReport {
             detail,
             stalled_workers,
             tasks: d.tasks,
+            skipped: d.skipped,
             groups: d
                 .groups
                 .iter()
@@ -311,5 +328,7 @@ mod tests {
         assert_eq!(call_name("tokio::sync::mpsc::bounded::Receiver<T>::recv::{{closure}}"), "Receiver::recv");
         assert_eq!(call_name("<tokio::time::sleep::Sleep as core::future::future::Future>::poll"), "Sleep::poll");
         assert_eq!(call_name("poll"), "poll");
+        assert_eq!(fmt_percentile(Duration::from_secs(61)), "≥60s");
+        assert_eq!(fmt_percentile(Duration::from_millis(2500)), "2.50s");
     }
 }

@@ -331,3 +331,63 @@ fn the_trace_export_draws_ended_and_unfinished_stalls_on_their_workers() {
     assert_eq!(slices[1]["dur"], 500_000.0);
     assert_eq!(slices[1]["args"]["finished"], false);
 }
+
+/// A task dump as large as the recorder makes one, of the same stack again and again: it
+/// compresses far more than readers let a frame inflate, so the writer stores it as it is, and
+/// it reads back whole. Task ages round-trip beside it.
+#[test]
+fn the_largest_task_dump_of_repetitive_stacks_reads_back() {
+    let frame = |i: u64| StackFrame {
+        address: 0x5555_0000 + i,
+        function: "tokio::sync::batch_semaphore::Acquire::poll::{{closure}}".repeat(2),
+        file: Some(
+            "/home/user/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.54.1/src/sync/batch_semaphore.rs"
+                .into(),
+        ),
+        line: Some(i as u32),
+        inlined: false,
+        object: None,
+    };
+    let groups: Vec<DumpGroup> = (0..TaskDump::MAX_GROUPS as u64)
+        .map(|g| DumpGroup {
+            site: Some((g % 2) as u32),
+            count: 3,
+            ids: (0..TaskDump::MAX_IDS as u64).collect(),
+            idle_ns: 5_000_000_000,
+            traces: (0..8).map(|_| (0..16).map(frame).collect()).collect(),
+        })
+        .collect();
+    let dump = TaskDump {
+        at_ns: 3_000_000_000,
+        trigger: DumpTrigger::Idle { site: 1, idle_ns: 2_500_000_000 },
+        requests: vec![7, 9],
+        outcome: DumpOutcome::Complete,
+        tasks: 900,
+        skipped: 132,
+        groups,
+    };
+    let ages = TaskAges {
+        interval: 2,
+        sites: vec![SiteTasks {
+            site: 1,
+            alive: 4,
+            idle: dist(2_000_000_000, 4),
+            age: dist(3_000_000_000, 4),
+            idle_over: [4, 0, 0],
+        }],
+        idlest: vec![IdleTask { id: 12, site: 1, idle_ns: 2_000_000_051, age_ns: 3_000_000_051, never_polled: false }],
+        untracked: 1,
+    };
+    let mut bytes = Vec::new();
+    let mut w = Writer::new(&mut bytes, &header()).unwrap();
+    for f in frames().into_iter().filter(|f| !matches!(f, Frame::Footer(_))) {
+        w.write(&f).unwrap();
+    }
+    w.write(&Frame::TaskAges(Box::new(ages.clone()))).unwrap();
+    w.write(&Frame::TaskDump(Box::new(dump.clone()))).unwrap();
+    w.write(&Frame::Footer(Footer { end_ns: 4_000_000_000, intervals: 3, errors: Vec::new() })).unwrap();
+    let rec = read_bytes(&bytes).unwrap();
+    assert!(rec.is_complete());
+    assert_eq!(rec.task_ages, vec![ages]);
+    assert_eq!(rec.dumps, vec![dump]);
+}

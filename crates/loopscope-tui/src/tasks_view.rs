@@ -81,7 +81,7 @@ fn waiting(frame: &mut Frame<'_>, area: Rect, app: &App) {
             Row::new([
                 crate::ui::clip_left(w.spawn_site.as_deref().map_or("-", |s| t.display_path(s)), site_w as usize),
                 w.alive.to_string(),
-                d(w.idle.p50),
+                loopscope_core::tasks::fmt_percentile(w.idle.p50),
                 d(w.idle.max),
                 w.idle_over[0].to_string(),
                 w.idle_over[1].to_string(),
@@ -173,7 +173,8 @@ fn dump(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         .skip(offset)
         .take(visible)
         .map(|(i, g)| {
-            let at = g.waiting_at(|p| t.display_path(p).to_string());
+            // Each path clipped on the left, so that the line number and the call stay in view.
+            let at = g.waiting_at(|p| crate::ui::clip_left(t.display_path(p), (at_w as usize / 2).max(16)));
             Row::new([
                 g.count.to_string(),
                 crate::ui::clip_left(g.spawn_site.as_deref().map_or("-", |s| t.display_path(s)), site_w as usize),
@@ -204,7 +205,8 @@ fn panics(app: &App) -> Vec<(u64, String, String)> {
     let mut by: BTreeMap<(Option<u32>, Option<String>, String), u64> = BTreeMap::new();
     for i in &t.intervals {
         for p in &i.panics {
-            *by.entry((p.site, p.location.clone(), p.message.clone())).or_default() += p.count;
+            let n = by.entry((p.site, p.location.clone(), p.message.clone())).or_default();
+            *n = n.saturating_add(p.count);
         }
     }
     let mut rows: Vec<(u64, String, String)> = by
@@ -219,7 +221,7 @@ fn panics(app: &App) -> Vec<(u64, String, String)> {
 }
 
 fn panic_table(frame: &mut Frame<'_>, area: Rect, rows: &[(u64, String, String)]) {
-    let n: u64 = rows.iter().map(|r| r.0).sum();
+    let n = rows.iter().fold(0u64, |n, r| n.saturating_add(r.0));
     let block = Block::bordered().title(format!(
         "Panics in tasks: {n} (a task nobody awaits loses its panic: tokio keeps it for the JoinHandle)"
     ));

@@ -30,14 +30,25 @@ use crate::outputs::flusher::Cmd;
 
 /// How long a dump may take before it is given up.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(2);
+/// A worker in one poll for this long holds a dump up (tokio pauses every worker for a dump,
+/// and waits for each up to 250 ms at a time, the others paused meanwhile): no dump is started.
+pub(crate) const STUCK: Duration = Duration::from_millis(100);
 /// Automatic dumps (idle sites) in one session at most.
 pub(crate) const MAX_AUTOMATIC: u32 = 4;
+/// The least time between the starts of two dumps: a viewer that asks again and again gets the
+/// dump under way, or the next one after this gap.
+pub(crate) const GAP: Duration = Duration::from_secs(1);
 /// Frames of one trace kept (innermost first).
-const MAX_FRAMES: usize = 128;
+const MAX_FRAMES: usize = 64;
 /// Traces of one task kept (one per future it waits on).
-const MAX_TRACES: usize = 16;
-/// How long after a dump its wake-ups of every task are taken to have been polled.
-const SETTLE: Duration = Duration::from_millis(50);
+const MAX_TRACES: usize = 8;
+/// Frames of one dump in all, within what readers accept of one frame (and 16 MiB of text).
+const MAX_DUMP_FRAMES: usize = 32_768;
+/// Tasks symbolized per dump, the idlest first (tokio resolves each task's backtraces: its cost
+/// grows with tasks and frames); the rest are counted.
+const MAX_TRACED_TASKS: usize = 10_000;
+/// How long after a dump its wake-ups of the traced tasks are waited for.
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// Whether this build can take dumps.
 pub(crate) const AVAILABLE: bool = cfg!(all(
@@ -60,25 +71,39 @@ struct Request {
     at_ns: u64,
 }
 
+/// Automatic dumps taken so far.
+#[derive(Default)]
+struct Auto {
+    count: u32,
+    /// Sites whose idle tasks set off an automatic dump already.
+    sites: Vec<u32>,
+}
+
 /// A session's dumps: the dumping thread (started at the first request), one dump at a time.
 #[derive(Default)]
 pub(crate) struct Dumps {
     busy: AtomicBool,
     tx: Mutex<Option<SyncSender<Request>>>,
-    automatic: std::sync::atomic::AtomicU32,
-    /// Sites whose idle tasks set off an automatic dump already.
-    dumped_sites: Mutex<Vec<u32>>,
+    auto: Mutex<Auto>,
     signals_seen: AtomicU64,
-    /// Viewers' request numbers the dump under way answers.
+    /// Viewers' request numbers the next dump answers.
     requests: Mutex<Vec<u64>>,
+    /// Since when a dump of tokio's that timed out has still not finished (it waits for a worker
+    /// stuck in a poll): no other is started meanwhile, so at most one of tokio's dumping threads
+    /// waits at a time, whoever asks and however often.
+    abandoned: Arc<Mutex<Option<Instant>>>,
     errors: AtomicBool,
     /// The flusher, while the session runs.
     sink: Mutex<Option<std::sync::mpsc::Sender<Cmd>>>,
 }
 
 impl Dumps {
-    /// Whether a dump is under way.
-    #[inline(always)]
+    /// Takes the dump signals received so far as seen (at install: only later ones count).
+    pub(crate) fn signals_seen_now(&self) {
+        self.signals_seen.store(signal::received(), Ordering::Relaxed);
+    }
+
+    /// Whether a dump is under way (its task may be alive in the runtime).
     pub(crate) fn busy(&self) -> bool {
         self.busy.load(Ordering::Relaxed)
     }
@@ -88,15 +113,16 @@ impl Dumps {
         *lock(&self.sink) = sink;
     }
 
-    /// Asks for a dump; false when one is under way (the dump under way answers it: a viewer's
-    /// request number `request`, when not 0, is added to its numbers).
+    /// Asks for a dump; false when one is under way or was taken less than [`GAP`] ago: then the
+    /// next dump answers a viewer's request number `request` (when not 0; at most
+    /// [`TaskDump::MAX_REQUESTS`] wait at once).
     pub(crate) fn request(&self, shared: &Arc<Shared>, trigger: DumpTrigger, request: u64) -> bool {
         if !shared.is_recording() {
             return false;
         }
         if request != 0 {
             let mut r = lock(&self.requests);
-            if r.len() < TaskDump::MAX_REQUESTS {
+            if r.len() < TaskDump::MAX_REQUESTS && !r.contains(&request) {
                 r.push(request);
             }
         }
@@ -129,55 +155,84 @@ impl Dumps {
         }
     }
 
-    /// The flusher's check, once an interval: a dump signal received since the last check, or a
-    /// site whose idlest task has waited past `after` (once per site, [`MAX_AUTOMATIC`] in all).
-    pub(crate) fn check(&self, shared: &Arc<Shared>, idle: &[(u32, u64)], after: Option<Duration>) {
+    /// The flusher's check, once an interval: a dump signal received since the last check (when
+    /// the session takes dumps on the signal), or a site whose idlest task has waited past `after`
+    /// (`idle`: each site's longest idle time; once per site, [`MAX_AUTOMATIC`] in all).
+    pub(crate) fn check(&self, shared: &Arc<Shared>, idle: &[(u32, u64)], after: Option<Duration>, on_signal: bool) {
         let signals = signal::received();
-        if signals != self.signals_seen.swap(signals, Ordering::Relaxed) {
-            self.request(shared, DumpTrigger::Signal, 0);
+        let seen = self.signals_seen.load(Ordering::Relaxed);
+        if signals != seen && on_signal {
+            // Seen once a dump has been started for it; while one is under way, asked again.
+            if self.request(shared, DumpTrigger::Signal, 0) {
+                self.signals_seen.store(signals, Ordering::Relaxed);
+            }
             return;
         }
+        self.signals_seen.store(signals, Ordering::Relaxed);
         let (Some(after), true) = (after, AVAILABLE) else { return };
-        if self.automatic.load(Ordering::Relaxed) >= MAX_AUTOMATIC {
+        let after = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
+        let mut auto = lock(&self.auto);
+        if auto.count >= MAX_AUTOMATIC {
             return;
         }
-        let after = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
-        let mut dumped = lock(&self.dumped_sites);
         let Some(&(site, idle_ns)) =
-            idle.iter().filter(|(s, i)| *i >= after && !dumped.contains(s)).max_by_key(|(_, i)| *i)
+            idle.iter().filter(|(s, i)| *i >= after && !auto.sites.contains(s)).max_by_key(|(_, i)| *i)
         else {
             return;
         };
         if self.request(shared, DumpTrigger::Idle { site, idle_ns }, 0) {
-            self.automatic.fetch_add(1, Ordering::Relaxed);
+            auto.count += 1;
             // Every site idle past the threshold now is in this dump.
-            dumped.extend(idle.iter().filter(|(_, i)| *i >= after).map(|(s, _)| *s));
+            auto.sites.extend(idle.iter().filter(|(_, i)| *i >= after).map(|(s, _)| *s));
         }
+    }
+
+    /// An automatic dump that did not trace anything (held up, or the runtime ending): its sites
+    /// may set one off again.
+    fn retry_automatic(&self, site: u32) {
+        let mut auto = lock(&self.auto);
+        auto.count = auto.count.saturating_sub(1);
+        auto.sites.retain(|s| *s != site);
     }
 }
 
 /// The dumping thread: takes requests until the session ends.
 fn dumper(shared: &Weak<Shared>, rx: &Receiver<Request>) {
-    while let Ok(req) = rx.recv() {
-        let Some(s) = shared.upgrade() else { return };
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| take(&s, &req)));
-        let dump = match outcome {
-            Ok(d) => d,
-            Err(_) => TaskDump {
-                at_ns: req.at_ns,
-                trigger: req.trigger,
-                outcome: DumpOutcome::Unavailable { reason: "the task dump failed inside tokio".into() },
-                ..TaskDump::default()
-            },
-        };
-        // Taken under the lock that requests are added under, just before the dump is no longer
-        // busy: a request that finds it busy is answered by this dump.
-        let mut requests = lock(&s.dumps().requests);
-        let dump = TaskDump { requests: std::mem::take(&mut *requests), ..dump };
-        s.dumps().busy.store(false, Ordering::Release);
-        drop(requests);
-        if let Some(sink) = lock(&s.dumps().sink).clone() {
-            let _ = sink.send(Cmd::Dump(Box::new(dump)));
+    while let Ok(first) = rx.recv() {
+        let mut req = first;
+        loop {
+            let Some(s) = shared.upgrade() else { return };
+            let started = Instant::now();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| take(&s, &req)));
+            let dump = match outcome {
+                Ok(d) => d,
+                Err(_) => TaskDump {
+                    at_ns: req.at_ns,
+                    trigger: req.trigger,
+                    outcome: DumpOutcome::Unavailable { reason: "the task dump failed inside tokio".into() },
+                    ..TaskDump::default()
+                },
+            };
+            if let (DumpTrigger::Idle { site, .. }, false) = (req.trigger, dump.outcome == DumpOutcome::Complete) {
+                s.dumps().retry_automatic(site);
+            }
+            let dump = TaskDump { requests: std::mem::take(&mut *lock(&s.dumps().requests)), ..dump };
+            if let Some(sink) = lock(&s.dumps().sink).clone() {
+                let _ = sink.send(Cmd::Dump(Box::new(dump)));
+            }
+            drop(s);
+            // Dumps pause the program: at most one a `GAP`, however often they are asked for.
+            std::thread::sleep(GAP.saturating_sub(started.elapsed()));
+            let Some(s) = shared.upgrade() else { return };
+            // Viewers that asked meanwhile get the next dump. Checked under the lock their
+            // requests are added under: one added after this finds the dump no longer busy.
+            let waiting = lock(&s.dumps().requests);
+            if waiting.is_empty() {
+                s.dumps().busy.store(false, Ordering::Release);
+                break;
+            }
+            drop(waiting);
+            req = Request { trigger: DumpTrigger::Request, at_ns: s.now_ns() };
         }
     }
 }
@@ -193,51 +248,72 @@ fn take(shared: &Arc<Shared>, req: &Request) -> TaskDump {
         );
     }
     let Some(handle) = shared.runtime() else { return unavailable("no task has been polled yet") };
+    let held_up = |since: Option<Instant>| TaskDump {
+        outcome: DumpOutcome::TimedOut {
+            waited_ns: since.map_or(0, |t| u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)),
+            stalled_workers: shared.workers_in_poll_for(STUCK),
+        },
+        ..base.clone()
+    };
+    // tokio's dump waits for every worker, pausing the others meanwhile: not while one is stuck
+    // in a poll, nor while the last dump still waits for one.
+    if let Some(since) = *lock(&shared.dumps().abandoned) {
+        return held_up(Some(since));
+    }
+    if !shared.workers_in_poll_for(STUCK).is_empty() {
+        return held_up(None);
+    }
     imp::take(shared, &handle, base)
 }
 
-/// Whether the poll about to run on this thread is tokio's re-poll of a task for a dump (in its
-/// tracing mode): not a poll of the program's, left out of the profile and of the task's idle
-/// time. (tokio's `Handle::is_tracing`, public "for integration testing": a thread-local read.)
-#[inline]
-pub(crate) fn tracing_poll() -> bool {
-    #[cfg(all(
-        feature = "taskdump",
-        target_os = "linux",
-        any(target_arch = "aarch64", target_arch = "x86", target_arch = "x86_64", target_arch = "s390x")
-    ))]
-    return tokio::runtime::Handle::is_tracing();
-    #[allow(unreachable_code)]
-    false
+/// Tasks of one dump, grouped by (spawn site, trace) as they are symbolized, within the caps on
+/// groups and frames.
+struct Grouping {
+    groups: Vec<DumpGroup>,
+    /// (site, the traces' instruction addresses) → index in `groups`.
+    index: HashMap<(Option<u32>, Vec<u64>), usize>,
+    frames: usize,
+    /// Tasks left out past the caps.
+    skipped: u64,
 }
 
-/// Groups traced tasks by (spawn site, trace); `tasks` are (id, traces), `before` the task table
-/// as it was when the dump was asked for.
-pub(crate) fn group(
-    shared: &Shared,
-    before: &HashMap<u64, TaskView>,
-    tasks: Vec<(u64, Vec<Vec<StackFrame>>)>,
-) -> (u64, Vec<DumpGroup>) {
-    let now = shared.now_raw();
-    let total = tasks.len() as u64;
-    let mut by: HashMap<(Option<u32>, Vec<Vec<(String, Option<String>, Option<u32>)>>), DumpGroup> = HashMap::new();
-    for (id, traces) in tasks {
-        let known = before.get(&id);
-        let site = known.map(|t| t.site);
-        let idle_ns = known.map_or(0, |t| shared.nanos_between(if t.last == 0 { t.spawned } else { t.last }, now));
-        let key: Vec<Vec<_>> =
-            traces.iter().map(|t| t.iter().map(|f| (f.function.clone(), f.file.clone(), f.line)).collect()).collect();
-        let g = by.entry((site, key)).or_insert_with(|| DumpGroup { site, traces, ..DumpGroup::default() });
+impl Grouping {
+    fn new() -> Self {
+        Grouping { groups: Vec::new(), index: HashMap::new(), frames: 0, skipped: 0 }
+    }
+
+    /// Adds one task: `site` and `idle_ns` from the task table, `traces` symbolized.
+    fn add(&mut self, id: u64, site: Option<u32>, idle_ns: u64, traces: Vec<Vec<StackFrame>>) {
+        // One address per frame and a separator per trace: two tasks with the same key wait at
+        // the same places.
+        let key: Vec<u64> =
+            traces.iter().flat_map(|t| t.iter().map(|f| f.address).chain(std::iter::once(u64::MAX))).collect();
+        let at = match self.index.get(&(site, key.clone())) {
+            Some(&at) => at,
+            None => {
+                let frames: usize = traces.iter().map(Vec::len).sum();
+                if self.groups.len() >= TaskDump::MAX_GROUPS || self.frames + frames > MAX_DUMP_FRAMES {
+                    self.skipped += 1;
+                    return;
+                }
+                self.frames += frames;
+                self.groups.push(DumpGroup { site, traces, ..DumpGroup::default() });
+                self.index.insert((site, key), self.groups.len() - 1);
+                self.groups.len() - 1
+            }
+        };
+        let g = &mut self.groups[at];
         g.count += 1;
         g.idle_ns = g.idle_ns.max(idle_ns);
         if g.ids.len() < TaskDump::MAX_IDS {
             g.ids.push(id);
         }
     }
-    let mut groups: Vec<DumpGroup> = by.into_values().collect();
-    groups.sort_by(|a, b| b.count.cmp(&a.count).then(b.idle_ns.cmp(&a.idle_ns)).then(a.ids.cmp(&b.ids)));
-    groups.truncate(TaskDump::MAX_GROUPS);
-    (total, groups)
+
+    fn finish(mut self) -> (Vec<DumpGroup>, u64) {
+        self.groups.sort_by(|a, b| b.count.cmp(&a.count).then(b.idle_ns.cmp(&a.idle_ns)).then(a.ids.cmp(&b.ids)));
+        (self.groups, self.skipped)
+    }
 }
 
 /// A demangled name without its hash (`::h0123456789abcdef`).
@@ -256,62 +332,116 @@ pub(crate) fn without_hash(name: &str) -> &str {
 mod imp {
     use super::*;
 
+    /// Clears the mark of an abandoned dump when the dumping task ends, however it ends.
+    struct Ended(Arc<Mutex<Option<Instant>>>);
+
+    impl Drop for Ended {
+        fn drop(&mut self) {
+            *lock(&self.0) = None;
+        }
+    }
+
     #[track_caller]
     fn spawn_dump(
         handle: &tokio::runtime::Handle,
         tx: SyncSender<tokio::runtime::Dump>,
+        ended: Ended,
     ) -> tokio::task::JoinHandle<()> {
         let _ = LOCATION.set(Location::caller());
         handle.spawn(async move {
+            let _ended = ended;
             let dump = tokio::runtime::Handle::current().dump().await;
             let _ = tx.send(dump);
         })
     }
 
     pub(super) fn take(shared: &Arc<Shared>, handle: &tokio::runtime::Handle, base: TaskDump) -> TaskDump {
+        let abandoned = Arc::clone(&shared.dumps().abandoned);
         // Every task's latest poll before the dump: tokio wakes each task it traced once the
         // dump is over, and that poll must not make a stuck task look busy.
         let before: HashMap<u64, TaskView> = shared.tasks().alive().map(|t| (t.id, t)).collect();
         let dump_raw = shared.now_raw();
         let (tx, rx) = sync_channel(1);
         let started = Instant::now();
-        let task = spawn_dump(handle, tx);
-        let own = super::super::hot::tasks::id_of(&task.id());
+        let task = spawn_dump(handle, tx, Ended(Arc::clone(&abandoned)));
+        let own = crate::hot::tasks::id_of(&task.id());
         let dump = match rx.recv_timeout(TIMEOUT) {
             Ok(d) => d,
-            Err(_) => {
-                task.abort();
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return TaskDump {
+                    outcome: DumpOutcome::Unavailable {
+                        reason: "the runtime shut down before the dump was done".into(),
+                    },
+                    ..base
+                };
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // Not aborted: tokio's dump goes on until the stuck worker returns, and no other
+                // is started until it is done. The task's end clears the mark; one that ended
+                // just now, before the mark was set, is seen here.
+                lock(&abandoned).get_or_insert(started);
+                if task.is_finished() {
+                    *lock(&abandoned) = None;
+                }
                 return TaskDump {
                     outcome: DumpOutcome::TimedOut {
                         waited_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
-                        stalled_workers: shared.stalled_workers(),
+                        stalled_workers: shared.workers_in_poll_for(STUCK),
                     },
                     ..base
                 };
             }
         };
-        let tasks: Vec<(u64, Vec<Vec<StackFrame>>)> = dump
+        let now = shared.now_raw();
+        let idle_of = |t: &TaskView| shared.nanos_between(if t.last == 0 { t.spawned } else { t.last }, now);
+        // The idlest first: past the cap on tasks symbolized, the busy ones are left out.
+        let mut tasks: Vec<(u64, u64, &tokio::runtime::dump::Task)> = dump
             .tasks()
             .iter()
-            .map(|t| (super::super::hot::tasks::id_of(&t.id()), t))
+            .map(|t| (crate::hot::tasks::id_of(&t.id()), t))
             .filter(|(id, _)| *id != own)
-            .map(|(id, t)| (id, t.trace().resolve_backtraces().iter().take(MAX_TRACES).map(frames).collect()))
+            .map(|(id, t)| (id, before.get(&id).map_or(0, idle_of), t))
             .collect();
-        let traced: Vec<u64> = tasks.iter().map(|(id, _)| *id).collect();
-        let (total, groups) = group(shared, &before, tasks);
-        // The dump's own wake-ups have been polled by now (they were queued when it ended): put
-        // back the latest poll of each traced task polled since the dump began. A task the
-        // program really polled in these few milliseconds looks idle a little longer, until its
-        // next poll.
-        std::thread::sleep(SETTLE);
-        for id in traced {
-            if let (Some(now), Some(was)) = (shared.tasks().get(id), before.get(&id))
-                && now.last >= dump_raw
-            {
-                shared.tasks().restore(id, now.last, was.last);
+        tasks.sort_by(|a, b| b.1.cmp(&a.1));
+        let total = tasks.len() as u64;
+        let mut grouping = Grouping::new();
+        let mut traced = Vec::with_capacity(tasks.len().min(MAX_TRACED_TASKS));
+        for (i, (id, idle_ns, t)) in tasks.iter().enumerate() {
+            if i >= MAX_TRACED_TASKS {
+                grouping.skipped += 1;
+                continue;
             }
+            let traces = t.trace().resolve_backtraces().iter().take(MAX_TRACES).map(frames).collect();
+            grouping.add(*id, before.get(id).map(|v| v.site), *idle_ns, traces);
+            traced.push(*id);
         }
-        TaskDump { tasks: total, groups, ..base }
+        drop(tasks);
+        drop(dump);
+        let (groups, skipped) = grouping.finish();
+        restore(shared, &before, traced, dump_raw);
+        TaskDump { tasks: total, skipped, groups, ..base }
+    }
+
+    /// tokio wakes every task it traced once the dump is over; that poll is not the program's.
+    /// Waits (up to [`SETTLE`]) for each traced task's next poll and puts its latest poll back to
+    /// what it was before the dump. A task the program really polled meanwhile looks idle a
+    /// little longer, until its next poll.
+    fn restore(shared: &Shared, before: &HashMap<u64, TaskView>, traced: Vec<u64>, dump_raw: u64) {
+        let mut waiting: Vec<(u64, u64)> =
+            traced.into_iter().filter_map(|id| before.get(&id).map(|t| (id, t.last))).collect();
+        let deadline = Instant::now() + SETTLE;
+        while !waiting.is_empty() && Instant::now() < deadline {
+            waiting.retain(|&(id, was)| match shared.tasks().get(id) {
+                // Gone (finished), or its place taken by another task: nothing to put back.
+                None => false,
+                Some(now) if now.last >= dump_raw => {
+                    shared.tasks().restore(id, now.last, was);
+                    false
+                }
+                Some(_) => true,
+            });
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// One backtrace as stack frames, innermost first (a frame's inlined functions first).

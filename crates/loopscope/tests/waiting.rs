@@ -83,12 +83,12 @@ fn waiting_tasks_are_followed_per_site_with_their_idle_times_and_ids() {
         ids.push(h.id().to_string().parse::<u64>().unwrap());
     }
     // A busy task beside them: polled all the time, never idle for long.
-    run.rt.spawn(async {
-        // site: ticker
+    let ticker = async {
         loop {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-    });
+    };
+    run.rt.spawn(ticker); // site: ticker
     let waiters = line_of("// site: waiters");
     let ticker = line_of("// site: ticker");
     // Until an interval's task ages show the waiters idle for half a second.
@@ -129,8 +129,10 @@ fn waiting_tasks_are_followed_per_site_with_their_idle_times_and_ids() {
     assert_eq!(tick.alive, 1);
     assert!(tick.idle.decode().unwrap().max() < Duration::from_millis(400), "the ticker is polled every 5 ms");
     assert_eq!(ages.untracked, 0);
-    drop(hold);
+    // The waiters wait until the runtime shuts down (the report's figures are those of the last
+    // interval before, whole).
     let report = run.finish();
+    drop(hold);
     let at = format!("waiting.rs:{waiters}:");
     let site = report.waiting.iter().find(|s| s.spawn_site.as_deref().is_some_and(|s| s.contains(&at)));
     let site = site.expect("the report's waiting view of the waiters");
@@ -164,6 +166,7 @@ fn a_dump_names_both_await_points_of_a_deadlock_when_its_tasks_idle() {
     let run = start(Some(2), |b| b.dump_when_idle(Some(Duration::from_millis(300))));
     let locks = (Arc::new(tokio::sync::Mutex::new(0)), Arc::new(tokio::sync::Mutex::new(0)));
     run.rt.block_on(deadlock(locks.0, locks.1, Arc::new(tokio::sync::Barrier::new(2))));
+    // (The signal test beside this one may set off a dump in its own session only.)
     let dump: TaskDump = wait_for(&run.frames, Duration::from_secs(30), |f| match f {
         Frame::TaskDump(d) => Some((**d).clone()),
         _ => None,
@@ -220,5 +223,26 @@ fn a_dump_asked_for_while_a_worker_blocks_times_out_and_names_the_worker() {
         other => panic!("expected a timed-out dump, got {other:?}"),
     }
     assert_eq!(dump.trigger, DumpTrigger::Request);
+    run.finish();
+}
+
+#[test]
+fn the_dump_signal_takes_a_dump_in_the_sessions_that_asked_for_it() {
+    let run = start(Some(1), |b| b.dump_when_idle(None).dump_on_signal(true));
+    let quiet = start(Some(1), |b| b.dump_when_idle(None));
+    // A task polled on each runtime: the sessions have started recording.
+    run.rt.block_on(async { tokio::spawn(async {}).await.unwrap() });
+    quiet.rt.block_on(async { tokio::spawn(async {}).await.unwrap() });
+    // SAFETY: sends a signal to this process, whose handler the session installed.
+    assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) }, 0);
+    let dump: TaskDump = wait_for(&run.frames, Duration::from_secs(10), |f| match f {
+        Frame::TaskDump(d) => Some((**d).clone()),
+        _ => None,
+    });
+    assert_eq!(dump.trigger, DumpTrigger::Signal);
+    assert_eq!(dump.outcome, DumpOutcome::Complete);
+    // The session that did not ask has seen its intervals go by without a dump.
+    let quiet_report = quiet.finish();
+    assert_eq!(quiet_report.dumps_total, 0);
     run.finish();
 }

@@ -218,7 +218,7 @@ impl Shared {
     /// The recorder's own tasks alive in the runtime (the lag probe's), which tokio counts with
     /// the program's.
     pub(crate) fn own_tasks(&self) -> u64 {
-        u64::from(self.probe_started.load(Ordering::Relaxed))
+        u64::from(self.probe_started.load(Ordering::Relaxed)) + u64::from(self.dumps.busy())
     }
 
     /// Stops following alive tasks (before any task is spawned).
@@ -231,15 +231,15 @@ impl Shared {
         &self.dumps
     }
 
-    /// The workers stuck in a poll for longer than the stall threshold now.
-    #[cfg_attr(not(feature = "taskdump"), allow(dead_code))]
-    pub(crate) fn stalled_workers(&self) -> Vec<u32> {
+    /// The workers in one poll for `at_least` now.
+    pub(crate) fn workers_in_poll_for(&self, at_least: std::time::Duration) -> Vec<u32> {
         let now = self.clock.raw();
+        let least = self.clock.ns_to_raw(u64::try_from(at_least.as_nanos()).unwrap_or(u64::MAX));
         self.threads()
             .iter()
             .filter(|t| {
                 let since = t.in_poll_since.load(Ordering::Relaxed);
-                since != 0 && now.saturating_sub(since) >= self.stall_raw
+                since != 0 && now.saturating_sub(since) >= least
             })
             .map(|t| t.decl.id)
             .collect()
@@ -423,11 +423,6 @@ impl Shared {
     // leaves `in_poll_since` at 0, and the after-hook then records nothing.
     #[inline]
     pub(crate) fn before_poll<const TSC: bool, const SCHED: bool, const TASKS: bool>(&self, meta: &TaskMeta<'_>) {
-        // While a task dump runs, tokio re-polls every task to trace it: not the program's polls.
-        #[cfg(feature = "taskdump")]
-        if TASKS && self.dumps.busy() && crate::dump::tracing_poll() {
-            return;
-        }
         let key = meta.spawned_at() as *const Location<'static> as usize;
         let _ = LOCAL.try_with(|l| {
             // SAFETY: the pointer was set by `register_thread` of this session (checked by id) from

@@ -71,6 +71,8 @@ pub(crate) struct Meta {
     pub(crate) sampling: Option<(u64, u64)>,
     /// A site's tasks idle this long set off a task dump (once per site).
     pub(crate) dump_idle: Option<Duration>,
+    /// Whether the dump signal (`SIGUSR2`) takes a dump.
+    pub(crate) dump_signal: bool,
 }
 
 enum Sink {
@@ -445,7 +447,7 @@ impl Flusher {
             });
         }
         let gauges = self.gauges();
-        let ages = self.task_ages(gauges.alive_tasks);
+        let (ages, longest_idle) = self.task_ages(self.shared.runtime().map(|_| gauges.alive_tasks));
         let interval = Interval {
             index: self.index,
             start_ns: self.interval_start_ns,
@@ -467,20 +469,11 @@ impl Flusher {
             self.emit(samples);
         }
         if let Some(ages) = ages {
-            // Per site, its idlest task's time since its last poll: an automatic dump's trigger.
-            let mut idle: Vec<(u32, u64)> = Vec::new();
-            for t in &ages.idlest {
-                if !idle.iter().any(|(s, _)| *s == t.site) {
-                    idle.push((t.site, t.idle_ns));
-                }
-            }
             self.emit(Frame::TaskAges(Box::new(ages)));
-            let shared = Arc::clone(&self.shared);
-            shared.dumps().check(&shared, &idle, self.meta.dump_idle);
-        } else {
-            let shared = Arc::clone(&self.shared);
-            shared.dumps().check(&shared, &[], None);
         }
+        // Each site's longest idle time: an automatic dump's trigger.
+        let shared = Arc::clone(&self.shared);
+        shared.dumps().check(&shared, &longest_idle, self.meta.dump_idle, self.meta.dump_signal);
         self.index += 1;
         self.interval_start_ns = end_ns;
         self.emit(Frame::Interval(Box::new(interval)));
@@ -552,16 +545,24 @@ impl Flusher {
     }
 
     /// The alive tasks' idle times and ages per site, from the task table (`None` when no task is
-    /// followed and none was in the last interval, so an idle program's recording stays small).
-    fn task_ages(&mut self, alive_in_runtime: u64) -> Option<TaskAges> {
+    /// followed and none was in the last interval, so an idle program's recording stays small),
+    /// and each site's longest idle time, for the automatic dumps.
+    fn task_ages(&mut self, alive_in_runtime: Option<u64>) -> (Option<TaskAges>, Vec<(u32, u64)>) {
         let now = self.shared.now_raw();
-        let mut per_site: std::collections::BTreeMap<u32, (u64, DistAcc, DistAcc)> = Default::default();
+        if alive_in_runtime == Some(0) {
+            // The runtime has no task: any place still taken is a task whose end tokio reported
+            // before its spawn (a spawn on a runtime shutting down).
+            self.shared.tasks().clear_spawned_before(now);
+        }
+        let bounds = loopscope_core::tasks::IDLE_BOUNDS.map(|b| u64::try_from(b.as_nanos()).unwrap_or(u64::MAX));
+        let mut per_site: std::collections::BTreeMap<u32, (u64, DistAcc, DistAcc, [u64; 3], u64)> = Default::default();
         // The idlest tasks, kept as a small list sorted longest first.
         let mut idlest: Vec<IdleTask> = Vec::with_capacity(TaskAges::MAX_IDLEST + 1);
-        let mut followed = 0u64;
+        let (mut followed, mut undeclared) = (0u64, 0u64);
         for t in self.shared.tasks().alive() {
             // Only sites already declared (a newer one is declared next interval).
             if t.site as usize >= self.sites_declared {
+                undeclared += 1;
                 continue;
             }
             followed += 1;
@@ -571,27 +572,38 @@ impl Flusher {
             e.0 += 1;
             e.1.record_n_ns(idle_ns, 1);
             e.2.record_n_ns(age_ns, 1);
+            for (over, bound) in e.3.iter_mut().zip(bounds) {
+                *over += u64::from(idle_ns > bound);
+            }
+            e.4 = e.4.max(idle_ns);
             if idlest.len() < TaskAges::MAX_IDLEST || idlest.last().is_some_and(|l| l.idle_ns < idle_ns) {
                 let at = idlest.partition_point(|i| i.idle_ns >= idle_ns);
                 idlest.insert(at, IdleTask { id: t.id, site: t.site, idle_ns, age_ns, never_polled: t.last == 0 });
                 idlest.truncate(TaskAges::MAX_IDLEST);
             }
         }
+        let longest: Vec<(u32, u64)> = per_site.iter().map(|(site, e)| (*site, e.4)).collect();
         let had = std::mem::replace(&mut self.tasks_followed, followed > 0);
         if followed == 0 && !had {
-            return None;
+            return (None, longest);
         }
-        Some(TaskAges {
+        let ages = TaskAges {
             interval: self.index,
             sites: per_site
                 .into_iter()
-                .map(|(site, (alive, idle, age))| SiteTasks { site, alive, idle: idle.to_dist(), age: age.to_dist() })
+                .map(|(site, (alive, idle, age, idle_over, _))| SiteTasks {
+                    site,
+                    alive,
+                    idle: idle.to_dist(),
+                    age: age.to_dist(),
+                    idle_over,
+                })
                 .collect(),
             idlest,
-            // The runtime's count includes the recorder's own tasks (the lag probe, a dump): at
-            // most a few, and never more than it says.
-            untracked: alive_in_runtime.saturating_sub(followed + self.shared.own_tasks()),
-        })
+            // The runtime's count includes the recorder's own tasks (the lag probe, a dump's).
+            untracked: alive_in_runtime.unwrap_or(0).saturating_sub(followed + undeclared + self.shared.own_tasks()),
+        };
+        (Some(ages), longest)
     }
 
     fn gauges(&self) -> Gauges {

@@ -42,9 +42,11 @@ pub const MAX_GREETING: usize = 4;
 /// How long a connection has to say hello.
 const HELLO_WITHIN: Duration = Duration::from_millis(500);
 
-/// Intervals and events a new client receives from before it connected.
-const HISTORY_INTERVALS: usize = 1800;
+/// Intervals and events a new client receives from before it connected (and the latest task
+/// ages and task dumps: a few frames each, kept apart, as one dump can be large).
+const HISTORY_INTERVALS: usize = 600;
 const HISTORY_EVENTS: usize = 1000;
+const HISTORY_DUMPS: usize = 2;
 
 enum Listener {
     Unix(UnixListener, PathBuf),
@@ -58,6 +60,10 @@ struct Hub {
     declarations: Vec<Arc<Vec<u8>>>,
     intervals: VecDeque<Arc<Vec<u8>>>,
     events: VecDeque<Arc<Vec<u8>>>,
+    /// The latest task-ages frame.
+    ages: Option<Arc<Vec<u8>>>,
+    /// The latest task dumps.
+    dumps: VecDeque<Arc<Vec<u8>>>,
     tail: Vec<Arc<Vec<u8>>>,
     clients: Vec<SyncSender<Arc<Vec<u8>>>>,
     /// The session ended: clients still connecting get the whole stream and are closed.
@@ -172,13 +178,20 @@ fn broadcast(frames: Receiver<Frame>, hub: &Mutex<Hub>) {
             Frame::Runtime(_) | Frame::Modules(_) | Frame::Sites(_) | Frame::Spans(_) | Frame::Workers(_) => {
                 h.declarations.push(Arc::clone(&bytes))
             }
-            Frame::Interval(_) | Frame::Samples(_) | Frame::TaskAges(_) => {
+            Frame::TaskAges(_) => h.ages = Some(Arc::clone(&bytes)),
+            Frame::TaskDump(_) => {
+                if h.dumps.len() == HISTORY_DUMPS {
+                    h.dumps.pop_front();
+                }
+                h.dumps.push_back(Arc::clone(&bytes));
+            }
+            Frame::Interval(_) | Frame::Samples(_) => {
                 if h.intervals.len() == HISTORY_INTERVALS {
                     h.intervals.pop_front();
                 }
                 h.intervals.push_back(Arc::clone(&bytes));
             }
-            Frame::Event(_) | Frame::TaskDump(_) => {
+            Frame::Event(_) => {
                 if h.events.len() == HISTORY_EVENTS {
                     h.events.pop_front();
                 }
@@ -263,6 +276,8 @@ trait Conn: Read + Write + Send {
     fn setup(&self) -> std::io::Result<()>;
     /// Whether the peer may read this process's profile.
     fn trusted(&self) -> bool;
+    /// Whether the peer is this user's, on this machine (it may ask for task dumps).
+    fn local(&self) -> bool;
 }
 
 impl Conn for TcpStream {
@@ -280,6 +295,9 @@ impl Conn for TcpStream {
         }
         // SAFETY: getuid cannot fail.
         tcp_owner(peer, local) == Some(unsafe { libc::getuid() })
+    }
+    fn local(&self) -> bool {
+        self.peer_addr().is_ok_and(|p| p.ip().is_loopback()) && self.trusted()
     }
 }
 
@@ -323,13 +341,20 @@ impl Conn for UnixStream {
         // SAFETY: getuid cannot fail.
         rc == 0 && cred.uid == unsafe { libc::getuid() }
     }
+    fn local(&self) -> bool {
+        self.trusted()
+    }
 }
 
 fn serve_client(mut conn: Box<dyn Conn>, hub: &Mutex<Hub>, on_dump: &DumpHook) {
     let greeted = greet(&mut *conn);
     lock(hub).greeting -= 1;
     let Some(dump) = greeted else { return };
-    if let Some(n) = dump {
+    // A dump pauses the program: only this user's programs on this machine may ask for one, not
+    // every peer of a public address.
+    if let Some(n) = dump
+        && conn.local()
+    {
         on_dump(n);
     }
     let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(CLIENT_QUEUE);
@@ -339,7 +364,16 @@ fn serve_client(mut conn: Box<dyn Conn>, hub: &Mutex<Hub>, on_dump: &DumpHook) {
         if !h.closed {
             h.clients.push(tx);
         }
-        h.header.iter().chain(&h.declarations).chain(&h.intervals).chain(&h.events).chain(&h.tail).cloned().collect()
+        h.header
+            .iter()
+            .chain(&h.declarations)
+            .chain(&h.intervals)
+            .chain(&h.ages)
+            .chain(&h.events)
+            .chain(&h.dumps)
+            .chain(&h.tail)
+            .cloned()
+            .collect()
     };
     if conn.write_all(&preamble()).is_err() {
         return;

@@ -512,6 +512,7 @@ impl SessionBuilder {
                 .filter(|sm| self.stall_threshold.is_none_or(|t| sm.threshold < t))
                 .map(|sm| (sm.threshold.as_nanos() as u64, sm.period.as_nanos() as u64)),
             dump_idle: self.dump_idle,
+            dump_signal: self.dump_signal,
         };
         let (tx, rx) = mpsc::channel();
         let flusher = Flusher::new(Arc::clone(&shared), meta);
@@ -548,6 +549,7 @@ impl SessionBuilder {
             }
         };
         shared.dumps().set_sink(Some(tx.clone()));
+        shared.dumps().signals_seen_now();
         if self.dump_signal
             && let Err(e) = crate::dump::signal::install()
         {
