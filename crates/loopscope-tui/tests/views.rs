@@ -211,3 +211,20 @@ fn time_the_workers_waited_for_a_cpu_is_shown() {
     assert!(s.contains("25%w"), "per worker: {s}");
     assert!((a.stats().host_share() - 0.25).abs() < 1e-9);
 }
+
+/// The hang catalogue's deadlock (`loopscope run hangs --scenario deadlock --for 4s --interval
+/// 250ms`): two tasks idle since the start, and the automatic dump naming each one's lock.
+#[test]
+fn tasks_view_shows_the_waiting_tasks_and_the_dump_of_a_deadlock() {
+    let rec = Recording::read("tests/fixtures/hangs.loopscope").expect("the fixture reads");
+    let mut a = App::new(Timeline::from_recording(rec), Source::Replay("tests/fixtures/hangs.loopscope".into()));
+    a.apply(Action::Goto(View::Tasks));
+    let s = screen(&mut a, 160, 48);
+    assert!(s.contains("Waiting tasks: 2 spawn sites"), "{s}");
+    assert!(s.contains("2 tasks in 2 groups"), "{s}");
+    assert_eq!(s.matches("(Mutex::lock)").count(), 2, "{s}");
+    both_sizes("tasks", &mut a);
+    // `d` on a recording says it cannot take one.
+    a.apply(Action::Dump);
+    assert!(a.status.as_deref().is_some_and(|s| s.contains("recording")));
+}
