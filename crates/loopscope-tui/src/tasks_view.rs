@@ -146,13 +146,16 @@ fn dump(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
             )));
         }
         frame.render_widget(
-            Paragraph::new(lines).wrap(Wrap { trim: true }).block(Block::bordered().title(format!("Task dump{can}"))),
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: true })
+                .block(Block::bordered().title(format!("Task dump {}{can}", t.tasks.dumps_total()))),
             area,
         );
         return;
     }
     let block = Block::bordered().title(format!(
-        "Task dump at {} ({why}): {} task{} in {} group{}{can}",
+        "Task dump {} at {} ({why}): {} task{} in {} group{}{can}",
+        t.tasks.dumps_total(),
         d(dump.at),
         dump.tasks,
         if dump.tasks == 1 { "" } else { "s" },
