@@ -219,7 +219,7 @@ fn panics(app: &App) -> Vec<(u64, String, String)> {
             (n, at, msg.lines().next().unwrap_or("").to_string())
         })
         .collect();
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     rows
 }
 

@@ -402,7 +402,7 @@ mod imp {
             .filter(|(id, _)| *id != own)
             .map(|(id, t)| (id, before.get(&id).map_or(0, idle_of), t))
             .collect();
-        tasks.sort_by(|a, b| b.1.cmp(&a.1));
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.1));
         let total = tasks.len() as u64;
         let mut grouping = Grouping::new();
         let mut traced = Vec::with_capacity(tasks.len().min(MAX_TRACED_TASKS));
