@@ -113,6 +113,10 @@ pub struct RecordArgs {
     /// Stall threshold of the watchdog (LOOPSCOPE_STALL_THRESHOLD; default: the program's own).
     #[arg(long, value_parser = parse_stall_threshold, value_name = "DURATION")]
     pub stall_threshold: Option<Duration>,
+    /// With the `taskdump` feature in the program: a task dump once a spawn site's tasks have not
+    /// been polled for this long (LOOPSCOPE_DUMP_IDLE, unless set already). `off` takes none.
+    #[arg(long, default_value = "2s", value_parser = parse_dump_idle, value_name = "DURATION|off")]
+    pub dump_idle: DumpIdle,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -298,6 +302,10 @@ pub struct RunOpts {
     /// every millisecond while they run: where slow polls spend their time. `off` turns it off.
     #[arg(long, global = true, default_value = "1ms", value_parser = parse_sample_threshold, value_name = "DURATION|off")]
     pub sample_threshold: SampleThreshold,
+    /// Take a task dump once when a spawn site's tasks have not been polled for this long (what
+    /// they wait for; at most once per site, four times a run). `off` takes none.
+    #[arg(long, global = true, default_value = "2s", value_parser = parse_dump_idle, value_name = "DURATION|off")]
+    pub dump_idle: DumpIdle,
     /// The budget of slow-poll samples a second, for the whole program.
     #[arg(long, global = true, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "N")]
     pub samples_per_second: u32,
@@ -437,6 +445,18 @@ fn parse_stall_threshold(s: &str) -> Result<Duration, String> {
 /// `--sample-threshold`: a duration, or `off`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SampleThreshold(pub Option<Duration>);
+
+/// `--dump-idle`: a duration, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DumpIdle(pub Option<Duration>);
+
+fn parse_dump_idle(s: &str) -> Result<DumpIdle, String> {
+    if s == "off" {
+        return Ok(DumpIdle(None));
+    }
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) { Err("must be at least 100ms, or off".into()) } else { Ok(DumpIdle(Some(d))) }
+}
 
 fn parse_sample_threshold(s: &str) -> Result<SampleThreshold, String> {
     if s == "off" {

@@ -31,6 +31,7 @@ pub fn demo_command(args: &DemoArgs) -> Result<(), Failure> {
         no_stall_detector: false,
         sample_threshold: crate::cli::SampleThreshold(Some(loopscope::DEFAULT_SAMPLE_THRESHOLD)),
         samples_per_second: loopscope::DEFAULT_SAMPLES_PER_SECOND,
+        dump_idle: crate::cli::DumpIdle(Some(loopscope::DEFAULT_DUMP_IDLE)),
         console: None,
         json: false,
         tui: false,

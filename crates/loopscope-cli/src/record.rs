@@ -29,6 +29,10 @@ pub fn record_command(args: &RecordArgs) -> Result<u8, Failure> {
     if let Some(t) = args.stall_threshold {
         cmd.env("LOOPSCOPE_STALL_THRESHOLD", humantime::format_duration(t).to_string());
     }
+    if std::env::var_os("LOOPSCOPE_DUMP_IDLE").is_none() {
+        let idle = args.dump_idle.0.map_or_else(|| "off".to_string(), |d| humantime::format_duration(d).to_string());
+        cmd.env("LOOPSCOPE_DUMP_IDLE", idle);
+    }
     // With the TUI the program's output would scribble over the screen: it goes to a log instead.
     let live = if args.tui {
         crate::tui::need_terminal("--tui")?;

@@ -37,6 +37,7 @@ fn record(scenario: Scenario, fixed: bool, run_for: Duration) -> Report {
         .record_to(&path)
         .interval(Duration::from_millis(250))
         .workload(hangs::NAME)
+        .dump_when_idle(Some(loopscope::DEFAULT_DUMP_IDLE))
         .install(&mut b)
         .unwrap();
     let rt = b.build().unwrap();

@@ -32,7 +32,8 @@ pub const DEFAULT_SAMPLE_THRESHOLD: Duration = Duration::from_millis(1);
 pub const DEFAULT_SAMPLE_PERIOD: Duration = Duration::from_millis(1);
 /// Default budget of slow-poll samples for the whole program, per second.
 pub const DEFAULT_SAMPLES_PER_SECOND: u32 = 100;
-/// Default dump threshold: a site's tasks not polled for this long set off one task dump.
+/// The dump threshold `loopscope run` and `loopscope record` use (a session built in a program
+/// takes automatic dumps only when asked: [`SessionBuilder::dump_when_idle`]).
 pub const DEFAULT_DUMP_IDLE: Duration = Duration::from_secs(2);
 /// Default limit on distinct spawn sites; further sites are merged into one "other" site.
 pub const DEFAULT_MAX_SITES: u32 = 1000;
@@ -163,7 +164,7 @@ impl Default for SessionBuilder {
                 per_second: DEFAULT_SAMPLES_PER_SECOND,
             }),
             capture_stacks: true,
-            dump_idle: Some(DEFAULT_DUMP_IDLE),
+            dump_idle: None,
             dump_signal: false,
             task_ages: true,
             max_sites: DEFAULT_MAX_SITES,
@@ -347,8 +348,11 @@ impl SessionBuilder {
     }
 
     /// Takes a task dump (with the `taskdump` feature) once when a spawn site's tasks have not
-    /// been polled for `after` (default 2 s; `None`: never), at most once per site and four times
-    /// in all: what they wait for, with each group's await point. See docs/tasks.md.
+    /// been polled for `after` (`None`, the default: never; [`DEFAULT_DUMP_IDLE`] is what
+    /// `loopscope run` and `loopscope record` use), at most once per site and four times in all:
+    /// what they wait for, with each group's await point. Off by default because a dump pauses
+    /// the runtime and the first one reads the program's debug information into memory (tens to
+    /// hundreds of MB, kept), and an idle listener is idle too. See docs/tasks.md.
     pub fn dump_when_idle(mut self, after: Option<Duration>) -> Self {
         self.dump_idle = after;
         self
@@ -718,7 +722,7 @@ impl Session {
     /// | `LOOPSCOPE_PROMETHEUS_PUBLIC` | `1` allows a non-loopback `LOOPSCOPE_PROMETHEUS` address |
     /// | `LOOPSCOPE_OTLP` | push figures to an OTLP/HTTP collector, e.g. `http://127.0.0.1:4318` (`otlp` feature) |
     /// | `LOOPSCOPE_OTLP_PERIOD` | its export period, e.g. `10s` |
-    /// | `LOOPSCOPE_DUMP_IDLE` | take a task dump when a site's tasks are idle this long, e.g. `2s`; `off` never |
+    /// | `LOOPSCOPE_DUMP_IDLE` | take a task dump when a site's tasks are idle this long, e.g. `2s`; `off` (the default) never |
     /// | `LOOPSCOPE_DUMP_SIGNAL` | `1` takes a task dump on `SIGUSR2` |
     /// | `LOOPSCOPE_TASK_AGES` | `0` stops following alive tasks' ages |
     pub fn from_env() -> Result<SessionBuilder, Error> {
