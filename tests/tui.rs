@@ -203,7 +203,8 @@ fn attach_waits_for_a_serving_program_shows_its_data_and_its_end() {
         .spawn()
         .unwrap();
     t.wait_for("LIVE");
-    t.wait_for("live.sock");
+    // The source, on the tab bar (its start clipped on 80 columns).
+    t.wait_for(".sock");
     // Data arrives: the polls/s sparkline's title shows a rate above zero at some point.
     t.send("2");
     t.wait_for("Spawn sites: 1 of 1");

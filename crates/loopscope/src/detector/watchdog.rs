@@ -300,7 +300,9 @@ impl Watchdog {
             w.seen_ns = now_ns;
         }
         if elapsed < self.threshold_ns {
-            let due = if w.cpu0.is_none() { half - elapsed } else { self.threshold_ns - elapsed };
+            // Half the threshold, for a first look at its CPU time (unless that look was taken,
+            // or came up empty: a thread that exited has none).
+            let due = if w.cpu0.is_none() && elapsed < half { half - elapsed } else { self.threshold_ns - elapsed };
             return Some(Duration::from_nanos(sample_due.map_or(due, |s| s.min(due))));
         }
         w.flagged = true;
