@@ -64,3 +64,24 @@ impl WorkloadResult {
         Some(d.dist.decode().ok()?.summary())
     }
 }
+
+/// Why a catalogue workload's scenario (`blocking`, `hangs`) could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// Setting up the scenario failed (a temp file, a loopback socket).
+    #[error("setting up {scenario}: {source}")]
+    Setup {
+        /// The scenario.
+        scenario: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A task of the scenario failed in a way the scenario does not mean to show.
+    #[error("{scenario}: {message}")]
+    Task {
+        /// The scenario.
+        scenario: &'static str,
+        /// What happened.
+        message: String,
+    },
+}

@@ -15,16 +15,6 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, Wrap};
 
 use crate::app::App;
 
-/// The start of `s`, at most `width` characters (the last an ellipsis when cut).
-fn clip_right(s: &str, width: usize) -> String {
-    if s.chars().count() <= width {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
 fn d(v: Duration) -> String {
     fmt_duration(v)
 }
@@ -182,7 +172,7 @@ fn dump(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
                 g.count.to_string(),
                 crate::ui::clip_left(g.spawn_site.as_deref().map_or("-", |s| t.display_path(s)), site_w as usize),
                 if g.idle.is_zero() { "-".into() } else { d(g.idle) },
-                clip_right(&at, at_w as usize),
+                crate::ui::clip_right(&at, at_w as usize),
             ])
             .style(if i == sel { Style::new().reversed() } else { Style::new() })
         })

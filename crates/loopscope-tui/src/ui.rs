@@ -655,7 +655,7 @@ fn hot_table(
 }
 
 /// `s` cut to `width` characters, keeping its start.
-fn clip_right(s: &str, width: usize) -> String {
+pub(crate) fn clip_right(s: &str, width: usize) -> String {
     if s.chars().count() <= width {
         return s.to_string();
     }

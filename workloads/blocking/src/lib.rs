@@ -139,25 +139,7 @@ pub struct Config {
 }
 
 /// Why the workload could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Setting up the scenario failed (a temp file, a loopback socket).
-    #[error("setting up {scenario}: {source}")]
-    Setup {
-        /// The scenario.
-        scenario: &'static str,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// A task of the scenario failed in an unexpected way.
-    #[error("{scenario}: {message}")]
-    Task {
-        /// The scenario.
-        scenario: &'static str,
-        /// What happened.
-        message: String,
-    },
-}
+pub use loopscope_core::workload::ScenarioError as Error;
 
 /// Measures how late a 5 ms ticker's ticks come while the scenario runs.
 struct Ticker {

@@ -90,30 +90,11 @@ pub struct Config {
 }
 
 /// Why the workload could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Setting up the scenario failed (a loopback socket).
-    #[error("setting up {scenario}: {source}")]
-    Setup {
-        /// The scenario.
-        scenario: &'static str,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// A task of the scenario failed in a way the scenario does not mean to show.
-    #[error("{scenario}: {message}")]
-    Task {
-        /// The scenario.
-        scenario: &'static str,
-        /// What happened.
-        message: String,
-    },
-}
+pub use loopscope_core::workload::ScenarioError as Error;
 
-impl Error {
-    fn task(scenario: Scenario, message: impl ToString) -> Error {
-        Error::Task { scenario: scenario.name(), message: message.to_string() }
-    }
+/// A task of `scenario` failed in a way the scenario does not mean to show.
+fn task_error(scenario: Scenario, message: impl ToString) -> Error {
+    Error::Task { scenario: scenario.name(), message: message.to_string() }
 }
 
 /// Runs `cfg`'s scenario on the current runtime for `run_for`.
@@ -168,7 +149,7 @@ async fn wind_down<T>(scenario: Scenario, fixed: bool, tasks: Vec<JoinHandle<T>>
     let (mut outputs, mut stuck) = (Vec::new(), 0);
     for task in tasks {
         if fixed || task.is_finished() {
-            outputs.push(task.await.map_err(|e| Error::task(scenario, e))?);
+            outputs.push(task.await.map_err(|e| task_error(scenario, e))?);
         } else {
             stuck += 1;
         }
@@ -452,9 +433,9 @@ pub async fn leak_per_request(fixed: bool, run_for: Duration) -> Result<Workload
     let addr = listener.local_addr().map_err(setup)?;
     let helpers = Arc::new(Helpers::default());
     let server = tokio::spawn(serve(listener, fixed, Arc::clone(&helpers)));
-    let requests = send_requests(addr, clock.deadline).await.map_err(|e| Error::task(scenario, e))?;
+    let requests = send_requests(addr, clock.deadline).await.map_err(|e| task_error(scenario, e))?;
     // The client hung up: the server answers nothing more and ends.
-    server.await.map_err(|e| Error::task(scenario, e))?.map_err(|e| Error::task(scenario, e))?;
+    server.await.map_err(|e| task_error(scenario, e))?.map_err(|e| task_error(scenario, e))?;
     let spawned = helpers.spawned.load(Ordering::Relaxed);
     let alive = spawned - helpers.finished.load(Ordering::Relaxed);
     Ok(clock
@@ -517,7 +498,7 @@ pub async fn detached_panic(fixed: bool, run_for: Duration) -> Result<WorkloadRe
     // The fix's handling: the orders that need a customer go on a list for someone to fix.
     let (mut billed, mut orders_to_fix) = (0usize, Vec::new());
     for handle in handles {
-        match handle.await.map_err(|e| Error::task(scenario, e))? {
+        match handle.await.map_err(|e| task_error(scenario, e))? {
             Ok(_) => billed += 1,
             Err(NoCustomer(order)) => orders_to_fix.push(order),
         }
