@@ -596,12 +596,17 @@ fn dump_entry(o: &mut String, report: &Report, d: &DumpReport) {
         "complete" => {
             let _ = writeln!(
                 o,
-                "  at {} ({why}): {} task{} in {} group{}",
+                "  at {} ({why}): {} task{} in {} group{}{}",
                 fmt_duration(d.at),
                 group(d.tasks),
                 plural(d.tasks),
                 d.groups.len(),
-                plural(d.groups.len() as u64)
+                plural(d.groups.len() as u64),
+                if d.skipped > 0 {
+                    format!(" ({} left out past the recorder's caps; the idlest kept)", group(d.skipped))
+                } else {
+                    String::new()
+                }
             );
             let table = Table::new(vec![
                 Column::right("tasks", |g: &DumpGroupReport| group(g.count)),
@@ -617,6 +622,9 @@ fn dump_entry(o: &mut String, report: &Report, d: &DumpReport) {
             .indent(INDENT + 2)
             .gap(2);
             o.push_str(&table.render(d.groups.iter().take(MAX_SPAN_ROWS)));
+            if d.groups.len() > MAX_SPAN_ROWS {
+                let _ = writeln!(o, "    … {} more groups (--json has them all)", d.groups.len() - MAX_SPAN_ROWS);
+            }
         }
         _ => {
             let stuck: Vec<String> = d

@@ -89,7 +89,12 @@ fn stalled_after(interval_ns: u64) -> Duration {
 pub fn ask_dump(addr: &ServeAddr, request: u64) -> std::io::Result<()> {
     let mut hello = DUMP_HELLO.to_vec();
     hello.extend_from_slice(&request.to_le_bytes());
-    open(addr, &hello).map(drop)
+    let (mut stream, _) = open(addr, &hello)?;
+    // The server answers with the preamble once it has taken the request: closed before that, a
+    // loopback TCP connection's owner could no longer be told (the kernel lists a closed socket
+    // as root's), and the request would be refused.
+    let mut preamble = [0u8; crate::format::PREAMBLE_LEN as usize];
+    stream.read_exact(&mut preamble)
 }
 
 /// Asks the session at `addr` for a task dump and waits up to `within` for it: the session's

@@ -642,6 +642,8 @@ impl TaskDump {
     pub const MAX_IDS: usize = 16;
     /// The most viewers' requests one dump answers.
     pub const MAX_REQUESTS: usize = 16;
+    /// The most traces of one group (futures one task waits on; the recorder keeps 8).
+    pub const MAX_TRACES: usize = 64;
 }
 
 /// Why a task dump was taken.
@@ -675,8 +677,8 @@ pub enum DumpOutcome {
         /// How long the recorder waited, in nanoseconds (0: not started, as a worker was stuck
         /// in a poll already).
         waited_ns: u64,
-        /// The [`WorkerDecl::id`]s of the threads stuck in a poll past the stall threshold when it
-        /// gave up (what held the dump up; their stalls name the line).
+        /// The [`WorkerDecl::id`]s of the threads in one poll for 100 ms or more when it gave up
+        /// (what held the dump up; their stalls name the line).
         stalled_workers: Vec<u32>,
     },
     /// Dumps cannot be taken in this program (why: the feature is off, the platform has none).

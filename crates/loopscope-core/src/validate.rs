@@ -361,7 +361,13 @@ impl Declared {
                             crate::model::TaskDump::MAX_IDS
                         )));
                     }
-                    list("traces", &g.traces).map_err(ctx)?;
+                    if g.traces.len() > crate::model::TaskDump::MAX_TRACES {
+                        return Err(ctx(format!(
+                            "a group of {} traces (at most {})",
+                            g.traces.len(),
+                            crate::model::TaskDump::MAX_TRACES
+                        )));
+                    }
                     for t in &g.traces {
                         frames += t.len();
                         self.stack(&[], t).map_err(ctx)?;

@@ -143,7 +143,7 @@ fn dump(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         );
         return;
     }
-    let block = Block::bordered().title(format!(
+    let mut block = Block::bordered().title(format!(
         "Task dump {} at {} ({why}): {} task{} in {} group{}{can}",
         t.tasks.dumps_total(),
         d(dump.at),
@@ -152,6 +152,10 @@ fn dump(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         dump.groups.len(),
         if dump.groups.len() == 1 { "" } else { "s" }
     ));
+    if dump.skipped > 0 {
+        block =
+            block.title_bottom(format!(" {} tasks left out past the recorder's caps (the idlest kept) ", dump.skipped));
+    }
     let inner = block.inner(area);
     app.tasks_sel = app.tasks_sel.min(dump.groups.len().saturating_sub(1));
     let sel = app.tasks_sel;

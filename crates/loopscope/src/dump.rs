@@ -42,8 +42,12 @@ pub(crate) const GAP: Duration = Duration::from_secs(1);
 const MAX_FRAMES: usize = 64;
 /// Traces of one task kept (one per future it waits on).
 const MAX_TRACES: usize = 8;
-/// Frames of one dump in all, within what readers accept of one frame (and 16 MiB of text).
+/// Frames of one dump in all, within what readers accept of one frame.
 const MAX_DUMP_FRAMES: usize = 32_768;
+/// Bytes of names and paths of one dump in all (a frame stays far below the format's 64 MiB).
+const MAX_DUMP_TEXT: usize = 8 << 20;
+/// Bytes of one function name or file path kept (generic types can make names very long).
+const MAX_NAME: usize = 4096;
 /// Tasks symbolized per dump, the idlest first (tokio resolves each task's backtraces: its cost
 /// grows with tasks and frames); the rest are counted.
 const MAX_TRACED_TASKS: usize = 10_000;
@@ -69,15 +73,34 @@ pub(crate) fn location() -> Option<&'static Location<'static>> {
 struct Request {
     trigger: DumpTrigger,
     at_ns: u64,
+    /// For an automatic dump: the sites it stands for (re-armed when it could not be taken).
+    sites: Vec<u32>,
+}
+
+/// The dumping task of tokio's dump, as the recorder knows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum DumpTask {
+    /// None alive.
+    #[default]
+    Idle,
+    /// Spawned, its dump awaited.
+    Running,
+    /// Given up at this time: tokio's dump still waits for a worker stuck in a poll.
+    Abandoned(Instant),
 }
 
 /// Automatic dumps taken so far.
 #[derive(Default)]
 struct Auto {
     count: u32,
+    /// Automatic dumps asked for, taken or not (bounded: [`MAX_AUTOMATIC_ATTEMPTS`]).
+    attempts: u32,
     /// Sites whose idle tasks set off an automatic dump already.
     sites: Vec<u32>,
 }
+
+/// Automatic dumps asked for in one session at most, whether they could be taken or not.
+const MAX_AUTOMATIC_ATTEMPTS: u32 = 4 * MAX_AUTOMATIC;
 
 /// A session's dumps: the dumping thread (started at the first request), one dump at a time.
 #[derive(Default)]
@@ -88,10 +111,10 @@ pub(crate) struct Dumps {
     signals_seen: AtomicU64,
     /// Viewers' request numbers the next dump answers.
     requests: Mutex<Vec<u64>>,
-    /// Since when a dump of tokio's that timed out has still not finished (it waits for a worker
-    /// stuck in a poll): no other is started meanwhile, so at most one of tokio's dumping threads
-    /// waits at a time, whoever asks and however often.
-    abandoned: Arc<Mutex<Option<Instant>>>,
+    /// The dumping task: while one that timed out has not ended (tokio's dump waits for a worker
+    /// stuck in a poll), no other is started, so at most one of tokio's dumping threads waits at
+    /// a time, whoever asks and however often.
+    task: Arc<Mutex<DumpTask>>,
     errors: AtomicBool,
     /// The flusher, while the session runs.
     sink: Mutex<Option<std::sync::mpsc::Sender<Cmd>>>,
@@ -103,9 +126,9 @@ impl Dumps {
         self.signals_seen.store(signal::received(), Ordering::Relaxed);
     }
 
-    /// Whether a dump is under way (its task may be alive in the runtime).
-    pub(crate) fn busy(&self) -> bool {
-        self.busy.load(Ordering::Relaxed)
+    /// Whether the recorder's dumping task is alive in the runtime.
+    pub(crate) fn task_alive(&self) -> bool {
+        *lock(&self.task) != DumpTask::Idle
     }
 
     /// Sets (or, with `None`, closes) where dumps go.
@@ -129,7 +152,11 @@ impl Dumps {
         if self.busy.swap(true, Ordering::AcqRel) {
             return false;
         }
-        let req = Request { trigger, at_ns: shared.now_ns() };
+        self.start(shared, Request { trigger, at_ns: shared.now_ns(), sites: Vec::new() })
+    }
+
+    /// Hands a request to the dumping thread (started at the first); `busy` is set.
+    fn start(&self, shared: &Arc<Shared>, req: Request) -> bool {
         let mut tx = lock(&self.tx);
         if tx.is_none() {
             let (t, rx) = sync_channel::<Request>(1);
@@ -172,7 +199,7 @@ impl Dumps {
         let (Some(after), true) = (after, AVAILABLE) else { return };
         let after = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
         let mut auto = lock(&self.auto);
-        if auto.count >= MAX_AUTOMATIC {
+        if auto.count >= MAX_AUTOMATIC || auto.attempts >= MAX_AUTOMATIC_ATTEMPTS {
             return;
         }
         let Some(&(site, idle_ns)) =
@@ -180,19 +207,27 @@ impl Dumps {
         else {
             return;
         };
-        if self.request(shared, DumpTrigger::Idle { site, idle_ns }, 0) {
+        if !shared.is_recording() || self.busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Every site idle past the threshold now is in this dump.
+        let sites: Vec<u32> =
+            idle.iter().filter(|(s, i)| *i >= after && !auto.sites.contains(s)).map(|(s, _)| *s).collect();
+        let req =
+            Request { trigger: DumpTrigger::Idle { site, idle_ns }, at_ns: shared.now_ns(), sites: sites.clone() };
+        if self.start(shared, req) {
             auto.count += 1;
-            // Every site idle past the threshold now is in this dump.
-            auto.sites.extend(idle.iter().filter(|(_, i)| *i >= after).map(|(s, _)| *s));
+            auto.attempts += 1;
+            auto.sites.extend(sites);
         }
     }
 
-    /// An automatic dump that did not trace anything (held up, or the runtime ending): its sites
-    /// may set one off again.
-    fn retry_automatic(&self, site: u32) {
+    /// An automatic dump that traced nothing (held up, or the runtime ending): its sites may set
+    /// one off again (within [`MAX_AUTOMATIC_ATTEMPTS`]).
+    fn retry_automatic(&self, sites: &[u32]) {
         let mut auto = lock(&self.auto);
         auto.count = auto.count.saturating_sub(1);
-        auto.sites.retain(|s| *s != site);
+        auto.sites.retain(|s| !sites.contains(s));
     }
 }
 
@@ -204,21 +239,29 @@ fn dumper(shared: &Weak<Shared>, rx: &Receiver<Request>) {
             let Some(s) = shared.upgrade() else { return };
             let started = Instant::now();
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| take(&s, &req)));
-            let dump = match outcome {
+            let (dump, taken) = match outcome {
                 Ok(d) => d,
-                Err(_) => TaskDump {
-                    at_ns: req.at_ns,
-                    trigger: req.trigger,
-                    outcome: DumpOutcome::Unavailable { reason: "the task dump failed inside tokio".into() },
-                    ..TaskDump::default()
-                },
+                Err(_) => (
+                    TaskDump {
+                        at_ns: req.at_ns,
+                        trigger: req.trigger,
+                        outcome: DumpOutcome::Unavailable { reason: "the task dump failed inside tokio".into() },
+                        ..TaskDump::default()
+                    },
+                    true,
+                ),
             };
-            if let (DumpTrigger::Idle { site, .. }, false) = (req.trigger, dump.outcome == DumpOutcome::Complete) {
-                s.dumps().retry_automatic(site);
+            let automatic = matches!(req.trigger, DumpTrigger::Idle { .. });
+            if automatic && dump.outcome != DumpOutcome::Complete {
+                s.dumps().retry_automatic(&req.sites);
             }
-            let dump = TaskDump { requests: std::mem::take(&mut *lock(&s.dumps().requests)), ..dump };
-            if let Some(sink) = lock(&s.dumps().sink).clone() {
-                let _ = sink.send(Cmd::Dump(Box::new(dump)));
+            // An automatic dump that was not started (a worker stuck in a poll) is only tried
+            // again later; every other outcome is recorded, and answers the viewers waiting.
+            if taken || !automatic {
+                let dump = TaskDump { requests: std::mem::take(&mut *lock(&s.dumps().requests)), ..dump };
+                if let Some(sink) = lock(&s.dumps().sink).clone() {
+                    let _ = sink.send(Cmd::Dump(Box::new(dump)));
+                }
             }
             drop(s);
             // Dumps pause the program: at most one a `GAP`, however often they are asked for.
@@ -232,15 +275,17 @@ fn dumper(shared: &Weak<Shared>, rx: &Receiver<Request>) {
                 break;
             }
             drop(waiting);
-            req = Request { trigger: DumpTrigger::Request, at_ns: s.now_ns() };
+            req = Request { trigger: DumpTrigger::Request, at_ns: s.now_ns(), sites: Vec::new() };
         }
     }
 }
 
-fn take(shared: &Arc<Shared>, req: &Request) -> TaskDump {
+/// Takes a dump; and whether tokio's dump was started (false: held up or unavailable).
+fn take(shared: &Arc<Shared>, req: &Request) -> (TaskDump, bool) {
     let base = TaskDump { at_ns: req.at_ns, trigger: req.trigger, ..TaskDump::default() };
-    let unavailable =
-        |reason: &str| TaskDump { outcome: DumpOutcome::Unavailable { reason: reason.into() }, ..base.clone() };
+    let unavailable = |reason: &str| {
+        (TaskDump { outcome: DumpOutcome::Unavailable { reason: reason.into() }, ..base.clone() }, false)
+    };
     if !AVAILABLE {
         return unavailable(
             "this program's loopscope was built without its `taskdump` feature (docs/tasks.md: \
@@ -248,22 +293,25 @@ fn take(shared: &Arc<Shared>, req: &Request) -> TaskDump {
         );
     }
     let Some(handle) = shared.runtime() else { return unavailable("no task has been polled yet") };
-    let held_up = |since: Option<Instant>| TaskDump {
-        outcome: DumpOutcome::TimedOut {
-            waited_ns: since.map_or(0, |t| u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)),
-            stalled_workers: shared.workers_in_poll_for(STUCK),
-        },
-        ..base.clone()
+    let held_up = |since: Option<Instant>| {
+        let dump = TaskDump {
+            outcome: DumpOutcome::TimedOut {
+                waited_ns: since.map_or(0, |t| u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)),
+                stalled_workers: shared.workers_in_poll_for(STUCK),
+            },
+            ..base.clone()
+        };
+        (dump, false)
     };
     // tokio's dump waits for every worker, pausing the others meanwhile: not while one is stuck
     // in a poll, nor while the last dump still waits for one.
-    if let Some(since) = *lock(&shared.dumps().abandoned) {
+    if let DumpTask::Abandoned(since) = *lock(&shared.dumps().task) {
         return held_up(Some(since));
     }
     if !shared.workers_in_poll_for(STUCK).is_empty() {
         return held_up(None);
     }
-    imp::take(shared, &handle, base)
+    (imp::take(shared, &handle, base), true)
 }
 
 /// Tasks of one dump, grouped by (spawn site, trace) as they are symbolized, within the caps on
@@ -273,13 +321,15 @@ struct Grouping {
     /// (site, the traces' instruction addresses) → index in `groups`.
     index: HashMap<(Option<u32>, Vec<u64>), usize>,
     frames: usize,
+    /// Bytes of names and paths kept.
+    text: usize,
     /// Tasks left out past the caps.
     skipped: u64,
 }
 
 impl Grouping {
     fn new() -> Self {
-        Grouping { groups: Vec::new(), index: HashMap::new(), frames: 0, skipped: 0 }
+        Grouping { groups: Vec::new(), index: HashMap::new(), frames: 0, text: 0, skipped: 0 }
     }
 
     /// Adds one task: `site` and `idle_ns` from the task table, `traces` symbolized.
@@ -292,11 +342,17 @@ impl Grouping {
             Some(&at) => at,
             None => {
                 let frames: usize = traces.iter().map(Vec::len).sum();
-                if self.groups.len() >= TaskDump::MAX_GROUPS || self.frames + frames > MAX_DUMP_FRAMES {
+                let text: usize =
+                    traces.iter().flatten().map(|f| f.function.len() + f.file.as_ref().map_or(0, String::len)).sum();
+                if self.groups.len() >= TaskDump::MAX_GROUPS
+                    || self.frames + frames > MAX_DUMP_FRAMES
+                    || self.text + text > MAX_DUMP_TEXT
+                {
                     self.skipped += 1;
                     return;
                 }
                 self.frames += frames;
+                self.text += text;
                 self.groups.push(DumpGroup { site, traces, ..DumpGroup::default() });
                 self.index.insert((site, key), self.groups.len() - 1);
                 self.groups.len() - 1
@@ -316,6 +372,18 @@ impl Grouping {
     }
 }
 
+/// `s` cut to at most [`MAX_NAME`] bytes, at a character boundary.
+fn clamp_name(mut s: String) -> String {
+    if s.len() > MAX_NAME {
+        let mut end = MAX_NAME;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
 /// A demangled name without its hash (`::h0123456789abcdef`).
 pub(crate) fn without_hash(name: &str) -> &str {
     match name.rsplit_once("::h") {
@@ -332,12 +400,12 @@ pub(crate) fn without_hash(name: &str) -> &str {
 mod imp {
     use super::*;
 
-    /// Clears the mark of an abandoned dump when the dumping task ends, however it ends.
-    struct Ended(Arc<Mutex<Option<Instant>>>);
+    /// Marks the dumping task ended when its future is dropped, however it ends.
+    struct Ended(Arc<Mutex<DumpTask>>);
 
     impl Drop for Ended {
         fn drop(&mut self) {
-            *lock(&self.0) = None;
+            *lock(&self.0) = DumpTask::Idle;
         }
     }
 
@@ -356,15 +424,18 @@ mod imp {
     }
 
     pub(super) fn take(shared: &Arc<Shared>, handle: &tokio::runtime::Handle, base: TaskDump) -> TaskDump {
-        let abandoned = Arc::clone(&shared.dumps().abandoned);
+        let state = Arc::clone(&shared.dumps().task);
         // Every task's latest poll before the dump: tokio wakes each task it traced once the
-        // dump is over, and that poll must not make a stuck task look busy.
-        let before: HashMap<u64, TaskView> = shared.tasks().alive().map(|t| (t.id, t)).collect();
+        // dump is over, and that poll must not make a stuck task look busy. (The time first: a
+        // poll after it is the program's or the dump's, never one to put back.)
         let dump_raw = shared.now_raw();
+        let before: HashMap<u64, TaskView> = shared.tasks().alive().map(|t| (t.id, t)).collect();
         let (tx, rx) = sync_channel(1);
         let started = Instant::now();
-        let task = spawn_dump(handle, tx, Ended(Arc::clone(&abandoned)));
+        *lock(&state) = DumpTask::Running;
+        let task = spawn_dump(handle, tx, Ended(Arc::clone(&state)));
         let own = crate::hot::tasks::id_of(&task.id());
+        let probe = shared.probe_task();
         let dump = match rx.recv_timeout(TIMEOUT) {
             Ok(d) => d,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
@@ -377,12 +448,14 @@ mod imp {
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 // Not aborted: tokio's dump goes on until the stuck worker returns, and no other
-                // is started until it is done. The task's end clears the mark; one that ended
-                // just now, before the mark was set, is seen here.
-                lock(&abandoned).get_or_insert(started);
-                if task.is_finished() {
-                    *lock(&abandoned) = None;
+                // is started until it is done. The task's end marks it idle (under the same lock:
+                // one that ended just now stays idle).
+                let mut st = lock(&state);
+                if *st == DumpTask::Running {
+                    *st = DumpTask::Abandoned(started);
                 }
+                drop(st);
+                drop(task);
                 return TaskDump {
                     outcome: DumpOutcome::TimedOut {
                         waited_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
@@ -399,13 +472,14 @@ mod imp {
             .tasks()
             .iter()
             .map(|t| (crate::hot::tasks::id_of(&t.id()), t))
-            .filter(|(id, _)| *id != own)
+            .filter(|(id, _)| *id != own && Some(*id) != probe)
             .map(|(id, t)| (id, before.get(&id).map_or(0, idle_of), t))
             .collect();
         tasks.sort_by_key(|t| std::cmp::Reverse(t.1));
         let total = tasks.len() as u64;
         let mut grouping = Grouping::new();
-        let mut traced = Vec::with_capacity(tasks.len().min(MAX_TRACED_TASKS));
+        // tokio wakes every task it traced, symbolized here or not.
+        let traced: Vec<u64> = tasks.iter().map(|(id, _, _)| *id).collect();
         for (i, (id, idle_ns, t)) in tasks.iter().enumerate() {
             if i >= MAX_TRACED_TASKS {
                 grouping.skipped += 1;
@@ -413,7 +487,6 @@ mod imp {
             }
             let traces = t.trace().resolve_backtraces().iter().take(MAX_TRACES).map(frames).collect();
             grouping.add(*id, before.get(id).map(|v| v.site), *idle_ns, traces);
-            traced.push(*id);
         }
         drop(tasks);
         drop(dump);
@@ -427,14 +500,16 @@ mod imp {
     /// what it was before the dump. A task the program really polled meanwhile looks idle a
     /// little longer, until its next poll.
     fn restore(shared: &Shared, before: &HashMap<u64, TaskView>, traced: Vec<u64>, dump_raw: u64) {
+        // A task never polled before the dump has nothing to put back (its first poll may be the
+        // program's).
         let mut waiting: Vec<(u64, u64)> =
-            traced.into_iter().filter_map(|id| before.get(&id).map(|t| (id, t.last))).collect();
+            traced.into_iter().filter_map(|id| before.get(&id).filter(|t| t.last != 0).map(|t| (id, t.last))).collect();
         let deadline = Instant::now() + SETTLE;
         while !waiting.is_empty() && Instant::now() < deadline {
             waiting.retain(|&(id, was)| match shared.tasks().get(id) {
                 // Gone (finished), or its place taken by another task: nothing to put back.
                 None => false,
-                Some(now) if now.last >= dump_raw => {
+                Some(now) if now.last != was && now.last >= dump_raw => {
                     shared.tasks().restore(id, now.last, was);
                     false
                 }
@@ -452,10 +527,10 @@ mod imp {
             for (i, sym) in symbols.iter().enumerate() {
                 let function =
                     sym.name_demangled().map_or_else(|| "<unknown>".to_string(), |n| without_hash(n).to_string());
-                let file = sym.filename().map(|p| p.to_string_lossy().into_owned());
+                let file = sym.filename().map(|p| clamp_name(p.to_string_lossy().into_owned()));
                 out.push(StackFrame {
                     address: f.ip() as u64,
-                    function: loopscope_core::stall::qualify(function, file.as_deref()),
+                    function: clamp_name(loopscope_core::stall::qualify(function, file.as_deref())),
                     file,
                     line: sym.lineno(),
                     inlined: i + 1 < symbols.len(),
@@ -533,6 +608,14 @@ pub(crate) mod signal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_names_are_cut_at_a_character_boundary() {
+        let name = "é".repeat(MAX_NAME);
+        let cut = clamp_name(name);
+        assert!(cut.len() <= MAX_NAME && cut.chars().all(|c| c == 'é'));
+        assert_eq!(clamp_name("short".into()), "short");
+    }
 
     #[test]
     fn hashes_are_cut_from_names() {

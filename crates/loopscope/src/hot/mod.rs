@@ -121,6 +121,8 @@ pub(crate) struct Shared {
     /// The lag probe's measurements, when the probe runs (the `lean` profile).
     lag: Option<Mutex<loopscope_core::dist::DistAcc>>,
     probe_started: AtomicBool,
+    /// The lag probe's task id (0 before it is spawned).
+    probe_task: AtomicU64,
     /// This session, weakly, for the probe task.
     this: std::sync::Weak<Shared>,
     /// Where events raised outside the watchdog go (the flusher), while the session runs.
@@ -166,6 +168,7 @@ impl Shared {
             stall_ids: AtomicU64::new(0),
             lag: lag_probe.then(|| Mutex::new(loopscope_core::dist::DistAcc::new())),
             probe_started: AtomicBool::new(false),
+            probe_task: AtomicU64::new(0),
             this: this.clone(),
             events: Mutex::new(None),
             tally: Mutex::new(Vec::new()),
@@ -218,7 +221,7 @@ impl Shared {
     /// The recorder's own tasks alive in the runtime (the lag probe's), which tokio counts with
     /// the program's.
     pub(crate) fn own_tasks(&self) -> u64 {
-        u64::from(self.probe_started.load(Ordering::Relaxed)) + u64::from(self.dumps.busy())
+        u64::from(self.probe_started.load(Ordering::Relaxed)) + u64::from(self.dumps.task_alive())
     }
 
     /// Stops following alive tasks (before any task is spawned).
@@ -231,7 +234,8 @@ impl Shared {
         &self.dumps
     }
 
-    /// The workers in one poll for `at_least` now.
+    /// The workers in one poll for `at_least` now (not those that handed their worker over with
+    /// `block_in_place`: the runtime goes on without them).
     pub(crate) fn workers_in_poll_for(&self, at_least: std::time::Duration) -> Vec<u32> {
         let now = self.clock.raw();
         let least = self.clock.ns_to_raw(u64::try_from(at_least.as_nanos()).unwrap_or(u64::MAX));
@@ -239,10 +243,15 @@ impl Shared {
             .iter()
             .filter(|t| {
                 let since = t.in_poll_since.load(Ordering::Relaxed);
-                since != 0 && now.saturating_sub(since) >= least
+                since != 0 && now.saturating_sub(since) >= least && !self.handed_off(t)
             })
             .map(|t| t.decl.id)
             .collect()
+    }
+
+    /// The lag probe's task id, once it runs.
+    pub(crate) fn probe_task(&self) -> Option<u64> {
+        Some(self.probe_task.load(Ordering::Relaxed)).filter(|id| *id != 0)
     }
 
     /// The task table.
@@ -644,7 +653,8 @@ impl Shared {
                 && let Some(h) = handle.as_ref()
                 && !self.probe_started.swap(true, Ordering::Relaxed)
             {
-                crate::hot::probe::spawn(h, self.this.clone());
+                let id = crate::hot::probe::spawn(h, self.this.clone());
+                self.probe_task.store(id, Ordering::Relaxed);
             }
         }
         let mut threads = lock(&self.threads);

@@ -24,12 +24,12 @@ pub(crate) fn location() -> Option<&'static Location<'static>> {
     LOCATION.get().copied()
 }
 
-/// Spawns the probe on `handle`. Being `#[track_caller]` like tokio's `spawn`, the location it
+/// Spawns the probe on `handle`; its task id. Being `#[track_caller]` like tokio's `spawn`, the location it
 /// records is the one tokio gives the task.
 #[track_caller]
-pub(crate) fn spawn(handle: &Handle, shared: Weak<Shared>) {
+pub(crate) fn spawn(handle: &Handle, shared: Weak<Shared>) -> u64 {
     let _ = LOCATION.set(Location::caller());
-    handle.spawn(run(shared));
+    crate::hot::tasks::id_of(&handle.spawn(run(shared)).id())
 }
 
 async fn run(shared: Weak<Shared>) {

@@ -116,8 +116,13 @@ impl TaskTable {
         for s in self.slots.iter() {
             let id = s.id.load(Ordering::Acquire);
             let spawned = s.spawned.load(Ordering::Acquire);
-            if id != 0 && spawned != 0 && spawned < raw {
-                s.spawned.store(0, Ordering::Relaxed);
+            // Emptied only if still the task read: a place freed and taken again meanwhile has
+            // another `spawned`, which the first exchange keeps.
+            if id != 0
+                && spawned != 0
+                && spawned < raw
+                && s.spawned.compare_exchange(spawned, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            {
                 let _ = s.id.compare_exchange(id, 0, Ordering::AcqRel, Ordering::Relaxed);
             }
         }

@@ -334,10 +334,16 @@ impl Flusher {
             self.shared.report_error(format!("inconsistent frame dropped: {e}"));
             return;
         }
-        if let Sink::Open(w) = &mut self.sink
-            && let Err(e) = w.write(&frame)
-        {
-            self.write_failed(e.to_string());
+        match &mut self.sink {
+            Sink::Open(w) => match w.write(&frame) {
+                Ok(()) => {}
+                // Nothing was written: the file goes on without this frame.
+                Err(loopscope_core::format::WriteError::Encode(e)) => {
+                    self.shared.report_error(format!("a frame could not be encoded and was left out: {e}"));
+                }
+                Err(e) => self.write_failed(e.to_string()),
+            },
+            Sink::None => {}
         }
         self.send_live(frame);
     }
@@ -446,8 +452,10 @@ impl Flusher {
                 sched: sched.to_dist(),
             });
         }
+        // Before the runtime's count of tasks: a task spawned after it is never taken for a ghost.
+        let counted_at = self.shared.now_raw();
         let gauges = self.gauges();
-        let (ages, longest_idle) = self.task_ages(self.shared.runtime().map(|_| gauges.alive_tasks));
+        let (ages, longest_idle) = self.task_ages(self.shared.runtime().map(|_| gauges.alive_tasks), counted_at);
         let interval = Interval {
             index: self.index,
             start_ns: self.interval_start_ns,
@@ -547,12 +555,13 @@ impl Flusher {
     /// The alive tasks' idle times and ages per site, from the task table (`None` when no task is
     /// followed and none was in the last interval, so an idle program's recording stays small),
     /// and each site's longest idle time, for the automatic dumps.
-    fn task_ages(&mut self, alive_in_runtime: Option<u64>) -> (Option<TaskAges>, Vec<(u32, u64)>) {
+    fn task_ages(&mut self, alive_in_runtime: Option<u64>, counted_at: u64) -> (Option<TaskAges>, Vec<(u32, u64)>) {
         let now = self.shared.now_raw();
-        if alive_in_runtime == Some(0) {
-            // The runtime has no task: any place still taken is a task whose end tokio reported
-            // before its spawn (a spawn on a runtime shutting down).
-            self.shared.tasks().clear_spawned_before(now);
+        if alive_in_runtime.is_some_and(|n| n <= self.shared.own_tasks()) {
+            // The runtime has no task of the program's: any place still taken by a task spawned
+            // before the count is a task whose end tokio reported before its spawn (a spawn on
+            // a runtime shutting down).
+            self.shared.tasks().clear_spawned_before(counted_at);
         }
         let bounds = loopscope_core::tasks::IDLE_BOUNDS.map(|b| u64::try_from(b.as_nanos()).unwrap_or(u64::MAX));
         let mut per_site: std::collections::BTreeMap<u32, (u64, DistAcc, DistAcc, [u64; 3], u64)> = Default::default();

@@ -648,7 +648,8 @@ impl std::fmt::Debug for DumpHandle {
 }
 
 impl DumpHandle {
-    /// Asks for a task dump now; false when the session has finished or a dump is under way.
+    /// Asks for a task dump now; false when the session has finished, or a dump is under way or
+    /// was taken less than a second ago (then none is taken now).
     pub fn request(&self) -> bool {
         self.0.upgrade().is_some_and(|s| s.dumps().request(&s, loopscope_core::model::DumpTrigger::Request, 0))
     }
@@ -840,8 +841,8 @@ impl Session {
 
     /// Asks for a task dump now: what every task waits for, recorded as a frame of the
     /// recording (with the `taskdump` feature; without it the recording says a dump was asked for
-    /// and could not be taken). Returns at once; false when a dump is under way already or the
-    /// session records nothing.
+    /// and could not be taken). Returns at once; false when the session records nothing, or a
+    /// dump is under way or was taken less than a second ago (then none is taken now).
     pub fn request_dump(&self) -> bool {
         let Some(a) = self.active.as_ref() else { return false };
         a.shared.dumps().request(&a.shared, loopscope_core::model::DumpTrigger::Request, 0)
