@@ -306,6 +306,11 @@ pub struct RunOpts {
     /// they wait for; at most once per site, four times a run). `off` takes none.
     #[arg(long, global = true, default_value = "2s", value_parser = parse_dump_idle, value_name = "DURATION|off")]
     pub dump_idle: DumpIdle,
+    /// Allow more than one task dump in a run with several workers (tokio 1.54's dump can leave
+    /// such a runtime one worker short after a dump, and a further one can then stop a worker for
+    /// good: tokio-rs/tokio#8370; docs/tasks.md).
+    #[arg(long, global = true)]
+    pub repeat_dumps: bool,
     /// The budget of slow-poll samples a second, for the whole program.
     #[arg(long, global = true, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "N")]
     pub samples_per_second: u32,

@@ -32,6 +32,7 @@ pub fn demo_command(args: &DemoArgs) -> Result<(), Failure> {
         sample_threshold: crate::cli::SampleThreshold(Some(loopscope::DEFAULT_SAMPLE_THRESHOLD)),
         samples_per_second: loopscope::DEFAULT_SAMPLES_PER_SECOND,
         dump_idle: crate::cli::DumpIdle(Some(loopscope::DEFAULT_DUMP_IDLE)),
+        repeat_dumps: false,
         console: None,
         json: false,
         tui: false,

@@ -66,9 +66,9 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<u8, Failure> {
         }
         None => find_manifest()?,
     };
-    let meta = cargo_metadata(&manifest)?;
     let project_dir = manifest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let configs = ConfigFiles::load(&project_dir)?;
+    let meta = cargo_metadata(&manifest, build_target(&configs).as_deref())?;
     let root_manifest = Path::new(meta["workspace_root"].as_str().unwrap_or_default()).join("Cargo.toml");
     let root_toml = read_toml(&root_manifest)?;
 
@@ -120,14 +120,38 @@ fn find_manifest() -> Result<PathBuf, Failure> {
     })
 }
 
+/// The target the project is built for: `CARGO_BUILD_TARGET`, or `build.target` of the nearest
+/// cargo config that sets it, else the host of `rustc -vV`; `None` when that is not one triple
+/// (several targets, a target spec file) or cannot be read.
+fn build_target(configs: &ConfigFiles) -> Option<String> {
+    let configured = match std::env::var("CARGO_BUILD_TARGET") {
+        Ok(t) => Some(toml::Value::String(t)),
+        Err(_) => configs.values(&["build", "target"]).next().map(|(_, v)| v.clone()),
+    };
+    if let Some(value) = configured {
+        return value.as_str().filter(|t| !t.ends_with(".json")).map(str::to_owned);
+    }
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(rustc).arg("-vV").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(|l| l.strip_prefix("host: ")).map(|h| h.trim().to_owned())
+}
+
 /// `cargo metadata --format-version 1` of the project: its packages and resolved dependencies.
-fn cargo_metadata(manifest: &Path) -> Result<serde_json::Value, Failure> {
+///
+/// With `target`, the graph is the one cargo builds for that platform (`--filter-platform`):
+/// without it cargo wants every package of the lock file, those of other platforms too, and an
+/// offline machine that built the project has not downloaded those (`heapless` wants
+/// `atomic-polyfill` on a few embedded targets only).
+fn cargo_metadata(manifest: &Path, target: Option<&str>) -> Result<serde_json::Value, Failure> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(&cargo)
-        .args(["metadata", "--format-version", "1", "--manifest-path"])
-        .arg(manifest)
-        .output()
-        .map_err(|e| Failure::Input(anyhow!("cannot run `{} metadata`: {e}", cargo.to_string_lossy())))?;
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["metadata", "--format-version", "1", "--manifest-path"]).arg(manifest);
+    if let Some(target) = target {
+        cmd.args(["--filter-platform", target]);
+    }
+    let out =
+        cmd.output().map_err(|e| Failure::Input(anyhow!("cannot run `{} metadata`: {e}", cargo.to_string_lossy())))?;
     if !out.status.success() {
         return Err(Failure::Input(anyhow!(
             "`cargo metadata` failed on {}:\n{}",

@@ -53,7 +53,8 @@ pub fn run_workload_with(opts: &RunOpts, workload: &WorkloadCmd, live: Option<Li
         .schedule_latency(profile == loopscope::Profile::Full && !opts.no_schedule_latency)
         .stall_threshold(opts.stall_threshold)
         .stall_detector(!opts.no_stall_detector)
-        .dump_when_idle(opts.dump_idle.0);
+        .dump_when_idle(opts.dump_idle.0)
+        .repeat_dumps(opts.repeat_dumps);
     session = match opts.sample_threshold.0 {
         Some(t) => session.sampling(t, loopscope::DEFAULT_SAMPLE_PERIOD, opts.samples_per_second),
         None => session.slow_poll_sampling(false),

@@ -118,9 +118,40 @@ pub(crate) struct Dumps {
     errors: AtomicBool,
     /// The flusher, while the session runs.
     sink: Mutex<Option<std::sync::mpsc::Sender<Cmd>>>,
+    /// Dumps handed to tokio so far.
+    started: AtomicU64,
+    /// Whether more than one dump may be taken of a runtime with several workers
+    /// ([`crate::SessionBuilder::repeat_dumps`]; see [`ONE_DUMP`]).
+    repeat: AtomicBool,
 }
 
+/// Why a runtime with several workers gets one dump per session unless the program asks for
+/// more: tokio's (1.54) dump gathers the workers at a barrier whose wait gives up after 250 ms
+/// without taking back its arrival (tokio-rs/tokio#8370, not in a release yet). A worker that
+/// gives up there (one busy in a long poll, or one that came back for the dump just taken while
+/// another did not) leaves the barrier one short, and a later dump then lets one worker through
+/// alone: it traces tasks another worker is running (tokio's assertion panics on a worker), or
+/// waits for that worker forever, which then also hangs the runtime's shutdown. Measured here:
+/// repeated dumps of a deadlocked program with two workers wedged a worker after 4 to 17 dumps
+/// beside two busy loops; with one worker, 60 dumps out of 60 completed.
+pub(crate) const ONE_DUMP: &str = "tokio 1.54's task dump can leave a runtime with several workers one \
+     worker short after a dump (tokio-rs/tokio#8370), and a further dump can then stop a worker for good: one \
+     dump per run unless the program opts in (LOOPSCOPE_DUMP_REPEAT=1, SessionBuilder::repeat_dumps)";
+
 impl Dumps {
+    /// Allows dumps after the first on a runtime with several workers (see [`ONE_DUMP`]).
+    pub(crate) fn set_repeat(&self, repeat: bool) {
+        self.repeat.store(repeat, Ordering::Relaxed);
+    }
+
+    /// Whether tokio's dump may be started again on this runtime: its first, any on a runtime
+    /// with one worker, or any when the program opted in (see [`ONE_DUMP`]).
+    fn may_start(&self, handle: &tokio::runtime::Handle) -> bool {
+        self.started.load(Ordering::Relaxed) == 0
+            || handle.metrics().num_workers() <= 1
+            || self.repeat.load(Ordering::Relaxed)
+    }
+
     /// Takes the dump signals received so far as seen (at install: only later ones count).
     pub(crate) fn signals_seen_now(&self) {
         self.signals_seen.store(signal::received(), Ordering::Relaxed);
@@ -199,7 +230,10 @@ impl Dumps {
         let (Some(after), true) = (after, AVAILABLE) else { return };
         let after = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
         let mut auto = lock(&self.auto);
-        if auto.count >= MAX_AUTOMATIC || auto.attempts >= MAX_AUTOMATIC_ATTEMPTS {
+        if auto.count >= MAX_AUTOMATIC
+            || auto.attempts >= MAX_AUTOMATIC_ATTEMPTS
+            || shared.runtime().is_some_and(|h| !self.may_start(&h))
+        {
             return;
         }
         let Some(&(site, idle_ns)) =
@@ -311,6 +345,10 @@ fn take(shared: &Arc<Shared>, req: &Request) -> (TaskDump, bool) {
     if !shared.workers_in_poll_for(STUCK).is_empty() {
         return held_up(None);
     }
+    if !shared.dumps().may_start(&handle) {
+        return unavailable(ONE_DUMP);
+    }
+    shared.dumps().started.fetch_add(1, Ordering::Relaxed);
     (imp::take(shared, &handle, base), true)
 }
 

@@ -246,3 +246,31 @@ fn the_dump_signal_takes_a_dump_in_the_sessions_that_asked_for_it() {
     assert_eq!(quiet_report.dumps_total, 0);
     run.finish();
 }
+
+#[test]
+fn a_runtime_with_two_workers_takes_one_dump_and_says_why_not_a_second() {
+    let run = start(Some(2), |b| b.dump_when_idle(None));
+    run.rt.block_on(async { tokio::spawn(async {}).await.unwrap() });
+    let _idle = run.rt.spawn(std::future::pending::<()>());
+    let next_dump = |what: &str| -> TaskDump {
+        // A request is taken once the last dump's gap has passed.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !run.session.request_dump() {
+            assert!(Instant::now() < deadline, "the {what} dump was never taken");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        wait_for(&run.frames, Duration::from_secs(30), |f| match f {
+            Frame::TaskDump(d) => Some((**d).clone()),
+            _ => None,
+        })
+    };
+    let first = next_dump("first");
+    assert_eq!(first.outcome, DumpOutcome::Complete, "{first:?}");
+    let second = next_dump("second");
+    match &second.outcome {
+        DumpOutcome::Unavailable { reason } => assert!(reason.contains("tokio-rs/tokio#8370"), "{reason}"),
+        other => panic!("expected the second dump refused, got {other:?}"),
+    }
+    let report = run.finish();
+    assert_eq!(report.dumps_total, 2);
+}

@@ -133,6 +133,7 @@ pub struct SessionBuilder {
     max_sites: u32,
     dump_idle: Option<Duration>,
     dump_signal: bool,
+    dump_repeat: bool,
     task_ages: bool,
     workload: Option<String>,
     live: Option<std::sync::mpsc::SyncSender<crate::core::model::Frame>>,
@@ -166,6 +167,7 @@ impl Default for SessionBuilder {
             capture_stacks: true,
             dump_idle: None,
             dump_signal: false,
+            dump_repeat: false,
             task_ages: true,
             max_sites: DEFAULT_MAX_SITES,
             workload: None,
@@ -365,6 +367,15 @@ impl SessionBuilder {
         self
     }
 
+    /// Allows more than one task dump per session on a runtime with several workers (default
+    /// off: tokio 1.54's dump can leave such a runtime one worker short after a dump, and a
+    /// further dump can then stop a worker for good, tokio-rs/tokio#8370; a runtime with one
+    /// worker takes any number). See docs/tasks.md.
+    pub fn repeat_dumps(mut self, on: bool) -> Self {
+        self.dump_repeat = on;
+        self
+    }
+
     /// Names the workload in the recording's header.
     pub fn workload(mut self, name: impl Into<String>) -> Self {
         self.workload = Some(name.into());
@@ -554,6 +565,7 @@ impl SessionBuilder {
         };
         shared.dumps().set_sink(Some(tx.clone()));
         shared.dumps().signals_seen_now();
+        shared.dumps().set_repeat(self.dump_repeat);
         if self.dump_signal
             && let Err(e) = crate::dump::signal::install()
         {
@@ -725,6 +737,7 @@ impl Session {
     /// | `LOOPSCOPE_OTLP_PERIOD` | its export period, e.g. `10s` |
     /// | `LOOPSCOPE_DUMP_IDLE` | take a task dump when a site's tasks are idle this long, e.g. `2s`; `off` (the default) never |
     /// | `LOOPSCOPE_DUMP_SIGNAL` | `1` takes a task dump on `SIGUSR2` |
+    /// | `LOOPSCOPE_DUMP_REPEAT` | `1` allows more than one task dump on a runtime with several workers ([`SessionBuilder::repeat_dumps`]) |
     /// | `LOOPSCOPE_TASK_AGES` | `0` stops following alive tasks' ages |
     pub fn from_env() -> Result<SessionBuilder, Error> {
         let mut b = SessionBuilder::default();
@@ -809,6 +822,7 @@ impl Session {
             }
         }
         b.dump_signal = env_flag("LOOPSCOPE_DUMP_SIGNAL")?;
+        b.dump_repeat = env_flag("LOOPSCOPE_DUMP_REPEAT")?;
         if let Ok(v) = std::env::var("LOOPSCOPE_TASK_AGES") {
             b.task_ages = match v.as_str() {
                 "1" | "true" | "on" | "" => true,
