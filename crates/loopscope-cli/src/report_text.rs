@@ -562,18 +562,26 @@ fn dumps(o: &mut String, report: &Report) {
     if report.dumps.is_empty() {
         return;
     }
+    // The latest, and the latest complete one when those were all refused or timed out.
+    let all = &report.dumps;
+    let mut shown: Vec<usize> = (all.len().saturating_sub(SHOWN)..all.len()).collect();
+    if !shown.iter().any(|&i| all[i].outcome == "complete")
+        && let Some(c) = all.iter().rposition(|d| d.outcome == "complete")
+    {
+        shown[0] = c;
+    }
     let _ = writeln!(
         o,
-        "\nTask dumps: {} taken{}",
+        "\nTask dumps: {}{}",
         group(report.dumps_total),
-        if report.dumps_total as usize > SHOWN {
-            format!(" (the latest {SHOWN} shown; --json has {})", report.dumps.len())
+        if report.dumps_total as usize > shown.len() {
+            format!(" ({} shown; --json has {})", shown.len(), all.len())
         } else {
             String::new()
         }
     );
-    for d in report.dumps.iter().rev().take(SHOWN).rev() {
-        dump_entry(o, report, d);
+    for i in shown {
+        dump_entry(o, report, &all[i]);
     }
 }
 

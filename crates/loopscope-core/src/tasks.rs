@@ -27,7 +27,9 @@ pub struct TaskState {
     latest: Option<TaskAges>,
     /// Whether any task ages were recorded (a recorder that follows tasks).
     seen: bool,
-    dumps: VecDeque<TaskDump>,
+    /// The latest dumps with their numbers (1 for a session's first), complete ones kept over
+    /// the others.
+    dumps: VecDeque<(u64, TaskDump)>,
     dumps_total: u64,
 }
 
@@ -40,13 +42,22 @@ impl TaskState {
         }
     }
 
-    /// Folds one task dump.
+    /// Folds one task dump. Past [`MAX_REPORTED_DUMPS`], the oldest dump that is not complete
+    /// goes first (a program whose later dumps were refused or timed out keeps its complete one).
     pub fn push_dump(&mut self, d: &TaskDump) {
         self.dumps_total += 1;
         if self.dumps.len() == MAX_REPORTED_DUMPS {
-            self.dumps.pop_front();
+            let incomplete = self.dumps.iter().position(|(_, d)| d.outcome != DumpOutcome::Complete);
+            self.dumps.remove(incomplete.unwrap_or(0));
         }
-        self.dumps.push_back(d.clone());
+        self.dumps.push_back((self.dumps_total, d.clone()));
+    }
+
+    /// The dump a viewer shows, with its number (1 for the session's first): the latest complete
+    /// one, else the latest.
+    pub fn shown_dump(&self) -> Option<(u64, &TaskDump)> {
+        let complete = self.dumps.iter().rev().find(|(_, d)| d.outcome == DumpOutcome::Complete);
+        complete.or(self.dumps.back()).map(|(n, d)| (*n, d))
     }
 
     /// Whether the recorder followed task ages.
@@ -61,7 +72,7 @@ impl TaskState {
 
     /// The latest dumps, oldest first.
     pub fn dumps(&self) -> impl Iterator<Item = &TaskDump> {
-        self.dumps.iter()
+        self.dumps.iter().map(|(_, d)| d)
     }
 
     /// A site's figures (its alive tasks' idle times and ages) in the latest task ages with any
@@ -321,6 +332,34 @@ impl DumpReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_complete_dump_outlives_later_refused_ones_and_is_the_one_shown() {
+        let dump = |at_ns, outcome| TaskDump { at_ns, outcome, ..TaskDump::default() };
+        let refused = || DumpOutcome::Unavailable { reason: "one dump per run".into() };
+        let mut state = TaskState::default();
+        state.push_dump(&dump(1, refused()));
+        state.push_dump(&dump(2, DumpOutcome::Complete));
+        for at in 3..20 {
+            state.push_dump(&dump(at, refused()));
+        }
+        assert_eq!(state.dumps_total(), 19);
+        assert_eq!(state.dumps().count(), MAX_REPORTED_DUMPS);
+        let (number, shown) = state.shown_dump().unwrap();
+        assert_eq!((number, shown.at_ns), (2, 2), "the complete one, numbered as it came");
+        let kept: Vec<u64> = state.dumps().map(|d| d.at_ns).collect();
+        assert_eq!(kept, [2, 13, 14, 15, 16, 17, 18, 19], "in order, the refused oldest gone first");
+        // Without a complete one, the latest is shown; with only complete ones, the oldest goes.
+        let mut refused_only = TaskState::default();
+        refused_only.push_dump(&dump(1, refused()));
+        refused_only.push_dump(&dump(2, refused()));
+        assert_eq!(refused_only.shown_dump().map(|(n, d)| (n, d.at_ns)), Some((2, 2)));
+        let mut complete_only = TaskState::default();
+        for at in 1..=9 {
+            complete_only.push_dump(&dump(at, DumpOutcome::Complete));
+        }
+        assert_eq!(complete_only.dumps().next().map(|d| d.at_ns), Some(2));
+    }
 
     #[test]
     fn awaited_calls_are_named_by_type_and_function() {

@@ -430,7 +430,7 @@ impl App {
 
     /// Groups of the latest task dump.
     pub fn dump_groups(&self) -> usize {
-        self.timeline.tasks.dumps().last().map_or(0, |d| d.groups.len())
+        self.timeline.tasks.shown_dump().map_or(0, |(_, d)| d.groups.len())
     }
 
     /// Whether the data is live (it can grow).

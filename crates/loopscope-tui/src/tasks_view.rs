@@ -102,7 +102,12 @@ fn waiting(frame: &mut Frame<'_>, area: Rect, app: &App) {
 
 fn dump(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     let t = &app.timeline;
-    let latest = t.tasks.dumps().last().map(|d| DumpReport::new(d, |id| id.map(|i| t.site_name(i))));
+    let report = |d: &loopscope_core::model::TaskDump| DumpReport::new(d, |id| id.map(|i| t.site_name(i)));
+    let shown = t.tasks.shown_dump();
+    let number = shown.map_or(0, |(n, _)| n);
+    let latest = shown.map(|(_, d)| report(d));
+    // A later dump that was not taken (refused, timed out), below the complete one shown.
+    let later = t.tasks.dumps().last().filter(|_| number != t.tasks.dumps_total()).map(report);
     let can = if app.dumper.is_some() { " — d: take another" } else { "" };
     let Some(dump) = latest else {
         let text = if app.dumper.is_some() {
@@ -138,21 +143,23 @@ fn dump(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         frame.render_widget(
             Paragraph::new(lines)
                 .wrap(Wrap { trim: true })
-                .block(Block::bordered().title(format!("Task dump {}{can}", t.tasks.dumps_total()))),
+                .block(Block::bordered().title(format!("Task dump {number}{can}"))),
             area,
         );
         return;
     }
     let mut block = Block::bordered().title(format!(
-        "Task dump {} at {} ({why}): {} task{} in {} group{}{can}",
-        t.tasks.dumps_total(),
+        "Task dump {number} at {} ({why}): {} task{} in {} group{}{can}",
         d(dump.at),
         dump.tasks,
         if dump.tasks == 1 { "" } else { "s" },
         dump.groups.len(),
         if dump.groups.len() == 1 { "" } else { "s" }
     ));
-    if dump.skipped > 0 {
+    if let Some(l) = &later {
+        let detail = l.detail.as_deref().map_or(String::new(), |d| format!(": {d}"));
+        block = block.title_bottom(format!(" dump {} at {}: {}{detail} ", t.tasks.dumps_total(), d(l.at), l.outcome));
+    } else if dump.skipped > 0 {
         block =
             block.title_bottom(format!(" {} tasks left out past the recorder's caps (the idlest kept) ", dump.skipped));
     }

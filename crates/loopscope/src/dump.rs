@@ -136,7 +136,7 @@ pub(crate) struct Dumps {
 /// beside two busy loops; with one worker, 60 dumps out of 60 completed.
 pub(crate) const ONE_DUMP: &str = "tokio 1.54's task dump can leave a runtime with several workers one \
      worker short after a dump (tokio-rs/tokio#8370), and a further dump can then stop a worker for good: one \
-     dump per run unless the program opts in (LOOPSCOPE_DUMP_REPEAT=1, SessionBuilder::repeat_dumps)";
+     dump per run unless asked for (loopscope run --repeat-dumps, LOOPSCOPE_DUMP_REPEAT=1, SessionBuilder::repeat_dumps)";
 
 impl Dumps {
     /// Allows dumps after the first on a runtime with several workers (see [`ONE_DUMP`]).
