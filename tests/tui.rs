@@ -397,5 +397,10 @@ fn a_deadlocked_program_is_dumped_from_the_command_line_and_from_the_tui() {
     t.assert_restored();
     // SAFETY: signals our own child.
     assert_eq!(unsafe { libc::kill(program.0.id() as i32, libc::SIGTERM) }, 0);
-    let _ = program.0.wait();
+    // The program ends after its dumps (a dump that left a worker waiting would hang it).
+    let deadline = Instant::now() + DEADLINE;
+    while program.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the program did not end after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

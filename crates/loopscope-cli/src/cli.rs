@@ -117,6 +117,11 @@ pub struct RecordArgs {
     /// been polled for this long (LOOPSCOPE_DUMP_IDLE, unless set already). `off` takes none.
     #[arg(long, default_value = "2s", value_parser = parse_dump_idle, value_name = "DURATION|off")]
     pub dump_idle: DumpIdle,
+    /// Allow the program more than one task dump when its runtime has several workers
+    /// (LOOPSCOPE_DUMP_REPEAT=1; tokio 1.54's dump can then stop a worker for good:
+    /// tokio-rs/tokio#8370, docs/tasks.md).
+    #[arg(long)]
+    pub repeat_dumps: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -303,13 +308,14 @@ pub struct RunOpts {
     #[arg(long, global = true, default_value = "1ms", value_parser = parse_sample_threshold, value_name = "DURATION|off")]
     pub sample_threshold: SampleThreshold,
     /// Take a task dump once when a spawn site's tasks have not been polled for this long (what
-    /// they wait for; at most once per site, four times a run). `off` takes none.
+    /// they wait for; at most once per site, four times a run, once with several workers unless
+    /// --repeat-dumps). `off` takes none.
     #[arg(long, global = true, default_value = "2s", value_parser = parse_dump_idle, value_name = "DURATION|off")]
     pub dump_idle: DumpIdle,
     /// Allow more than one task dump in a run with several workers (tokio 1.54's dump can leave
     /// such a runtime one worker short after a dump, and a further one can then stop a worker for
     /// good: tokio-rs/tokio#8370; docs/tasks.md).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "LOOPSCOPE_DUMP_REPEAT", value_parser = clap::builder::BoolishValueParser::new())]
     pub repeat_dumps: bool,
     /// The budget of slow-poll samples a second, for the whole program.
     #[arg(long, global = true, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "N")]

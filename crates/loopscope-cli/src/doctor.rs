@@ -125,11 +125,15 @@ fn find_manifest() -> Result<PathBuf, Failure> {
 /// (several targets, a target spec file) or cannot be read.
 fn build_target(configs: &ConfigFiles) -> Option<String> {
     let configured = match std::env::var("CARGO_BUILD_TARGET") {
-        Ok(t) => Some(toml::Value::String(t)),
-        Err(_) => configs.values(&["build", "target"]).next().map(|(_, v)| v.clone()),
+        Ok(t) if !t.is_empty() => Some(toml::Value::String(t)),
+        _ => configs.values(&["build", "target"]).next().map(|(_, v)| v.clone()),
     };
     if let Some(value) = configured {
-        return value.as_str().filter(|t| !t.ends_with(".json")).map(str::to_owned);
+        let one = match &value {
+            toml::Value::Array(a) if a.len() == 1 => a[0].as_str(),
+            v => v.as_str(),
+        };
+        return one.filter(|t| !t.is_empty() && !t.ends_with(".json")).map(str::to_owned);
     }
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let out = Command::new(rustc).arg("-vV").output().ok()?;
@@ -144,6 +148,16 @@ fn build_target(configs: &ConfigFiles) -> Option<String> {
 /// offline machine that built the project has not downloaded those (`heapless` wants
 /// `atomic-polyfill` on a few embedded targets only).
 fn cargo_metadata(manifest: &Path, target: Option<&str>) -> Result<serde_json::Value, Failure> {
+    if let Some(target) = target
+        && let Ok(meta) = cargo_metadata_for(manifest, Some(target))
+    {
+        return Ok(meta);
+    }
+    // A target cargo does not know (a custom one): the whole graph, as cargo gives it.
+    cargo_metadata_for(manifest, None)
+}
+
+fn cargo_metadata_for(manifest: &Path, target: Option<&str>) -> Result<serde_json::Value, Failure> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.args(["metadata", "--format-version", "1", "--manifest-path"]).arg(manifest);

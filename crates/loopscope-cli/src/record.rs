@@ -29,6 +29,9 @@ pub fn record_command(args: &RecordArgs) -> Result<u8, Failure> {
     if let Some(t) = args.stall_threshold {
         cmd.env("LOOPSCOPE_STALL_THRESHOLD", humantime::format_duration(t).to_string());
     }
+    if args.repeat_dumps {
+        cmd.env("LOOPSCOPE_DUMP_REPEAT", "1");
+    }
     if std::env::var_os("LOOPSCOPE_DUMP_IDLE").is_none() {
         let idle = args.dump_idle.0.map_or_else(|| "off".to_string(), |d| humantime::format_duration(d).to_string());
         cmd.env("LOOPSCOPE_DUMP_IDLE", idle);

@@ -1039,7 +1039,8 @@ pub struct Report {
     pub untracked_tasks: u64,
     /// Whether the recorder followed tasks' ages.
     pub tasks_followed: bool,
-    /// The latest task dumps (at most [`crate::tasks::MAX_REPORTED_DUMPS`]), oldest first.
+    /// The latest task dumps (at most [`crate::tasks::MAX_REPORTED_DUMPS`], the latest complete
+    /// one kept), oldest first.
     pub dumps: Vec<crate::tasks::DumpReport>,
     /// Task dumps taken in all.
     pub dumps_total: u64,

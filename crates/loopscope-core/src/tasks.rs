@@ -25,10 +25,14 @@ pub struct TaskState {
     /// runtime shut down (no task alive); what the tasks were doing before is the interval
     /// before that.
     latest: Option<TaskAges>,
+    /// The task ages with any task alive before `latest`.
+    before: Option<TaskAges>,
+    /// Whether task ages with no task alive came after `latest` (the runtime shut down).
+    ended: bool,
     /// Whether any task ages were recorded (a recorder that follows tasks).
     seen: bool,
-    /// The latest dumps with their numbers (1 for a session's first), complete ones kept over
-    /// the others.
+    /// The latest dumps with their numbers (1 for a session's first), the latest complete one
+    /// kept.
     dumps: VecDeque<(u64, TaskDump)>,
     dumps_total: u64,
 }
@@ -38,17 +42,20 @@ impl TaskState {
     pub fn push_ages(&mut self, t: &TaskAges) {
         self.seen = true;
         if t.sites.iter().any(|s| s.alive > 0) {
-            self.latest = Some(t.clone());
+            self.before = self.latest.replace(t.clone());
+            self.ended = false;
+        } else {
+            self.ended = self.latest.is_some();
         }
     }
 
-    /// Folds one task dump. Past [`MAX_REPORTED_DUMPS`], the oldest dump that is not complete
-    /// goes first (a program whose later dumps were refused or timed out keeps its complete one).
+    /// Folds one task dump. Past [`MAX_REPORTED_DUMPS`] the oldest goes, unless it is the latest
+    /// complete one (a program whose later dumps were refused or timed out keeps it).
     pub fn push_dump(&mut self, d: &TaskDump) {
         self.dumps_total += 1;
         if self.dumps.len() == MAX_REPORTED_DUMPS {
-            let incomplete = self.dumps.iter().position(|(_, d)| d.outcome != DumpOutcome::Complete);
-            self.dumps.remove(incomplete.unwrap_or(0));
+            let complete = self.dumps.iter().rposition(|(_, d)| d.outcome == DumpOutcome::Complete);
+            self.dumps.remove(usize::from(complete == Some(0)));
         }
         self.dumps.push_back((self.dumps_total, d.clone()));
     }
@@ -75,21 +82,32 @@ impl TaskState {
         self.dumps.iter().map(|(_, d)| d)
     }
 
+    /// The task ages the views read: the latest with any task alive. When the runtime then shut
+    /// down, that one may have been taken while the shutdown was dropping tasks: if it holds
+    /// fewer tasks than the one before, the one before is read (one interval older).
+    fn shown_ages(&self) -> Option<&TaskAges> {
+        let alive = |t: &TaskAges| t.sites.iter().map(|s| s.alive).sum::<u64>();
+        match (&self.latest, &self.before) {
+            (Some(l), Some(b)) if self.ended && alive(l) < alive(b) => Some(b),
+            (l, _) => l.as_ref(),
+        }
+    }
+
     /// A site's figures (its alive tasks' idle times and ages) in the latest task ages with any
     /// task alive.
     pub fn site(&self, site: u32) -> Option<&SiteTasks> {
-        self.latest.as_ref()?.sites.iter().find(|s| s.site == site)
+        self.shown_ages()?.sites.iter().find(|s| s.site == site)
     }
 
     /// The interval of the latest task ages with any task alive.
     pub fn as_of(&self) -> Option<u64> {
-        self.latest.as_ref().map(|t| t.interval)
+        self.shown_ages().map(|t| t.interval)
     }
 
     /// Per site with alive tasks (in the latest task ages with any), the waiting view, the
     /// longest idle first. `site_name` turns a site id into its location.
     pub fn waiting(&self, site_name: impl Fn(Option<u32>) -> Option<String>) -> Vec<WaitingSite> {
-        let sites = self.latest.as_ref().map_or(&[][..], |t| &t.sites[..]);
+        let sites = self.shown_ages().map_or(&[][..], |t| &t.sites[..]);
         let mut out: Vec<WaitingSite> =
             sites.iter().filter(|s| s.alive > 0).filter_map(|s| WaitingSite::new(s, site_name(Some(s.site)))).collect();
         out.sort_by(|a, b| b.idle.max.cmp(&a.idle.max).then(b.alive.cmp(&a.alive)));
@@ -98,7 +116,7 @@ impl TaskState {
 
     /// The idlest tasks of the latest task ages with any task alive.
     pub fn idlest(&self, site_name: impl Fn(Option<u32>) -> Option<String>) -> Vec<IdleTaskReport> {
-        let idlest = self.latest.as_ref().map_or(&[][..], |t| &t.idlest[..]);
+        let idlest = self.shown_ages().map_or(&[][..], |t| &t.idlest[..]);
         idlest
             .iter()
             .map(|t| IdleTaskReport {
@@ -113,7 +131,7 @@ impl TaskState {
 
     /// Alive tasks the recorder could not follow, in the latest task ages with any task alive.
     pub fn untracked(&self) -> u64 {
-        self.latest.as_ref().map_or(0, |t| t.untracked)
+        self.shown_ages().map_or(0, |t| t.untracked)
     }
 }
 
@@ -334,6 +352,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn task_ages_caught_during_the_shutdown_give_way_to_the_interval_before() {
+        let ages = |interval, alive| TaskAges {
+            interval,
+            sites: vec![crate::model::SiteTasks { site: 1, alive, ..Default::default() }],
+            ..TaskAges::default()
+        };
+        let mut state = TaskState::default();
+        for (i, alive) in [100, 200, 300].into_iter().enumerate() {
+            state.push_ages(&ages(i as u64, alive));
+        }
+        // Live, the latest is read, fewer tasks or not.
+        state.push_ages(&ages(3, 155));
+        assert_eq!(state.site(1).map(|s| s.alive), Some(155));
+        // The runtime shut down: the 155 were caught while it dropped tasks.
+        state.push_ages(&ages(4, 0));
+        assert_eq!((state.site(1).map(|s| s.alive), state.as_of()), (Some(300), Some(2)));
+        // A latest one that did not shrink stays.
+        let mut steady = TaskState::default();
+        steady.push_ages(&ages(0, 10));
+        steady.push_ages(&ages(1, 12));
+        steady.push_ages(&ages(2, 0));
+        assert_eq!(steady.site(1).map(|s| s.alive), Some(12));
+    }
+
+    #[test]
     fn a_complete_dump_outlives_later_refused_ones_and_is_the_one_shown() {
         let dump = |at_ns, outcome| TaskDump { at_ns, outcome, ..TaskDump::default() };
         let refused = || DumpOutcome::Unavailable { reason: "one dump per run".into() };
@@ -348,7 +391,7 @@ mod tests {
         let (number, shown) = state.shown_dump().unwrap();
         assert_eq!((number, shown.at_ns), (2, 2), "the complete one, numbered as it came");
         let kept: Vec<u64> = state.dumps().map(|d| d.at_ns).collect();
-        assert_eq!(kept, [2, 13, 14, 15, 16, 17, 18, 19], "in order, the refused oldest gone first");
+        assert_eq!(kept, [2, 13, 14, 15, 16, 17, 18, 19], "in order, the oldest gone but the complete one");
         // Without a complete one, the latest is shown; with only complete ones, the oldest goes.
         let mut refused_only = TaskState::default();
         refused_only.push_dump(&dump(1, refused()));

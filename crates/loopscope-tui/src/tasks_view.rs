@@ -156,12 +156,19 @@ fn dump(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         dump.groups.len(),
         if dump.groups.len() == 1 { "" } else { "s" }
     ));
-    if let Some(l) = &later {
-        let detail = l.detail.as_deref().map_or(String::new(), |d| format!(": {d}"));
-        block = block.title_bottom(format!(" dump {} at {}: {}{detail} ", t.tasks.dumps_total(), d(l.at), l.outcome));
-    } else if dump.skipped > 0 {
+    if dump.skipped > 0 {
         block =
             block.title_bottom(format!(" {} tasks left out past the recorder's caps (the idlest kept) ", dump.skipped));
+    }
+    if let Some(l) = &later {
+        // The reason in full is in the report and `loopscope dump`; here, what and where to read.
+        let stuck = if l.stalled_workers.is_empty() { "" } else { ", a worker stuck in a poll (Stalls view)" };
+        block = block.title_bottom(format!(
+            " dump {} at {}: {}{stuck} (docs/tasks.md) ",
+            t.tasks.dumps_total(),
+            d(l.at),
+            l.outcome
+        ));
     }
     let inner = block.inner(area);
     app.tasks_sel = app.tasks_sel.min(dump.groups.len().saturating_sub(1));

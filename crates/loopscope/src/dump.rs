@@ -136,7 +136,8 @@ pub(crate) struct Dumps {
 /// beside two busy loops; with one worker, 60 dumps out of 60 completed.
 pub(crate) const ONE_DUMP: &str = "tokio 1.54's task dump can leave a runtime with several workers one \
      worker short after a dump (tokio-rs/tokio#8370), and a further dump can then stop a worker for good: one \
-     dump per run unless asked for (loopscope run --repeat-dumps, LOOPSCOPE_DUMP_REPEAT=1, SessionBuilder::repeat_dumps)";
+     dump per run unless the program allows more (LOOPSCOPE_DUMP_REPEAT=1, SessionBuilder::repeat_dumps, \
+     --repeat-dumps of loopscope run and record; docs/tasks.md)";
 
 impl Dumps {
     /// Allows dumps after the first on a runtime with several workers (see [`ONE_DUMP`]).
@@ -342,11 +343,11 @@ fn take(shared: &Arc<Shared>, req: &Request) -> (TaskDump, bool) {
     if let DumpTask::Abandoned(since) = *lock(&shared.dumps().task) {
         return held_up(Some(since));
     }
-    if !shared.workers_in_poll_for(STUCK).is_empty() {
-        return held_up(None);
-    }
     if !shared.dumps().may_start(&handle) {
         return unavailable(ONE_DUMP);
+    }
+    if !shared.workers_in_poll_for(STUCK).is_empty() {
+        return held_up(None);
     }
     shared.dumps().started.fetch_add(1, Ordering::Relaxed);
     (imp::take(shared, &handle, base), true)

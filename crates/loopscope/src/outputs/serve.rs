@@ -64,6 +64,8 @@ struct Hub {
     ages: Option<Arc<Vec<u8>>>,
     /// The latest task dumps.
     dumps: VecDeque<Arc<Vec<u8>>>,
+    /// The latest complete task dump (kept when later ones were refused or timed out).
+    complete_dump: Option<Arc<Vec<u8>>>,
     tail: Vec<Arc<Vec<u8>>>,
     clients: Vec<SyncSender<Arc<Vec<u8>>>>,
     /// The session ended: clients still connecting get the whole stream and are closed.
@@ -179,7 +181,10 @@ fn broadcast(frames: Receiver<Frame>, hub: &Mutex<Hub>) {
                 h.declarations.push(Arc::clone(&bytes))
             }
             Frame::TaskAges(_) => h.ages = Some(Arc::clone(&bytes)),
-            Frame::TaskDump(_) => {
+            Frame::TaskDump(d) => {
+                if d.outcome == loopscope_core::model::DumpOutcome::Complete {
+                    h.complete_dump = Some(Arc::clone(&bytes));
+                }
                 if h.dumps.len() == HISTORY_DUMPS {
                     h.dumps.pop_front();
                 }
@@ -370,6 +375,8 @@ fn serve_client(mut conn: Box<dyn Conn>, hub: &Mutex<Hub>, on_dump: &DumpHook) {
             .chain(&h.intervals)
             .chain(&h.ages)
             .chain(&h.events)
+            // The latest complete dump first when the latest dumps are all refused or timed out.
+            .chain(h.complete_dump.iter().filter(|c| !h.dumps.iter().any(|d| Arc::ptr_eq(c, d))))
             .chain(&h.dumps)
             .chain(&h.tail)
             .cloned()

@@ -351,7 +351,8 @@ impl SessionBuilder {
 
     /// Takes a task dump (with the `taskdump` feature) once when a spawn site's tasks have not
     /// been polled for `after` (`None`, the default: never; [`DEFAULT_DUMP_IDLE`] is what
-    /// `loopscope run` and `loopscope record` use), at most once per site and four times in all:
+    /// `loopscope run` and `loopscope record` use), at most once per site and four times in all
+    /// (once in all on a runtime with several workers, see [`SessionBuilder::repeat_dumps`]):
     /// what they wait for, with each group's await point. Off by default because a dump pauses
     /// the runtime and the first one reads the program's debug information into memory (tens to
     /// hundreds of MB, kept), and an idle listener is idle too. See docs/tasks.md.
@@ -660,7 +661,8 @@ impl std::fmt::Debug for DumpHandle {
 }
 
 impl DumpHandle {
-    /// Asks for a task dump now; false when the session has finished, or a dump is under way or
+    /// Asks for a task dump now (recorded as not taken when it cannot be: see
+    /// [`Session::request_dump`]); false when the session has finished, or a dump is under way or
     /// was taken less than a second ago (then none is taken now).
     pub fn request(&self) -> bool {
         self.0.upgrade().is_some_and(|s| s.dumps().request(&s, loopscope_core::model::DumpTrigger::Request, 0))
@@ -855,8 +857,10 @@ impl Session {
 
     /// Asks for a task dump now: what every task waits for, recorded as a frame of the
     /// recording (with the `taskdump` feature; without it the recording says a dump was asked for
-    /// and could not be taken). Returns at once; false when the session records nothing, or a
-    /// dump is under way or was taken less than a second ago (then none is taken now).
+    /// and could not be taken, as it does for a further dump of a runtime with several workers,
+    /// see [`SessionBuilder::repeat_dumps`]). Returns at once; false when the session records
+    /// nothing, or a dump is under way or was taken less than a second ago (then none is taken
+    /// now).
     pub fn request_dump(&self) -> bool {
         let Some(a) = self.active.as_ref() else { return false };
         a.shared.dumps().request(&a.shared, loopscope_core::model::DumpTrigger::Request, 0)
