@@ -228,3 +228,27 @@ fn tasks_view_shows_the_waiting_tasks_and_the_dump_of_a_deadlock() {
     a.apply(Action::Dump);
     assert!(a.status.as_deref().is_some_and(|s| s.contains("recording")));
 }
+
+/// A dump refused after the deadlock's (a runtime with several workers takes one per run): the
+/// view keeps the complete one, numbered as it came, and says on its border what became of the
+/// later one.
+#[test]
+fn tasks_view_keeps_the_complete_dump_when_a_later_one_is_refused() {
+    use loopscope_core::model::{DumpOutcome, DumpTrigger, Frame, TaskDump};
+    let rec = Recording::read("tests/fixtures/hangs.loopscope").expect("the fixture reads");
+    let mut t = Timeline::from_recording(rec);
+    let complete = t.tasks.dumps_total();
+    assert!(complete >= 1, "the fixture holds the deadlock's dump");
+    t.push(Frame::TaskDump(Box::new(TaskDump {
+        at_ns: 3_500_000_000,
+        trigger: DumpTrigger::Request,
+        outcome: DumpOutcome::Unavailable { reason: "one dump per run".into() },
+        ..TaskDump::default()
+    })));
+    let mut a = App::new(t, Source::Replay("tests/fixtures/hangs.loopscope".into()));
+    a.apply(Action::Goto(View::Tasks));
+    let s = screen(&mut a, 160, 48);
+    assert_eq!(s.matches("(Mutex::lock)").count(), 2, "the complete dump's groups: {s}");
+    assert!(s.contains(&format!("Task dump {complete} at")), "{s}");
+    assert!(s.contains(&format!("dump {} at 3.50s: unavailable", complete + 1)), "{s}");
+}
