@@ -451,3 +451,41 @@ fn slow_polls_are_sampled_and_exported_as_folded_stacks_and_a_flame_graph() {
         assert!(line.starts_with("spawn:") && line.rsplit_once(' ').unwrap().1.parse::<u64>().is_ok(), "{line}");
     }
 }
+
+/// A program whose runtime has two workers answers `loopscope dump` once; a second request is
+/// refused with the reason (tokio-rs/tokio#8370), and its answer shows the complete dump before.
+#[test]
+fn a_second_dump_of_two_workers_is_refused_and_shows_the_first() {
+    let _turn = one_workload_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("hang.sock");
+    let addr = format!("unix:{}", sock.display());
+    let mut program = loopscope()
+        .args(["run", "hangs", "--scenario", "deadlock", "--for", "60s", "--workers", "2", "--dump-idle", "off"])
+        .args(["--serve", &addr])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut answers = Vec::new();
+    while answers.len() < 2 && Instant::now() < deadline {
+        if !sock.exists() {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let out = run(&["dump", "--attach", &addr]);
+        answers.push((out.status.code(), text(&out.stdout)));
+    }
+    let _ = program.kill();
+    let _ = program.wait();
+    assert_eq!(answers.len(), 2, "two answers within 30 s: {answers:?}");
+    let (code, first) = &answers[0];
+    assert_eq!(*code, Some(0), "{first}");
+    assert!(first.contains("tasks in") && !first.contains("unavailable"), "{first}");
+    let (code, second) = &answers[1];
+    assert_eq!(*code, Some(0), "{second}");
+    assert!(second.contains("(request): unavailable") && second.contains("tokio-rs/tokio#8370"), "{second}");
+    assert!(second.contains("The run's latest complete dump:"), "{second}");
+}

@@ -586,10 +586,18 @@ fn dumps(o: &mut String, report: &Report) {
 }
 
 /// One task dump as `loopscope dump` prints it: what it says, then the waiting view.
+///
+/// A dump that was not taken is followed by the run's latest complete one, when there is one.
 pub fn render_dump(report: &Report, d: &DumpReport) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "Task dump of {}", report.recording.subject());
     dump_entry(&mut o, report, d);
+    if d.outcome != "complete"
+        && let Some(c) = report.dumps.iter().rev().find(|c| c.outcome == "complete")
+    {
+        let _ = writeln!(o, "The run's latest complete dump:");
+        dump_entry(&mut o, report, c);
+    }
     waiting(&mut o, report);
     o
 }
