@@ -565,8 +565,8 @@ fn dumps(o: &mut String, report: &Report) {
     // The latest, and the latest complete one when those were all refused or timed out.
     let all = &report.dumps;
     let mut shown: Vec<usize> = (all.len().saturating_sub(SHOWN)..all.len()).collect();
-    if !shown.iter().any(|&i| all[i].outcome == "complete")
-        && let Some(c) = all.iter().rposition(|d| d.outcome == "complete")
+    if !shown.iter().any(|&i| all[i].is_complete())
+        && let Some(c) = all.iter().rposition(DumpReport::is_complete)
     {
         shown[0] = c;
     }
@@ -592,8 +592,8 @@ pub fn render_dump(report: &Report, d: &DumpReport) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "Task dump of {}", report.recording.subject());
     dump_entry(&mut o, report, d);
-    if d.outcome != "complete"
-        && let Some(c) = report.dumps.iter().rev().find(|c| c.outcome == "complete")
+    if !d.is_complete()
+        && let Some(c) = report.dumps.iter().rev().find(|c| c.is_complete())
     {
         let _ = writeln!(o, "The run's latest complete dump:");
         dump_entry(&mut o, report, c);

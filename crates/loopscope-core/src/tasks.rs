@@ -295,6 +295,11 @@ impl From<ProgramLine> for AwaitPoint {
 }
 
 impl DumpReport {
+    /// Whether tokio's dump was taken and answered (not timed out, not unavailable).
+    pub fn is_complete(&self) -> bool {
+        self.outcome == "complete"
+    }
+
     /// The report's view of one dump.
     pub fn new(d: &TaskDump, site_name: impl Fn(Option<u32>) -> Option<String>) -> DumpReport {
         let (trigger, idle_site) = match d.trigger {

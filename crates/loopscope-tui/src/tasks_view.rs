@@ -128,7 +128,7 @@ fn dump(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         ("idle", Some(site)) => format!("tasks of {} idle", t.display_path(site)),
         (w, _) => w.to_string(),
     };
-    if dump.outcome != "complete" {
+    if !dump.is_complete() {
         let stuck: Vec<String> = dump.stalled_workers.iter().map(|w| format!("worker {w}")).collect();
         let mut lines = vec![Line::from(format!("at {} ({why}): {}", d(dump.at), dump.outcome)).bold()];
         if let Some(detail) = &dump.detail {
